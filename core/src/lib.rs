@@ -1,0 +1,8 @@
+//! dealport-core: the pure heart of dealport.
+//!
+//! Bytes, facts and time go in; bytes and decisions come out. Nothing in this crate
+//! opens a socket, reads a file, looks at a clock, spawns a thread or awaits.
+#![deny(missing_debug_implementations)]
+
+pub mod sig;
+pub mod wire;

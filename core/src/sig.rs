@@ -1,0 +1,1 @@
+//! Signature verification (secp256k1, BLS): being written.
