@@ -148,7 +148,9 @@ impl Address {
             if ns.is_empty() || ns.len() > 19 || !ns.bytes().all(|c| c.is_ascii_digit()) {
                 return Err("invalid delegated address namespace");
             }
-            let ns: u64 = ns.parse().map_err(|_| "invalid delegated address namespace")?;
+            let ns: u64 = ns
+                .parse()
+                .map_err(|_| "invalid delegated address namespace")?;
             let mut p = vec![4];
             varint::put(&mut p, ns);
             (p, rest)

@@ -107,7 +107,13 @@ impl Cbor for SignedStorageAsk {
         let mut v = SignedStorageAsk::default();
         r.map_struct(|key, r| {
             match key {
-                "Ask" => v.ask = if r.null() { None } else { Some(StorageAsk::read(r)?) },
+                "Ask" => {
+                    v.ask = if r.null() {
+                        None
+                    } else {
+                        Some(StorageAsk::read(r)?)
+                    }
+                }
                 "Signature" => {
                     v.signature = if r.null() {
                         None
@@ -204,9 +210,7 @@ pub struct TransportsResponse {
 impl Cbor for TransportsResponse {
     const NAME: &'static str = "QueryResponse";
     fn write(&self, w: &mut Writer) {
-        w.map(1)
-            .key("Protocols")
-            .array(self.protocols.len() as u64);
+        w.map(1).key("Protocols").array(self.protocols.len() as u64);
         for p in &self.protocols {
             w.value(p);
         }

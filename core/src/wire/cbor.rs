@@ -53,7 +53,10 @@ impl<'a> Reader<'a> {
                 self.pos += h.len;
                 Ok(h)
             }
-            Ok(None) => Err(WireError::at("", super::framer::FrameError::Truncated.into())),
+            Ok(None) => Err(WireError::at(
+                "",
+                super::framer::FrameError::Truncated.into(),
+            )),
             Err(e) => Err(WireError::at("", e.into())),
         }
     }

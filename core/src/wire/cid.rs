@@ -94,7 +94,9 @@ impl Cid {
         } else if let Some(rest) = s.strip_prefix('b') {
             base32_decode(rest).ok_or("invalid base32")?
         } else if let Some(rest) = s.strip_prefix('z') {
-            bs58::decode(rest).into_vec().map_err(|_| "invalid base58")?
+            bs58::decode(rest)
+                .into_vec()
+                .map_err(|_| "invalid base58")?
         } else {
             return Err("unsupported multibase (expected b… or Qm…)");
         };

@@ -106,6 +106,18 @@ pub(crate) fn read_header(buf: &[u8], at: usize) -> Result<Option<Header>, Frame
     }))
 }
 
+/// Length of a header from its first byte (reserved/indefinite count as one byte;
+/// `read_header` rejects them once that byte is present).
+fn header_len(first: u8) -> usize {
+    match first & 0x1f {
+        24 => 2,
+        25 => 3,
+        26 => 5,
+        27 => 9,
+        _ => 1,
+    }
+}
+
 /// Incremental walker over one CBOR item. See the module docs.
 #[derive(Debug, Clone)]
 pub struct Framer {
@@ -118,6 +130,8 @@ pub struct Framer {
     skip: u64,
     started: bool,
     done: Option<usize>,
+    /// Bytes still missing from the header being read (0 when between items).
+    header_missing: usize,
 }
 
 impl Default for Framer {
@@ -136,6 +150,7 @@ impl Framer {
             skip: 0,
             started: false,
             done: None,
+            header_missing: 0,
         }
     }
 
@@ -147,7 +162,11 @@ impl Framer {
     /// How many bytes the caller may usefully read next without reading past the item:
     /// at least one, and never more than what the cap still allows.
     pub fn read_hint(&self) -> usize {
-        let wanted = if self.skip > 0 { self.skip } else { 9 };
+        let wanted = if self.skip > 0 {
+            self.skip
+        } else {
+            self.header_missing.max(1) as u64
+        };
         let left = self.max.saturating_sub(self.pos).max(1) as u64;
         wanted.min(left).max(1) as usize
     }
@@ -174,15 +193,20 @@ impl Framer {
                 return Ok(Frame::Complete(self.pos));
             }
             let Some(h) = read_header(buf, self.pos)? else {
+                self.header_missing = match buf.get(self.pos) {
+                    Some(&first) => header_len(first).saturating_sub(buf.len() - self.pos),
+                    None => 1,
+                };
                 return Ok(Frame::NeedMore);
             };
+            self.header_missing = 0;
             self.started = true;
             self.check_size(self.pos as u64 + h.len as u64)?;
             self.pos += h.len;
             match h.major {
                 0 | 1 | 7 => self.close_item(),
                 2 | 3 => {
-                    self.check_size(self.pos as u64 + h.arg)?;
+                    self.check_size((self.pos as u64).saturating_add(h.arg))?;
                     self.skip = h.arg;
                     if self.skip == 0 {
                         self.close_item();
@@ -196,7 +220,7 @@ impl Framer {
                     };
                     // Every child takes at least one byte: a count larger than the
                     // remaining budget can never complete.
-                    self.check_size(self.pos as u64 + children)?;
+                    self.check_size((self.pos as u64).saturating_add(children))?;
                     if children == 0 {
                         self.close_item();
                     } else {

@@ -53,9 +53,9 @@ impl HttpRequest {
     pub fn from_json(bytes: &[u8]) -> Result<Self, ParamsError> {
         let v: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|e| ParamsError(e.to_string()))?;
-        let obj = v
-            .as_object()
-            .ok_or_else(|| ParamsError("json: cannot unmarshal non-object into HttpRequest".into()))?;
+        let obj = v.as_object().ok_or_else(|| {
+            ParamsError("json: cannot unmarshal non-object into HttpRequest".into())
+        })?;
         let mut out = HttpRequest::default();
         // Go matches keys case-insensitively; the last matching key wins.
         for (k, val) in obj {

@@ -22,7 +22,9 @@ pub use cid::Cid;
 pub use error::{ErrorKind, WireError};
 pub use framer::{Frame, FrameError, Framer};
 pub use http_request::HttpRequest;
-pub use mk12::{DealParams, DealResponse, DealStatus, DealStatusRequest, DealStatusResponse, Transfer};
+pub use mk12::{
+    DealParams, DealResponse, DealStatus, DealStatusRequest, DealStatusResponse, Transfer,
+};
 pub use primitives::{DealLabel, DealUuid, Signature, TokenAmount};
 pub use proposal::{ClientDealProposal, DealProposal};
 

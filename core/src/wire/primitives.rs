@@ -164,8 +164,12 @@ impl DealUuid {
         }
         let mut out = [0u8; 16];
         for (i, pair) in hex.chunks(2).enumerate() {
-            let hi = (pair[0] as char).to_digit(16).ok_or("invalid hex digit in UUID")?;
-            let lo = (pair[1] as char).to_digit(16).ok_or("invalid hex digit in UUID")?;
+            let hi = (pair[0] as char)
+                .to_digit(16)
+                .ok_or("invalid hex digit in UUID")?;
+            let lo = (pair[1] as char)
+                .to_digit(16)
+                .ok_or("invalid hex digit in UUID")?;
             out[i] = (hi * 16 + lo) as u8;
         }
         Ok(DealUuid(out))
