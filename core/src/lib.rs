@@ -4,5 +4,6 @@
 //! opens a socket, reads a file, looks at a clock, spawns a thread or awaits.
 #![deny(missing_debug_implementations)]
 
+pub mod fuzzing;
 pub mod sig;
 pub mod wire;
