@@ -44,8 +44,11 @@ pub fn http_request(data: &[u8]) {
     }
 }
 
+/// A fuzz target: takes any bytes, panics only on a bug.
+pub type Target = fn(&[u8]);
+
 /// Every fuzz target by name, for the corpus replay.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("framer", framer),
     ("deal_params", message::<DealParams>),
     ("deal_response", message::<DealResponse>),

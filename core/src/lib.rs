@@ -4,6 +4,11 @@
 //! opens a socket, reads a file, looks at a clock, spawns a thread or awaits.
 #![deny(missing_debug_implementations)]
 
+pub mod accept;
+pub mod ask;
+pub mod deal;
+pub mod facts;
 pub mod fuzzing;
 pub mod sig;
+pub mod status;
 pub mod wire;

@@ -68,7 +68,10 @@ fn v120_form_decodes_and_reencodes_as_five_keys() {
 #[test]
 fn a4_fields_match_the_documented_inputs() {
     let p: DealParams = roundtrip("A4");
-    assert_eq!(p.deal_uuid.to_string(), "8f1c7b1e-6a0e-4c4b-9b7e-2a4d3c5e6f70");
+    assert_eq!(
+        p.deal_uuid.to_string(),
+        "8f1c7b1e-6a0e-4c4b-9b7e-2a4d3c5e6f70"
+    );
     assert_eq!(
         p.deal_data_root.to_string(),
         "bafybeidnuvej2fyjlvgo5ni7n2mfyfpillhwps6nhfphmo3bpjuvjvgnuy"
@@ -97,7 +100,10 @@ fn a4_fields_match_the_documented_inputs() {
     );
     assert_eq!((d.start_epoch, d.end_epoch), (4_500_000, 5_018_400));
     assert_eq!(d.storage_price_per_epoch, TokenAmount::zero());
-    assert_eq!(d.provider_collateral, TokenAmount::from_u64(8_589_934_592_000));
+    assert_eq!(
+        d.provider_collateral,
+        TokenAmount::from_u64(8_589_934_592_000)
+    );
     assert_eq!(d.client_collateral, TokenAmount::zero());
     assert_eq!(
         p.client_deal_proposal.client_signature.to_bytes(),

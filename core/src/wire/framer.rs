@@ -214,7 +214,7 @@ impl Framer {
                 }
                 4 | 5 => {
                     let children = if h.major == 5 {
-                        h.arg.checked_mul(2).unwrap_or(u64::MAX)
+                        h.arg.saturating_mul(2)
                     } else {
                         h.arg
                     };
