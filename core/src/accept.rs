@@ -185,7 +185,10 @@ pub fn validate(params: &DealParams, facts: &ChainFacts, policy: &Policy) -> Res
             [one] => one.to_string(),
             many => format!(
                 "[{}]",
-                many.iter().map(Address::to_string).collect::<Vec<_>>().join(" ")
+                many.iter()
+                    .map(Address::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" ")
             ),
         };
         return Err(fail(
@@ -219,7 +222,10 @@ pub fn validate(params: &DealParams, facts: &ChainFacts, policy: &Policy) -> Res
             && x.mh_len == 32
     });
     if !prefix_ok {
-        return Err(fail(Rule::PieceCidPrefix, "proposal PieceCID had wrong prefix"));
+        return Err(fail(
+            Rule::PieceCidPrefix,
+            "proposal PieceCID had wrong prefix",
+        ));
     }
     if p.end_epoch <= p.start_epoch {
         return Err(fail(
@@ -277,10 +283,12 @@ pub fn validate(params: &DealParams, facts: &ChainFacts, policy: &Policy) -> Res
             ),
         ));
     }
-    let min = facts
-        .provider_collateral_min
-        .as_ref()
-        .ok_or_else(|| fail(Rule::CollateralBounds, "server error: getting collateral bounds"))?;
+    let min = facts.provider_collateral_min.as_ref().ok_or_else(|| {
+        fail(
+            Rule::CollateralBounds,
+            "server error: getting collateral bounds",
+        )
+    })?;
     if p.provider_collateral < *min {
         return Err(fail(
             Rule::CollateralTooLow,
@@ -319,7 +327,12 @@ pub fn validate(params: &DealParams, facts: &ChainFacts, policy: &Policy) -> Res
         let datacap = facts
             .client_datacap
             .as_ref()
-            .ok_or_else(|| fail(Rule::DatacapLookup, "server error: getting verified datacap"))?
+            .ok_or_else(|| {
+                fail(
+                    Rule::DatacapLookup,
+                    "server error: getting verified datacap",
+                )
+            })?
             .as_ref()
             .ok_or_else(|| fail(Rule::NotVerifiedClient, "client is not a verified client"))?;
         if datacap.0 < BigInt::from(p.piece_size) {
@@ -338,14 +351,21 @@ pub fn validate(params: &DealParams, facts: &ChainFacts, policy: &Policy) -> Res
 /// The client's signature over our canonical re-encoding of the proposal.
 fn check_signature(params: &DealParams, facts: &ChainFacts) -> Result<(), Rejection> {
     let cdp = &params.client_deal_proposal;
-    let unverifiable =
-        || Rejection::validation(Rule::SignatureUnverifiable, "server error: validating signature");
+    let unverifiable = || {
+        Rejection::validation(
+            Rule::SignatureUnverifiable,
+            "server error: validating signature",
+        )
+    };
     let key = facts.client_key.as_ref().ok_or_else(unverifiable)?;
     if key.protocol() == Some(Protocol::Delegated) {
         // f4 clients: Boost and Curio simulate AuthenticateMessage; the caller ran it.
         return match facts.f4_authenticated {
             None => Err(unverifiable()),
-            Some(false) => Err(Rejection::validation(Rule::InvalidSignature, "invalid signature")),
+            Some(false) => Err(Rejection::validation(
+                Rule::InvalidSignature,
+                "invalid signature",
+            )),
             Some(true) => Ok(()),
         };
     }
@@ -399,7 +419,11 @@ fn check_ask(params: &DealParams, policy: &Policy) -> Result<(), Rejection> {
 }
 
 /// Curio's deny-online/offline switches and client allow/deny list.
-fn check_deal_type(params: &DealParams, facts: &ChainFacts, policy: &Policy) -> Result<(), Rejection> {
+fn check_deal_type(
+    params: &DealParams,
+    facts: &ChainFacts,
+    policy: &Policy,
+) -> Result<(), Rejection> {
     if params.is_offline && policy.deny_offline {
         return Err(Rejection::new(
             Rule::OfflineDenied,
@@ -422,7 +446,10 @@ fn check_deal_type(params: &DealParams, facts: &ChainFacts, policy: &Policy) -> 
         ClientFilter::AllBut(list) => !listed(list),
     };
     if !allowed {
-        return Err(Rejection::new(Rule::ClientNotAllowed, "client not allowed by provider"));
+        return Err(Rejection::new(
+            Rule::ClientNotAllowed,
+            "client not allowed by provider",
+        ));
     }
     Ok(())
 }
@@ -453,7 +480,9 @@ fn check_transfer(params: &DealParams) -> Result<(), Rejection> {
     if piece_size != padded {
         return Err(Rejection::new(
             Rule::PieceSizeMismatch,
-            format!("deal proposal piece size {piece_size} doesn't match padded piece size {padded}"),
+            format!(
+                "deal proposal piece size {piece_size} doesn't match padded piece size {padded}"
+            ),
         ));
     }
     if let Err(e) = HttpRequest::from_json(&t.params) {

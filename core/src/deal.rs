@@ -85,15 +85,26 @@ impl fmt::Display for DealState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DealEvent {
     /// Progress of an online transfer (or an offline import): bytes so far.
-    Transferring { bytes_received: u64 },
+    Transferring {
+        bytes_received: u64,
+    },
     /// The data is all here. For online deals `bytes` must equal `Transfer.Size`.
-    Transferred { bytes: u64 },
+    Transferred {
+        bytes: u64,
+    },
     /// The PublishStorageDeals message was sent.
-    Published { publish_cid: Cid },
+    Published {
+        publish_cid: Cid,
+    },
     /// The publish message landed on chain and the deal has its ID.
-    PublishConfirmed { chain_deal_id: u64 },
+    PublishConfirmed {
+        chain_deal_id: u64,
+    },
     /// The piece was handed to the sealing system.
-    AddedPiece { sector_number: u64, offset: u64 },
+    AddedPiece {
+        sector_number: u64,
+        offset: u64,
+    },
     IndexedAndAnnounced,
     Complete,
     /// Free text from the sealing system; does not move the checkpoint.
@@ -162,13 +173,25 @@ pub enum TransitionError {
     Illegal { from: DealState, to: EventKind },
     /// A byte count lower than one already reported.
     #[error("bytes received went backwards ({had} -> {got}) while {state}")]
-    BytesWentBackwards { state: DealState, had: u64, got: u64 },
+    BytesWentBackwards {
+        state: DealState,
+        had: u64,
+        got: u64,
+    },
     /// An online deal reported more bytes than the client declared in `Transfer.Size`.
     #[error("{got} bytes received while {state}, more than the transfer size {size}")]
-    BytesAboveTransferSize { state: DealState, got: u64, size: u64 },
+    BytesAboveTransferSize {
+        state: DealState,
+        got: u64,
+        size: u64,
+    },
     /// An online transfer ended with a byte count other than `Transfer.Size`.
     #[error("transfer ended with {got} bytes while {state}, expected the transfer size {size}")]
-    TransferSizeMismatch { state: DealState, got: u64, size: u64 },
+    TransferSizeMismatch {
+        state: DealState,
+        got: u64,
+        size: u64,
+    },
 }
 
 /// The error text stored when a failure arrives without one, so that a failed deal

@@ -7,8 +7,11 @@ use proptest::prelude::*;
 
 fn vector(name: &str) -> Vec<u8> {
     let v: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/mk12-golden.json"))
-            .unwrap(),
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/mk12-golden.json"
+        ))
+        .unwrap(),
     )
     .unwrap();
     hex::decode(v["vectors"][name]["hex"].as_str().unwrap()).unwrap()
@@ -131,7 +134,10 @@ fn disabled_miners_are_refused_first() {
     let mut pol = policy();
     pol.disabled_miners = vec![Address::new_id(1000)];
     let (rule, msg) = reject(&p, &ChainFacts::default(), &pol);
-    assert_eq!((rule, msg.as_str()), (Rule::DisabledMiner, "Libp2p is disabled for the provider"));
+    assert_eq!(
+        (rule, msg.as_str()),
+        (Rule::DisabledMiner, "Libp2p is disabled for the provider")
+    );
 }
 
 /// Each rule, with a proposal re-signed after the change so only that rule fails.
@@ -223,7 +229,10 @@ fn transfer_params_that_are_not_json_are_rejected() {
     p.transfer.params = b"{not json".to_vec();
     let (rule, msg) = reject(&p, &facts_for(&p), &policy());
     assert_eq!(rule, Rule::TransferParams);
-    assert!(msg.starts_with("failed to de-serialize transport params bytes '{not json': "), "{msg}");
+    assert!(
+        msg.starts_with("failed to de-serialize transport params bytes '{not json': "),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -275,9 +284,15 @@ fn f4_clients_use_the_authenticate_message_fact() {
     f.f4_authenticated = Some(true);
     assert_eq!(decide(&p, &f, &policy(), None, None), Ok(()));
     f.f4_authenticated = Some(false);
-    assert_eq!(reject(&p, &f, &policy()).1, "failed validation: invalid signature");
+    assert_eq!(
+        reject(&p, &f, &policy()).1,
+        "failed validation: invalid signature"
+    );
     f.f4_authenticated = None;
-    assert_eq!(reject(&p, &f, &policy()).1, "failed validation: server error: validating signature");
+    assert_eq!(
+        reject(&p, &f, &policy()).1,
+        "failed validation: server error: validating signature"
+    );
 }
 
 fn record(p: &DealParams, uuid: DealUuid, created: i64) -> DealRecord {
@@ -308,7 +323,10 @@ fn an_identical_resend_is_accepted_again_even_when_facts_moved_on() {
     // The head has passed the start epoch since: a retry is still answered Accepted.
     let mut f = facts_for(&p);
     f.head_epoch = Some(5_000_000);
-    assert_eq!(decide(&p, &f, &policy(), Some(&known), Some(&known)), Ok(()));
+    assert_eq!(
+        decide(&p, &f, &policy(), Some(&known), Some(&known)),
+        Ok(())
+    );
     // The v1.2.0 form of the same deal is the same deal.
     let v120 = DealParams::from_cbor(&vector("A5")).unwrap();
     assert!(is_identical_retry(&v120, Some(&known)));
@@ -342,8 +360,14 @@ fn duplicates_get_boosts_messages() {
 #[test]
 fn go_time_format_matches_go() {
     assert_eq!(go_time_utc(0), "1970-01-01 00:00:00 +0000 UTC");
-    assert_eq!(go_time_utc(1_500_000_000), "1970-01-01 00:00:01.5 +0000 UTC");
-    assert_eq!(go_time_utc(951_782_400 * 1_000_000_000), "2000-02-29 00:00:00 +0000 UTC");
+    assert_eq!(
+        go_time_utc(1_500_000_000),
+        "1970-01-01 00:00:01.5 +0000 UTC"
+    );
+    assert_eq!(
+        go_time_utc(951_782_400 * 1_000_000_000),
+        "2000-02-29 00:00:00 +0000 UTC"
+    );
     assert_eq!(go_time_utc(-1), "1969-12-31 23:59:59.999999999 +0000 UTC");
 }
 
