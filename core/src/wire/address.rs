@@ -6,6 +6,8 @@ use std::fmt;
 
 /// Longest address accepted on decode (go-address).
 pub const MAX_ADDRESS_LEN: u64 = 64;
+/// go-address's error for an empty (undefined) address on decode.
+pub const EMPTY_ADDRESS: &str = "cbor input should not contain empty addresses";
 /// Longest delegated (f4) sub-address.
 pub const MAX_SUBADDRESS_LEN: usize = 54;
 
@@ -245,7 +247,7 @@ impl Cbor for Address {
         if b.is_empty() {
             return Err(WireError::at(
                 "",
-                ErrorKind::InvalidAddress("cbor input should not contain empty addresses"),
+                ErrorKind::InvalidAddress(EMPTY_ADDRESS),
             ));
         }
         Address::from_bytes(b).map_err(|e| WireError::at("", ErrorKind::InvalidAddress(e)))

@@ -12,6 +12,8 @@ use std::fmt;
 /// Longest CID accepted on decode (cbor-gen `ReadCid`), including the leading 0x00.
 pub const MAX_CID_LEN: u64 = 512;
 pub const CBOR_TAG_CID: u64 = 42;
+/// The error for tag 42 around a lone 0x00: what an undefined CID encodes to here.
+pub const UNDEFINED_CID: &str = "cid is undefined";
 
 pub const CODEC_DAG_CBOR: u64 = 0x71;
 pub const CODEC_DAG_PB: u64 = 0x70;
@@ -181,6 +183,7 @@ impl Cbor for Cid {
                 "",
                 ErrorKind::InvalidCid("serialized cids must not be empty"),
             )),
+            Some((0, [])) => Err(WireError::at("", ErrorKind::InvalidCid(UNDEFINED_CID))),
             Some((0, rest)) => {
                 Cid::from_bytes(rest).map_err(|e| WireError::at("", ErrorKind::InvalidCid(e)))
             }

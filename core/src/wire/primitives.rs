@@ -70,6 +70,9 @@ pub const SIG_SECP256K1: u8 = 1;
 pub const SIG_BLS: u8 = 2;
 pub const SIG_DELEGATED: u8 = 3;
 
+/// go-state-types' error for an unknown signature type (the zero value's type 0 too).
+pub const INVALID_SIG_TYPE: &str = "invalid signature type in cbor input";
+
 /// `crypto.Signature`: one type byte, then the signature data.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct Signature {
@@ -87,7 +90,7 @@ impl Signature {
     pub fn from_bytes(b: &[u8]) -> Result<Self, &'static str> {
         let (&t, data) = b.split_first().ok_or("string was empty")?;
         if !matches!(t, SIG_SECP256K1 | SIG_BLS | SIG_DELEGATED) {
-            return Err("invalid signature type in cbor input");
+            return Err(INVALID_SIG_TYPE);
         }
         Ok(Signature {
             sig_type: t,
