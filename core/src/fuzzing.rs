@@ -39,7 +39,10 @@ pub fn message<T: Cbor + PartialEq + std::fmt::Debug>(data: &[u8]) {
                 assert_eq!(back, v, "re-encoded value differs");
                 assert_eq!(back.to_cbor(), canonical, "canonical form is not stable");
             }
-            Err(e) => assert!(is_zero_value_error(&e), "canonical bytes must decode: {e:?}"),
+            Err(e) => assert!(
+                is_zero_value_error(&e),
+                "canonical bytes must decode: {e:?}"
+            ),
         }
     }
 }

@@ -245,10 +245,7 @@ impl Cbor for Address {
     fn read(r: &mut Reader<'_>) -> Result<Self, WireError> {
         let b = r.bytes(MAX_ADDRESS_LEN)?;
         if b.is_empty() {
-            return Err(WireError::at(
-                "",
-                ErrorKind::InvalidAddress(EMPTY_ADDRESS),
-            ));
+            return Err(WireError::at("", ErrorKind::InvalidAddress(EMPTY_ADDRESS)));
         }
         Address::from_bytes(b).map_err(|e| WireError::at("", ErrorKind::InvalidAddress(e)))
     }
