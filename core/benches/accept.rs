@@ -3,8 +3,8 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use dealport_core::accept::decide;
 use dealport_core::deal::DealRecord;
-use dealport_core::status::{answer_status, VerifyCache};
 use dealport_core::facts::{ChainFacts, MarketBalance, Policy};
+use dealport_core::status::{answer_status, VerifyCache};
 use dealport_core::wire::{Address, Cbor, DealParams, DealStatusRequest, TokenAmount};
 use std::hint::black_box;
 
