@@ -1,1 +1,11 @@
 //! dealport-node: the I/O around the pure core, written against futures-io and async-io only.
+
+pub mod app;
+pub mod chain;
+pub mod config;
+pub mod identity;
+pub mod p2p;
+pub mod runtime;
+pub mod service;
+pub mod signals;
+pub mod store;

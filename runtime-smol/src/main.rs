@@ -1,4 +1,50 @@
-fn main() {
-    eprintln!("dealport: the node is not built yet (see README: status)");
-    std::process::exit(2);
+//! `dealport` on smol: the executor and the blocking pool. Everything else, signals
+//! included, is in `dealport_node`.
+
+use std::{
+    process::ExitCode,
+    sync::{Arc, OnceLock},
+};
+
+use dealport_node::{
+    app::{self, Shell},
+    runtime::{BoxTask, Runtime},
+};
+use smol::Executor;
+
+/// One executor, run by one thread per core (at least two), for the whole process.
+fn executor() -> &'static Arc<Executor<'static>> {
+    static EX: OnceLock<Arc<Executor<'static>>> = OnceLock::new();
+    EX.get_or_init(|| {
+        let ex = Arc::new(Executor::new());
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
+        for i in 0..threads {
+            let ex = ex.clone();
+            std::thread::Builder::new()
+                .name(format!("dealport-exec-{i}"))
+                .spawn(move || smol::block_on(ex.run(smol::future::pending::<()>())))
+                .expect("spawn an executor thread");
+        }
+        ex
+    })
+}
+
+struct Smol;
+
+impl Runtime for Smol {
+    fn spawn(&self, fut: BoxTask) {
+        executor().spawn(fut).detach();
+    }
+
+    fn spawn_blocking(&self, f: Box<dyn FnOnce() + Send>) {
+        smol::unblock(f).detach();
+    }
+}
+
+fn main() -> ExitCode {
+    let shell = Shell {
+        runtime: Arc::new(Smol),
+        runtime_name: "smol",
+    };
+    smol::block_on(app::main(shell))
 }

@@ -1,0 +1,518 @@
+//! The `dealport` command line, shared by every runtime shell.
+//!
+//! A shell supplies a [`Shell`] (its [`Runtime`] and a way to wait for SIGINT/SIGTERM)
+//! and blocks on [`main`]; everything else is here.
+
+use std::{
+    io::IsTerminal,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    sync::Arc,
+    time::Duration,
+};
+
+use clap::{Args, Parser, Subcommand};
+use dealport_core::wire::DealUuid;
+use libp2p::{multiaddr::Protocol as MaProtocol, Multiaddr, PeerId};
+
+use crate::{
+    chain::{ChainFactsSource, OfflineChain},
+    config::{ChainMode, Config},
+    identity,
+    p2p::Host,
+    runtime::Runtime,
+    service::{DealService, ServiceConfig},
+    store::{sled::SledStore, Store, StoreError, StoredDeal},
+};
+
+/// What a runtime shell hands to the app.
+pub struct Shell {
+    pub runtime: Arc<dyn Runtime>,
+    /// Shown in the start-up log, e.g. `smol`.
+    pub runtime_name: &'static str,
+}
+
+/// How long `run` lets streams in flight finish after a stop signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dealport",
+    version,
+    about = "A Filecoin MK12 storage-deal server for Boost and Curio clients"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Location {
+    /// The data dir (store, default config). Default: $DEALPORT_DATA_DIR, else
+    /// `data_dir` from --config, else ~/.dealport.
+    #[arg(long, env = "DEALPORT_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// The config file. Default: <data dir>/config.toml.
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the data dir, a commented config and the identity key; print the PeerID.
+    Init {
+        #[command(flatten)]
+        at: Location,
+    },
+    /// Serve the MK12 protocols until SIGINT or SIGTERM.
+    Run {
+        #[command(flatten)]
+        at: Location,
+    },
+    /// Show the PeerID, the listen configuration and the store.
+    Info {
+        #[command(flatten)]
+        at: Location,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read the deals in the store.
+    Deals {
+        #[command(flatten)]
+        at: Location,
+        #[command(subcommand)]
+        command: DealsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DealsCommand {
+    /// One line per deal.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Everything stored about one deal, as JSON.
+    Show { uuid: String },
+}
+
+/// A failed command: one sentence for the user.
+#[derive(Debug)]
+struct Fail(String);
+
+impl<E: std::fmt::Display> From<E> for Fail {
+    fn from(e: E) -> Self {
+        Fail(e.to_string())
+    }
+}
+
+type CmdResult = Result<(), Fail>;
+
+/// Parse the command line, set up logging, run the command.
+pub async fn main(shell: Shell) -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match run_command(shell, cli.command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Fail(msg)) => {
+            eprintln!("dealport: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+async fn run_command(shell: Shell, command: Command) -> CmdResult {
+    match command {
+        Command::Init { at } => init(shell, at).await,
+        Command::Run { at } => run(shell, at).await,
+        Command::Info { at, json } => info(shell, at, json).await,
+        Command::Deals { at, command } => deals(shell, at, command).await,
+    }
+}
+
+// ------------------------------------------------------------------ locations
+
+fn default_data_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join(".dealport")
+}
+
+/// The data dir, the config path and the config (`None` if the file does not exist and
+/// `--config` was not given).
+fn locate(at: &Location) -> Result<(PathBuf, PathBuf, Option<Config>), Fail> {
+    if let Some(path) = &at.config {
+        let config = Config::load(path)?;
+        let dir = at
+            .data_dir
+            .clone()
+            .or_else(|| config.data_dir.clone())
+            .unwrap_or_else(default_data_dir);
+        return Ok((dir, path.clone(), Some(config)));
+    }
+    let dir = at.data_dir.clone().unwrap_or_else(default_data_dir);
+    let path = dir.join("config.toml");
+    let config = if path.exists() {
+        let c = Config::load(&path)?;
+        Some(c)
+    } else {
+        None
+    };
+    // A data_dir inside the default config only matters when no dir was given.
+    let dir = match (
+        &at.data_dir,
+        config.as_ref().and_then(|c| c.data_dir.clone()),
+    ) {
+        (None, Some(d)) => d,
+        _ => dir,
+    };
+    Ok((dir, path, config))
+}
+
+/// Create `dir` (and parents) with owner-only permissions on the last component.
+fn create_private_dir(dir: &Path) -> CmdResult {
+    if dir.exists() {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            if let Ok(m) = std::fs::metadata(dir) {
+                if m.permissions().mode() & 0o077 != 0 {
+                    tracing::warn!(dir = %dir.display(), "the data dir is readable by other users; chmod 700 it");
+                }
+            }
+        }
+        return Ok(());
+    }
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(dir)
+        .map_err(|e| Fail(format!("cannot create data dir {}: {e}", dir.display())))
+}
+
+fn write_private_file(path: &Path, text: &str) -> CmdResult {
+    use std::io::Write;
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    let mut f = o
+        .open(path)
+        .map_err(|e| Fail(format!("cannot create {}: {e}", path.display())))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| Fail(format!("cannot write {}: {e}", path.display())))
+}
+
+fn open_store(shell: &Shell, dir: &Path) -> Result<Arc<dyn Store>, Fail> {
+    Ok(Arc::new(SledStore::open(dir, shell.runtime.clone())?))
+}
+
+/// The PeerID is also kept in plain text beside the store, so `info` can show it while
+/// a running node holds the store's lock.
+fn write_peer_id_file(dir: &Path, peer: &PeerId) {
+    let _ = std::fs::write(dir.join("peer-id"), format!("{peer}\n"));
+}
+
+// ------------------------------------------------------------------ init
+
+async fn init(shell: Shell, at: Location) -> CmdResult {
+    let dir = at.data_dir.clone().unwrap_or_else(default_data_dir);
+    create_private_dir(&dir)?;
+    let path = at.config.clone().unwrap_or_else(|| dir.join("config.toml"));
+    if path.exists() {
+        eprintln!("config {} already exists; left unchanged", path.display());
+    } else {
+        write_private_file(&path, &crate::config::template())?;
+        eprintln!("wrote config {}", path.display());
+    }
+    let store = open_store(&shell, &dir)?;
+    let (key, created) = identity::load_or_create(&*store).await?;
+    let peer = key.public().to_peer_id();
+    write_peer_id_file(&dir, &peer);
+    eprintln!(
+        "{} identity in {}",
+        if created {
+            "created a new"
+        } else {
+            "kept the existing"
+        },
+        store.describe()
+    );
+    println!("{peer}");
+    Ok(())
+}
+
+// ------------------------------------------------------------------ run
+
+fn with_p2p(addr: &Multiaddr, peer: PeerId) -> Multiaddr {
+    if addr.iter().any(|p| matches!(p, MaProtocol::P2p(_))) {
+        addr.clone()
+    } else {
+        addr.clone().with(MaProtocol::P2p(peer))
+    }
+}
+
+async fn run(shell: Shell, at: Location) -> CmdResult {
+    let (dir, path, config) = locate(&at)?;
+    let config = config.ok_or_else(|| {
+        Fail(format!(
+            "no config file at {}; run `dealport init --data-dir {}` first",
+            path.display(),
+            dir.display()
+        ))
+    })?;
+    if config.chain.mode == ChainMode::Lotus {
+        return Err(Fail(format!(
+            "config file {}: key `chain.mode`: \"lotus\" is not implemented yet; use \"offline\"",
+            path.display()
+        )));
+    }
+    create_private_dir(&dir)?;
+    let store = open_store(&shell, &dir)?;
+    let (key, created) = identity::load_or_create(&*store).await?;
+    let peer = key.public().to_peer_id();
+    write_peer_id_file(&dir, &peer);
+    if created {
+        tracing::info!(%peer, "created a new identity");
+    }
+    tracing::info!(
+        runtime = shell.runtime_name,
+        config = %path.display(),
+        store = %store.describe(),
+        "dealport {} starting",
+        env!("CARGO_PKG_VERSION")
+    );
+    let chain: Arc<dyn ChainFactsSource> = Arc::new(OfflineChain::new(
+        config.chain.network,
+        config.chain.offline.clone(),
+    ));
+    tracing::warn!("{}", chain.describe());
+    let policy = config.policy();
+    if policy.miners.is_empty() {
+        tracing::warn!("no [[miners]] configured: every proposal will be rejected");
+    } else {
+        tracing::info!(miners = ?policy.miners.iter().map(ToString::to_string).collect::<Vec<_>>(), "taking deals");
+    }
+    let service = DealService::new(
+        store.clone(),
+        chain,
+        ServiceConfig {
+            policy,
+            network: config.chain.network.address_network(),
+            proposal_budget: config.proposal_budget(),
+            verify_cache_capacity: config.limits.status_verify_cache,
+        },
+    );
+    let stop = crate::signals::sigint_or_sigterm()
+        .map_err(|e| Fail(format!("cannot install the signal handlers: {e}")))?;
+    let host_config = config.host_config();
+    let announce = host_config.announce.clone();
+    let host = Host::start(
+        shell.runtime.clone(),
+        key,
+        host_config,
+        Arc::new(service.clone()),
+    )?;
+    let addrs = match host.listen_addrs().await {
+        Ok(a) => a,
+        Err(e) => {
+            host.shutdown(Duration::ZERO).await;
+            return Err(e.into());
+        }
+    };
+    tracing::info!("PeerID {peer}");
+    for a in &addrs {
+        tracing::info!("listening on {}", with_p2p(a, peer));
+    }
+    for a in &announce {
+        tracing::info!("announcing {}", with_p2p(a, peer));
+    }
+    service.set_transport_addrs(if announce.is_empty() { addrs } else { announce });
+    tracing::info!("ready");
+
+    let signal = stop.await;
+    tracing::info!(signal = %signal, grace = ?SHUTDOWN_GRACE, "stopping");
+    host.shutdown(SHUTDOWN_GRACE).await;
+    let m = service.metrics().snapshot();
+    tracing::info!(
+        accepted = m.deals_accepted,
+        accepted_again = m.deals_accepted_again,
+        rejected = ?m.deals_rejected,
+        undecodable = ?m.undecodable,
+        status = ?m.status,
+        "stopped"
+    );
+    drop(service);
+    drop(store);
+    Ok(())
+}
+
+// ------------------------------------------------------------------ info
+
+async fn info(shell: Shell, at: Location, json: bool) -> CmdResult {
+    let (dir, path, config) = locate(&at)?;
+    let have_config = config.is_some();
+    let config = config.unwrap_or_default();
+    let (peer, store_state) = match SledStore::open(&dir, shell.runtime.clone()) {
+        Ok(store) => match identity::load(&store).await? {
+            Some(k) => (Some(k.public().to_peer_id().to_string()), "ok".to_owned()),
+            None => (None, "no identity yet (run `dealport init`)".to_owned()),
+        },
+        Err(e @ StoreError::InUse(_)) => {
+            let peer = std::fs::read_to_string(dir.join("peer-id"))
+                .ok()
+                .map(|s| s.trim().to_owned());
+            (peer, format!("in use: {e}"))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let store_path = SledStore::path_in(&dir);
+    let strs = |v: &[Multiaddr]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+    if json {
+        let v = serde_json::json!({
+            "peer_id": peer,
+            "data_dir": dir,
+            "config": path,
+            "config_exists": have_config,
+            "store": store_path,
+            "store_state": store_state,
+            "listen": strs(&config.libp2p.listen),
+            "announce": strs(&config.libp2p.announce),
+            "http_listen": config.http.listen.to_string(),
+            "chain_mode": format!("{:?}", config.chain.mode).to_lowercase(),
+            "network": config.chain.network.name(),
+            "miners": config.miners.iter().map(|m| m.address.to_string()).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("PeerID:   {}", peer.as_deref().unwrap_or("(none)"));
+        println!("data dir: {}", dir.display());
+        println!(
+            "config:   {}{}",
+            path.display(),
+            if have_config {
+                ""
+            } else {
+                " (missing: defaults shown)"
+            }
+        );
+        println!("store:    {} ({store_state})", store_path.display());
+        println!("listen:   {}", strs(&config.libp2p.listen).join(" "));
+        println!("announce: {}", strs(&config.libp2p.announce).join(" "));
+        println!("http:     {} (not served yet)", config.http.listen);
+        println!(
+            "chain:    {:?} ({})",
+            config.chain.mode,
+            config.chain.network.name()
+        );
+        println!(
+            "miners:   {}",
+            config
+                .miners
+                .iter()
+                .map(|m| m.address.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------ deals
+
+async fn deals(shell: Shell, at: Location, command: DealsCommand) -> CmdResult {
+    let (dir, _path, _config) = locate(&at)?;
+    let store = open_store(&shell, &dir)?;
+    match command {
+        DealsCommand::List { json } => {
+            let deals = store.list_deals().await?;
+            if json {
+                let v: Vec<_> = deals.iter().map(StoredDeal::from_record).collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            println!(
+                "{:<36}  {:<20}  {:<44}  {:>14}  CREATED (UTC)",
+                "UUID", "STATE", "CLIENT", "PIECE SIZE"
+            );
+            for d in &deals {
+                let p = &d.params.client_deal_proposal.proposal;
+                println!(
+                    "{:<36}  {:<20}  {:<44}  {:>14}  {}",
+                    d.uuid.to_string(),
+                    d.state().to_string(),
+                    p.client.to_string(),
+                    p.piece_size,
+                    dealport_core::accept::go_time_utc(d.created_at_unix_nanos)
+                );
+            }
+            eprintln!("{} deal(s)", deals.len());
+        }
+        DealsCommand::Show { uuid } => {
+            let id = DealUuid::parse(&uuid)
+                .map_err(|e| Fail(format!("{uuid:?} is not a deal UUID: {e}")))?;
+            let d = store
+                .deal_by_uuid(id)
+                .await?
+                .ok_or_else(|| Fail(format!("no deal with UUID {id} in {}", store.describe())))?;
+            let p = &d.params.client_deal_proposal.proposal;
+            let v = serde_json::json!({
+                "uuid": d.uuid.to_string(),
+                "state": d.state().to_string(),
+                "checkpoint": d.checkpoint.name(),
+                "error": d.error,
+                "client_peer_id": d.client_peer_id,
+                "created_at": dealport_core::accept::go_time_utc(d.created_at_unix_nanos),
+                "created_at_unix_nanos": d.created_at_unix_nanos,
+                "proposal_cid": d.proposal_cid.to_string(),
+                "signed_proposal_cid": d.signed_proposal_cid.to_string(),
+                "is_offline": d.params.is_offline,
+                "deal_data_root": d.params.deal_data_root.to_string(),
+                "transfer": {
+                    "type": d.params.transfer.transfer_type,
+                    "size": d.params.transfer.size,
+                },
+                "proposal": {
+                    "piece_cid": p.piece_cid.to_string(),
+                    "piece_size": p.piece_size,
+                    "verified_deal": p.verified_deal,
+                    "client": p.client.to_string(),
+                    "provider": p.provider.to_string(),
+                    "start_epoch": p.start_epoch,
+                    "end_epoch": p.end_epoch,
+                    "storage_price_per_epoch": p.storage_price_per_epoch.to_string(),
+                    "provider_collateral": p.provider_collateral.to_string(),
+                    "client_collateral": p.client_collateral.to_string(),
+                },
+                "n_bytes_received": d.n_bytes_received,
+                "publish_cid": d.publish_cid.as_ref().map(ToString::to_string),
+                "chain_deal_id": d.chain_deal_id,
+                "sealing_status": d.sealing_status,
+                "params_hex": hex::encode(&d.params_bytes),
+            });
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+    }
+    Ok(())
+}

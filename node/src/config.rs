@@ -1,0 +1,682 @@
+//! The TOML configuration: every key has a default, unknown keys are errors, and every
+//! error is one sentence naming the file, the line and the key.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    str::FromStr,
+    time::Duration,
+};
+
+use dealport_core::{
+    facts::{AskTerms, ClientFilter, Policy},
+    wire::{Address, Network, Protocol, TokenAmount},
+};
+use libp2p::Multiaddr;
+use serde::{de, Deserialize, Deserializer};
+
+use crate::p2p::{HostConfig, Limits};
+
+/// Unix time of mainnet's genesis block (2020-08-24 22:00:00 UTC).
+pub const MAINNET_GENESIS_UNIX: i64 = 1_598_306_400;
+/// Unix time of calibnet's genesis block (2021-02-19 23:10:00 UTC).
+pub const CALIBNET_GENESIS_UNIX: i64 = 1_613_776_200;
+/// Seconds per epoch on every Filecoin network.
+pub const EPOCH_SECONDS: i64 = 30;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the store lives. `--data-dir` wins over this.
+    pub data_dir: Option<PathBuf>,
+    pub libp2p: Libp2pConfig,
+    pub http: HttpConfig,
+    pub chain: ChainConfig,
+    pub miners: Vec<MinerConfig>,
+    pub policy: PolicyConfig,
+    pub limits: LimitsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Libp2pConfig {
+    #[serde(deserialize_with = "de_multiaddrs")]
+    pub listen: Vec<Multiaddr>,
+    /// What peers are told to dial (identify, transports). Empty: the listen addresses.
+    #[serde(deserialize_with = "de_multiaddrs")]
+    pub announce: Vec<Multiaddr>,
+}
+
+impl Default for Libp2pConfig {
+    fn default() -> Self {
+        Libp2pConfig {
+            listen: HostConfig::default().listen,
+            announce: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Not served yet (the HTTP server and WebSocket relay come later).
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "0.0.0.0:12310".parse().expect("valid socket address"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ChainMode {
+    /// Epoch from the genesis time, facts from this file.
+    #[default]
+    Offline,
+    /// Lotus JSON-RPC (not implemented yet).
+    Lotus,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkName {
+    #[default]
+    Mainnet,
+    Calibnet,
+}
+
+impl NetworkName {
+    pub fn genesis_unix(self) -> i64 {
+        match self {
+            NetworkName::Mainnet => MAINNET_GENESIS_UNIX,
+            NetworkName::Calibnet => CALIBNET_GENESIS_UNIX,
+        }
+    }
+    /// The address prefix (`f` / `t`).
+    pub fn address_network(self) -> Network {
+        match self {
+            NetworkName::Mainnet => Network::Mainnet,
+            NetworkName::Calibnet => Network::Testnet,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            NetworkName::Mainnet => "mainnet",
+            NetworkName::Calibnet => "calibnet",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChainConfig {
+    pub mode: ChainMode,
+    pub network: NetworkName,
+    pub offline: OfflineConfig,
+    pub lotus: LotusConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LotusConfig {
+    pub url: String,
+    pub token: String,
+}
+
+/// What the offline chain says about a client that is not in `clients`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownClient {
+    /// No escrow, no datacap: only free, unverified deals pass.
+    #[default]
+    Zero,
+    /// Unlimited escrow and datacap (testing only).
+    Unlimited,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OfflineConfig {
+    /// TESTING ONLY: pretend the chain head is at this epoch instead of the one computed
+    /// from the genesis time (lets old proposals, e.g. golden vectors, be accepted).
+    pub head_epoch_override: Option<i64>,
+    /// StateDealProviderCollateralBounds min, attoFIL (one value for every piece size).
+    #[serde(deserialize_with = "de_amount")]
+    pub provider_collateral_min: TokenAmount,
+    pub unknown_client: UnknownClient,
+    pub clients: Vec<ClientConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// The client address as proposals carry it (f0, f1, f3 or f4).
+    #[serde(deserialize_with = "de_address")]
+    pub address: Address,
+    /// Its key address (f1/f3). Default: `address` itself when that is f1/f3.
+    #[serde(default, deserialize_with = "de_opt_address")]
+    pub key: Option<Address>,
+    /// Market escrow, attoFIL.
+    #[serde(default, deserialize_with = "de_amount")]
+    pub escrow: TokenAmount,
+    /// Market locked funds, attoFIL.
+    #[serde(default, deserialize_with = "de_amount")]
+    pub locked: TokenAmount,
+    /// Verified-client datacap in bytes. Absent: not a verified client.
+    #[serde(default, deserialize_with = "de_opt_amount")]
+    pub datacap: Option<TokenAmount>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MinerConfig {
+    /// The miner actor's ID address (f0…).
+    #[serde(deserialize_with = "de_address")]
+    pub address: Address,
+    /// Refuse its deals ("Libp2p is disabled for the provider").
+    #[serde(default)]
+    pub disabled: bool,
+    /// Its asking terms; absent: no ask check.
+    #[serde(default)]
+    pub ask: Option<AskConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AskConfig {
+    /// attoFIL per GiB per epoch.
+    #[serde(default, deserialize_with = "de_amount")]
+    pub price: TokenAmount,
+    /// attoFIL per GiB per epoch, verified deals.
+    #[serde(default, deserialize_with = "de_amount")]
+    pub verified_price: TokenAmount,
+    #[serde(default = "default_min_piece")]
+    pub min_piece_size: u64,
+    #[serde(default = "default_max_piece")]
+    pub max_piece_size: u64,
+}
+
+fn default_min_piece() -> u64 {
+    256
+}
+fn default_max_piece() -> u64 {
+    64 << 30
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    pub deny_online: bool,
+    pub deny_offline: bool,
+    /// Only these clients may make deals (empty: anyone not denied).
+    #[serde(deserialize_with = "de_addresses")]
+    pub allow_clients: Vec<Address>,
+    /// These clients may not make deals.
+    #[serde(deserialize_with = "de_addresses")]
+    pub deny_clients: Vec<Address>,
+    pub max_label_bytes: usize,
+    pub sealing_buffer_epochs: i64,
+    pub max_start_delay_epochs: i64,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        let p = Policy::default();
+        PolicyConfig {
+            deny_online: p.deny_online,
+            deny_offline: p.deny_offline,
+            allow_clients: Vec::new(),
+            deny_clients: Vec::new(),
+            max_label_bytes: p.max_label_bytes,
+            sealing_buffer_epochs: p.sealing_buffer_epochs,
+            max_start_delay_epochs: p.max_start_delay_epochs,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub max_streams_per_peer: usize,
+    pub max_streams_total: usize,
+    pub max_connections_total: usize,
+    pub max_connections_per_peer: usize,
+    pub max_connections_per_ip: usize,
+    pub read_deadline_ms: u64,
+    pub write_deadline_ms: u64,
+    /// Every proposal is answered within this budget (a `server error: …` rejection if
+    /// the chain or the store is slower).
+    pub proposal_budget_ms: u64,
+    /// Verified status-request signatures remembered.
+    pub status_verify_cache: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let l = Limits::default();
+        let h = HostConfig::default();
+        LimitsConfig {
+            max_streams_per_peer: l.max_streams_per_peer,
+            max_streams_total: l.max_streams_total,
+            max_connections_total: l.max_connections_total,
+            max_connections_per_peer: l.max_connections_per_peer,
+            max_connections_per_ip: l.max_connections_per_ip,
+            read_deadline_ms: h.read_deadline.as_millis() as u64,
+            write_deadline_ms: h.write_deadline.as_millis() as u64,
+            proposal_budget_ms: 8000,
+            status_verify_cache: 4096,
+        }
+    }
+}
+
+// ------------------------------------------------------------------ value parsers
+
+fn parse_amount(s: &str) -> Result<TokenAmount, String> {
+    let s = s.trim();
+    let v = num_bigint::BigInt::from_str(s)
+        .map_err(|_| format!("{s:?} is not a whole number of attoFIL"))?;
+    if v.sign() == num_bigint::Sign::Minus {
+        return Err(format!("{s:?} is negative"));
+    }
+    Ok(TokenAmount(v))
+}
+
+/// An amount as a string (`"8589934592000"`, any size) or a TOML integer.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum AmountRepr {
+    Int(u64),
+    Str(String),
+}
+
+fn de_amount<'de, D: Deserializer<'de>>(d: D) -> Result<TokenAmount, D::Error> {
+    match AmountRepr::deserialize(d)? {
+        AmountRepr::Int(i) => Ok(TokenAmount::from_u64(i)),
+        AmountRepr::Str(s) => parse_amount(&s).map_err(de::Error::custom),
+    }
+}
+
+fn de_opt_amount<'de, D: Deserializer<'de>>(d: D) -> Result<Option<TokenAmount>, D::Error> {
+    de_amount(d).map(Some)
+}
+
+fn parse_address(s: &str) -> Result<Address, String> {
+    Address::parse(s).map_err(|e| format!("{s:?} is not a Filecoin address: {e}"))
+}
+
+fn de_address<'de, D: Deserializer<'de>>(d: D) -> Result<Address, D::Error> {
+    parse_address(&String::deserialize(d)?).map_err(de::Error::custom)
+}
+
+fn de_opt_address<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Address>, D::Error> {
+    de_address(d).map(Some)
+}
+
+fn de_addresses<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Address>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|s| parse_address(s))
+        .collect::<Result<_, _>>()
+        .map_err(de::Error::custom)
+}
+
+fn de_multiaddrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Multiaddr>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|s| {
+            s.parse::<Multiaddr>()
+                .map_err(|e| format!("{s:?} is not a multiaddr: {e}"))
+        })
+        .collect::<Result<_, _>>()
+        .map_err(de::Error::custom)
+}
+
+// ------------------------------------------------------------------ loading
+
+/// A configuration problem, as one sentence.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Read and check `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+        Config::parse(&text, path)
+    }
+
+    /// Parse and check TOML text; `path` is only used in error sentences.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config =
+            toml::from_str(text).map_err(|e| ConfigError(describe_toml_error(&e, text, path)))?;
+        config.check(path)?;
+        Ok(config)
+    }
+
+    fn check(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |key: String, what: String| {
+            Err(ConfigError(format!(
+                "config file {}: key `{key}`: {what}",
+                path.display()
+            )))
+        };
+        for (i, m) in self.miners.iter().enumerate() {
+            if m.address.protocol() != Some(Protocol::Id) {
+                return bad(
+                    format!("miners[{i}].address"),
+                    format!("{} is not an ID address (f0…)", m.address),
+                );
+            }
+            if let Some(a) = &m.ask {
+                if a.min_piece_size > a.max_piece_size {
+                    return bad(
+                        format!("miners[{i}].ask.min_piece_size"),
+                        format!(
+                            "{} is above max_piece_size {}",
+                            a.min_piece_size, a.max_piece_size
+                        ),
+                    );
+                }
+            }
+        }
+        if !self.policy.allow_clients.is_empty() && !self.policy.deny_clients.is_empty() {
+            return bad(
+                "policy.deny_clients".into(),
+                "cannot be used together with policy.allow_clients".into(),
+            );
+        }
+        for (i, c) in self.chain.offline.clients.iter().enumerate() {
+            if let Some(k) = &c.key {
+                if !matches!(k.protocol(), Some(Protocol::Secp256k1 | Protocol::Bls)) {
+                    return bad(
+                        format!("chain.offline.clients[{i}].key"),
+                        format!("{k} is not a key address (f1… or f3…)"),
+                    );
+                }
+            }
+        }
+        if self.libp2p.listen.is_empty() {
+            return bad("libp2p.listen".into(), "needs at least one address".into());
+        }
+        for (key, v) in [
+            ("limits.read_deadline_ms", self.limits.read_deadline_ms),
+            ("limits.write_deadline_ms", self.limits.write_deadline_ms),
+            ("limits.proposal_budget_ms", self.limits.proposal_budget_ms),
+        ] {
+            if v == 0 {
+                return bad(key.into(), "must be above 0".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The core's policy.
+    pub fn policy(&self) -> Policy {
+        let p = &self.policy;
+        Policy {
+            miners: self.miners.iter().map(|m| m.address.clone()).collect(),
+            disabled_miners: self
+                .miners
+                .iter()
+                .filter(|m| m.disabled)
+                .map(|m| m.address.clone())
+                .collect(),
+            asks: self
+                .miners
+                .iter()
+                .filter_map(|m| {
+                    m.ask.as_ref().map(|a| {
+                        (
+                            m.address.clone(),
+                            AskTerms {
+                                price: a.price.clone(),
+                                verified_price: a.verified_price.clone(),
+                                min_piece_size: a.min_piece_size,
+                                max_piece_size: a.max_piece_size,
+                            },
+                        )
+                    })
+                })
+                .collect(),
+            deny_online: p.deny_online,
+            deny_offline: p.deny_offline,
+            clients: if !p.allow_clients.is_empty() {
+                ClientFilter::Only(p.allow_clients.clone())
+            } else if !p.deny_clients.is_empty() {
+                ClientFilter::AllBut(p.deny_clients.clone())
+            } else {
+                ClientFilter::Anyone
+            },
+            max_label_bytes: p.max_label_bytes,
+            sealing_buffer_epochs: p.sealing_buffer_epochs,
+            max_start_delay_epochs: p.max_start_delay_epochs,
+        }
+    }
+
+    /// The libp2p host's configuration.
+    pub fn host_config(&self) -> HostConfig {
+        let l = &self.limits;
+        let d = HostConfig::default();
+        HostConfig {
+            listen: self.libp2p.listen.clone(),
+            announce: self.libp2p.announce.clone(),
+            read_deadline: Duration::from_millis(l.read_deadline_ms),
+            write_deadline: Duration::from_millis(l.write_deadline_ms),
+            limits: Limits {
+                max_streams_per_peer: l.max_streams_per_peer,
+                max_streams_total: l.max_streams_total,
+                max_connections_total: l.max_connections_total,
+                max_connections_per_peer: l.max_connections_per_peer,
+                max_connections_per_ip: l.max_connections_per_ip,
+                ..d.limits.clone()
+            },
+            ..d
+        }
+    }
+
+    pub fn proposal_budget(&self) -> Duration {
+        Duration::from_millis(self.limits.proposal_budget_ms)
+    }
+}
+
+/// `config file <path>, line N, key `a.b`: <what toml said>`.
+fn describe_toml_error(e: &toml::de::Error, text: &str, path: &Path) -> String {
+    let message = e.message().trim().to_owned();
+    let Some(span) = e.span() else {
+        return format!("config file {}: {message}", path.display());
+    };
+    let start = span.start.min(text.len());
+    let line_no = text[..start].matches('\n').count() + 1;
+    let key = key_at(text, start);
+    match key {
+        Some(key) => format!(
+            "config file {}, line {line_no}, key `{key}`: {message}",
+            path.display()
+        ),
+        None => format!("config file {}, line {line_no}: {message}", path.display()),
+    }
+}
+
+/// The dotted key whose `key = value` line holds byte `pos`, prefixed by its table.
+fn key_at(text: &str, pos: usize) -> Option<String> {
+    let line_start = text[..pos].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[pos..].find('\n').map_or(text.len(), |i| pos + i);
+    let line = text[line_start..line_end].trim();
+    if line.starts_with('[') {
+        return Some(
+            line.trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_owned(),
+        );
+    }
+    let key = line.split('=').next()?.trim().trim_matches('"');
+    if key.is_empty() {
+        return None;
+    }
+    let table = text[..line_start].lines().rev().find_map(|l| {
+        let l = l.trim();
+        (l.starts_with('[') && !l.starts_with("#"))
+            .then(|| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned())
+    });
+    Some(match table {
+        Some(t) if !t.is_empty() => format!("{t}.{key}"),
+        _ => key.to_owned(),
+    })
+}
+
+/// The commented template `dealport init` writes. Parses to [`Config::default`].
+pub fn template() -> String {
+    TEMPLATE.to_owned()
+}
+
+const TEMPLATE: &str = r#"# dealport configuration.
+#
+# Every key is optional: a missing key takes the default shown here. Unknown keys are
+# errors. Amounts are attoFIL, as strings or integers ("1000000000000000000" = 1 FIL).
+
+# Where the store (identity key, deals) lives. `--data-dir` wins over this; by default
+# it is the directory this file was written into.
+# data_dir = "/var/lib/dealport"
+
+[libp2p]
+# Listen addresses. Port 0 picks a random free port at every start.
+listen = ["/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/tcp/0/ws"]
+# The addresses peers should dial (identify, and the retrieval transports answer),
+# e.g. ["/dns/sp.example.com/tcp/443/wss"] behind the HTTP proxy, or a public TCP
+# address. Empty: the listen addresses.
+announce = []
+
+[http]
+# The HTTP server for /libp2p, /health and /metrics (not served yet).
+listen = "0.0.0.0:12310"
+
+[chain]
+# "offline": the epoch comes from the network's genesis time (30 s per epoch) and every
+# other fact from [chain.offline] below. "lotus": not implemented yet.
+mode = "offline"
+# "mainnet" or "calibnet".
+network = "mainnet"
+
+[chain.offline]
+# TESTING ONLY: pretend the chain head is at this epoch instead of the real one.
+# head_epoch_override = 4490000
+# StateDealProviderCollateralBounds minimum (attoFIL); proposals must offer between this
+# and twice this.
+provider_collateral_min = "0"
+# What the chain says about clients not listed below: "zero" (no escrow, no datacap)
+# or "unlimited" (testing only).
+unknown_client = "zero"
+
+# One block per known client:
+# [[chain.offline.clients]]
+# address = "f1d54ilgaapj2jrn7zjecy7jzaldgjnwggdnc3fna"   # as proposals carry it
+# key = "f1…"                   # its key address; default: `address` if it is f1/f3
+# escrow = "1000000000000000000"   # market escrow
+# locked = "0"                     # market locked funds
+# datacap = "1125899906842624"     # verified datacap in bytes; absent = not verified
+
+# One block per miner actor this provider takes deals for (ID addresses):
+# [[miners]]
+# address = "f01000"
+# disabled = false          # true: refuse its deals ("Libp2p is disabled for the provider")
+# [miners.ask]              # absent: no ask check
+# price = "0"               # attoFIL per GiB per epoch
+# verified_price = "0"      # attoFIL per GiB per epoch, verified deals
+# min_piece_size = 256
+# max_piece_size = 68719476736
+
+[policy]
+deny_online = false
+deny_offline = false
+# Only these clients (addresses as proposed, or their key addresses); empty = anyone.
+allow_clients = []
+# These clients never (cannot be combined with allow_clients).
+deny_clients = []
+max_label_bytes = 256
+# Epochs needed to seal a deal before its start epoch: later starts are rejected.
+sealing_buffer_epochs = 2880
+# Latest start accepted, in epochs after head + sealing buffer (online deals).
+max_start_delay_epochs = 40320
+
+[limits]
+max_streams_per_peer = 64
+max_streams_total = 1024
+max_connections_total = 1024
+max_connections_per_peer = 8
+max_connections_per_ip = 32
+# Time for a client to send its request / for us to write the answer.
+read_deadline_ms = 10000
+write_deadline_ms = 10000
+# Every proposal is answered within this budget, with a `server error: …` rejection
+# when the chain or the store is slower.
+proposal_budget_ms = 8000
+# Verified status-request signatures remembered (a BLS check costs ~1.7 ms).
+status_verify_cache = 4096
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_is_the_default() {
+        let c = Config::parse(TEMPLATE, Path::new("t.toml")).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(
+            Config::parse("", Path::new("t.toml")).unwrap(),
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let e = Config::parse("[limits]\nmax_streams = 3\n", Path::new("/x/c.toml")).unwrap_err();
+        let s = e.to_string();
+        assert!(s.contains("/x/c.toml"), "{s}");
+        assert!(s.contains("line 2"), "{s}");
+        assert!(s.contains("limits.max_streams"), "{s}");
+    }
+
+    #[test]
+    fn bad_value_names_the_key() {
+        let e = Config::parse("[[miners]]\naddress = \"f1abc\"\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("miners.address") && e.contains("line 2"), "{e}");
+        let e = Config::parse(
+            "[[miners]]\naddress = \"f1d54ilgaapj2jrn7zjecy7jzaldgjnwggdnc3fna\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("miners[0].address") && e.contains("not an ID address"),
+            "{e}"
+        );
+        let e = Config::parse("[policy]\nmax_label_bytes = \"x\"\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("policy.max_label_bytes"), "{e}");
+    }
+
+    #[test]
+    fn amounts_accept_strings_and_integers() {
+        let c = Config::parse(
+            "[chain.offline]\nprovider_collateral_min = \"8589934592000\"\n[[chain.offline.clients]]\naddress = \"f01234\"\nescrow = 5\ndatacap = \"123456789012345678901234567890\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.chain.offline.provider_collateral_min,
+            TokenAmount::from_u64(8_589_934_592_000)
+        );
+        assert_eq!(c.chain.offline.clients[0].escrow, TokenAmount::from_u64(5));
+        assert!(c.chain.offline.clients[0].datacap.is_some());
+    }
+}

@@ -1,0 +1,54 @@
+//! The one seam between `node/` and the async runtime that runs it.
+//!
+//! Shaped like quinn's `Runtime` trait: the node asks the runtime only for what it cannot
+//! get from `async-io` itself. Sockets and timers come from `async-io` / `async-net`, whose
+//! reactor works under any executor, so the trait only needs to spawn work. Each shell
+//! (`runtime-smol`, `runtime-asyncstd`, tests) implements it in a few lines and hands an
+//! `Arc<dyn Runtime>` to the node.
+
+use std::{fmt, future::Future, pin::Pin, sync::Arc};
+
+/// A future the runtime runs to completion in the background.
+pub type BoxTask = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Spawning, the only service the node needs from an executor. Object-safe: use it as
+/// `Arc<dyn Runtime>`.
+pub trait Runtime: Send + Sync + 'static {
+    /// Run `fut` in the background until it completes. The task is detached: the node
+    /// keeps no handle to it and ends it by ending the future.
+    fn spawn(&self, fut: BoxTask);
+
+    /// Run blocking work (file I/O, fsync, CPU-heavy verification) off the async threads.
+    fn spawn_blocking(&self, f: Box<dyn FnOnce() + Send>);
+}
+
+impl fmt::Debug for dyn Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("dyn Runtime")
+    }
+}
+
+/// Adapts a [`Runtime`] to libp2p's swarm executor, so connection tasks run on it.
+#[derive(Clone, Debug)]
+pub struct SwarmExecutor(pub Arc<dyn Runtime>);
+
+impl libp2p::swarm::Executor for SwarmExecutor {
+    fn exec(&self, future: BoxTask) {
+        self.0.spawn(future);
+    }
+}
+
+/// Run blocking `f` on the runtime's blocking pool and await its result.
+///
+/// If the runtime drops the work without running it, this resolves to `None`.
+pub async fn unblock<T, F>(rt: &dyn Runtime, f: F) -> Option<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let (tx, rx) = futures::channel::oneshot::channel();
+    rt.spawn_blocking(Box::new(move || {
+        let _ = tx.send(f());
+    }));
+    rx.await.ok()
+}

@@ -1,0 +1,200 @@
+//! What the node keeps: its identity key and its deals, behind one [`Store`] trait so the
+//! embedded backend (sled, one machine) and the cluster backend (PostgreSQL, later) are
+//! interchangeable.
+//!
+//! The trait is asynchronous (every method returns a boxed future) because the cluster
+//! backend talks to a database over the network; the sled backend runs its blocking work
+//! on the runtime's blocking pool. A deal record is stored as the raw DealParams bytes
+//! plus the record fields, in the stable JSON form of [`StoredDeal`].
+
+pub mod sled;
+
+use std::{future::Future, path::PathBuf, pin::Pin};
+
+use dealport_core::{
+    deal::{Checkpoint, DealRecord},
+    wire::{Cbor, Cid, DealParams, DealUuid},
+};
+use serde::{Deserialize, Serialize};
+
+/// The future every store method returns.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The data dir is locked by another process.
+    #[error("data dir {} is in use by another dealport process", .0.display())]
+    InUse(PathBuf),
+    #[error("store at {}: {message}", path.display())]
+    Open { path: PathBuf, message: String },
+    #[error("store: {0}")]
+    Backend(String),
+    /// A stored value that does not decode (a bug or a damaged store).
+    #[error("store: damaged record {key}: {message}")]
+    Corrupt { key: String, message: String },
+    /// The runtime dropped the blocking work (shutting down).
+    #[error("store: the blocking task was dropped")]
+    Dropped,
+    #[error("store: no deal with UUID {0}")]
+    NoSuchDeal(DealUuid),
+}
+
+/// The outcome of [`Store::insert_new_deal`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inserted {
+    /// Stored and durable (flushed).
+    Yes,
+    /// Nothing written: a deal with this UUID already exists.
+    UuidExists,
+    /// Nothing written: a deal with the same proposal CID exists (under this UUID).
+    ProposalExists(DealUuid),
+}
+
+/// The node's persistent state.
+pub trait Store: Send + Sync + 'static {
+    /// The identity key (libp2p protobuf encoding). Created from `generate()` on first
+    /// call, then always the same bytes. Durable before returning.
+    fn identity_or_create<'a>(
+        &'a self,
+        generate: Box<dyn FnOnce() -> Vec<u8> + Send>,
+    ) -> StoreFuture<'a, (Vec<u8>, bool)>;
+
+    /// The identity key if one exists.
+    fn identity(&self) -> StoreFuture<'_, Option<Vec<u8>>>;
+
+    /// Store a newly accepted deal and its indexes atomically, and make it durable
+    /// before returning. Writes nothing if its UUID or proposal CID is already known.
+    fn insert_new_deal<'a>(&'a self, deal: &'a DealRecord) -> StoreFuture<'a, Inserted>;
+
+    /// Replace the record of a known deal (same UUID) and make it durable.
+    fn update_deal<'a>(&'a self, deal: &'a DealRecord) -> StoreFuture<'a, ()>;
+
+    fn deal_by_uuid(&self, uuid: DealUuid) -> StoreFuture<'_, Option<DealRecord>>;
+    /// By the on-chain proposal CID (blake2b-256 dag-cbor of the DealProposal).
+    fn deal_by_proposal_cid<'a>(&'a self, cid: &'a Cid) -> StoreFuture<'a, Option<DealRecord>>;
+    /// By the signed proposal CID (sha2-256 dag-cbor of the ClientDealProposal).
+    fn deal_by_signed_proposal_cid<'a>(
+        &'a self,
+        cid: &'a Cid,
+    ) -> StoreFuture<'a, Option<DealRecord>>;
+
+    /// Every deal, ordered by UUID bytes.
+    fn list_deals(&self) -> StoreFuture<'_, Vec<DealRecord>>;
+
+    /// Where the store lives (for `dealport info`).
+    fn describe(&self) -> String;
+}
+
+/// The stable stored form of a [`DealRecord`] (format version 1).
+///
+/// Byte strings are lowercase hex; CIDs are their canonical string form; the checkpoint
+/// is its Boost name. `params` is the DealParams exactly as the client sent them; the
+/// decoded params and the two CIDs are recomputed or cross-checked from it on load.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StoredDeal {
+    pub v: u32,
+    pub uuid: String,
+    pub params: String,
+    pub signed_proposal_cid: String,
+    pub proposal_cid: String,
+    pub client_peer_id: String,
+    pub created_at_unix_nanos: i64,
+    pub checkpoint: String,
+    pub error: Option<String>,
+    pub n_bytes_received: u64,
+    pub publish_cid: Option<String>,
+    pub chain_deal_id: u64,
+    pub sector_number: Option<u64>,
+    pub sector_offset: Option<u64>,
+    pub sealing_status: String,
+}
+
+/// Parse a checkpoint from its Boost name.
+pub fn checkpoint_from_name(name: &str) -> Option<Checkpoint> {
+    use Checkpoint::*;
+    [
+        Accepted,
+        Transferred,
+        Published,
+        PublishConfirmed,
+        AddedPiece,
+        IndexedAndAnnounced,
+        Complete,
+    ]
+    .into_iter()
+    .find(|c| c.name() == name)
+}
+
+impl StoredDeal {
+    pub fn from_record(d: &DealRecord) -> StoredDeal {
+        StoredDeal {
+            v: 1,
+            uuid: d.uuid.to_string(),
+            params: hex::encode(&d.params_bytes),
+            signed_proposal_cid: d.signed_proposal_cid.to_string(),
+            proposal_cid: d.proposal_cid.to_string(),
+            client_peer_id: d.client_peer_id.clone(),
+            created_at_unix_nanos: d.created_at_unix_nanos,
+            checkpoint: d.checkpoint.name().to_owned(),
+            error: d.error.clone(),
+            n_bytes_received: d.n_bytes_received,
+            publish_cid: d.publish_cid.as_ref().map(Cid::to_string),
+            chain_deal_id: d.chain_deal_id,
+            sector_number: d.sector_number,
+            sector_offset: d.sector_offset,
+            sealing_status: d.sealing_status.clone(),
+        }
+    }
+
+    pub fn into_record(self) -> Result<DealRecord, String> {
+        let params_bytes = hex::decode(&self.params).map_err(|e| format!("params: {e}"))?;
+        let params = DealParams::from_cbor(&params_bytes).map_err(|e| format!("params: {e}"))?;
+        let uuid = DealUuid::parse(&self.uuid).map_err(|e| format!("uuid: {e}"))?;
+        if uuid != params.deal_uuid {
+            return Err(format!(
+                "uuid {uuid} differs from the params' {}",
+                params.deal_uuid
+            ));
+        }
+        let cid = |what: &str, s: &str| Cid::parse(s).map_err(|e| format!("{what}: {e}"));
+        let checkpoint = checkpoint_from_name(&self.checkpoint)
+            .ok_or_else(|| format!("unknown checkpoint {:?}", self.checkpoint))?;
+        Ok(DealRecord {
+            uuid,
+            params_bytes,
+            params,
+            signed_proposal_cid: cid("signed_proposal_cid", &self.signed_proposal_cid)?,
+            proposal_cid: cid("proposal_cid", &self.proposal_cid)?,
+            client_peer_id: self.client_peer_id,
+            created_at_unix_nanos: self.created_at_unix_nanos,
+            checkpoint,
+            error: self.error,
+            n_bytes_received: self.n_bytes_received,
+            publish_cid: self
+                .publish_cid
+                .as_deref()
+                .map(|s| cid("publish_cid", s))
+                .transpose()?,
+            chain_deal_id: self.chain_deal_id,
+            sector_number: self.sector_number,
+            sector_offset: self.sector_offset,
+            sealing_status: self.sealing_status,
+        })
+    }
+
+    pub fn encode(d: &DealRecord) -> Vec<u8> {
+        serde_json::to_vec(&StoredDeal::from_record(d)).expect("a StoredDeal always serializes")
+    }
+
+    pub fn decode(key: &str, bytes: &[u8]) -> Result<DealRecord, StoreError> {
+        let corrupt = |message: String| StoreError::Corrupt {
+            key: key.to_owned(),
+            message,
+        };
+        let stored: StoredDeal =
+            serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+        stored.into_record().map_err(corrupt)
+    }
+}

@@ -1,0 +1,298 @@
+//! The embedded store: sled 0.34 in `<data dir>/store`.
+//!
+//! Trees: `meta` (`identity` -> key bytes), `deals` (16 UUID bytes -> [`StoredDeal`]
+//! JSON), `by_proposal_cid` and `by_signed_proposal_cid` (CID bytes -> UUID bytes). A new
+//! deal goes into all three deal trees in one transaction and is flushed before
+//! [`Store::insert_new_deal`] returns. sled's calls block, so every operation runs on the
+//! runtime's blocking pool.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use ::sled::{
+    transaction::{ConflictableTransactionResult, TransactionError},
+    Transactional, Tree,
+};
+use dealport_core::{
+    deal::DealRecord,
+    wire::{Cid, DealUuid},
+};
+
+use super::{Inserted, Store, StoreError, StoreFuture, StoredDeal};
+use crate::runtime::{unblock, Runtime};
+
+const IDENTITY_KEY: &[u8] = b"identity";
+/// How long `open` retries a held lock before saying the data dir is in use. A store
+/// just dropped in this process releases its lock when sled's flusher thread ends.
+const LOCK_RETRY: Duration = Duration::from_millis(600);
+
+struct Inner {
+    path: PathBuf,
+    db: ::sled::Db,
+    meta: Tree,
+    deals: Tree,
+    by_proposal_cid: Tree,
+    by_signed_proposal_cid: Tree,
+}
+
+/// The sled backend of [`Store`].
+#[derive(Clone)]
+pub struct SledStore {
+    inner: Arc<Inner>,
+    rt: Arc<dyn Runtime>,
+}
+
+impl std::fmt::Debug for SledStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SledStore")
+            .field("path", &self.inner.path)
+            .finish()
+    }
+}
+
+fn backend(e: ::sled::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn is_lock_error(e: &::sled::Error) -> bool {
+    matches!(e, ::sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
+}
+
+impl SledStore {
+    /// The store directory inside a data dir.
+    pub fn path_in(data_dir: &Path) -> PathBuf {
+        data_dir.join("store")
+    }
+
+    /// Open (or create) the store of `data_dir`. Blocks; call it at start-up.
+    /// A store held by another process gives [`StoreError::InUse`] naming `data_dir`.
+    pub fn open(data_dir: &Path, rt: Arc<dyn Runtime>) -> Result<SledStore, StoreError> {
+        let path = Self::path_in(data_dir);
+        let started = Instant::now();
+        let db = loop {
+            match ::sled::Config::new().path(&path).open() {
+                Ok(db) => break db,
+                Err(e) if is_lock_error(&e) => {
+                    if started.elapsed() >= LOCK_RETRY {
+                        return Err(StoreError::InUse(data_dir.to_path_buf()));
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => {
+                    return Err(StoreError::Open {
+                        path,
+                        message: e.to_string(),
+                    })
+                }
+            }
+        };
+        restrict_permissions(&path);
+        let tree = |name: &str| db.open_tree(name).map_err(backend);
+        let inner = Inner {
+            meta: tree("meta")?,
+            deals: tree("deals")?,
+            by_proposal_cid: tree("by_proposal_cid")?,
+            by_signed_proposal_cid: tree("by_signed_proposal_cid")?,
+            path,
+            db,
+        };
+        Ok(SledStore {
+            inner: Arc::new(inner),
+            rt,
+        })
+    }
+
+    /// Run `f` on the blocking pool.
+    fn run<'a, T, F>(&'a self, f: F) -> StoreFuture<'a, T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        let rt = self.rt.clone();
+        Box::pin(async move {
+            unblock(&*rt, move || f(&inner))
+                .await
+                .ok_or(StoreError::Dropped)?
+        })
+    }
+}
+
+/// Owner-only permissions on everything sled created (best effort).
+fn restrict_permissions(dir: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let p = e.path();
+                let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
+                let mode = if is_dir { 0o700 } else { 0o600 };
+                let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode));
+                if is_dir {
+                    stack.push(p);
+                }
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn get_deal(&self, uuid: &[u8]) -> Result<Option<DealRecord>, StoreError> {
+        let Some(v) = self.deals.get(uuid).map_err(backend)? else {
+            return Ok(None);
+        };
+        StoredDeal::decode(&hex::encode(uuid), &v).map(Some)
+    }
+
+    fn get_by_index(&self, index: &Tree, cid: &Cid) -> Result<Option<DealRecord>, StoreError> {
+        match index.get(cid.as_bytes()).map_err(backend)? {
+            Some(uuid) => self.get_deal(&uuid),
+            None => Ok(None),
+        }
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map(|_| ()).map_err(backend)
+    }
+}
+
+fn tx_error(e: TransactionError<StoreError>) -> StoreError {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => backend(e),
+    }
+}
+
+impl Store for SledStore {
+    fn identity_or_create<'a>(
+        &'a self,
+        generate: Box<dyn FnOnce() -> Vec<u8> + Send>,
+    ) -> StoreFuture<'a, (Vec<u8>, bool)> {
+        self.run(move |inner| {
+            if let Some(k) = inner.meta.get(IDENTITY_KEY).map_err(backend)? {
+                return Ok((k.to_vec(), false));
+            }
+            let key = generate();
+            let swapped = inner
+                .meta
+                .compare_and_swap(IDENTITY_KEY, None as Option<&[u8]>, Some(key.as_slice()))
+                .map_err(backend)?;
+            match swapped {
+                Ok(()) => {
+                    inner.flush()?;
+                    Ok((key, true))
+                }
+                // Someone else created it first: theirs wins.
+                Err(cas) => Ok((cas.current.map(|v| v.to_vec()).unwrap_or_default(), false)),
+            }
+        })
+    }
+
+    fn identity(&self) -> StoreFuture<'_, Option<Vec<u8>>> {
+        self.run(|inner| {
+            Ok(inner
+                .meta
+                .get(IDENTITY_KEY)
+                .map_err(backend)?
+                .map(|v| v.to_vec()))
+        })
+    }
+
+    fn insert_new_deal<'a>(&'a self, deal: &'a DealRecord) -> StoreFuture<'a, Inserted> {
+        let uuid = deal.uuid.0;
+        let value = StoredDeal::encode(deal);
+        let prop = deal.proposal_cid.as_bytes().to_vec();
+        let signed = deal.signed_proposal_cid.as_bytes().to_vec();
+        self.run(move |inner| {
+            let outcome = (
+                &inner.deals,
+                &inner.by_proposal_cid,
+                &inner.by_signed_proposal_cid,
+            )
+                .transaction(
+                    |(deals, by_prop, by_signed)| -> ConflictableTransactionResult<Inserted, StoreError> {
+                        if deals.get(uuid)?.is_some() {
+                            return Ok(Inserted::UuidExists);
+                        }
+                        if let Some(other) = by_prop.get(&prop)? {
+                            let mut u = [0u8; 16];
+                            if other.len() == 16 {
+                                u.copy_from_slice(&other);
+                            }
+                            return Ok(Inserted::ProposalExists(DealUuid(u)));
+                        }
+                        deals.insert(&uuid, value.as_slice())?;
+                        by_prop.insert(prop.as_slice(), &uuid)?;
+                        by_signed.insert(signed.as_slice(), &uuid)?;
+                        Ok(Inserted::Yes)
+                    },
+                )
+                .map_err(tx_error)?;
+            if outcome == Inserted::Yes {
+                inner.flush()?;
+            }
+            Ok(outcome)
+        })
+    }
+
+    fn update_deal<'a>(&'a self, deal: &'a DealRecord) -> StoreFuture<'a, ()> {
+        let uuid = deal.uuid;
+        let value = StoredDeal::encode(deal);
+        self.run(move |inner| {
+            inner
+                .deals
+                .transaction(|deals| -> ConflictableTransactionResult<(), StoreError> {
+                    if deals.get(uuid.0)?.is_none() {
+                        return ::sled::transaction::abort(StoreError::NoSuchDeal(uuid));
+                    }
+                    deals.insert(&uuid.0, value.as_slice())?;
+                    Ok(())
+                })
+                .map_err(tx_error)?;
+            inner.flush()
+        })
+    }
+
+    fn deal_by_uuid(&self, uuid: DealUuid) -> StoreFuture<'_, Option<DealRecord>> {
+        self.run(move |inner| inner.get_deal(&uuid.0))
+    }
+
+    fn deal_by_proposal_cid<'a>(&'a self, cid: &'a Cid) -> StoreFuture<'a, Option<DealRecord>> {
+        let cid = cid.clone();
+        self.run(move |inner| inner.get_by_index(&inner.by_proposal_cid, &cid))
+    }
+
+    fn deal_by_signed_proposal_cid<'a>(
+        &'a self,
+        cid: &'a Cid,
+    ) -> StoreFuture<'a, Option<DealRecord>> {
+        let cid = cid.clone();
+        self.run(move |inner| inner.get_by_index(&inner.by_signed_proposal_cid, &cid))
+    }
+
+    fn list_deals(&self) -> StoreFuture<'_, Vec<DealRecord>> {
+        self.run(|inner| {
+            inner
+                .deals
+                .iter()
+                .map(|kv| {
+                    let (k, v) = kv.map_err(backend)?;
+                    StoredDeal::decode(&hex::encode(&k), &v)
+                })
+                .collect()
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("sled at {}", self.inner.path.display())
+    }
+}

@@ -1,0 +1,244 @@
+//! The MK12 service against the real sled store and an offline chain, without sockets.
+
+use std::{sync::Arc, time::Duration};
+
+use dealport_core::{
+    facts::ChainFacts,
+    wire::{Address, Cbor, DealParams, DealResponse, DealStatusResponse},
+};
+use dealport_node::{
+    chain::{ChainFactsSource, ChainFuture, OfflineChain},
+    config::Config,
+    runtime::{BoxTask, Runtime},
+    service::{DealService, ServiceConfig, SAVE_FAILED},
+    store::{sled::SledStore, Inserted, Store, StoreError, StoreFuture},
+};
+
+struct ThreadRuntime;
+
+impl Runtime for ThreadRuntime {
+    fn spawn(&self, fut: BoxTask) {
+        std::thread::spawn(move || futures::executor::block_on(fut));
+    }
+    fn spawn_blocking(&self, f: Box<dyn FnOnce() + Send>) {
+        std::thread::spawn(f);
+    }
+}
+
+fn golden(name: &str) -> Vec<u8> {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../core/tests/data/mk12-golden.json"
+    ))
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    hex::decode(v["vectors"][name]["hex"].as_str().unwrap()).unwrap()
+}
+
+/// The configuration under which A4 is accepted.
+fn a4_config() -> Config {
+    Config::parse(
+        r#"
+[chain.offline]
+head_epoch_override = 4490000
+provider_collateral_min = "8589934592000"
+[[chain.offline.clients]]
+address = "f1d54ilgaapj2jrn7zjecy7jzaldgjnwggdnc3fna"
+escrow = "1000"
+datacap = "34359738368"
+[[miners]]
+address = "f01000"
+"#,
+        "test.toml".as_ref(),
+    )
+    .unwrap()
+}
+
+fn service_with(
+    config: &Config,
+    store: Arc<dyn Store>,
+    chain: Arc<dyn ChainFactsSource>,
+) -> DealService {
+    DealService::new(
+        store,
+        chain,
+        ServiceConfig {
+            policy: config.policy(),
+            network: config.chain.network.address_network(),
+            proposal_budget: Duration::from_millis(300),
+            verify_cache_capacity: 16,
+        },
+    )
+}
+
+fn offline(config: &Config) -> Arc<dyn ChainFactsSource> {
+    Arc::new(OfflineChain::new(
+        config.chain.network,
+        config.chain.offline.clone(),
+    ))
+}
+
+#[test]
+fn accept_resend_duplicate_and_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = a4_config();
+    let store: Arc<dyn Store> =
+        Arc::new(SledStore::open(dir.path(), Arc::new(ThreadRuntime)).unwrap());
+    let svc = service_with(&config, store.clone(), offline(&config));
+    futures::executor::block_on(async {
+        let a4 = golden("A4");
+        assert_eq!(
+            svc.propose(a4.clone(), "p".into()).await,
+            Some(DealResponse::accepted())
+        );
+        assert_eq!(
+            svc.propose(a4.clone(), "p".into()).await,
+            Some(DealResponse::accepted())
+        );
+        // Same UUID, different proposal: Boost's duplicate rejection.
+        let mut p = DealParams::from_cbor(&a4).unwrap();
+        p.is_offline = true;
+        let r = svc.propose(p.to_cbor(), "p".into()).await.unwrap();
+        assert!(!r.accepted);
+        // Undecodable: no answer at all.
+        assert_eq!(svc.propose(vec![0x01], "p".into()).await, None);
+
+        let st = DealStatusResponse::from_cbor(&svc.status(&golden("S1")).await.unwrap().to_cbor())
+            .unwrap();
+        assert_eq!(st.deal_status.unwrap().status, "Accepted");
+        assert_eq!(svc.status(&[0x01]).await, None);
+
+        let m = svc.metrics().snapshot();
+        assert_eq!(m.deals_accepted, 1);
+        assert_eq!(m.deals_accepted_again, 1);
+        assert_eq!(m.deals_rejected.values().sum::<u64>(), 1, "{m:?}");
+        assert_eq!(m.undecodable.get("deal"), Some(&1));
+        assert_eq!(m.undecodable.get("status"), Some(&1));
+        assert_eq!(m.status.get("ok"), Some(&1));
+        assert_eq!(store.list_deals().await.unwrap().len(), 1);
+    });
+}
+
+#[test]
+fn wrong_provider_is_rejected_with_its_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = a4_config();
+    config.miners[0].address = Address::new_id(2000);
+    let store: Arc<dyn Store> =
+        Arc::new(SledStore::open(dir.path(), Arc::new(ThreadRuntime)).unwrap());
+    let svc = service_with(&config, store, offline(&config));
+    let r = futures::executor::block_on(svc.propose(golden("A4"), "p".into())).unwrap();
+    assert!(!r.accepted);
+    assert!(
+        r.message
+            .starts_with("failed validation: incorrect provider for deal"),
+        "{}",
+        r.message
+    );
+    assert_eq!(
+        svc.metrics()
+            .snapshot()
+            .deals_rejected
+            .get("wrong_provider"),
+        Some(&1)
+    );
+}
+
+/// A chain that never answers within the budget.
+struct SlowChain(OfflineChain);
+
+impl ChainFactsSource for SlowChain {
+    fn facts_for<'a>(&'a self, params: &'a DealParams) -> ChainFuture<'a, ChainFacts> {
+        Box::pin(async move {
+            async_io::Timer::after(Duration::from_secs(5)).await;
+            self.0.facts_now(params)
+        })
+    }
+    fn head_epoch(&self) -> ChainFuture<'_, Option<i64>> {
+        self.0.head_epoch()
+    }
+    fn account_key<'a>(&'a self, addr: &'a Address) -> ChainFuture<'a, Option<Address>> {
+        self.0.account_key(addr)
+    }
+    fn describe(&self) -> String {
+        "slow".into()
+    }
+}
+
+#[test]
+fn slow_chain_gets_a_server_error_within_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = a4_config();
+    let store: Arc<dyn Store> =
+        Arc::new(SledStore::open(dir.path(), Arc::new(ThreadRuntime)).unwrap());
+    let chain = Arc::new(SlowChain(OfflineChain::new(
+        config.chain.network,
+        config.chain.offline.clone(),
+    )));
+    let svc = service_with(&config, store, chain);
+    let started = std::time::Instant::now();
+    let r = futures::executor::block_on(svc.propose(golden("A4"), "p".into())).unwrap();
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(!r.accepted);
+    assert!(r.message.starts_with("server error: "), "{}", r.message);
+}
+
+/// A store whose writes fail.
+struct BrokenStore(SledStore);
+
+impl Store for BrokenStore {
+    fn identity_or_create<'a>(
+        &'a self,
+        g: Box<dyn FnOnce() -> Vec<u8> + Send>,
+    ) -> StoreFuture<'a, (Vec<u8>, bool)> {
+        self.0.identity_or_create(g)
+    }
+    fn identity(&self) -> StoreFuture<'_, Option<Vec<u8>>> {
+        self.0.identity()
+    }
+    fn insert_new_deal<'a>(
+        &'a self,
+        _deal: &'a dealport_core::deal::DealRecord,
+    ) -> StoreFuture<'a, Inserted> {
+        Box::pin(async { Err(StoreError::Backend("disk full".into())) })
+    }
+    fn update_deal<'a>(&'a self, deal: &'a dealport_core::deal::DealRecord) -> StoreFuture<'a, ()> {
+        self.0.update_deal(deal)
+    }
+    fn deal_by_uuid(
+        &self,
+        uuid: dealport_core::wire::DealUuid,
+    ) -> StoreFuture<'_, Option<dealport_core::deal::DealRecord>> {
+        self.0.deal_by_uuid(uuid)
+    }
+    fn deal_by_proposal_cid<'a>(
+        &'a self,
+        cid: &'a dealport_core::wire::Cid,
+    ) -> StoreFuture<'a, Option<dealport_core::deal::DealRecord>> {
+        self.0.deal_by_proposal_cid(cid)
+    }
+    fn deal_by_signed_proposal_cid<'a>(
+        &'a self,
+        cid: &'a dealport_core::wire::Cid,
+    ) -> StoreFuture<'a, Option<dealport_core::deal::DealRecord>> {
+        self.0.deal_by_signed_proposal_cid(cid)
+    }
+    fn list_deals(&self) -> StoreFuture<'_, Vec<dealport_core::deal::DealRecord>> {
+        self.0.list_deals()
+    }
+    fn describe(&self) -> String {
+        "broken".into()
+    }
+}
+
+#[test]
+fn store_failure_is_answered_not_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = a4_config();
+    let store: Arc<dyn Store> = Arc::new(BrokenStore(
+        SledStore::open(dir.path(), Arc::new(ThreadRuntime)).unwrap(),
+    ));
+    let svc = service_with(&config, store, offline(&config));
+    let r = futures::executor::block_on(svc.propose(golden("A4"), "p".into())).unwrap();
+    assert_eq!(r, DealResponse::rejected(SAVE_FAILED));
+}
