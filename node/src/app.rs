@@ -18,7 +18,9 @@ use libp2p::{multiaddr::Protocol as MaProtocol, Multiaddr, PeerId};
 use crate::{
     chain::{ChainFactsSource, OfflineChain},
     config::{ChainMode, Config},
-    identity,
+    front_door::{ws_socket_addr, FrontDoor},
+    http, identity,
+    metrics::Metrics,
     p2p::Host,
     runtime::Runtime,
     service::{DealService, ServiceConfig},
@@ -314,6 +316,7 @@ async fn run(shell: Shell, at: Location) -> CmdResult {
     } else {
         tracing::info!(miners = ?policy.miners.iter().map(ToString::to_string).collect::<Vec<_>>(), "taking deals");
     }
+    let metrics = Arc::new(Metrics::new());
     let service = DealService::new(
         store.clone(),
         chain,
@@ -323,6 +326,7 @@ async fn run(shell: Shell, at: Location) -> CmdResult {
             proposal_budget: config.proposal_budget(),
             verify_cache_capacity: config.limits.status_verify_cache,
         },
+        metrics.clone(),
     );
     let stop = crate::signals::sigint_or_sigterm()
         .map_err(|e| Fail(format!("cannot install the signal handlers: {e}")))?;
@@ -348,24 +352,56 @@ async fn run(shell: Shell, at: Location) -> CmdResult {
     for a in &announce {
         tracing::info!("announcing {}", with_p2p(a, peer));
     }
+    let front_door = Arc::new(FrontDoor::new(peer, store.clone(), metrics.clone()));
+    front_door.set_relay_target(ws_socket_addr(&addrs));
     service.set_transport_addrs(if announce.is_empty() { addrs } else { announce });
+    let http = match http::start(
+        shell.runtime.clone(),
+        config.http.server_config(),
+        front_door.clone(),
+        metrics.clone(),
+    )
+    .await
+    {
+        Ok(h) => h,
+        Err(e) => {
+            host.shutdown(Duration::ZERO).await;
+            return Err(Fail(format!(
+                "cannot serve HTTP on {} (config key `http.listen`): {e}",
+                config.http.listen
+            )));
+        }
+    };
+    tracing::info!("http listening on {}", http.local_addr());
+    metrics.set_lease("leader", 0);
+    let gauges = report_host_gauges(&host, metrics.clone());
     tracing::info!("ready");
 
-    let signal = stop.await;
+    let signal = {
+        let stop = std::pin::pin!(stop);
+        let gauges = std::pin::pin!(gauges);
+        match futures::future::select(stop, gauges).await {
+            futures::future::Either::Left((signal, _)) => signal,
+            futures::future::Either::Right(((), stop)) => stop.await,
+        }
+    };
     tracing::info!(signal = %signal, grace = ?SHUTDOWN_GRACE, "stopping");
+    front_door.set_relay_target(None);
+    http.shutdown().await;
     host.shutdown(SHUTDOWN_GRACE).await;
-    let m = service.metrics().snapshot();
-    tracing::info!(
-        accepted = m.deals_accepted,
-        accepted_again = m.deals_accepted_again,
-        rejected = ?m.deals_rejected,
-        undecodable = ?m.undecodable,
-        status = ?m.status,
-        "stopped"
-    );
+    tracing::info!("stopped");
     drop(service);
     drop(store);
     Ok(())
+}
+
+/// Keep the connection and stream gauges current (every 2 s) until dropped.
+async fn report_host_gauges(host: &crate::p2p::HostHandle, metrics: Arc<Metrics>) {
+    loop {
+        metrics.set_libp2p_connections(host.active_connections() as i64);
+        metrics.set_libp2p_streams(host.active_streams() as i64);
+        async_io::Timer::after(Duration::from_secs(2)).await;
+    }
 }
 
 // ------------------------------------------------------------------ info

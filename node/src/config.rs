@@ -60,14 +60,33 @@ impl Default for Libp2pConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
-    /// Not served yet (the HTTP server and WebSocket relay come later).
+    /// The HTTP server: WebSocket relay at `/libp2p` and `/`, `/health`, `/metrics`.
     pub listen: SocketAddr,
+    /// A relayed WebSocket with no frame either way for this long is closed.
+    pub relay_idle_timeout_secs: u64,
+    /// Relayed WebSockets open at once; more upgrades get 503.
+    pub max_relays: usize,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
+        let d = crate::http::HttpConfig::default();
         HttpConfig {
-            listen: "0.0.0.0:12310".parse().expect("valid socket address"),
+            listen: d.listen,
+            relay_idle_timeout_secs: d.relay_idle_timeout.as_secs(),
+            max_relays: d.max_relays,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The server's settings: these knobs, the rest at their defaults.
+    pub fn server_config(&self) -> crate::http::HttpConfig {
+        crate::http::HttpConfig {
+            listen: self.listen,
+            relay_idle_timeout: Duration::from_secs(self.relay_idle_timeout_secs),
+            max_relays: self.max_relays,
+            ..crate::http::HttpConfig::default()
         }
     }
 }
@@ -553,8 +572,14 @@ listen = ["/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/tcp/0/ws"]
 announce = []
 
 [http]
-# The HTTP server for /libp2p, /health and /metrics (not served yet).
+# The HTTP server: WebSocket relay to the libp2p host at /libp2p and / (what a
+# /dns/<domain>/tcp/443/wss announce address reaches through a TLS proxy), /health and
+# /metrics. Every node serves it, also one that does not run the libp2p host.
 listen = "0.0.0.0:12310"
+# A relayed connection idle this long in both directions is closed (Curio: 15 s).
+relay_idle_timeout_secs = 600
+# Relayed connections at once; further upgrades get 503.
+max_relays = 1024
 
 [chain]
 # "offline": the epoch comes from the network's genesis time (30 s per epoch) and every

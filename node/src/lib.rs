@@ -3,7 +3,10 @@
 pub mod app;
 pub mod chain;
 pub mod config;
+pub mod front_door;
+pub mod http;
 pub mod identity;
+pub mod metrics;
 pub mod p2p;
 pub mod runtime;
 pub mod service;

@@ -5,11 +5,7 @@
 //! gets a `server error: …` rejection rather than a silent reset (DESIGN.md point 4).
 
 use std::{
-    collections::BTreeMap,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc, Mutex, RwLock,
-    },
+    sync::{Arc, Mutex, RwLock},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -30,69 +26,16 @@ use libp2p::{multiaddr::Protocol as MaProtocol, Multiaddr, PeerId};
 
 use crate::{
     chain::ChainFactsSource,
+    metrics::Metrics,
     p2p::{Reply, StreamFailure, StreamService},
     store::{Inserted, Store, StoreError},
 };
 
-/// Counters for the Prometheus export (later). All monotonic.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    pub deals_accepted: AtomicU64,
-    /// Identical resends of a deal already accepted, accepted again.
-    pub deals_accepted_again: AtomicU64,
-    /// Rejections by `Rule::label()`, plus `server_error_store` / `server_error_budget`.
-    pub deals_rejected: Mutex<BTreeMap<&'static str, u64>>,
-    /// Requests that did not decode, by protocol.
-    pub undecodable: Mutex<BTreeMap<String, u64>>,
-    /// Status answers by `StatusOutcome::as_str()` (plus `store_error`).
-    pub status: Mutex<BTreeMap<&'static str, u64>>,
-    pub asks_answered: AtomicU64,
-    pub transports_answered: AtomicU64,
-    pub stream_failures: AtomicU64,
-}
-
-/// A copy of [`Metrics`] at one moment.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct MetricsSnapshot {
-    pub deals_accepted: u64,
-    pub deals_accepted_again: u64,
-    pub deals_rejected: BTreeMap<String, u64>,
-    pub undecodable: BTreeMap<String, u64>,
-    pub status: BTreeMap<String, u64>,
-    pub asks_answered: u64,
-    pub transports_answered: u64,
-    pub stream_failures: u64,
-}
-
-fn bump<K: Ord>(m: &Mutex<BTreeMap<K, u64>>, k: K) {
-    *m.lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .entry(k)
-        .or_default() += 1;
-}
-
-fn copy<K: ToString>(m: &Mutex<BTreeMap<K, u64>>) -> BTreeMap<String, u64> {
-    m.lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .map(|(k, v)| (k.to_string(), *v))
-        .collect()
-}
-
-impl Metrics {
-    pub fn snapshot(&self) -> MetricsSnapshot {
-        MetricsSnapshot {
-            deals_accepted: self.deals_accepted.load(Ordering::Relaxed),
-            deals_accepted_again: self.deals_accepted_again.load(Ordering::Relaxed),
-            deals_rejected: copy(&self.deals_rejected),
-            undecodable: copy(&self.undecodable),
-            status: copy(&self.status),
-            asks_answered: self.asks_answered.load(Ordering::Relaxed),
-            transports_answered: self.transports_answered.load(Ordering::Relaxed),
-            stream_failures: self.stream_failures.load(Ordering::Relaxed),
-        }
-    }
-}
+/// Outcome labels besides the rejection rules' own.
+const ACCEPTED: &str = "accepted";
+const ACCEPTED_AGAIN: &str = "accepted_again";
+const SERVER_ERROR_STORE: &str = "server_error_store";
+const SERVER_ERROR_BUDGET: &str = "server_error_budget";
 
 /// What the service needs besides the store and the chain.
 #[derive(Debug, Clone)]
@@ -141,13 +84,14 @@ impl DealService {
         store: Arc<dyn Store>,
         chain: Arc<dyn ChainFactsSource>,
         config: ServiceConfig,
+        metrics: Arc<Metrics>,
     ) -> DealService {
         let cache = VerifyCache::new(config.verify_cache_capacity.max(1));
         DealService(Arc::new(Inner {
             store,
             chain,
             config,
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             verify_cache: Mutex::new(cache),
             transport_addrs: RwLock::new(Vec::new()),
         }))
@@ -174,27 +118,34 @@ impl DealService {
             .unwrap_or_else(|e| e.into_inner()) = addrs;
     }
 
-    /// Answer one proposal (the bytes of one DealParams item). `None`: undecodable.
-    pub async fn propose(&self, request: Vec<u8>, peer: String) -> Option<DealResponse> {
+    /// Answer one proposal (the bytes of one DealParams item) that arrived on
+    /// `protocol`. `None`: undecodable.
+    pub async fn propose(
+        &self,
+        protocol: &'static str,
+        request: Vec<u8>,
+        peer: String,
+    ) -> Option<DealResponse> {
         let inner = self.0.clone();
         let params = match DealParams::from_cbor(&request) {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "undecodable deal proposal");
-                bump(&inner.metrics.undecodable, "deal".to_owned());
+                inner.metrics.undecodable(protocol);
                 return None;
             }
         };
         let budget = inner.config.proposal_budget;
         let uuid = params.deal_uuid;
-        let work = std::pin::pin!(inner
-            .clone()
-            .decide_and_store(request, params, peer.clone()));
+        let work =
+            std::pin::pin!(inner
+                .clone()
+                .decide_and_store(protocol, request, params, peer.clone()));
         let response = match future::select(work, Timer::after(budget)).await {
             Either::Left((r, _)) => r,
             Either::Right(_) => {
                 tracing::warn!(%peer, deal = %uuid, ?budget, "proposal not decided within its budget");
-                bump(&inner.metrics.deals_rejected, "server_error_budget");
+                inner.metrics.proposal(protocol, SERVER_ERROR_BUDGET);
                 DealResponse::rejected(format!(
                     "server error: the provider could not decide within {} s, try again",
                     budget.as_secs_f64()
@@ -211,7 +162,7 @@ impl DealService {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, "undecodable status request");
-                bump(&inner.metrics.undecodable, "status".to_owned());
+                inner.metrics.undecodable(protocols::STATUS_1_2_0);
                 return None;
             }
         };
@@ -219,7 +170,7 @@ impl DealService {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(deal = %req.deal_uuid, error = %e, "status: reading the deal");
-                bump(&inner.metrics.status, "store_error");
+                inner.metrics.status("store_error");
                 return Some(DealStatusResponse::error(
                     req.deal_uuid,
                     "server error: reading deal state",
@@ -245,7 +196,7 @@ impl DealService {
                 &mut cache,
             )
         };
-        bump(&inner.metrics.status, answer.outcome.as_str());
+        inner.metrics.status(answer.outcome.as_str());
         tracing::debug!(deal = %req.deal_uuid, outcome = answer.outcome.as_str(), "status answered");
         Some(answer.response)
     }
@@ -256,14 +207,13 @@ impl DealService {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, "undecodable ask request");
-                bump(&inner.metrics.undecodable, "ask".to_owned());
+                inner.metrics.undecodable(protocols::ASK_1_1_0);
                 return None;
             }
         };
         // The ask must be signed by the miner's worker key, which only the Lotus mode can
         // reach; until then every ask is answered with `Ask: null`.
         tracing::debug!(miner = %req.miner, "ask answered with null: no worker key in offline mode");
-        inner.metrics.asks_answered.fetch_add(1, Ordering::Relaxed);
         Some(answer_ask(&req, &inner.config.policy.miners, None).to_cbor())
     }
 
@@ -274,10 +224,6 @@ impl DealService {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        self.0
-            .metrics
-            .transports_answered
-            .fetch_add(1, Ordering::Relaxed);
         TransportsResponse {
             protocols: vec![TransportProtocol {
                 name: "libp2p".to_owned(),
@@ -301,45 +247,51 @@ fn decide(
 impl Inner {
     fn reject_store(
         &self,
+        protocol: &str,
         peer: &str,
         uuid: impl std::fmt::Display,
         e: &StoreError,
     ) -> DealResponse {
         tracing::error!(%peer, deal = %uuid, error = %e, "deal store failed");
-        bump(&self.metrics.deals_rejected, "server_error_store");
+        self.metrics.proposal(protocol, SERVER_ERROR_STORE);
         DealResponse::rejected(SAVE_FAILED)
     }
 
-    fn reject(&self, peer: &str, params: &DealParams, r: Rejection) -> DealResponse {
+    fn reject(
+        &self,
+        protocol: &str,
+        peer: &str,
+        params: &DealParams,
+        r: Rejection,
+    ) -> DealResponse {
         tracing::info!(%peer, deal = %params.deal_uuid, rule = r.rule.label(), reason = %r.message, "deal rejected");
-        bump(&self.metrics.deals_rejected, r.rule.label());
+        self.metrics.proposal(protocol, r.rule.label());
         DealResponse::rejected(r.message)
     }
 
-    fn accepted_again(&self, peer: &str, params: &DealParams) -> DealResponse {
+    fn accepted_again(&self, protocol: &str, peer: &str, params: &DealParams) -> DealResponse {
         tracing::info!(%peer, deal = %params.deal_uuid, "identical resend of an accepted deal: accepted again");
-        self.metrics
-            .deals_accepted_again
-            .fetch_add(1, Ordering::Relaxed);
+        self.metrics.proposal(protocol, ACCEPTED_AGAIN);
         DealResponse::accepted()
     }
 
     async fn decide_and_store(
         self: Arc<Self>,
+        protocol: &'static str,
         bytes: Vec<u8>,
         params: DealParams,
         peer: String,
     ) -> DealResponse {
         let policy = &self.config.policy;
         if let Some(r) = accept::disabled_miner(&params, policy) {
-            return self.reject(&peer, &params, r);
+            return self.reject(protocol, &peer, &params, r);
         }
         let by_uuid = match self.store.deal_by_uuid(params.deal_uuid).await {
             Ok(d) => d,
-            Err(e) => return self.reject_store(&peer, params.deal_uuid, &e),
+            Err(e) => return self.reject_store(protocol, &peer, params.deal_uuid, &e),
         };
         if accept::is_identical_retry(&params, by_uuid.as_ref()) {
-            return self.accepted_again(&peer, &params);
+            return self.accepted_again(protocol, &peer, &params);
         }
         let facts = self.chain.facts_for(&params).await;
         let proposal_cid = params.client_deal_proposal.proposal.cid();
@@ -349,13 +301,13 @@ impl Inner {
         for _ in 0..2 {
             let by_prop = match self.store.deal_by_proposal_cid(&proposal_cid).await {
                 Ok(d) => d,
-                Err(e) => return self.reject_store(&peer, params.deal_uuid, &e),
+                Err(e) => return self.reject_store(protocol, &peer, params.deal_uuid, &e),
             };
             if let Err(r) = decide(&params, &facts, policy, by_uuid.as_ref(), by_prop.as_ref()) {
-                return self.reject(&peer, &params, r);
+                return self.reject(protocol, &peer, &params, r);
             }
             if accept::is_identical_retry(&params, by_uuid.as_ref()) {
-                return self.accepted_again(&peer, &params);
+                return self.accepted_again(protocol, &peer, &params);
             }
             let record = DealRecord::new_accepted(
                 bytes.clone(),
@@ -373,19 +325,20 @@ impl Inner {
                         size = params.client_deal_proposal.proposal.piece_size,
                         "deal accepted"
                     );
-                    self.metrics.deals_accepted.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.proposal(protocol, ACCEPTED);
                     return DealResponse::accepted();
                 }
                 Ok(Inserted::UuidExists | Inserted::ProposalExists(_)) => {
                     by_uuid = match self.store.deal_by_uuid(params.deal_uuid).await {
                         Ok(d) => d,
-                        Err(e) => return self.reject_store(&peer, params.deal_uuid, &e),
+                        Err(e) => return self.reject_store(protocol, &peer, params.deal_uuid, &e),
                     };
                 }
-                Err(e) => return self.reject_store(&peer, params.deal_uuid, &e),
+                Err(e) => return self.reject_store(protocol, &peer, params.deal_uuid, &e),
             }
         }
         self.reject_store(
+            protocol,
             &peer,
             params.deal_uuid,
             &StoreError::Backend("the deal kept conflicting with concurrent inserts".into()),
@@ -397,11 +350,18 @@ impl StreamService for DealService {
     fn handle(&self, protocol: &str, peer: PeerId, _remote: &Multiaddr, request: Vec<u8>) -> Reply {
         let this = self.clone();
         match protocol {
-            protocols::DEAL_1_2_0 | protocols::DEAL_1_2_1 => Box::pin(async move {
-                this.propose(request, peer.to_string())
-                    .await
-                    .map(|r| r.to_cbor())
-            }),
+            protocols::DEAL_1_2_0 | protocols::DEAL_1_2_1 => {
+                let protocol = if protocol == protocols::DEAL_1_2_0 {
+                    protocols::DEAL_1_2_0
+                } else {
+                    protocols::DEAL_1_2_1
+                };
+                Box::pin(async move {
+                    this.propose(protocol, request, peer.to_string())
+                        .await
+                        .map(|r| r.to_cbor())
+                })
+            }
             protocols::STATUS_1_2_0 => {
                 Box::pin(async move { this.status(&request).await.map(|r| r.to_cbor()) })
             }
@@ -423,10 +383,11 @@ impl StreamService for DealService {
         }
     }
 
-    fn on_stream_failure(&self, _protocol: &str, _peer: PeerId, _failure: &StreamFailure) {
-        self.0
-            .metrics
-            .stream_failures
-            .fetch_add(1, Ordering::Relaxed);
+    fn on_stream_failure(&self, protocol: &str, _peer: PeerId, failure: &StreamFailure) {
+        // Bytes that are not one well-formed CBOR item never reach the service: the
+        // host's framer refuses them. They are undecodable input all the same.
+        if matches!(failure, StreamFailure::Framing(_)) {
+            self.0.metrics.undecodable(protocol);
+        }
     }
 }

@@ -2,6 +2,11 @@
 
 use std::{sync::Arc, time::Duration};
 
+use dealport_node::metrics::Metrics;
+
+/// Proposals in these tests arrive as on `/fil/storage/mk/1.2.1`.
+const DEAL: &str = "/fil/storage/mk/1.2.1";
+
 use dealport_core::{
     facts::ChainFacts,
     wire::{Address, Cbor, DealParams, DealResponse, DealStatusResponse},
@@ -68,6 +73,7 @@ fn service_with(
             proposal_budget: Duration::from_millis(300),
             verify_cache_capacity: 16,
         },
+        Arc::new(Metrics::new()),
     )
 }
 
@@ -88,33 +94,39 @@ fn accept_resend_duplicate_and_status() {
     futures::executor::block_on(async {
         let a4 = golden("A4");
         assert_eq!(
-            svc.propose(a4.clone(), "p".into()).await,
+            svc.propose(DEAL, a4.clone(), "p".into()).await,
             Some(DealResponse::accepted())
         );
         assert_eq!(
-            svc.propose(a4.clone(), "p".into()).await,
+            svc.propose(DEAL, a4.clone(), "p".into()).await,
             Some(DealResponse::accepted())
         );
         // Same UUID, different proposal: Boost's duplicate rejection.
         let mut p = DealParams::from_cbor(&a4).unwrap();
         p.is_offline = true;
-        let r = svc.propose(p.to_cbor(), "p".into()).await.unwrap();
+        let r = svc.propose(DEAL, p.to_cbor(), "p".into()).await.unwrap();
         assert!(!r.accepted);
         // Undecodable: no answer at all.
-        assert_eq!(svc.propose(vec![0x01], "p".into()).await, None);
+        assert_eq!(svc.propose(DEAL, vec![0x01], "p".into()).await, None);
 
         let st = DealStatusResponse::from_cbor(&svc.status(&golden("S1")).await.unwrap().to_cbor())
             .unwrap();
         assert_eq!(st.deal_status.unwrap().status, "Accepted");
         assert_eq!(svc.status(&[0x01]).await, None);
 
-        let m = svc.metrics().snapshot();
-        assert_eq!(m.deals_accepted, 1);
-        assert_eq!(m.deals_accepted_again, 1);
-        assert_eq!(m.deals_rejected.values().sum::<u64>(), 1, "{m:?}");
-        assert_eq!(m.undecodable.get("deal"), Some(&1));
-        assert_eq!(m.undecodable.get("status"), Some(&1));
-        assert_eq!(m.status.get("ok"), Some(&1));
+        let m = svc.metrics();
+        assert_eq!(m.proposals_count(DEAL, "accepted"), 1);
+        assert_eq!(m.proposals_count(DEAL, "accepted_again"), 1);
+        assert_eq!(m.proposals_count(DEAL, "duplicate_proposal"), 1);
+        assert_eq!(m.undecodable_count(DEAL), 1);
+        assert_eq!(m.undecodable_count("/fil/storage/status/1.2.0"), 1);
+        assert_eq!(m.status_count("ok"), 1);
+        // The Prometheus page carries the same counts.
+        let page = m.encode();
+        assert!(
+            page.contains(r#"dealport_deal_proposals_total{protocol="/fil/storage/mk/1.2.1",outcome="accepted"} 1"#),
+            "{page}"
+        );
         assert_eq!(store.list_deals().await.unwrap().len(), 1);
     });
 }
@@ -127,7 +139,7 @@ fn wrong_provider_is_rejected_with_its_message() {
     let store: Arc<dyn Store> =
         Arc::new(SledStore::open(dir.path(), Arc::new(ThreadRuntime)).unwrap());
     let svc = service_with(&config, store, offline(&config));
-    let r = futures::executor::block_on(svc.propose(golden("A4"), "p".into())).unwrap();
+    let r = futures::executor::block_on(svc.propose(DEAL, golden("A4"), "p".into())).unwrap();
     assert!(!r.accepted);
     assert!(
         r.message
@@ -135,13 +147,7 @@ fn wrong_provider_is_rejected_with_its_message() {
         "{}",
         r.message
     );
-    assert_eq!(
-        svc.metrics()
-            .snapshot()
-            .deals_rejected
-            .get("wrong_provider"),
-        Some(&1)
-    );
+    assert_eq!(svc.metrics().proposals_count(DEAL, "wrong_provider"), 1);
 }
 
 /// A chain that never answers within the budget.
@@ -177,7 +183,7 @@ fn slow_chain_gets_a_server_error_within_the_budget() {
     )));
     let svc = service_with(&config, store, chain);
     let started = std::time::Instant::now();
-    let r = futures::executor::block_on(svc.propose(golden("A4"), "p".into())).unwrap();
+    let r = futures::executor::block_on(svc.propose(DEAL, golden("A4"), "p".into())).unwrap();
     assert!(started.elapsed() < Duration::from_secs(2));
     assert!(!r.accepted);
     assert!(r.message.starts_with("server error: "), "{}", r.message);
@@ -239,6 +245,6 @@ fn store_failure_is_answered_not_dropped() {
         SledStore::open(dir.path(), Arc::new(ThreadRuntime)).unwrap(),
     ));
     let svc = service_with(&config, store, offline(&config));
-    let r = futures::executor::block_on(svc.propose(golden("A4"), "p".into())).unwrap();
+    let r = futures::executor::block_on(svc.propose(DEAL, golden("A4"), "p".into())).unwrap();
     assert_eq!(r, DealResponse::rejected(SAVE_FAILED));
 }

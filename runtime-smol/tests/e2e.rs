@@ -267,6 +267,7 @@ fn configure_for_a4(dir: &Path) {
     let mut t: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
     let v = |s: &str| -> toml::Value { s.parse::<toml::Table>().unwrap().remove("x").unwrap() };
     t["libp2p"]["listen"] = v(r#"x = ["/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/tcp/0/ws"]"#);
+    t["http"]["listen"] = v(r#"x = "127.0.0.1:0""#);
     let offline = t["chain"]["offline"].as_table_mut().unwrap();
     // A4 starts at 4,500,000: head + 2880 (sealing buffer) must not pass it.
     offline.insert("head_epoch_override".into(), 4_490_000.into());

@@ -19,8 +19,8 @@ pub mod transport;
 
 use std::{future::Future, pin::Pin, time::Duration};
 
-use dealport_core::wire::protocols;
 pub use dealport_core::wire::framer::FrameError;
+use dealport_core::wire::protocols;
 pub use host::{Host, HostError, HostHandle};
 pub use libp2p::{identity::Keypair, Multiaddr, PeerId, StreamProtocol};
 pub use serve::{Stats, StatsSnapshot};

@@ -1,0 +1,113 @@
+//! What this node tells its HTTP server: where the libp2p host listens for relayed
+//! WebSockets, whether the node is healthy, and its banner.
+//!
+//! With one node (sled), the host always runs here. The cluster mode will replace the
+//! relay target with the lease holder's address from the shared store.
+use std::{
+    net::SocketAddr,
+    sync::{Arc, RwLock},
+    time::Instant,
+};
+
+use libp2p::{multiaddr::Protocol, Multiaddr, PeerId};
+use serde_json::json;
+
+use crate::{
+    http::{BoxFuture, HttpBackend},
+    metrics::Metrics,
+    store::Store,
+};
+
+/// The single-node front door.
+pub struct FrontDoor {
+    peer: PeerId,
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    /// The host's own WebSocket listener, while the host runs.
+    relay_target: RwLock<Option<SocketAddr>>,
+}
+
+impl FrontDoor {
+    pub fn new(peer: PeerId, store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Self {
+        FrontDoor {
+            peer,
+            store,
+            metrics,
+            relay_target: RwLock::new(None),
+        }
+    }
+
+    /// The host started (`Some`, its WebSocket listener) or stopped (`None`).
+    pub fn set_relay_target(&self, target: Option<SocketAddr>) {
+        *self.relay_target.write().unwrap_or_else(|e| e.into_inner()) = target;
+    }
+}
+
+/// The WebSocket listener to relay to, from the host's listen addresses: the loopback
+/// one if there is one (the relay runs on this machine), else the first.
+pub fn ws_socket_addr(listen: &[Multiaddr]) -> Option<SocketAddr> {
+    let ws: Vec<SocketAddr> = listen
+        .iter()
+        .filter_map(|a| {
+            let mut ip = None;
+            let mut port = None;
+            let mut is_ws = false;
+            for p in a.iter() {
+                match p {
+                    Protocol::Ip4(v) => ip = Some(std::net::IpAddr::V4(v)),
+                    Protocol::Ip6(v) => ip = Some(std::net::IpAddr::V6(v)),
+                    Protocol::Tcp(n) => port = Some(n),
+                    Protocol::Ws(_) => is_ws = true,
+                    _ => {}
+                }
+            }
+            Some(SocketAddr::new(ip?, port?)).filter(|_| is_ws)
+        })
+        .collect();
+    ws.iter()
+        .find(|s| s.ip().is_loopback())
+        .or(ws.first())
+        .copied()
+}
+
+impl HttpBackend for FrontDoor {
+    fn relay_target(&self) -> BoxFuture<Result<SocketAddr, String>> {
+        let target = *self.relay_target.read().unwrap_or_else(|e| e.into_inner());
+        Box::pin(async move {
+            target.ok_or_else(|| "the libp2p host is not running on this node".to_owned())
+        })
+    }
+
+    fn health(&self) -> BoxFuture<(bool, serde_json::Value)> {
+        let store = self.store.clone();
+        let metrics = self.metrics.clone();
+        let peer = self.peer.to_string();
+        let serving = self
+            .relay_target
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some();
+        Box::pin(async move {
+            let started = Instant::now();
+            let store_ok = store.identity().await.is_ok();
+            metrics.store_latency("health", started.elapsed().as_secs_f64());
+            let ok = store_ok && serving;
+            let body = json!({
+                "role": if serving { "leader" } else { "standby" },
+                "peer_id": peer,
+                "lease_generation": 0,
+                "store_ok": store_ok,
+                "libp2p_host": serving,
+            });
+            (ok, body)
+        })
+    }
+
+    fn banner(&self) -> String {
+        format!(
+            "dealport {}: Filecoin MK12 storage deals over libp2p\nPeerID {}\n",
+            env!("CARGO_PKG_VERSION"),
+            self.peer
+        )
+    }
+}

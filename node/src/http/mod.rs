@@ -1,0 +1,469 @@
+//! The HTTP server: WebSocket relay to the libp2p host, `/health`, `/metrics`, a banner,
+//! and whatever extra routes the application adds.
+//!
+//! hyper 1 (HTTP/1.1 only) over async-net sockets through smol-hyper's futures-io
+//! adapter; connections and relays are spawned on the node's [`Runtime`].
+//!
+//! ```text
+//! GET /  or /libp2p + WebSocket upgrade -> relay_target() -> 503 | limit -> 503
+//!                                       -> dial ws://target/ (5 s) -> 502 | 101 + relay
+//! GET /        -> 200 banner (text/plain)
+//! GET /health  -> 200 | 503 JSON
+//! GET /metrics -> 200 OpenMetrics text
+//! anything else -> backend.route(..) or 404
+//! ```
+
+mod io;
+mod relay;
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    net::{IpAddr, SocketAddr},
+    pin::{pin, Pin},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use async_net::{TcpListener, TcpStream};
+use bytes::Bytes;
+use futures::{
+    channel::oneshot,
+    future::{self, Either, FutureExt, Shared},
+};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::{body::Incoming, server::conn::http1, service::service_fn};
+use smol_hyper::rt::FuturesIo;
+
+use crate::{metrics::Metrics, runtime::Runtime};
+
+/// The response type of every route.
+pub type HttpResponse = Response<Full<Bytes>>;
+
+/// A boxed, sendable future.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// What the HTTP server asks of the rest of the node.
+pub trait HttpBackend: Send + Sync + 'static {
+    /// The internal WebSocket address of the node that runs the libp2p host now, or why
+    /// there is none (lease not live, host not started). `Err(text)` -> 503 with that text.
+    fn relay_target(&self) -> BoxFuture<Result<SocketAddr, String>>;
+
+    /// `(ready, JSON body)` for `/health`: `ready == false` -> 503.
+    fn health(&self) -> BoxFuture<(bool, serde_json::Value)>;
+
+    /// Plain-text banner for `GET /` without upgrade (includes the PeerID).
+    fn banner(&self) -> String;
+
+    /// Extra routes (e.g. MK12 over HTTP later): `None` falls through to 404. The body
+    /// has already been read, up to [`HttpConfig::max_body`] bytes (larger -> 413).
+    fn route(
+        &self,
+        _method: &Method,
+        _path: &str,
+        _headers: &http::HeaderMap,
+        _body: Bytes,
+        _client_ip: IpAddr,
+    ) -> Option<BoxFuture<HttpResponse>> {
+        None
+    }
+}
+
+/// Settings of the HTTP server.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Where to listen. Default `0.0.0.0:12310` (Curio's port).
+    pub listen: SocketAddr,
+    /// A relay with no frame in either direction for this long is closed. Default 10 min.
+    pub relay_idle_timeout: Duration,
+    /// Relays open (or dialling the host) at once; more upgrades get 503. Default 1024.
+    pub max_relays: usize,
+    /// Time for a client to send a complete request head (slowloris bound); also how
+    /// long an idle keep-alive connection is kept. Default 10 s.
+    pub header_timeout: Duration,
+    /// Largest request body read for [`HttpBackend::route`]. Default 4 MiB.
+    pub max_body: usize,
+    /// Bound on dialling the host and its WebSocket handshake. Default 5 s.
+    pub relay_dial_timeout: Duration,
+    /// Largest WebSocket message (and frame) relayed; bigger ones end the relay. Memory
+    /// per relay is bounded by about two of these. Default 4 MiB.
+    pub relay_max_message: usize,
+    /// HTTP connections at once (relays included); more are closed on accept.
+    /// Default 4096.
+    pub max_connections: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 12310)),
+            relay_idle_timeout: Duration::from_secs(600),
+            max_relays: 1024,
+            header_timeout: Duration::from_secs(10),
+            max_body: 4 << 20,
+            relay_dial_timeout: Duration::from_secs(5),
+            relay_max_message: 4 << 20,
+            max_connections: 4096,
+        }
+    }
+}
+
+/// Why the server did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("binding the HTTP listener on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// The running server.
+#[derive(Debug)]
+pub struct HttpHandle {
+    local_addr: SocketAddr,
+    stop: Mutex<Option<oneshot::Sender<()>>>,
+    stopped: Shared<oneshot::Receiver<()>>,
+}
+
+impl HttpHandle {
+    /// The address the listener is bound to (the real port when configured with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stop accepting, finish in-flight requests gracefully, close relays with
+    /// `1001 going away`. Resolves once the listener is closed.
+    pub async fn shutdown(&self) {
+        drop(self.stop.lock().unwrap_or_else(|e| e.into_inner()).take());
+        let _ = self.stopped.clone().await;
+    }
+}
+
+type ShutdownSignal = Shared<oneshot::Receiver<()>>;
+
+struct State {
+    runtime: Arc<dyn Runtime>,
+    config: HttpConfig,
+    backend: Arc<dyn HttpBackend>,
+    metrics: Arc<Metrics>,
+    relays: Arc<AtomicUsize>,
+    connections: Arc<AtomicUsize>,
+    shutdown: ShutdownSignal,
+}
+
+/// A reserved place in a counter with a limit, given back on drop.
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(counter: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
+        counter
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(counter.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Bind `config.listen` and serve until [`HttpHandle::shutdown`].
+pub async fn start(
+    runtime: Arc<dyn Runtime>,
+    config: HttpConfig,
+    backend: Arc<dyn HttpBackend>,
+    metrics: Arc<Metrics>,
+) -> Result<HttpHandle, HttpError> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| HttpError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(|source| HttpError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let (stop, shutdown) = oneshot::channel();
+    let (stopped_tx, stopped) = oneshot::channel();
+    let state = Arc::new(State {
+        runtime: runtime.clone(),
+        config,
+        backend,
+        metrics,
+        relays: Arc::default(),
+        connections: Arc::default(),
+        shutdown: shutdown.shared(),
+    });
+    tracing::info!(%local_addr, "HTTP server listening");
+    runtime.spawn(Box::pin(accept_loop(state, listener, stopped_tx)));
+    Ok(HttpHandle {
+        local_addr,
+        stop: Mutex::new(Some(stop)),
+        stopped: stopped.shared(),
+    })
+}
+
+async fn accept_loop(state: Arc<State>, listener: TcpListener, stopped: oneshot::Sender<()>) {
+    loop {
+        let accepted = match future::select(pin!(listener.accept()), state.shutdown.clone()).await {
+            Either::Left((r, _)) => r,
+            Either::Right(_) => break,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                let st = state.clone();
+                state.runtime.spawn(Box::pin(async move {
+                    let Some(_slot) = Slot::take(&st.connections, st.config.max_connections) else {
+                        tracing::debug!(%peer, "HTTP connection limit reached, closing");
+                        return;
+                    };
+                    serve_connection(&st, stream, peer).await;
+                }));
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "HTTP accept failed");
+                async_io::Timer::after(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    drop(listener);
+    tracing::info!("HTTP server stopped accepting");
+    let _ = stopped.send(());
+}
+
+async fn serve_connection(state: &Arc<State>, stream: TcpStream, peer: SocketAddr) {
+    let st = state.clone();
+    let service = service_fn(move |req| {
+        let st = st.clone();
+        async move { Ok::<_, Infallible>(handle(st, req, peer).await) }
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(io::IoTimer)
+        .header_read_timeout(state.config.header_timeout)
+        .keep_alive(true);
+    let mut conn = pin!(builder
+        .serve_connection(FuturesIo::new(stream), service)
+        .with_upgrades());
+    let result = match future::select(conn.as_mut(), state.shutdown.clone()).await {
+        Either::Left((r, _)) => r,
+        Either::Right(_) => {
+            conn.as_mut().graceful_shutdown();
+            io::timeout(Duration::from_secs(5), conn.as_mut())
+                .await
+                .unwrap_or(Ok(()))
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+    }
+}
+
+fn text(code: StatusCode, body: impl Into<Bytes>) -> HttpResponse {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = code;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> HttpResponse {
+    let path = req.uri().path().to_owned();
+    let (route, response) = match (req.method(), path.as_str()) {
+        (&Method::GET, p @ ("/" | "/libp2p"))
+            if relay::wants_websocket(req.method(), req.headers()) =>
+        {
+            let route = if p == "/" { "root" } else { "libp2p" };
+            (route, upgrade(&state, req, peer).await)
+        }
+        (&Method::GET, "/") => ("root", text(StatusCode::OK, state.backend.banner())),
+        (&Method::GET, "/libp2p") => {
+            let mut r = text(
+                StatusCode::UPGRADE_REQUIRED,
+                "this endpoint relays WebSocket connections to the libp2p host\n",
+            );
+            r.headers_mut()
+                .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            ("libp2p", r)
+        }
+        (&Method::GET, "/health") => {
+            let (ready, body) = state.backend.health().await;
+            let code = if ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+            *r.status_mut() = code;
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            ("health", r)
+        }
+        (&Method::GET, "/metrics") => {
+            let mut r = Response::new(Full::new(Bytes::from(state.metrics.encode())));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(crate::metrics::OPENMETRICS_CONTENT_TYPE),
+            );
+            ("metrics", r)
+        }
+        _ => other(&state, req, &path, peer).await,
+    };
+    state
+        .metrics
+        .http_request(route, response.status().as_u16());
+    response
+}
+
+async fn other(
+    state: &State,
+    req: Request<Incoming>,
+    path: &str,
+    peer: SocketAddr,
+) -> (&'static str, HttpResponse) {
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, state.config.max_body).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return if e
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                (
+                    "backend",
+                    text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n"),
+                )
+            } else {
+                (
+                    "backend",
+                    text(StatusCode::BAD_REQUEST, "could not read the request body\n"),
+                )
+            };
+        }
+    };
+    match state
+        .backend
+        .route(&parts.method, path, &parts.headers, body, peer.ip())
+    {
+        Some(fut) => ("backend", fut.await),
+        None => ("not_found", text(StatusCode::NOT_FOUND, "not found\n")),
+    }
+}
+
+/// A WebSocket upgrade on `/` or `/libp2p`: find the host, reserve a relay slot, dial
+/// the host, and only then answer 101 and start relaying.
+async fn upgrade(state: &Arc<State>, mut req: Request<Incoming>, peer: SocketAddr) -> HttpResponse {
+    let metrics = &state.metrics;
+    let accept = match relay::accept_key(req.headers()) {
+        Ok(a) => a,
+        Err(relay::HandshakeProblem::Version) => {
+            metrics.relay_rejected("bad_request");
+            let mut r = text(
+                StatusCode::UPGRADE_REQUIRED,
+                "unsupported Sec-WebSocket-Version (need 13)\n",
+            );
+            r.headers_mut().insert(
+                header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static("13"),
+            );
+            return r;
+        }
+        Err(relay::HandshakeProblem::Key) => {
+            metrics.relay_rejected("bad_request");
+            return text(
+                StatusCode::BAD_REQUEST,
+                "missing or invalid Sec-WebSocket-Key\n",
+            );
+        }
+    };
+    let target = match state.backend.relay_target().await {
+        Ok(t) => t,
+        Err(reason) => {
+            metrics.relay_rejected("no_target");
+            tracing::debug!(%peer, %reason, "no relay target");
+            return text(StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n"));
+        }
+    };
+    // The slot is held through the dial so concurrent dials count against the limit;
+    // it moves into the relay task below.
+    let Some(slot) = Slot::take(&state.relays, state.config.max_relays) else {
+        metrics.relay_rejected("limit");
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "relay connection limit reached\n",
+        );
+    };
+    let ws_config = relay::ws_config(state.config.relay_max_message);
+    let host = match relay::dial_host(target, ws_config, state.config.relay_dial_timeout).await {
+        Ok(h) => h,
+        Err(reason) => {
+            metrics.relay_rejected("unreachable");
+            tracing::warn!(%peer, %target, %reason, "libp2p host unreachable");
+            return text(
+                StatusCode::BAD_GATEWAY,
+                format!("libp2p host unreachable: {reason}\n"),
+            );
+        }
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let st = state.clone();
+    state.runtime.spawn(Box::pin(async move {
+        let _slot = slot;
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                st.metrics.relay_rejected("upgrade_failed");
+                tracing::debug!(%peer, error = %e, "client upgrade failed");
+                return;
+            }
+        };
+        let client = match upgraded.downcast::<FuturesIo<TcpStream>>() {
+            Ok(parts) => io::Rewound::new(parts.read_buf, parts.io.into_inner()),
+            Err(_) => {
+                st.metrics.relay_rejected("upgrade_failed");
+                tracing::error!("upgraded connection is not the TcpStream we served");
+                return;
+            }
+        };
+        st.metrics.relay_opened();
+        tracing::debug!(%peer, %target, "relay open");
+        let shutdown = st.shutdown.clone().map(|_| ());
+        let end = relay::run(
+            client,
+            host,
+            ws_config,
+            st.config.relay_idle_timeout,
+            &st.metrics,
+            shutdown,
+        )
+        .await;
+        st.metrics.relay_closed();
+        tracing::debug!(%peer, %end, "relay closed");
+    }));
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&accept).expect("base64 is a valid header value"),
+    );
+    r
+}
