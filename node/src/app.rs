@@ -21,6 +21,7 @@ use crate::{
     front_door::{ws_socket_addr, FrontDoor},
     http, identity,
     metrics::Metrics,
+    mk12_http::Mk12Http,
     p2p::Host,
     runtime::Runtime,
     service::{DealService, ServiceConfig},
@@ -352,7 +353,8 @@ async fn run(shell: Shell, at: Location) -> CmdResult {
     for a in &announce {
         tracing::info!("announcing {}", with_p2p(a, peer));
     }
-    let front_door = Arc::new(FrontDoor::new(peer, store.clone(), metrics.clone()));
+    let mk12 = Mk12Http::new(service.clone(), config.http.mk12_requests_per_second);
+    let front_door = Arc::new(FrontDoor::new(peer, store.clone(), metrics.clone(), mk12));
     front_door.set_relay_target(ws_socket_addr(&addrs));
     service.set_transport_addrs(if announce.is_empty() { addrs } else { announce });
     let http = match http::start(

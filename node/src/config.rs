@@ -66,6 +66,8 @@ pub struct HttpConfig {
     pub relay_idle_timeout_secs: u64,
     /// Relayed WebSockets open at once; more upgrades get 503.
     pub max_relays: usize,
+    /// MK12 over HTTP (`/market/mk12/…`): requests per second per client IP (Curio: 50).
+    pub mk12_requests_per_second: u32,
 }
 
 impl Default for HttpConfig {
@@ -75,6 +77,7 @@ impl Default for HttpConfig {
             listen: d.listen,
             relay_idle_timeout_secs: d.relay_idle_timeout.as_secs(),
             max_relays: d.max_relays,
+            mk12_requests_per_second: 50,
         }
     }
 }
@@ -580,6 +583,9 @@ listen = "0.0.0.0:12310"
 relay_idle_timeout_secs = 600
 # Relayed connections at once; further upgrades get 503.
 max_relays = 1024
+# MK12 over plain HTTP (POST /market/mk12/store, GET /market/mk12/status and /ask, as
+# Curio serves them): requests per second per client IP; more get 429.
+mk12_requests_per_second = 50
 
 [chain]
 # "offline": the epoch comes from the network's genesis time (30 s per epoch) and every

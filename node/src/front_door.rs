@@ -12,9 +12,13 @@ use std::{
 use libp2p::{multiaddr::Protocol, Multiaddr, PeerId};
 use serde_json::json;
 
+use bytes::Bytes;
+use http::{HeaderMap, Method};
+
 use crate::{
-    http::{BoxFuture, HttpBackend},
+    http::{BoxFuture, HttpBackend, HttpResponse},
     metrics::Metrics,
+    mk12_http::Mk12Http,
     store::Store,
 };
 
@@ -25,15 +29,18 @@ pub struct FrontDoor {
     metrics: Arc<Metrics>,
     /// The host's own WebSocket listener, while the host runs.
     relay_target: RwLock<Option<SocketAddr>>,
+    /// MK12 over plain HTTP, served where deals are taken.
+    mk12: Mk12Http,
 }
 
 impl FrontDoor {
-    pub fn new(peer: PeerId, store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(peer: PeerId, store: Arc<dyn Store>, metrics: Arc<Metrics>, mk12: Mk12Http) -> Self {
         FrontDoor {
             peer,
             store,
             metrics,
             relay_target: RwLock::new(None),
+            mk12,
         }
     }
 
@@ -101,6 +108,17 @@ impl HttpBackend for FrontDoor {
             });
             (ok, body)
         })
+    }
+
+    fn route(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+        body: Bytes,
+        client_ip: std::net::IpAddr,
+    ) -> Option<BoxFuture<HttpResponse>> {
+        self.mk12.route(method, path, headers, body, client_ip)
     }
 
     fn banner(&self) -> String {

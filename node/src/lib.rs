@@ -7,6 +7,7 @@ pub mod front_door;
 pub mod http;
 pub mod identity;
 pub mod metrics;
+pub mod mk12_http;
 pub mod p2p;
 pub mod runtime;
 pub mod service;

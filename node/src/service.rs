@@ -17,7 +17,7 @@ use dealport_core::{
     facts::Policy,
     status::{answer_status_on, VerifyCache},
     wire::{
-        protocols, AskRequest, Cbor, DealParams, DealResponse, DealStatusRequest,
+        protocols, AskRequest, AskResponse, Cbor, DealParams, DealResponse, DealStatusRequest,
         DealStatusResponse, Network, TransportProtocol, TransportsResponse,
     },
 };
@@ -211,10 +211,15 @@ impl DealService {
                 return None;
             }
         };
+        Some(self.ask_response(&req).to_cbor())
+    }
+
+    /// The answer to an ask request.
+    pub fn ask_response(&self, req: &AskRequest) -> AskResponse {
         // The ask must be signed by the miner's worker key, which only the Lotus mode can
         // reach; until then every ask is answered with `Ask: null`.
         tracing::debug!(miner = %req.miner, "ask answered with null: no worker key in offline mode");
-        Some(answer_ask(&req, &inner.config.policy.miners, None).to_cbor())
+        answer_ask(req, &self.0.config.policy.miners, None)
     }
 
     fn transports(&self) -> Vec<u8> {

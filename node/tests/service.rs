@@ -2,11 +2,6 @@
 
 use std::{sync::Arc, time::Duration};
 
-use dealport_node::metrics::Metrics;
-
-/// Proposals in these tests arrive as on `/fil/storage/mk/1.2.1`.
-const DEAL: &str = "/fil/storage/mk/1.2.1";
-
 use dealport_core::{
     facts::ChainFacts,
     wire::{Address, Cbor, DealParams, DealResponse, DealStatusResponse},
@@ -14,50 +9,16 @@ use dealport_core::{
 use dealport_node::{
     chain::{ChainFactsSource, ChainFuture, OfflineChain},
     config::Config,
-    runtime::{BoxTask, Runtime},
+    metrics::Metrics,
     service::{DealService, ServiceConfig, SAVE_FAILED},
     store::{sled::SledStore, Inserted, Store, StoreError, StoreFuture},
 };
 
-struct ThreadRuntime;
+mod common;
+use common::{a4_config, golden, ThreadRuntime};
 
-impl Runtime for ThreadRuntime {
-    fn spawn(&self, fut: BoxTask) {
-        std::thread::spawn(move || futures::executor::block_on(fut));
-    }
-    fn spawn_blocking(&self, f: Box<dyn FnOnce() + Send>) {
-        std::thread::spawn(f);
-    }
-}
-
-fn golden(name: &str) -> Vec<u8> {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../core/tests/data/mk12-golden.json"
-    ))
-    .unwrap();
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    hex::decode(v["vectors"][name]["hex"].as_str().unwrap()).unwrap()
-}
-
-/// The configuration under which A4 is accepted.
-fn a4_config() -> Config {
-    Config::parse(
-        r#"
-[chain.offline]
-head_epoch_override = 4490000
-provider_collateral_min = "8589934592000"
-[[chain.offline.clients]]
-address = "f1d54ilgaapj2jrn7zjecy7jzaldgjnwggdnc3fna"
-escrow = "1000"
-datacap = "34359738368"
-[[miners]]
-address = "f01000"
-"#,
-        "test.toml".as_ref(),
-    )
-    .unwrap()
-}
+/// Proposals in these tests arrive as on `/fil/storage/mk/1.2.1`.
+const DEAL: &str = "/fil/storage/mk/1.2.1";
 
 fn service_with(
     config: &Config,

@@ -1,41 +1,16 @@
 //! The sled store on a temp dir: inserts, every index, reopening, the data-dir lock.
 
-use std::sync::Arc;
-
 use dealport_core::{
     deal::{Checkpoint, DealEvent, DealRecord},
     wire::{Cbor, DealParams, DealUuid},
 };
 use dealport_node::{
     identity,
-    runtime::{BoxTask, Runtime},
     store::{sled::SledStore, Inserted, Store, StoreError},
 };
 
-struct ThreadRuntime;
-
-impl Runtime for ThreadRuntime {
-    fn spawn(&self, fut: BoxTask) {
-        std::thread::spawn(move || futures::executor::block_on(fut));
-    }
-    fn spawn_blocking(&self, f: Box<dyn FnOnce() + Send>) {
-        std::thread::spawn(f);
-    }
-}
-
-fn rt() -> Arc<dyn Runtime> {
-    Arc::new(ThreadRuntime)
-}
-
-fn golden(name: &str) -> Vec<u8> {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../core/tests/data/mk12-golden.json"
-    ))
-    .unwrap();
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    hex::decode(v["vectors"][name]["hex"].as_str().unwrap()).unwrap()
-}
+mod common;
+use common::{golden, runtime as rt};
 
 fn a4_record() -> DealRecord {
     let bytes = golden("A4");

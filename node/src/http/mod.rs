@@ -87,6 +87,8 @@ pub struct HttpConfig {
     pub header_timeout: Duration,
     /// Largest request body read for [`HttpBackend::route`]. Default 4 MiB.
     pub max_body: usize,
+    /// Bound on reading a routed request's body and answering it. Default 10 s.
+    pub request_timeout: Duration,
     /// Bound on dialling the host and its WebSocket handshake. Default 5 s.
     pub relay_dial_timeout: Duration,
     /// Largest WebSocket message (and frame) relayed; bigger ones end the relay. Memory
@@ -105,6 +107,7 @@ impl Default for HttpConfig {
             max_relays: 1024,
             header_timeout: Duration::from_secs(10),
             max_body: 4 << 20,
+            request_timeout: Duration::from_secs(10),
             relay_dial_timeout: Duration::from_secs(5),
             relay_max_message: 4 << 20,
             max_connections: 4096,
@@ -332,6 +335,24 @@ async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> 
 }
 
 async fn other(
+    state: &State,
+    req: Request<Incoming>,
+    path: &str,
+    peer: SocketAddr,
+) -> (&'static str, HttpResponse) {
+    // Reading the body and answering share one deadline, as Curio's TimeoutHandler.
+    let work = std::pin::pin!(read_and_route(state, req, path, peer));
+    let deadline = async_io::Timer::after(state.config.request_timeout);
+    match futures::future::select(work, deadline).await {
+        futures::future::Either::Left((answer, _)) => answer,
+        futures::future::Either::Right(_) => (
+            "backend",
+            text(StatusCode::SERVICE_UNAVAILABLE, "timeout reading request\n"),
+        ),
+    }
+}
+
+async fn read_and_route(
     state: &State,
     req: Request<Incoming>,
     path: &str,
