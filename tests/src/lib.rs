@@ -1,1 +1,9 @@
-//! Shared helpers for the cross-crate tests.
+//! Shared helpers for the cross-crate tests, and the black-box conformance suite that
+//! every runtime shell runs against its own binary:
+//!
+//! ```text
+//! dealport_tests::conformance_suite!(env!("CARGO_BIN_EXE_dealport"));
+//! ```
+
+pub mod conformance;
+pub mod harness;

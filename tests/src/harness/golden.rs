@@ -1,0 +1,26 @@
+//! The golden vectors of `core/tests/data/mk12-golden.json`.
+
+use std::sync::OnceLock;
+
+/// The deal UUID of A4, A5, S1 and S2.
+pub const A4_UUID: &str = "8f1c7b1e-6a0e-4c4b-9b7e-2a4d3c5e6f70";
+/// A4's `Transfer.Size`.
+pub const A4_TRANSFER_SIZE: u64 = 30_000_000_000;
+
+/// The bytes of vector `name` (`A4`, `R1`, `S1`, …).
+pub fn golden(name: &str) -> Vec<u8> {
+    static VECTORS: OnceLock<serde_json::Value> = OnceLock::new();
+    let v = VECTORS.get_or_init(|| {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../core/tests/data/mk12-golden.json"
+        );
+        let text = std::fs::read_to_string(path)
+            .unwrap_or_else(|e| panic!("cannot read the golden vectors {path}: {e}"));
+        serde_json::from_str(&text).expect("golden vectors are JSON")
+    });
+    let hex = v["vectors"][name]["hex"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no golden vector {name}"));
+    hex::decode(hex).expect("golden hex")
+}

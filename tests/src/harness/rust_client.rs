@@ -1,0 +1,153 @@
+//! A rust-libp2p client: dial, then one stream per request, lazily negotiated as go
+//! clients do.
+
+use std::{
+    future::Future,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
+
+use async_io::Timer;
+use dealport_node::{
+    p2p::{
+        transport::{build_transport, Security, TransportConfig},
+        Keypair, Multiaddr, PeerId, StreamProtocol,
+    },
+    runtime::{BoxTask, Runtime, SwarmExecutor},
+};
+use futures::{
+    channel::mpsc,
+    future::{self, Either},
+    AsyncReadExt, AsyncWriteExt, StreamExt,
+};
+use libp2p::{
+    core::upgrade::Version,
+    swarm::{self, SwarmEvent},
+    Swarm,
+};
+
+struct TestRuntime(Arc<async_executor::Executor<'static>>);
+
+impl Runtime for TestRuntime {
+    fn spawn(&self, fut: BoxTask) {
+        self.0.spawn(fut).detach();
+    }
+    fn spawn_blocking(&self, f: Box<dyn FnOnce() + Send>) {
+        std::thread::spawn(f);
+    }
+}
+
+/// One executor thread for every client of this test process.
+fn runtime() -> Arc<dyn Runtime> {
+    static EX: OnceLock<Arc<async_executor::Executor<'static>>> = OnceLock::new();
+    let ex = EX.get_or_init(|| {
+        let ex = Arc::new(async_executor::Executor::new());
+        let e = ex.clone();
+        std::thread::spawn(move || async_io::block_on(e.run(future::pending::<()>())));
+        ex
+    });
+    Arc::new(TestRuntime(ex.clone()))
+}
+
+/// `f`, or a panic naming `what` after `limit`.
+pub async fn within<F: Future>(limit: Duration, what: &str, f: F) -> F::Output {
+    match future::select(std::pin::pin!(f), Timer::after(limit)).await {
+        Either::Left((out, _)) => out,
+        Either::Right(_) => panic!("{what} did not finish within {limit:?}"),
+    }
+}
+
+pub struct Client {
+    control: libp2p_stream::Control,
+    connected: mpsc::UnboundedReceiver<Result<PeerId, String>>,
+    dial: mpsc::UnboundedSender<Multiaddr>,
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Client {
+    pub fn new() -> Client {
+        let key = Keypair::generate_ed25519();
+        let transport = build_transport(
+            &key,
+            &TransportConfig {
+                security: Security::NoiseAndTls,
+                version: Version::V1Lazy,
+                ..TransportConfig::default()
+            },
+        )
+        .expect("client transport");
+        let behaviour = libp2p_stream::Behaviour::new();
+        let rt = runtime();
+        let config = swarm::Config::with_executor(SwarmExecutor(rt.clone()))
+            .with_substream_upgrade_protocol_override(Version::V1Lazy)
+            .with_idle_connection_timeout(Duration::from_secs(30));
+        let mut swarm = Swarm::new(transport, behaviour, key.public().to_peer_id(), config);
+        let control = swarm.behaviour().new_control();
+        let (conn_tx, connected) = mpsc::unbounded();
+        let (dial, mut dial_rx) = mpsc::unbounded::<Multiaddr>();
+        rt.spawn(Box::pin(async move {
+            loop {
+                futures::select! {
+                    addr = dial_rx.next() => match addr {
+                        Some(addr) => if let Err(e) = swarm.dial(addr) {
+                            let _ = conn_tx.unbounded_send(Err(e.to_string()));
+                        },
+                        None => return,
+                    },
+                    ev = swarm.select_next_some() => match ev {
+                        SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                            let _ = conn_tx.unbounded_send(Ok(peer_id));
+                        }
+                        SwarmEvent::OutgoingConnectionError { error, .. } => {
+                            let _ = conn_tx.unbounded_send(Err(error.to_string()));
+                        }
+                        _ => {}
+                    },
+                }
+            }
+        }));
+        Client {
+            control,
+            connected,
+            dial,
+        }
+    }
+
+    /// Dial `addr` (with `/p2p/`) and wait for the connection.
+    pub async fn connect(&mut self, addr: &Multiaddr) -> PeerId {
+        self.dial
+            .unbounded_send(addr.clone())
+            .expect("client running");
+        within(Duration::from_secs(15), "connect", self.connected.next())
+            .await
+            .expect("client running")
+            .unwrap_or_else(|e| panic!("dial {addr}: {e}"))
+    }
+
+    /// One stream: write `request` (write side left open), read until the node closes.
+    pub async fn request(
+        &mut self,
+        peer: PeerId,
+        protocol: StreamProtocol,
+        request: &[u8],
+    ) -> Vec<u8> {
+        within(Duration::from_secs(20), "request", async {
+            let mut s = self
+                .control
+                .open_stream(peer, protocol.clone())
+                .await
+                .unwrap_or_else(|e| panic!("open {protocol}: {e}"));
+            s.write_all(request).await.expect("write request");
+            s.flush().await.expect("flush request");
+            let mut out = Vec::new();
+            s.read_to_end(&mut out).await.expect("read response");
+            out
+        })
+        .await
+    }
+}
