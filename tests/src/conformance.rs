@@ -42,6 +42,7 @@ macro_rules! conformance_suite {
             rust_sigterm_exits_zero,
             js_tcp_interop,
             js_ws_interop,
+            js_through_http_relay,
             js_silent_stream_closed_after_read_deadline_while_others_answered,
         );
     };
@@ -321,11 +322,25 @@ pub fn rust_sigterm_exits_zero(bin: &str) {
 
 // ------------------------------------------------------------------ js-libp2p client
 
-fn js_interop(bin: &str, ws: bool) {
+/// How the js client reaches the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    Tcp,
+    Ws,
+    /// The HTTP server's WebSocket relay on `/`, as Curio clients reach a provider.
+    Relay,
+}
+
+fn js_interop(bin: &str, via: Via) {
     js::require_installed();
     let d = DataDir::for_a4(bin);
     let (_node, ready) = started(bin, &d);
-    let addr = if ws { &ready.ws } else { &ready.tcp };
+    let relay = ready.relay();
+    let addr = match via {
+        Via::Tcp => &ready.tcp,
+        Via::Ws => &ready.ws,
+        Via::Relay => &relay,
+    };
     let s1 = golden("S1");
     let job = json!({
         "addr": addr.to_string(),
@@ -374,19 +389,26 @@ fn js_interop(bin: &str, ws: bool) {
     assert_a4_accepted_status(&r.bytes(5));
     assert_not_the_client(&r.bytes(6));
     assert_offline_ask_is_null(&r.bytes(7));
-    assert_transports(&r.bytes(8), &[addr]);
+    // The transports answer lists the node's own listeners, whichever way it was reached.
+    let listed = if via == Via::Relay { &ready.ws } else { addr };
+    assert_transports(&r.bytes(8), &[listed]);
 }
 
 /// js-libp2p over TCP: identify, S1 on a fresh node -> S3, A4 -> R1, A5 on mk/1.2.0 ->
 /// R1, bad signature -> the exact rejection, A4 again -> R1, S1 -> Accepted, S2 ->
 /// `signature verification failed`, ask, transports.
 pub fn js_tcp_interop(bin: &str) {
-    js_interop(bin, false);
+    js_interop(bin, Via::Tcp);
 }
 
 /// The same over WebSocket, on its own node.
 pub fn js_ws_interop(bin: &str) {
-    js_interop(bin, true);
+    js_interop(bin, Via::Ws);
+}
+
+/// The same through the HTTP server's WebSocket relay (`GET /` upgrade), on its own node.
+pub fn js_through_http_relay(bin: &str) {
+    js_interop(bin, Via::Relay);
 }
 
 /// A js stream that never sends its request is closed by the node after

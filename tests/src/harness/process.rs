@@ -79,6 +79,22 @@ pub struct Ready {
     pub tcp: Multiaddr,
     /// `/ip4/127.0.0.1/tcp/M/ws/p2p/<peer>`
     pub ws: Multiaddr,
+    /// The HTTP server (relay, /health, /metrics, MK12 over HTTP).
+    pub http: std::net::SocketAddr,
+}
+
+impl Ready {
+    /// The node as a client reaches it through the HTTP server's WebSocket relay
+    /// (`GET /` with an upgrade): `/ip4/127.0.0.1/tcp/<http port>/ws/p2p/<peer>`.
+    pub fn relay(&self) -> Multiaddr {
+        format!(
+            "/ip4/127.0.0.1/tcp/{}/ws/p2p/{}",
+            self.http.port(),
+            self.peer
+        )
+        .parse()
+        .expect("a multiaddr")
+    }
 }
 
 /// `addr` without its `/p2p/…` suffix (what the transports answer lists).
@@ -183,7 +199,20 @@ impl Node {
             addr
         };
         let (tcp, ws) = (listening(false), listening(true));
-        Ready { peer, tcp, ws }
+        let http = self
+            .log
+            .iter()
+            .find_map(|l| l.split("http listening on ").nth(1))
+            .unwrap_or_else(|| panic!("no `http listening on` line in {:#?}", self.log))
+            .trim()
+            .parse()
+            .expect("a socket address");
+        Ready {
+            peer,
+            tcp,
+            ws,
+            http,
+        }
     }
 
     /// Send a signal by name (`TERM`, `KILL`).
