@@ -8,17 +8,9 @@ use dealport_core::status::{answer_status, VerifyCache};
 use dealport_core::wire::{Address, Cbor, DealParams, DealStatusRequest, TokenAmount};
 use std::hint::black_box;
 
-fn golden(name: &str) -> Vec<u8> {
-    let v: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/data/mk12-golden.json"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
-    hex::decode(v["vectors"][name]["hex"].as_str().unwrap()).unwrap()
-}
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::vector;
 
 fn facts(p: &DealParams) -> ChainFacts {
     ChainFacts {
@@ -38,8 +30,8 @@ fn bench(c: &mut Criterion) {
     };
     let mut g = c.benchmark_group("validate (decode + all rules + signature)");
     g.throughput(Throughput::Elements(1));
-    for (name, vector) in [("secp256k1 client (A4)", "A4"), ("BLS client (B2)", "B2")] {
-        let bytes = golden(vector);
+    for (name, which) in [("secp256k1 client (A4)", "A4"), ("BLS client (B2)", "B2")] {
+        let bytes = vector(which);
         let p = DealParams::from_cbor(&bytes).unwrap();
         let f = facts(&p);
         assert_eq!(decide(&p, &f, &policy, None, None), Ok(()));
@@ -56,11 +48,11 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("status verification");
     g.throughput(Throughput::Elements(1));
     for (name, deal, req) in [("secp256k1", "A4", "S1"), ("BLS", "B2", "S2")] {
-        let params_bytes = golden(deal);
+        let params_bytes = vector(deal);
         let params = DealParams::from_cbor(&params_bytes).unwrap();
         let key = params.client_deal_proposal.proposal.client.clone();
         let record = DealRecord::new_accepted(params_bytes, params, String::new(), 0);
-        let request = DealStatusRequest::from_cbor(&golden(req)).unwrap();
+        let request = DealStatusRequest::from_cbor(&vector(req)).unwrap();
         // Capacity 0: every poll verifies (cold).
         let mut cold = VerifyCache::new(0);
         g.bench_function(format!("{name} cold (verify every poll)"), |b| {

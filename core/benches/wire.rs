@@ -5,6 +5,10 @@ use dealport_core::wire::{Cbor, DealParams, DealProposal};
 use fvm_ipld_encoding::tuple::*;
 use std::hint::black_box;
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::vector;
+
 #[derive(Serialize_tuple, Deserialize_tuple)]
 struct FvmDealProposal {
     piece_cid: cid::Cid,
@@ -20,21 +24,9 @@ struct FvmDealProposal {
     client_collateral: fvm_shared::econ::TokenAmount,
 }
 
-fn golden(name: &str) -> Vec<u8> {
-    let v: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/data/mk12-golden.json"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
-    hex::decode(v["vectors"][name]["hex"].as_str().unwrap()).unwrap()
-}
-
 fn bench(c: &mut Criterion) {
-    let a4 = golden("A4");
-    let a1 = golden("A1");
+    let a4 = vector("A4");
+    let a1 = vector("A1");
     let params = DealParams::from_cbor(&a4).unwrap();
     let proposal = DealProposal::from_cbor(&a1).unwrap();
     let fvm: FvmDealProposal = fvm_ipld_encoding::from_slice(&a1).unwrap();

@@ -5,17 +5,8 @@ use dealport_core::facts::{AskTerms, ChainFacts, ClientFilter, MarketBalance, Po
 use dealport_core::wire::*;
 use proptest::prelude::*;
 
-fn vector(name: &str) -> Vec<u8> {
-    let v: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/data/mk12-golden.json"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
-    hex::decode(v["vectors"][name]["hex"].as_str().unwrap()).unwrap()
-}
+mod common;
+use common::vector;
 
 fn a4() -> DealParams {
     DealParams::from_cbor(&vector("A4")).unwrap()

@@ -1,6 +1,8 @@
 //! cbor-gen's decoding rules, one test each: what it tolerates and what it rejects.
 use dealport_core::wire::*;
 
+mod common;
+
 fn h(s: &str) -> Vec<u8> {
     hex::decode(s.replace(' ', "")).unwrap()
 }
@@ -315,19 +317,7 @@ fn nullable_fields_are_only_the_pointer_ones() {
 
 #[test]
 fn errors_name_the_nested_field() {
-    let a4 = hex::decode(
-        serde_json::from_str::<serde_json::Value>(
-            &std::fs::read_to_string(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/data/mk12-golden.json"
-            ))
-            .unwrap(),
-        )
-        .unwrap()["vectors"]["A4"]["hex"]
-            .as_str()
-            .unwrap(),
-    )
-    .unwrap();
+    let a4 = common::vector("A4");
     let mut p = DealParams::from_cbor(&a4).unwrap();
     p.client_deal_proposal.proposal.label = DealLabel::Text("ok".into());
     let mut bytes = p.to_cbor();

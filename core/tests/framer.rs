@@ -2,16 +2,10 @@
 use dealport_core::wire::framer::{Frame, FrameError, Framer, MAX_DEPTH};
 use proptest::prelude::*;
 
+mod common;
+
 fn a4() -> Vec<u8> {
-    let v: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/data/mk12-golden.json"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
-    hex::decode(v["vectors"]["A4"]["hex"].as_str().unwrap()).unwrap()
+    common::vector("A4")
 }
 
 /// Read from `stream` the way a stream handler does: only as many bytes as the hint allows.

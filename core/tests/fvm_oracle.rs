@@ -12,6 +12,9 @@ use fvm_shared::piece::PaddedPieceSize;
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
 
+mod common;
+use common::vector;
+
 /// builtin-actors' `Label`: a text or a byte string.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(untagged)]
@@ -42,18 +45,6 @@ struct FvmClientDealProposal {
     client_signature: FvmSignature,
 }
 
-fn golden(name: &str) -> Vec<u8> {
-    let v: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/data/mk12-golden.json"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
-    hex::decode(v["vectors"][name]["hex"].as_str().unwrap()).unwrap()
-}
-
 fn to_fvm(p: &wire::DealProposal) -> FvmDealProposal {
     let tok = |t: &wire::TokenAmount| {
         FvmToken::from_atto(BigInt::from_signed_bytes_be(&t.0.to_signed_bytes_be()))
@@ -79,7 +70,7 @@ fn to_fvm(p: &wire::DealProposal) -> FvmDealProposal {
 #[test]
 fn golden_proposals_encode_identically_in_the_fvm() {
     for name in ["A1", "B0"] {
-        let bytes = golden(name);
+        let bytes = vector(name);
         let fvm: FvmDealProposal = fvm_ipld_encoding::from_slice(&bytes).unwrap();
         assert_eq!(
             to_vec(&fvm).unwrap(),
@@ -89,7 +80,7 @@ fn golden_proposals_encode_identically_in_the_fvm() {
         let ours = wire::DealProposal::from_cbor(&bytes).unwrap();
         assert_eq!(to_fvm(&ours), fvm, "{name}: same field values");
     }
-    let a3 = golden("A3");
+    let a3 = vector("A3");
     let fvm: FvmClientDealProposal = fvm_ipld_encoding::from_slice(&a3).unwrap();
     assert_eq!(to_vec(&fvm).unwrap(), a3);
     // The cid crate's CID over the proposal's blake2b-256 matches ours.
@@ -98,7 +89,7 @@ fn golden_proposals_encode_identically_in_the_fvm() {
         0xb220,
         blake2b_simd::Params::new()
             .hash_length(32)
-            .hash(&golden("A1"))
+            .hash(&vector("A1"))
             .as_bytes(),
     )
     .unwrap();

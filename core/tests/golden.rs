@@ -2,26 +2,8 @@
 //! field values listed with the vectors are reproduced.
 use dealport_core::wire::*;
 
-fn vectors() -> serde_json::Value {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/data/mk12-golden.json"
-    ))
-    .expect("golden vectors file");
-    serde_json::from_str(&text).expect("golden vectors parse")
-}
-
-fn vector(name: &str) -> Vec<u8> {
-    let v = vectors();
-    let entry = &v["vectors"][name];
-    let bytes = hex::decode(entry["hex"].as_str().expect("hex")).expect("valid hex");
-    assert_eq!(
-        bytes.len() as u64,
-        entry["bytes"].as_u64().expect("bytes"),
-        "{name}: length in the file"
-    );
-    bytes
-}
+mod common;
+use common::vector;
 
 fn roundtrip<T: Cbor + std::fmt::Debug>(name: &str) -> T {
     let bytes = vector(name);

@@ -4,17 +4,10 @@ use dealport_core::deal::{
 };
 use dealport_core::wire::{Cbor, Cid, DealParams};
 
-const SIZE: u64 = 30_000_000_000;
+mod common;
+use common::vector;
 
-fn vector(name: &str) -> Vec<u8> {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/data/mk12-golden.json"
-    ))
-    .expect("golden vectors file");
-    let v: serde_json::Value = serde_json::from_str(&text).expect("golden vectors parse");
-    hex::decode(v["vectors"][name]["hex"].as_str().expect("hex")).expect("valid hex")
-}
+const SIZE: u64 = 30_000_000_000;
 
 /// The A4 deal (online, http, Transfer.Size 30 000 000 000), just accepted.
 fn a4() -> DealRecord {

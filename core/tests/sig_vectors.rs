@@ -25,23 +25,8 @@ const SECP_N: [u8; 32] = [
 
 // ---------------------------------------------------------------- vector loading
 
-fn golden() -> serde_json::Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/mk12-golden.json");
-    let text = std::fs::read_to_string(path).expect("read golden vectors");
-    serde_json::from_str(&text).expect("parse golden vectors")
-}
-
-fn vector(name: &str) -> Vec<u8> {
-    let v = golden();
-    let hex_str = v["vectors"][name]["hex"]
-        .as_str()
-        .unwrap_or_else(|| panic!("vector {name} missing"));
-    let bytes = hex::decode(hex_str).expect("vector hex");
-    if let Some(n) = v["vectors"][name]["bytes"].as_u64() {
-        assert_eq!(bytes.len() as u64, n, "vector {name} length");
-    }
-    bytes
-}
+mod common;
+use common::vector;
 
 fn h(s: &str) -> Vec<u8> {
     hex::decode(s).unwrap()

@@ -8,20 +8,13 @@ use dealport_core::wire::{
     Address, Cbor, Cid, DealParams, DealStatusRequest, DealStatusResponse, DealUuid, Network,
 };
 
+mod common;
+use common::vector;
+
 const SECP_CLIENT: &str = "f1d54ilgaapj2jrn7zjecy7jzaldgjnwggdnc3fna";
 const BLS_CLIENT: &str =
     "f3rd27rdpzmhfttvv3fqrtqgal7vun4s3z4yoiyhlw4qodzv4ed3egfsh2yxtqcvwn2m6ih6dtpjfvcqrtzi2a";
 const SIZE: u64 = 30_000_000_000;
-
-fn vector(name: &str) -> Vec<u8> {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/data/mk12-golden.json"
-    ))
-    .expect("golden vectors file");
-    let v: serde_json::Value = serde_json::from_str(&text).expect("golden vectors parse");
-    hex::decode(v["vectors"][name]["hex"].as_str().expect("hex")).expect("valid hex")
-}
 
 fn record(name: &str) -> DealRecord {
     let bytes = vector(name);
