@@ -16,7 +16,7 @@ use dealport_core::wire::DealUuid;
 use libp2p::{multiaddr::Protocol as MaProtocol, Multiaddr, PeerId};
 
 use crate::{
-    chain::{ChainFactsSource, OfflineChain},
+    chain::{ChainFactsSource, LotusChain, MinerInfoUpdater, OfflineChain},
     config::{ChainMode, Config},
     front_door::{ws_socket_addr, FrontDoor},
     http, identity,
@@ -87,6 +87,29 @@ pub enum Command {
         #[command(subcommand)]
         command: DealsCommand,
     },
+    /// The miners' on-chain peer info (Lotus mode).
+    Chain {
+        #[command(flatten)]
+        at: Location,
+        #[command(subcommand)]
+        command: ChainCommand,
+    },
+    /// An MK12 storage-deal client: propose deals, query status, asks and peer info.
+    Client {
+        #[command(subcommand)]
+        command: crate::client::cli::ClientCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ChainCommand {
+    /// Print what the node would change in each miner's on-chain PeerID and multiaddrs,
+    /// and why, without sending anything.
+    Check {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -142,6 +165,11 @@ async fn run_command(shell: Shell, command: Command) -> CmdResult {
         Command::Run { at } => run(shell, at).await,
         Command::Info { at, json } => info(shell, at, json).await,
         Command::Deals { at, command } => deals(shell, at, command).await,
+        Command::Chain {
+            at,
+            command: ChainCommand::Check { json },
+        } => chain_check(shell, at, json).await,
+        Command::Client { command } => Ok(crate::client::cli::run(command).await?),
     }
 }
 
@@ -285,12 +313,6 @@ async fn run(shell: Shell, at: Location) -> CmdResult {
             dir.display()
         ))
     })?;
-    if config.chain.mode == ChainMode::Lotus {
-        return Err(Fail(format!(
-            "config file {}: key `chain.mode`: \"lotus\" is not implemented yet; use \"offline\"",
-            path.display()
-        )));
-    }
     create_private_dir(&dir)?;
     let store = open_store(&shell, &dir)?;
     let (key, created) = identity::load_or_create(&*store).await?;
@@ -306,11 +328,21 @@ async fn run(shell: Shell, at: Location) -> CmdResult {
         "dealport {} starting",
         env!("CARGO_PKG_VERSION")
     );
-    let chain: Arc<dyn ChainFactsSource> = Arc::new(OfflineChain::new(
-        config.chain.network,
-        config.chain.offline.clone(),
-    ));
-    tracing::warn!("{}", chain.describe());
+    let (chain, upkeep): (Arc<dyn ChainFactsSource>, Option<MinerInfoUpdater>) =
+        match config.chain.mode {
+            ChainMode::Offline => {
+                let chain = OfflineChain::new(config.chain.network, config.chain.offline.clone());
+                tracing::warn!("{}", chain.describe());
+                (Arc::new(chain), None)
+            }
+            ChainMode::Lotus => {
+                let lotus = lotus_chain(&config, &path)?;
+                tracing::info!("{}", lotus.describe());
+                let upkeep =
+                    MinerInfoUpdater::new(lotus.client(), config.chain.lotus.max_fee.clone());
+                (Arc::new(lotus), Some(upkeep))
+            }
+        };
     let policy = config.policy();
     if policy.miners.is_empty() {
         tracing::warn!("no [[miners]] configured: every proposal will be rejected");
@@ -356,7 +388,11 @@ async fn run(shell: Shell, at: Location) -> CmdResult {
     let mk12 = Mk12Http::new(service.clone(), config.http.mk12_requests_per_second);
     let front_door = Arc::new(FrontDoor::new(peer, store.clone(), metrics.clone(), mk12));
     front_door.set_relay_target(ws_socket_addr(&addrs));
-    service.set_transport_addrs(if announce.is_empty() { addrs } else { announce });
+    service.set_transport_addrs(if announce.is_empty() {
+        addrs
+    } else {
+        announce.clone()
+    });
     let http = match http::start(
         shell.runtime.clone(),
         config.http.server_config(),
@@ -377,14 +413,24 @@ async fn run(shell: Shell, at: Location) -> CmdResult {
     tracing::info!("http listening on {}", http.local_addr());
     metrics.set_lease("leader", 0);
     let gauges = report_host_gauges(&host, metrics.clone());
+    let miners = miner_list(&config);
+    let every = Duration::from_secs(config.chain.lotus.miner_info_check_secs);
+    let chain_upkeep = async {
+        match &upkeep {
+            // The single node always holds the lease; in a cluster only the holder runs this.
+            Some(u) => u.run(&miners, &peer, &announce, every).await,
+            None => futures::future::pending().await,
+        }
+    };
+    let background = futures::future::join(gauges, chain_upkeep);
     tracing::info!("ready");
 
     let signal = {
         let stop = std::pin::pin!(stop);
-        let gauges = std::pin::pin!(gauges);
-        match futures::future::select(stop, gauges).await {
+        let background = std::pin::pin!(background);
+        match futures::future::select(stop, background).await {
             futures::future::Either::Left((signal, _)) => signal,
-            futures::future::Either::Right(((), stop)) => stop.await,
+            futures::future::Either::Right((_, stop)) => stop.await,
         }
     };
     tracing::info!(signal = %signal, grace = ?SHUTDOWN_GRACE, "stopping");
@@ -394,6 +440,91 @@ async fn run(shell: Shell, at: Location) -> CmdResult {
     tracing::info!("stopped");
     drop(service);
     drop(store);
+    Ok(())
+}
+
+/// The Lotus chain from `[chain.lotus]` or `FULLNODE_API_INFO`.
+fn lotus_chain(config: &Config, path: &Path) -> Result<LotusChain, Fail> {
+    let env = std::env::var("FULLNODE_API_INFO").ok();
+    LotusChain::from_config(
+        &config.chain.lotus,
+        config.chain.network.address_network(),
+        env.as_deref(),
+    )
+    .map_err(|e| {
+        Fail(format!(
+            "config file {}: [chain.lotus] (or FULLNODE_API_INFO): {e}",
+            path.display()
+        ))
+    })
+}
+
+/// The configured miners as `(address, disabled)`.
+fn miner_list(config: &Config) -> Vec<(dealport_core::wire::Address, bool)> {
+    config
+        .miners
+        .iter()
+        .map(|m| (m.address.clone(), m.disabled))
+        .collect()
+}
+
+// ------------------------------------------------------------------ chain check
+
+async fn chain_check(shell: Shell, at: Location, json: bool) -> CmdResult {
+    let (dir, path, config) = locate(&at)?;
+    let config = config.ok_or_else(|| Fail(format!("no config file at {}", path.display())))?;
+    if config.chain.mode != ChainMode::Lotus {
+        return Err(Fail(format!(
+            "config file {}: `chain check` needs `chain.mode = \"lotus\"`",
+            path.display()
+        )));
+    }
+    let peer = match SledStore::open(&dir, shell.runtime.clone()) {
+        Ok(store) => identity::load(&store)
+            .await?
+            .map(|k| k.public().to_peer_id()),
+        Err(StoreError::InUse(_)) => std::fs::read_to_string(dir.join("peer-id"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok()),
+        Err(e) => return Err(e.into()),
+    }
+    .ok_or_else(|| Fail("no identity yet: run `dealport init` first".to_owned()))?;
+    let lotus = lotus_chain(&config, &path)?;
+    let plans = crate::chain::check::plan(
+        &lotus.client(),
+        &miner_list(&config),
+        &peer,
+        &config.libp2p.announce,
+    )
+    .await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&plans)?);
+        return Ok(());
+    }
+    println!("our PeerID: {peer}");
+    for p in &plans {
+        println!("{}:", p.miner);
+        if let Some(e) = &p.error {
+            println!("  cannot read StateMinerInfo: {e}");
+            continue;
+        }
+        println!(
+            "  on chain: PeerID {}",
+            p.on_chain_peer_id.as_deref().unwrap_or("(none)")
+        );
+        println!("  on chain: multiaddrs {:?}", p.on_chain_multiaddrs);
+        if p.disabled {
+            println!("  disabled in the config: nothing would be sent");
+        } else if p.would_send.is_empty() {
+            println!("  up to date: nothing would be sent");
+        }
+        for m in &p.would_send {
+            println!(
+                "  would send {} (method {}) from {} to {}, params {}",
+                m.change, m.method, m.from, m.to, m.params_hex
+            );
+        }
+    }
     Ok(())
 }
 

@@ -143,11 +143,41 @@ pub struct ChainConfig {
     pub lotus: LotusConfig,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LotusConfig {
+    /// Lotus JSON-RPC v1 endpoint, e.g. `http://127.0.0.1:1234/rpc/v1`. Empty: taken
+    /// from `FULLNODE_API_INFO` (`<token>:/ip4/<ip>/tcp/<port>/http`).
     pub url: String,
+    /// API token (`lotus auth create-token --perm sign`). Empty: from `FULLNODE_API_INFO`.
     pub token: String,
+    /// Limit for one JSON-RPC call.
+    pub call_timeout_ms: u64,
+    /// All chain facts for one proposal are gathered within this budget; a fact not in
+    /// by then becomes a `server error: …` rejection. Keep it below
+    /// `limits.proposal_budget_ms`.
+    pub facts_budget_ms: u64,
+    /// The chain head is re-read at most this often.
+    pub head_refresh_ms: u64,
+    /// Max fee of a ChangePeerID / ChangeMultiaddrs message, attoFIL (Curio: 0.02 FIL).
+    #[serde(deserialize_with = "de_amount")]
+    pub max_fee: TokenAmount,
+    /// How often the miners' on-chain PeerID and multiaddrs are checked (0: only at start).
+    pub miner_info_check_secs: u64,
+}
+
+impl Default for LotusConfig {
+    fn default() -> Self {
+        LotusConfig {
+            url: String::new(),
+            token: String::new(),
+            call_timeout_ms: 5000,
+            facts_budget_ms: 6000,
+            head_refresh_ms: 3000,
+            max_fee: TokenAmount(num_bigint::BigInt::from(20_000_000_000_000_000u64)),
+            miner_info_check_secs: 3600,
+        }
+    }
 }
 
 /// What the offline chain says about a client that is not in `clients`.
@@ -589,7 +619,9 @@ mk12_requests_per_second = 50
 
 [chain]
 # "offline": the epoch comes from the network's genesis time (30 s per epoch) and every
-# other fact from [chain.offline] below. "lotus": not implemented yet.
+# other fact from [chain.offline] below (for trying dealport out). "lotus": every fact
+# from a Lotus node's JSON-RPC API ([chain.lotus] or FULLNODE_API_INFO), and the miners'
+# on-chain PeerID and multiaddrs kept right (see `dealport chain check`).
 mode = "offline"
 # "mainnet" or "calibnet".
 network = "mainnet"
@@ -603,6 +635,24 @@ provider_collateral_min = "0"
 # What the chain says about clients not listed below: "zero" (no escrow, no datacap)
 # or "unlimited" (testing only).
 unknown_client = "zero"
+
+[chain.lotus]
+# Lotus JSON-RPC v1 endpoint and API token (a "sign" token: dealport pushes the
+# ChangePeerID / ChangeMultiaddrs messages). Empty: both are read from
+# FULLNODE_API_INFO ("<token>:/ip4/127.0.0.1/tcp/1234/http").
+url = ""
+token = ""
+# Limit for one JSON-RPC call.
+call_timeout_ms = 5000
+# All chain facts for one proposal are gathered within this budget; a slower node gives
+# a "server error: ..." rejection. Keep it below limits.proposal_budget_ms.
+facts_budget_ms = 6000
+# The chain head is re-read at most this often.
+head_refresh_ms = 3000
+# Max fee for a ChangePeerID / ChangeMultiaddrs message, attoFIL (0.02 FIL, as Curio).
+max_fee = "20000000000000000"
+# How often the miners' on-chain PeerID and multiaddrs are re-checked (0: only at start).
+miner_info_check_secs = 3600
 
 # One block per known client:
 # [[chain.offline.clients]]

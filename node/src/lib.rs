@@ -2,6 +2,7 @@
 
 pub mod app;
 pub mod chain;
+pub mod client;
 pub mod config;
 pub mod front_door;
 pub mod http;

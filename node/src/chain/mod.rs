@@ -1,5 +1,8 @@
-//! Where chain facts come from: a Lotus node (later) or the offline configuration.
+//! Where chain facts come from: a Lotus node or the offline configuration.
 
+pub mod check;
+pub mod lotus;
+pub mod miner_info;
 pub mod offline;
 
 use std::{future::Future, pin::Pin};
@@ -9,6 +12,8 @@ use dealport_core::{
     wire::{Address, DealParams},
 };
 
+pub use lotus::{LotusChain, LotusClient};
+pub use miner_info::MinerInfoUpdater;
 pub use offline::OfflineChain;
 
 /// The future every chain method returns.
