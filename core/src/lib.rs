@@ -9,6 +9,7 @@ pub mod ask;
 pub mod deal;
 pub mod facts;
 pub mod fuzzing;
+pub mod lease;
 pub mod miner_info;
 pub mod rate_limit;
 pub mod sig;

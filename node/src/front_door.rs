@@ -118,6 +118,17 @@ impl HttpBackend for FrontDoor {
         body: Bytes,
         client_ip: std::net::IpAddr,
     ) -> Option<BoxFuture<HttpResponse>> {
+        // Deals are taken only where the libp2p host runs (the lease holder); a standby
+        // answers 503 with the reason rather than deciding with a stale view.
+        let serving = self
+            .relay_target
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some();
+        if !serving && crate::mk12_http::is_mk12_path(path) {
+            let r = crate::mk12_http::standby_response();
+            return Some(Box::pin(async move { r }));
+        }
         self.mk12.route(method, path, headers, body, client_ip)
     }
 

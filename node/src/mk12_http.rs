@@ -29,6 +29,19 @@ pub const STORE_BODY_LIMIT: usize = 4 << 20;
 pub const SMALL_BODY_LIMIT: usize = 1 << 20;
 const CBOR: &str = "application/cbor";
 
+/// Is `path` one of the MK12 routes?
+pub fn is_mk12_path(path: &str) -> bool {
+    matches!(path, STORE_PATH | STATUS_PATH | ASK_PATH)
+}
+
+/// What a node that does not run the libp2p host (a standby) answers on the MK12 routes.
+pub fn standby_response() -> HttpResponse {
+    plain(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "this node is standing by: the MK12 routes are served by the node that runs the libp2p host; retry shortly".into(),
+    )
+}
+
 /// The three routes, with their per-IP limiter.
 pub struct Mk12Http {
     service: DealService,

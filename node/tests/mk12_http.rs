@@ -21,6 +21,7 @@ mod common;
 use common::{a4_config, golden, runtime};
 
 struct Node {
+    door: Arc<FrontDoor>,
     addr: SocketAddr,
     service: DealService,
     metrics: Arc<Metrics>,
@@ -57,6 +58,9 @@ fn start(per_second: u32) -> Node {
         metrics.clone(),
         Mk12Http::new(service.clone(), per_second),
     );
+    // This node runs the host (its WebSocket listener is not dialled by these tests).
+    door.set_relay_target(Some("127.0.0.1:9".parse().unwrap()));
+    let door = Arc::new(door);
     let http_config = HttpConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         ..HttpConfig::default()
@@ -64,11 +68,12 @@ fn start(per_second: u32) -> Node {
     let handle = futures::executor::block_on(http::start(
         runtime(),
         http_config,
-        Arc::new(door),
+        door.clone(),
         metrics.clone(),
     ))
     .unwrap();
     Node {
+        door,
         addr: handle.local_addr(),
         service,
         metrics,
@@ -222,4 +227,26 @@ fn the_per_ip_rate_limit_answers_429() {
         .collect();
     assert!(codes[..5].iter().all(|&c| c == 200), "{codes:?}");
     assert!(codes.contains(&429), "{codes:?}");
+}
+
+#[test]
+fn a_standby_answers_503_with_a_reason() {
+    let n = start(50);
+    // The host stops here (another node holds the lease): the routes refuse, clearly.
+    n.door.set_relay_target(None);
+    for (method, path, body) in [
+        ("POST", "/market/mk12/store", golden("A4")),
+        ("GET", "/market/mk12/status", golden("S1")),
+    ] {
+        let (code, reason) = request(n.addr, method, path, CBOR, &body);
+        assert_eq!(code, 503, "{path}");
+        assert!(
+            String::from_utf8_lossy(&reason).contains("standing by"),
+            "{path}"
+        );
+    }
+    assert_eq!(
+        n.metrics.proposals_count("/market/mk12/store", "accepted"),
+        0
+    );
 }

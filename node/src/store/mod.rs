@@ -1,21 +1,24 @@
-//! What the node keeps: its identity key and its deals, behind one [`Store`] trait so the
-//! embedded backend (sled, one machine) and the cluster backend (PostgreSQL, later) are
-//! interchangeable.
+//! What the node keeps: its identity key, its deals and the cluster's leader lease,
+//! behind one [`Store`] trait so the embedded backend (sled, one machine) and the cluster
+//! backend (PostgreSQL, [`postgres`]) are interchangeable.
 //!
 //! The trait is asynchronous (every method returns a boxed future) because the cluster
 //! backend talks to a database over the network; the sled backend runs its blocking work
 //! on the runtime's blocking pool. A deal record is stored as the raw DealParams bytes
 //! plus the record fields, in the stable JSON form of [`StoredDeal`].
 
+pub mod postgres;
 pub mod sled;
 
-use std::{future::Future, path::PathBuf, pin::Pin};
+use std::{future::Future, path::PathBuf, pin::Pin, time::Duration};
 
 use dealport_core::{
     deal::{Checkpoint, DealRecord},
     wire::{Cbor, Cid, DealParams, DealUuid},
 };
 use serde::{Deserialize, Serialize};
+
+pub use dealport_core::lease::{DbMillis, LeaseRow};
 
 /// The future every store method returns.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -38,6 +41,50 @@ pub enum StoreError {
     Dropped,
     #[error("store: no deal with UUID {0}")]
     NoSuchDeal(DealUuid),
+    /// A fenced write refused: the writer no longer holds the lease at that generation
+    /// (another node acquired it, or it expired).
+    #[error("store: {node} no longer holds the lease at generation {generation}")]
+    Fenced { node: String, generation: u64 },
+    /// A write that needs a lease (cluster store) made without one.
+    #[error("store: {0} needs the lease in a cluster store; use the fenced form")]
+    NeedsLease(&'static str),
+    /// The store keeps no lease (a test double).
+    #[error("store: {0} keeps no leader lease")]
+    NoLease(String),
+}
+
+/// The writer of a fenced write: a node and the lease generation it believes it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Fence {
+    pub node: String,
+    pub generation: u64,
+}
+
+/// The lease row as read, with the database's time of the read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRead {
+    /// `None`: the table is empty (acquire with `expect_generation: None`).
+    pub row: Option<LeaseRow>,
+    /// The database's clock (`now()`) in the same statement.
+    pub now: DbMillis,
+}
+
+/// A successful acquisition or renewal, in database time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseGrant {
+    pub generation: u64,
+    /// When the database granted it (`now()` of the statement): the leader's `renewed_at`.
+    pub at: DbMillis,
+    pub expires_at: DbMillis,
+}
+
+/// Where the HTTP relay should send libp2p WebSocket connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayTarget {
+    /// The holder's internal WebSocket listen multiaddr.
+    pub local_listen: String,
+    /// Whether the holder's lease is unexpired now (database time).
+    pub live: bool,
 }
 
 /// The outcome of [`Store::insert_new_deal`].
@@ -84,6 +131,89 @@ pub trait Store: Send + Sync + 'static {
 
     /// Where the store lives (for `dealport info`).
     fn describe(&self) -> String;
+
+    // ---- Fenced deal writes -------------------------------------------------------
+    // A cluster leader writes only through these: each succeeds only if the lease row
+    // still names `fence.node` at `fence.generation` and is unexpired (database time),
+    // checked in the same transaction as the write; otherwise [`StoreError::Fenced`].
+    // The defaults delegate to the unfenced forms (right for a store no other process
+    // shares); both real backends override them.
+
+    /// [`Store::insert_new_deal`], fenced.
+    fn insert_new_deal_fenced<'a>(
+        &'a self,
+        fence: &'a Fence,
+        deal: &'a DealRecord,
+    ) -> StoreFuture<'a, Inserted> {
+        let _ = fence;
+        self.insert_new_deal(deal)
+    }
+
+    /// [`Store::update_deal`], fenced.
+    fn update_deal_fenced<'a>(
+        &'a self,
+        fence: &'a Fence,
+        deal: &'a DealRecord,
+    ) -> StoreFuture<'a, ()> {
+        let _ = fence;
+        self.update_deal(deal)
+    }
+
+    // ---- The leader lease (see `dealport_core::lease`) -----------------------------
+    // Every statement is conditional and uses the database's clock. The defaults refuse
+    // ([`StoreError::NoLease`]); both real backends override them.
+
+    /// The lease row and the database's time.
+    fn read_lease(&self) -> StoreFuture<'_, LeaseRead> {
+        Box::pin(async move { Err(StoreError::NoLease(self.describe())) })
+    }
+
+    /// Take the lease for `node` for `ttl`, bumping the generation: insert the row if the
+    /// table is empty (`expect_generation: None`), else take the row if its generation is
+    /// `expect_generation` and it is released, expired or already `node`'s. `None` when
+    /// another node got there first (nothing written).
+    fn try_acquire<'a>(
+        &'a self,
+        node: &'a str,
+        expect_generation: Option<u64>,
+        ttl: Duration,
+    ) -> StoreFuture<'a, Option<LeaseGrant>> {
+        let _ = (node, expect_generation, ttl);
+        Box::pin(async move { Err(StoreError::NoLease(self.describe())) })
+    }
+
+    /// Extend `fence`'s lease to now + `ttl` if it is still held and unexpired. `None`:
+    /// lost (step down).
+    fn renew<'a>(&'a self, fence: &'a Fence, ttl: Duration) -> StoreFuture<'a, Option<LeaseGrant>> {
+        let _ = (fence, ttl);
+        Box::pin(async move { Err(StoreError::NoLease(self.describe())) })
+    }
+
+    /// Give the lease up (graceful shutdown) and clear the listen address, if `fence`
+    /// still holds it. `true` if released. The generation stays; the next acquisition
+    /// bumps it.
+    fn release<'a>(&'a self, fence: &'a Fence) -> StoreFuture<'a, bool> {
+        let _ = fence;
+        Box::pin(async move { Err(StoreError::NoLease(self.describe())) })
+    }
+
+    /// Record the holder's internal WebSocket listen multiaddr and its announce
+    /// multiaddrs, fenced like the deal writes ([`StoreError::Fenced`] otherwise).
+    fn set_local_listen<'a>(
+        &'a self,
+        fence: &'a Fence,
+        local_listen: &'a str,
+        announce: &'a [String],
+    ) -> StoreFuture<'a, ()> {
+        let _ = (fence, local_listen, announce);
+        Box::pin(async move { Err(StoreError::NoLease(self.describe())) })
+    }
+
+    /// Where to relay to: the last listen address a holder wrote (cleared on release and
+    /// on every acquisition), and whether its lease is live now.
+    fn relay_target(&self) -> StoreFuture<'_, Option<RelayTarget>> {
+        Box::pin(async move { Err(StoreError::NoLease(self.describe())) })
+    }
 }
 
 /// The stable stored form of a [`DealRecord`] (format version 1).

@@ -5,11 +5,17 @@
 //! deal goes into all three deal trees in one transaction and is flushed before
 //! [`Store::insert_new_deal`] returns. sled's calls block, so every operation runs on the
 //! runtime's blocking pool.
+//!
+//! The lease: a sled store belongs to one process (its data dir is locked), so there is
+//! nobody to share a lease with. It still keeps one, in memory, with the same rules as the
+//! cluster store (conditional acquire / renew / release, fenced writes) on the local wall
+//! clock, so the node's lease loop runs unchanged on it: the single node acquires
+//! generation 1 at its first poll after every open, and keeps it.
 
 use std::{
     path::{Path, PathBuf},
-    sync::Arc,
-    time::{Duration, Instant},
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use ::sled::{
@@ -21,7 +27,10 @@ use dealport_core::{
     wire::{Cid, DealUuid},
 };
 
-use super::{Inserted, Store, StoreError, StoreFuture, StoredDeal};
+use super::{
+    DbMillis, Fence, Inserted, LeaseGrant, LeaseRead, LeaseRow, RelayTarget, Store, StoreError,
+    StoreFuture, StoredDeal,
+};
 use crate::runtime::{unblock, Runtime};
 
 const IDENTITY_KEY: &[u8] = b"identity";
@@ -36,6 +45,48 @@ struct Inner {
     deals: Tree,
     by_proposal_cid: Tree,
     by_signed_proposal_cid: Tree,
+    lease: Mutex<LocalLease>,
+}
+
+/// The in-memory lease row of a sled store (see the module docs).
+#[derive(Debug, Default)]
+struct LocalLease {
+    row: Option<LeaseRow>,
+    local_listen: Option<String>,
+    announce: Vec<String>,
+}
+
+impl LocalLease {
+    fn holds(&self, fence: &Fence, now: DbMillis) -> bool {
+        self.row.as_ref().is_some_and(|r| {
+            r.holder.as_deref() == Some(fence.node.as_str())
+                && r.generation == fence.generation
+                && r.is_live(now)
+        })
+    }
+
+    fn check(&self, fence: &Fence) -> Result<(), StoreError> {
+        if self.holds(fence, now_millis()) {
+            Ok(())
+        } else {
+            Err(StoreError::Fenced {
+                node: fence.node.clone(),
+                generation: fence.generation,
+            })
+        }
+    }
+}
+
+/// The local wall clock as the "database time" of an embedded store.
+fn now_millis() -> DbMillis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as DbMillis)
+        .unwrap_or(0)
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// The sled backend of [`Store`].
@@ -96,6 +147,7 @@ impl SledStore {
             deals: tree("deals")?,
             by_proposal_cid: tree("by_proposal_cid")?,
             by_signed_proposal_cid: tree("by_signed_proposal_cid")?,
+            lease: Mutex::new(LocalLease::default()),
             path,
             db,
         };
@@ -163,6 +215,69 @@ impl Inner {
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush().map(|_| ()).map_err(backend)
     }
+
+    fn lease(&self) -> MutexGuard<'_, LocalLease> {
+        self.lease.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn insert(&self, new: &NewDeal) -> Result<Inserted, StoreError> {
+        let outcome = (&self.deals, &self.by_proposal_cid, &self.by_signed_proposal_cid)
+            .transaction(
+                |(deals, by_prop, by_signed)| -> ConflictableTransactionResult<Inserted, StoreError> {
+                    if deals.get(new.uuid)?.is_some() {
+                        return Ok(Inserted::UuidExists);
+                    }
+                    if let Some(other) = by_prop.get(&new.prop)? {
+                        let mut u = [0u8; 16];
+                        if other.len() == 16 {
+                            u.copy_from_slice(&other);
+                        }
+                        return Ok(Inserted::ProposalExists(DealUuid(u)));
+                    }
+                    deals.insert(&new.uuid, new.value.as_slice())?;
+                    by_prop.insert(new.prop.as_slice(), &new.uuid)?;
+                    by_signed.insert(new.signed.as_slice(), &new.uuid)?;
+                    Ok(Inserted::Yes)
+                },
+            )
+            .map_err(tx_error)?;
+        if outcome == Inserted::Yes {
+            self.flush()?;
+        }
+        Ok(outcome)
+    }
+
+    fn update(&self, uuid: DealUuid, value: &[u8]) -> Result<(), StoreError> {
+        self.deals
+            .transaction(|deals| -> ConflictableTransactionResult<(), StoreError> {
+                if deals.get(uuid.0)?.is_none() {
+                    return ::sled::transaction::abort(StoreError::NoSuchDeal(uuid));
+                }
+                deals.insert(&uuid.0, value)?;
+                Ok(())
+            })
+            .map_err(tx_error)?;
+        self.flush()
+    }
+}
+
+/// A deal record ready for [`Inner::insert`].
+struct NewDeal {
+    uuid: [u8; 16],
+    value: Vec<u8>,
+    prop: Vec<u8>,
+    signed: Vec<u8>,
+}
+
+impl NewDeal {
+    fn of(deal: &DealRecord) -> NewDeal {
+        NewDeal {
+            uuid: deal.uuid.0,
+            value: StoredDeal::encode(deal),
+            prop: deal.proposal_cid.as_bytes().to_vec(),
+            signed: deal.signed_proposal_cid.as_bytes().to_vec(),
+        }
+    }
 }
 
 fn tx_error(e: TransactionError<StoreError>) -> StoreError {
@@ -208,58 +323,14 @@ impl Store for SledStore {
     }
 
     fn insert_new_deal<'a>(&'a self, deal: &'a DealRecord) -> StoreFuture<'a, Inserted> {
-        let uuid = deal.uuid.0;
-        let value = StoredDeal::encode(deal);
-        let prop = deal.proposal_cid.as_bytes().to_vec();
-        let signed = deal.signed_proposal_cid.as_bytes().to_vec();
-        self.run(move |inner| {
-            let outcome = (
-                &inner.deals,
-                &inner.by_proposal_cid,
-                &inner.by_signed_proposal_cid,
-            )
-                .transaction(
-                    |(deals, by_prop, by_signed)| -> ConflictableTransactionResult<Inserted, StoreError> {
-                        if deals.get(uuid)?.is_some() {
-                            return Ok(Inserted::UuidExists);
-                        }
-                        if let Some(other) = by_prop.get(&prop)? {
-                            let mut u = [0u8; 16];
-                            if other.len() == 16 {
-                                u.copy_from_slice(&other);
-                            }
-                            return Ok(Inserted::ProposalExists(DealUuid(u)));
-                        }
-                        deals.insert(&uuid, value.as_slice())?;
-                        by_prop.insert(prop.as_slice(), &uuid)?;
-                        by_signed.insert(signed.as_slice(), &uuid)?;
-                        Ok(Inserted::Yes)
-                    },
-                )
-                .map_err(tx_error)?;
-            if outcome == Inserted::Yes {
-                inner.flush()?;
-            }
-            Ok(outcome)
-        })
+        let new = NewDeal::of(deal);
+        self.run(move |inner| inner.insert(&new))
     }
 
     fn update_deal<'a>(&'a self, deal: &'a DealRecord) -> StoreFuture<'a, ()> {
         let uuid = deal.uuid;
         let value = StoredDeal::encode(deal);
-        self.run(move |inner| {
-            inner
-                .deals
-                .transaction(|deals| -> ConflictableTransactionResult<(), StoreError> {
-                    if deals.get(uuid.0)?.is_none() {
-                        return ::sled::transaction::abort(StoreError::NoSuchDeal(uuid));
-                    }
-                    deals.insert(&uuid.0, value.as_slice())?;
-                    Ok(())
-                })
-                .map_err(tx_error)?;
-            inner.flush()
-        })
+        self.run(move |inner| inner.update(uuid, &value))
     }
 
     fn deal_by_uuid(&self, uuid: DealUuid) -> StoreFuture<'_, Option<DealRecord>> {
@@ -294,5 +365,246 @@ impl Store for SledStore {
 
     fn describe(&self) -> String {
         format!("sled at {}", self.inner.path.display())
+    }
+
+    // The lease lock is held across the check and the write (and its flush), so a write
+    // can never land after the lease it was made under was lost.
+    fn insert_new_deal_fenced<'a>(
+        &'a self,
+        fence: &'a Fence,
+        deal: &'a DealRecord,
+    ) -> StoreFuture<'a, Inserted> {
+        let new = NewDeal::of(deal);
+        let fence = fence.clone();
+        self.run(move |inner| {
+            let lease = inner.lease();
+            lease.check(&fence)?;
+            inner.insert(&new)
+        })
+    }
+
+    fn update_deal_fenced<'a>(
+        &'a self,
+        fence: &'a Fence,
+        deal: &'a DealRecord,
+    ) -> StoreFuture<'a, ()> {
+        let uuid = deal.uuid;
+        let value = StoredDeal::encode(deal);
+        let fence = fence.clone();
+        self.run(move |inner| {
+            let lease = inner.lease();
+            lease.check(&fence)?;
+            inner.update(uuid, &value)
+        })
+    }
+
+    fn read_lease(&self) -> StoreFuture<'_, LeaseRead> {
+        let read = LeaseRead {
+            row: self.inner.lease().row.clone(),
+            now: now_millis(),
+        };
+        Box::pin(async move { Ok(read) })
+    }
+
+    fn try_acquire<'a>(
+        &'a self,
+        node: &'a str,
+        expect_generation: Option<u64>,
+        ttl: Duration,
+    ) -> StoreFuture<'a, Option<LeaseGrant>> {
+        let now = now_millis();
+        let mut lease = self.inner.lease();
+        let takes = match (&lease.row, expect_generation) {
+            (None, None) => Some(1),
+            (Some(r), Some(g))
+                if r.generation == g && (r.holder.as_deref() == Some(node) || !r.is_live(now)) =>
+            {
+                Some(g + 1)
+            }
+            _ => None,
+        };
+        let grant = takes.map(|generation| {
+            let expires_at = now.saturating_add(millis(ttl));
+            lease.row = Some(LeaseRow {
+                holder: Some(node.to_owned()),
+                generation,
+                expires_at: Some(expires_at),
+            });
+            lease.local_listen = None;
+            LeaseGrant {
+                generation,
+                at: now,
+                expires_at,
+            }
+        });
+        Box::pin(async move { Ok(grant) })
+    }
+
+    fn renew<'a>(&'a self, fence: &'a Fence, ttl: Duration) -> StoreFuture<'a, Option<LeaseGrant>> {
+        let now = now_millis();
+        let mut lease = self.inner.lease();
+        let grant = if lease.holds(fence, now) {
+            let expires_at = now.saturating_add(millis(ttl));
+            if let Some(r) = lease.row.as_mut() {
+                r.expires_at = Some(expires_at);
+            }
+            Some(LeaseGrant {
+                generation: fence.generation,
+                at: now,
+                expires_at,
+            })
+        } else {
+            None
+        };
+        Box::pin(async move { Ok(grant) })
+    }
+
+    fn release<'a>(&'a self, fence: &'a Fence) -> StoreFuture<'a, bool> {
+        let mut lease = self.inner.lease();
+        let mine = lease.row.as_ref().is_some_and(|r| {
+            r.holder.as_deref() == Some(fence.node.as_str()) && r.generation == fence.generation
+        });
+        if mine {
+            if let Some(r) = lease.row.as_mut() {
+                r.holder = None;
+                r.expires_at = None;
+            }
+            lease.local_listen = None;
+        }
+        Box::pin(async move { Ok(mine) })
+    }
+
+    fn set_local_listen<'a>(
+        &'a self,
+        fence: &'a Fence,
+        local_listen: &'a str,
+        announce: &'a [String],
+    ) -> StoreFuture<'a, ()> {
+        let mut lease = self.inner.lease();
+        let result = lease.check(fence).map(|()| {
+            lease.local_listen = Some(local_listen.to_owned());
+            lease.announce = announce.to_vec();
+        });
+        Box::pin(async move { result })
+    }
+
+    fn relay_target(&self) -> StoreFuture<'_, Option<RelayTarget>> {
+        let lease = self.inner.lease();
+        let now = now_millis();
+        let target = lease.local_listen.clone().map(|local_listen| RelayTarget {
+            local_listen,
+            live: lease.row.as_ref().is_some_and(|r| r.is_live(now)),
+        });
+        Box::pin(async move { Ok(target) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::{BoxTask, Runtime};
+    use dealport_core::wire::{Cbor, DealParams};
+
+    struct Threads;
+    impl Runtime for Threads {
+        fn spawn(&self, fut: BoxTask) {
+            std::thread::spawn(move || futures::executor::block_on(fut));
+        }
+        fn spawn_blocking(&self, f: Box<dyn FnOnce() + Send>) {
+            std::thread::spawn(f);
+        }
+    }
+
+    fn deal(uuid: u8) -> DealRecord {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../core/tests/data/mk12-golden.json"
+        ))
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let bytes = hex::decode(v["vectors"]["A4"]["hex"].as_str().unwrap()).unwrap();
+        let mut params = DealParams::from_cbor(&bytes).unwrap();
+        params.deal_uuid = DealUuid([uuid; 16]);
+        params.client_deal_proposal.proposal.start_epoch += uuid as i64;
+        DealRecord::new_accepted(params.to_cbor(), params, String::new(), 1)
+    }
+
+    #[test]
+    fn local_lease_follows_the_cluster_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), Arc::new(Threads)).unwrap();
+        futures::executor::block_on(async {
+            let ttl = Duration::from_secs(15);
+            assert_eq!(store.read_lease().await.unwrap().row, None);
+            assert_eq!(store.relay_target().await.unwrap(), None);
+            let g = store.try_acquire("me", None, ttl).await.unwrap().unwrap();
+            assert_eq!(g.generation, 1);
+            assert_eq!(g.expires_at - g.at, 15_000);
+            let f = Fence {
+                node: "me".into(),
+                generation: 1,
+            };
+            // A second acquirer loses while the lease is live.
+            assert_eq!(store.try_acquire("x", None, ttl).await.unwrap(), None);
+            assert_eq!(store.try_acquire("x", Some(1), ttl).await.unwrap(), None);
+            store
+                .set_local_listen(&f, "/ip4/127.0.0.1/tcp/1/ws", &[])
+                .await
+                .unwrap();
+            assert_eq!(
+                store.relay_target().await.unwrap(),
+                Some(RelayTarget {
+                    local_listen: "/ip4/127.0.0.1/tcp/1/ws".into(),
+                    live: true
+                })
+            );
+            assert_eq!(
+                store.insert_new_deal_fenced(&f, &deal(1)).await.unwrap(),
+                Inserted::Yes
+            );
+            assert!(store.renew(&f, ttl).await.unwrap().is_some());
+            // Release, then another takes it with a new generation: the old is fenced.
+            assert!(store.release(&f).await.unwrap());
+            assert_eq!(store.relay_target().await.unwrap(), None);
+            let g2 = store.try_acquire("x", Some(1), ttl).await.unwrap().unwrap();
+            assert_eq!(g2.generation, 2);
+            let fenced = |r: Result<(), StoreError>| matches!(r, Err(StoreError::Fenced { .. }));
+            assert!(fenced(store.update_deal_fenced(&f, &deal(1)).await));
+            assert!(matches!(
+                store.insert_new_deal_fenced(&f, &deal(2)).await,
+                Err(StoreError::Fenced { .. })
+            ));
+            assert!(fenced(store.set_local_listen(&f, "/x", &[]).await));
+            assert_eq!(store.renew(&f, ttl).await.unwrap(), None);
+            assert!(!store.release(&f).await.unwrap());
+            assert_eq!(store.deal_by_uuid(DealUuid([2; 16])).await.unwrap(), None);
+            // Expiry by the clock: a 1 ms lease is gone almost at once.
+            let f2 = Fence {
+                node: "x".into(),
+                generation: 2,
+            };
+            store.release(&f2).await.unwrap();
+            let g3 = store
+                .try_acquire("y", Some(2), Duration::from_millis(1))
+                .await
+                .unwrap()
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+            let f3 = Fence {
+                node: "y".into(),
+                generation: g3.generation,
+            };
+            assert!(fenced(store.update_deal_fenced(&f3, &deal(1)).await));
+            let read = store.read_lease().await.unwrap();
+            assert!(!read.row.unwrap().is_live(read.now));
+            assert_eq!(
+                store
+                    .try_acquire("z", Some(3), ttl)
+                    .await
+                    .unwrap()
+                    .map(|g| g.generation),
+                Some(4)
+            );
+        });
     }
 }

@@ -1,6 +1,8 @@
 //! Helpers shared by the node's integration tests.
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod postgres;
+
 use std::sync::Arc;
 
 use dealport_node::{

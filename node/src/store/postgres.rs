@@ -1,0 +1,892 @@
+//! The cluster store: any server that speaks PostgreSQL's protocol (PostgreSQL,
+//! YugabyteDB), through sqlx 0.9.
+//!
+//! Schema (`node/migrations/`, embedded and run at [`PostgresStore::connect`]): one
+//! `libp2p` row holding the identity and the leader lease (after Curio's table), and a
+//! `deals` table mirroring the sled record, with UNIQUE proposal and signed-proposal CIDs.
+//!
+//! Fencing: a leader writes deals and its listen address only through the fenced forms.
+//! Each checks, in the same transaction (deals: `SELECT … FOR SHARE` on the lease row,
+//! which also makes a concurrent acquisition wait for the write) or the same statement
+//! (listen address), that the lease row still names the writer at its generation and is
+//! unexpired by the database's `now()`. The unfenced [`Store::insert_new_deal`] and
+//! [`Store::update_deal`] are refused here ([`StoreError::NeedsLease`]).
+//!
+//! Time is always the database's: expiry is computed and compared with `now()` in SQL and
+//! handed to the node as unix milliseconds.
+//!
+//! Failures: each attempt has a deadline; serialization failures (40001, what YugabyteDB
+//! answers to conflicting transactions), deadlocks (40P01), lost or refused connections
+//! (I/O errors, class 08, 57P01-57P03) and attempt timeouts are retried with a bounded,
+//! jittered exponential back-off. Every operation is safe to repeat after a commit whose
+//! answer was lost: a repeated insert reports `UuidExists` (the caller re-reads and sees
+//! its own deal), a repeated acquisition fails and the next poll retakes the row under
+//! the node's own name with a fresh generation, renewals, releases and updates are
+//! idempotent.
+//!
+//! Runtime: sqlx's `runtime-async-global-executor` feature. Its sockets and timers are
+//! async-io's (the reactor the rest of node/ uses, under smol and async-std alike); the
+//! few tasks sqlx spawns (returning connections to the pool, closing them) run on
+//! async-global-executor's threads. `runtime-smol` / `runtime-async-std` would pull the
+//! smol / async-std crates into node/, which must stay runtime-agnostic.
+
+use std::{borrow::Cow, future::Future, time::Duration};
+
+use dealport_core::{deal::DealRecord, wire::Cid, wire::DealUuid};
+use futures::future::{select, Either};
+use sqlx::{
+    migrate::{Migration, MigrationType, Migrator},
+    postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow},
+    Row, SqlSafeStr,
+};
+
+use super::{
+    Fence, Inserted, LeaseGrant, LeaseRead, LeaseRow, RelayTarget, Store, StoreError, StoreFuture,
+    StoredDeal,
+};
+
+/// Connection and retry settings.
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// Most connections the pool opens.
+    pub max_connections: u32,
+    /// How long to wait for a pooled connection (including opening a new one).
+    pub acquire_timeout: Duration,
+    /// How long `connect` may take, migrations included.
+    pub connect_timeout: Duration,
+    /// Deadline of one attempt of one operation; a hung server counts as a lost
+    /// connection.
+    pub attempt_timeout: Duration,
+    /// Attempts per operation (the first included).
+    pub max_attempts: u32,
+    /// First back-off; doubles per retry up to `max_backoff`, with ±50 % jitter.
+    pub base_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        PostgresOptions {
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(3),
+            connect_timeout: Duration::from_secs(10),
+            attempt_timeout: Duration::from_secs(4),
+            max_attempts: 5,
+            base_backoff: Duration::from_millis(25),
+            max_backoff: Duration::from_millis(800),
+        }
+    }
+}
+
+/// The migrations, embedded so the binary needs no files beside it.
+fn migrator() -> Migrator {
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        Cow::Borrowed("cluster store"),
+        MigrationType::Simple,
+        include_str!("../../migrations/0001_cluster_store.sql").into_sql_str(),
+        false,
+    )])
+}
+
+/// The PostgreSQL backend of [`Store`].
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    opts: PostgresOptions,
+    describe: String,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("db", &self.describe)
+            .finish()
+    }
+}
+
+/// A failed attempt.
+#[derive(Debug)]
+enum Fail {
+    Sql(sqlx::Error),
+    TimedOut,
+    /// A decided outcome, never retried.
+    Store(StoreError),
+}
+
+impl From<sqlx::Error> for Fail {
+    fn from(e: sqlx::Error) -> Self {
+        Fail::Sql(e)
+    }
+}
+
+impl From<StoreError> for Fail {
+    fn from(e: StoreError) -> Self {
+        Fail::Store(e)
+    }
+}
+
+/// SQLSTATEs worth another attempt: serialization failure, deadlock, connection
+/// exceptions (class 08), the server shutting down or starting up.
+fn retryable_code(code: &str) -> bool {
+    matches!(code, "40001" | "40P01" | "57P01" | "57P02" | "57P03") || code.starts_with("08")
+}
+
+impl Fail {
+    fn retryable(&self) -> bool {
+        match self {
+            Fail::TimedOut => true,
+            Fail::Store(_) => false,
+            Fail::Sql(e) => match e {
+                sqlx::Error::Database(db) => db.code().is_some_and(|c| retryable_code(&c)),
+                sqlx::Error::Io(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::WorkerCrashed
+                | sqlx::Error::BeginFailed => true,
+                _ => false,
+            },
+        }
+    }
+
+    fn into_store(self, what: &str) -> StoreError {
+        match self {
+            Fail::Store(e) => e,
+            Fail::TimedOut => StoreError::Backend(format!("{what}: the database did not answer")),
+            Fail::Sql(e) => StoreError::Backend(format!("{what}: {e}")),
+        }
+    }
+}
+
+/// `fut`, or `None` after `limit`.
+async fn timed<T>(limit: Duration, fut: impl Future<Output = T>) -> Option<T> {
+    let fut = std::pin::pin!(fut);
+    match select(fut, async_io::Timer::after(limit)).await {
+        Either::Left((v, _)) => Some(v),
+        Either::Right(_) => None,
+    }
+}
+
+/// The back-off before retry number `attempt` (0-based): base * 2^attempt, capped, ±50 %.
+fn backoff(opts: &PostgresOptions, attempt: u32) -> Duration {
+    let exp = opts
+        .base_backoff
+        .saturating_mul(1u32 << attempt.min(16))
+        .min(opts.max_backoff);
+    let jitter = getrandom::u32().unwrap_or(0) % 1000; // 0..1000 per mille
+    exp.mul_f64(0.5 + jitter as f64 / 1000.0)
+}
+
+/// Run `$body` (an `async` block giving `Result<T, Fail>`) with the attempt deadline,
+/// retrying what is retryable with back-off.
+macro_rules! with_retry {
+    ($store:expr, $what:expr, $body:expr) => {{
+        let store: &PostgresStore = $store;
+        let mut attempt = 0u32;
+        loop {
+            let outcome = match timed(store.opts.attempt_timeout, $body).await {
+                Some(r) => r,
+                None => Err(Fail::TimedOut),
+            };
+            match outcome {
+                Ok(v) => break Ok(v),
+                Err(f) if f.retryable() && attempt + 1 < store.opts.max_attempts => {
+                    tracing::debug!(what = $what, attempt, error = ?f, "store: retrying");
+                    async_io::Timer::after(backoff(&store.opts, attempt)).await;
+                    attempt += 1;
+                }
+                Err(f) => break Err(f.into_store($what)),
+            }
+        }
+    }};
+}
+
+/// `now()` as unix milliseconds, in SQL.
+const NOW_MS: &str = "floor(extract(epoch from now()) * 1000)::bigint";
+
+fn ms_sql(column: &str) -> String {
+    format!("floor(extract(epoch from {column}) * 1000)::bigint")
+}
+
+fn ttl_ms(ttl: Duration) -> i64 {
+    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn to_i64(what: &str, v: u64) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| StoreError::Backend(format!("{what} {v} does not fit a BIGINT")))
+}
+
+fn to_u64(key: &str, what: &str, v: i64) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| StoreError::Corrupt {
+        key: key.to_owned(),
+        message: format!("negative {what} {v}"),
+    })
+}
+
+/// The PeerID of a protobuf-encoded libp2p key.
+fn peer_id_of(key: &[u8]) -> Result<String, StoreError> {
+    libp2p::identity::Keypair::from_protobuf_encoding(key)
+        .map(|k| k.public().to_peer_id().to_string())
+        .map_err(|e| StoreError::Backend(format!("identity key does not decode: {e}")))
+}
+
+/// A deal's columns, in the order of [`DEAL_COLUMNS`] after `uuid` and `params`.
+struct DealRow {
+    uuid: String,
+    params: Vec<u8>,
+    proposal_cid: String,
+    signed_proposal_cid: String,
+    client_peer_id: String,
+    created_at_unix_nanos: i64,
+    checkpoint: String,
+    error: Option<String>,
+    n_bytes_received: i64,
+    publish_cid: Option<String>,
+    chain_deal_id: i64,
+    sector_number: Option<i64>,
+    sector_offset: Option<i64>,
+    sealing_status: String,
+}
+
+const DEAL_COLUMNS: &str = "uuid::text AS uuid, params, proposal_cid, signed_proposal_cid, \
+     client_peer_id, created_at_unix_nanos, checkpoint, error, n_bytes_received, publish_cid, \
+     chain_deal_id, sector_number, sector_offset, sealing_status";
+
+impl DealRow {
+    fn of(d: &DealRecord) -> Result<DealRow, StoreError> {
+        let opt = |what: &str, v: Option<u64>| v.map(|v| to_i64(what, v)).transpose();
+        Ok(DealRow {
+            uuid: d.uuid.to_string(),
+            params: d.params_bytes.clone(),
+            proposal_cid: d.proposal_cid.to_string(),
+            signed_proposal_cid: d.signed_proposal_cid.to_string(),
+            client_peer_id: d.client_peer_id.clone(),
+            created_at_unix_nanos: d.created_at_unix_nanos,
+            checkpoint: d.checkpoint.name().to_owned(),
+            error: d.error.clone(),
+            n_bytes_received: to_i64("n_bytes_received", d.n_bytes_received)?,
+            publish_cid: d.publish_cid.as_ref().map(Cid::to_string),
+            chain_deal_id: to_i64("chain_deal_id", d.chain_deal_id)?,
+            sector_number: opt("sector_number", d.sector_number)?,
+            sector_offset: opt("sector_offset", d.sector_offset)?,
+            sealing_status: d.sealing_status.clone(),
+        })
+    }
+
+    fn decode(row: &PgRow) -> Result<DealRecord, StoreError> {
+        let uuid: String = row
+            .try_get("uuid")
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        let corrupt = |message: String| StoreError::Corrupt {
+            key: uuid.clone(),
+            message,
+        };
+        let get = |e: sqlx::Error| corrupt(e.to_string());
+        let opt_u64 = |what: &str, v: Option<i64>| v.map(|v| to_u64(&uuid, what, v)).transpose();
+        let params: Vec<u8> = row.try_get("params").map_err(get)?;
+        let stored = StoredDeal {
+            v: 1,
+            uuid: uuid.clone(),
+            params: hex::encode(params),
+            signed_proposal_cid: row.try_get("signed_proposal_cid").map_err(get)?,
+            proposal_cid: row.try_get("proposal_cid").map_err(get)?,
+            client_peer_id: row.try_get("client_peer_id").map_err(get)?,
+            created_at_unix_nanos: row.try_get("created_at_unix_nanos").map_err(get)?,
+            checkpoint: row.try_get("checkpoint").map_err(get)?,
+            error: row.try_get("error").map_err(get)?,
+            n_bytes_received: to_u64(
+                &uuid,
+                "n_bytes_received",
+                row.try_get("n_bytes_received").map_err(get)?,
+            )?,
+            publish_cid: row.try_get("publish_cid").map_err(get)?,
+            chain_deal_id: to_u64(
+                &uuid,
+                "chain_deal_id",
+                row.try_get("chain_deal_id").map_err(get)?,
+            )?,
+            sector_number: opt_u64("sector_number", row.try_get("sector_number").map_err(get)?)?,
+            sector_offset: opt_u64("sector_offset", row.try_get("sector_offset").map_err(get)?)?,
+            sealing_status: row.try_get("sealing_status").map_err(get)?,
+        };
+        stored.into_record().map_err(corrupt)
+    }
+}
+
+/// The lease check at the start of a fenced transaction: locks the row against a
+/// concurrent acquisition until the transaction ends.
+const FENCE_SQL: &str = "SELECT generation FROM libp2p \
+     WHERE singleton AND holder = $1 AND generation = $2 AND expires_at > now() FOR SHARE";
+
+async fn check_fence(
+    tx: &mut sqlx::PgConnection,
+    fence: &Fence,
+    generation: i64,
+) -> Result<(), Fail> {
+    let held = sqlx::query(FENCE_SQL)
+        .bind(&fence.node)
+        .bind(generation)
+        .fetch_optional(&mut *tx)
+        .await?;
+    match held {
+        Some(_) => Ok(()),
+        None => Err(Fail::Store(StoreError::Fenced {
+            node: fence.node.clone(),
+            generation: fence.generation,
+        })),
+    }
+}
+
+fn grant_of(row: &PgRow) -> Result<LeaseGrant, Fail> {
+    let generation: i64 = row.try_get("generation")?;
+    Ok(LeaseGrant {
+        generation: u64::try_from(generation).unwrap_or(0),
+        at: row.try_get("now_ms")?,
+        expires_at: row.try_get("expires_ms")?,
+    })
+}
+
+impl PostgresStore {
+    /// Connect to `url` (`postgres://user:pass@host:port/db?…`), check the server
+    /// answers, and run the migrations.
+    pub async fn connect(url: &str, opts: PostgresOptions) -> Result<PostgresStore, StoreError> {
+        let connect_opts: PgConnectOptions = url
+            .parse()
+            .map_err(|e| StoreError::Backend(format!("database URL: {e}")))?;
+        let connect_opts = connect_opts.application_name("dealport");
+        let describe = format!(
+            "postgres at {}:{}/{}",
+            connect_opts.get_host(),
+            connect_opts.get_port(),
+            connect_opts.get_database().unwrap_or("")
+        );
+        let open = StoreError::Backend;
+        let connecting = async {
+            let pool = PgPoolOptions::new()
+                .max_connections(opts.max_connections.max(1))
+                .min_connections(0)
+                .acquire_timeout(opts.acquire_timeout)
+                .idle_timeout(Duration::from_secs(60))
+                .max_lifetime(Duration::from_secs(30 * 60))
+                .test_before_acquire(true)
+                .connect_with(connect_opts)
+                .await
+                .map_err(|e| open(format!("{describe}: {e}")))?;
+            migrator()
+                .run(&pool)
+                .await
+                .map_err(|e| open(format!("{describe}: migrations: {e}")))?;
+            Ok::<_, StoreError>(pool)
+        };
+        let pool = timed(opts.connect_timeout, connecting)
+            .await
+            .ok_or_else(|| {
+                open(format!(
+                    "{describe}: no answer within {:?}",
+                    opts.connect_timeout
+                ))
+            })??;
+        Ok(PostgresStore {
+            pool,
+            opts,
+            describe,
+        })
+    }
+
+    /// Close the pool's connections.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn deal_where(
+        &self,
+        clause: &str,
+        key: String,
+    ) -> Result<Option<DealRecord>, StoreError> {
+        let sql = format!("SELECT {DEAL_COLUMNS} FROM deals WHERE {clause}");
+        let row = with_retry!(self, "read deal", async {
+            Ok::<_, Fail>(
+                sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                    .bind(&key)
+                    .fetch_optional(&self.pool)
+                    .await?,
+            )
+        })?;
+        row.as_ref().map(DealRow::decode).transpose()
+    }
+
+    async fn insert_fenced(
+        &self,
+        fence: &Fence,
+        deal: &DealRecord,
+    ) -> Result<Inserted, StoreError> {
+        let d = DealRow::of(deal)?;
+        let generation = to_i64("generation", fence.generation)?;
+        with_retry!(self, "insert deal", async {
+            let mut tx = self.pool.begin().await?;
+            check_fence(&mut tx, fence, generation).await?;
+            let inserted = sqlx::query(
+                "INSERT INTO deals (uuid, params, proposal_cid, signed_proposal_cid, \
+                 client_peer_id, created_at_unix_nanos, checkpoint, error, n_bytes_received, \
+                 publish_cid, chain_deal_id, sector_number, sector_offset, sealing_status, \
+                 writer_generation) \
+                 VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+                 ON CONFLICT DO NOTHING RETURNING 1",
+            )
+            .bind(&d.uuid)
+            .bind(&d.params)
+            .bind(&d.proposal_cid)
+            .bind(&d.signed_proposal_cid)
+            .bind(&d.client_peer_id)
+            .bind(d.created_at_unix_nanos)
+            .bind(&d.checkpoint)
+            .bind(&d.error)
+            .bind(d.n_bytes_received)
+            .bind(&d.publish_cid)
+            .bind(d.chain_deal_id)
+            .bind(d.sector_number)
+            .bind(d.sector_offset)
+            .bind(&d.sealing_status)
+            .bind(generation)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if inserted.is_some() {
+                tx.commit().await?;
+                return Ok(Inserted::Yes);
+            }
+            // Nothing written: say which deal is in the way, as the sled store does
+            // (the UUID first, then the proposal).
+            let by_uuid = sqlx::query("SELECT 1 FROM deals WHERE uuid = $1::uuid")
+                .bind(&d.uuid)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if by_uuid.is_some() {
+                tx.rollback().await?;
+                return Ok(Inserted::UuidExists);
+            }
+            let other: Option<String> = sqlx::query_scalar(
+                "SELECT uuid::text FROM deals WHERE proposal_cid = $1 \
+                 OR signed_proposal_cid = $2 LIMIT 1",
+            )
+            .bind(&d.proposal_cid)
+            .bind(&d.signed_proposal_cid)
+            .fetch_optional(&mut *tx)
+            .await?;
+            tx.rollback().await?;
+            match other.map(|u| DealUuid::parse(&u)) {
+                Some(Ok(u)) => Ok(Inserted::ProposalExists(u)),
+                Some(Err(e)) => Err(Fail::Store(StoreError::Backend(format!(
+                    "stored uuid: {e}"
+                )))),
+                // The conflicting insert was rolled back meanwhile: try again.
+                None => Err(Fail::Sql(sqlx::Error::Io(std::io::Error::other(
+                    "a conflicting insert vanished",
+                )))),
+            }
+        })
+    }
+
+    async fn update_fenced(&self, fence: &Fence, deal: &DealRecord) -> Result<(), StoreError> {
+        let d = DealRow::of(deal)?;
+        let generation = to_i64("generation", fence.generation)?;
+        with_retry!(self, "update deal", async {
+            let mut tx = self.pool.begin().await?;
+            check_fence(&mut tx, fence, generation).await?;
+            let done = sqlx::query(
+                "UPDATE deals SET params = $2, proposal_cid = $3, signed_proposal_cid = $4, \
+                 client_peer_id = $5, created_at_unix_nanos = $6, checkpoint = $7, error = $8, \
+                 n_bytes_received = $9, publish_cid = $10, chain_deal_id = $11, \
+                 sector_number = $12, sector_offset = $13, sealing_status = $14, \
+                 writer_generation = $15, updated_at = now() \
+                 WHERE uuid = $1::uuid",
+            )
+            .bind(&d.uuid)
+            .bind(&d.params)
+            .bind(&d.proposal_cid)
+            .bind(&d.signed_proposal_cid)
+            .bind(&d.client_peer_id)
+            .bind(d.created_at_unix_nanos)
+            .bind(&d.checkpoint)
+            .bind(&d.error)
+            .bind(d.n_bytes_received)
+            .bind(&d.publish_cid)
+            .bind(d.chain_deal_id)
+            .bind(d.sector_number)
+            .bind(d.sector_offset)
+            .bind(&d.sealing_status)
+            .bind(generation)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() == 0 {
+                tx.rollback().await?;
+                return Err(Fail::Store(StoreError::NoSuchDeal(deal.uuid)));
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    async fn identity_or_create_impl(
+        &self,
+        generate: Box<dyn FnOnce() -> Vec<u8> + Send>,
+    ) -> Result<(Vec<u8>, bool), StoreError> {
+        if let Some(k) = self.identity_impl().await? {
+            return Ok((k, false));
+        }
+        let key = generate();
+        let peer = peer_id_of(&key)?;
+        // Insert the row, or fill a row the lease created; an existing key always wins.
+        let created: Option<Vec<u8>> = with_retry!(self, "create identity", async {
+            Ok::<_, Fail>(
+                sqlx::query_scalar(
+                    "INSERT INTO libp2p (singleton, priv_key, peer_id) VALUES (TRUE, $1, $2) \
+                     ON CONFLICT (singleton) DO UPDATE SET priv_key = $1, peer_id = $2 \
+                     WHERE libp2p.priv_key IS NULL RETURNING priv_key",
+                )
+                .bind(&key)
+                .bind(&peer)
+                .fetch_optional(&self.pool)
+                .await?,
+            )
+        })?;
+        match created {
+            Some(k) => Ok((k, true)),
+            None => match self.identity_impl().await? {
+                Some(k) => Ok((k, false)),
+                None => Err(StoreError::Backend(
+                    "identity: the key vanished while it was being created".into(),
+                )),
+            },
+        }
+    }
+
+    async fn identity_impl(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        let key: Option<Option<Vec<u8>>> = with_retry!(self, "read identity", async {
+            Ok::<_, Fail>(
+                sqlx::query_scalar("SELECT priv_key FROM libp2p WHERE singleton")
+                    .fetch_optional(&self.pool)
+                    .await?,
+            )
+        })?;
+        Ok(key.flatten())
+    }
+
+    async fn read_lease_impl(&self) -> Result<LeaseRead, StoreError> {
+        let sql = format!(
+            "SELECT {NOW_MS} AS now_ms, l.singleton, l.holder, l.generation, {} AS expires_ms \
+             FROM (SELECT 1) AS one LEFT JOIN libp2p AS l ON l.singleton",
+            ms_sql("l.expires_at")
+        );
+        let row = with_retry!(self, "read lease", async {
+            Ok::<_, Fail>(
+                sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                    .fetch_one(&self.pool)
+                    .await?,
+            )
+        })?;
+        let get = |e: sqlx::Error| StoreError::Backend(format!("read lease: {e}"));
+        let now: i64 = row.try_get("now_ms").map_err(get)?;
+        let present: Option<bool> = row.try_get("singleton").map_err(get)?;
+        let lease = match present {
+            None => None,
+            Some(_) => {
+                let generation: i64 = row.try_get("generation").map_err(get)?;
+                Some(LeaseRow {
+                    holder: row.try_get("holder").map_err(get)?,
+                    generation: to_u64("libp2p", "generation", generation)?,
+                    expires_at: row.try_get("expires_ms").map_err(get)?,
+                })
+            }
+        };
+        Ok(LeaseRead { row: lease, now })
+    }
+
+    async fn try_acquire_impl(
+        &self,
+        node: &str,
+        expect_generation: Option<u64>,
+        ttl: Duration,
+    ) -> Result<Option<LeaseGrant>, StoreError> {
+        let ttl = ttl_ms(ttl);
+        let returning = format!(
+            "RETURNING generation, {NOW_MS} AS now_ms, {} AS expires_ms",
+            ms_sql("expires_at")
+        );
+        let sql = match expect_generation {
+            None => format!(
+                "INSERT INTO libp2p (singleton, holder, generation, expires_at, updated_at) \
+                 VALUES (TRUE, $1, 1, now() + $2 * interval '1 millisecond', now()) \
+                 ON CONFLICT (singleton) DO NOTHING {returning}"
+            ),
+            Some(_) => format!(
+                "UPDATE libp2p SET holder = $1, generation = generation + 1, \
+                 expires_at = now() + $2 * interval '1 millisecond', updated_at = now(), \
+                 local_listen = NULL \
+                 WHERE singleton AND generation = $3 \
+                 AND (holder IS NULL OR holder = $1 OR expires_at IS NULL OR expires_at <= now()) \
+                 {returning}"
+            ),
+        };
+        let expect = expect_generation
+            .map(|g| to_i64("generation", g))
+            .transpose()?;
+        with_retry!(self, "acquire lease", async {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                .bind(node)
+                .bind(ttl);
+            if let Some(g) = expect {
+                q = q.bind(g);
+            }
+            match q.fetch_optional(&self.pool).await? {
+                Some(row) => grant_of(&row).map(Some),
+                None => Ok(None),
+            }
+        })
+    }
+
+    async fn renew_impl(
+        &self,
+        fence: &Fence,
+        ttl: Duration,
+    ) -> Result<Option<LeaseGrant>, StoreError> {
+        let sql = format!(
+            "UPDATE libp2p SET expires_at = now() + $3 * interval '1 millisecond', \
+             updated_at = now() \
+             WHERE singleton AND holder = $1 AND generation = $2 AND expires_at > now() \
+             RETURNING generation, {NOW_MS} AS now_ms, {} AS expires_ms",
+            ms_sql("expires_at")
+        );
+        let generation = to_i64("generation", fence.generation)?;
+        with_retry!(self, "renew lease", async {
+            match sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                .bind(&fence.node)
+                .bind(generation)
+                .bind(ttl_ms(ttl))
+                .fetch_optional(&self.pool)
+                .await?
+            {
+                Some(row) => grant_of(&row).map(Some),
+                None => Ok(None),
+            }
+        })
+    }
+
+    async fn release_impl(&self, fence: &Fence) -> Result<bool, StoreError> {
+        let generation = to_i64("generation", fence.generation)?;
+        let done = with_retry!(self, "release lease", async {
+            Ok::<_, Fail>(
+                sqlx::query(
+                    "UPDATE libp2p SET holder = NULL, expires_at = NULL, local_listen = NULL, \
+                     updated_at = now() \
+                     WHERE singleton AND holder = $1 AND generation = $2",
+                )
+                .bind(&fence.node)
+                .bind(generation)
+                .execute(&self.pool)
+                .await?,
+            )
+        })?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_local_listen_impl(
+        &self,
+        fence: &Fence,
+        local_listen: &str,
+        announce: &[String],
+    ) -> Result<(), StoreError> {
+        let generation = to_i64("generation", fence.generation)?;
+        let done = with_retry!(self, "set listen address", async {
+            Ok::<_, Fail>(
+                sqlx::query(
+                    "UPDATE libp2p SET local_listen = $3, announce = $4 \
+                     WHERE singleton AND holder = $1 AND generation = $2 AND expires_at > now()",
+                )
+                .bind(&fence.node)
+                .bind(generation)
+                .bind(local_listen)
+                .bind(announce)
+                .execute(&self.pool)
+                .await?,
+            )
+        })?;
+        if done.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Fenced {
+                node: fence.node.clone(),
+                generation: fence.generation,
+            })
+        }
+    }
+
+    async fn relay_target_impl(&self) -> Result<Option<RelayTarget>, StoreError> {
+        let row = with_retry!(self, "read relay target", async {
+            Ok::<_, Fail>(
+                sqlx::query(
+                    "SELECT local_listen, \
+                     (holder IS NOT NULL AND expires_at IS NOT NULL AND expires_at > now()) AS live \
+                     FROM libp2p WHERE singleton AND local_listen IS NOT NULL",
+                )
+                .fetch_optional(&self.pool)
+                .await?,
+            )
+        })?;
+        let get = |e: sqlx::Error| StoreError::Backend(format!("read relay target: {e}"));
+        row.map(|r| {
+            Ok(RelayTarget {
+                local_listen: r.try_get("local_listen").map_err(get)?,
+                live: r.try_get("live").map_err(get)?,
+            })
+        })
+        .transpose()
+    }
+}
+
+impl Store for PostgresStore {
+    fn identity_or_create<'a>(
+        &'a self,
+        generate: Box<dyn FnOnce() -> Vec<u8> + Send>,
+    ) -> StoreFuture<'a, (Vec<u8>, bool)> {
+        Box::pin(self.identity_or_create_impl(generate))
+    }
+
+    fn identity(&self) -> StoreFuture<'_, Option<Vec<u8>>> {
+        Box::pin(self.identity_impl())
+    }
+
+    /// Refused: a cluster store takes deal writes only under a lease.
+    fn insert_new_deal<'a>(&'a self, _deal: &'a DealRecord) -> StoreFuture<'a, Inserted> {
+        Box::pin(async { Err(StoreError::NeedsLease("insert_new_deal")) })
+    }
+
+    /// Refused: a cluster store takes deal writes only under a lease.
+    fn update_deal<'a>(&'a self, _deal: &'a DealRecord) -> StoreFuture<'a, ()> {
+        Box::pin(async { Err(StoreError::NeedsLease("update_deal")) })
+    }
+
+    fn deal_by_uuid(&self, uuid: DealUuid) -> StoreFuture<'_, Option<DealRecord>> {
+        Box::pin(self.deal_where("uuid = $1::uuid", uuid.to_string()))
+    }
+
+    fn deal_by_proposal_cid<'a>(&'a self, cid: &'a Cid) -> StoreFuture<'a, Option<DealRecord>> {
+        Box::pin(self.deal_where("proposal_cid = $1", cid.to_string()))
+    }
+
+    fn deal_by_signed_proposal_cid<'a>(
+        &'a self,
+        cid: &'a Cid,
+    ) -> StoreFuture<'a, Option<DealRecord>> {
+        Box::pin(self.deal_where("signed_proposal_cid = $1", cid.to_string()))
+    }
+
+    fn list_deals(&self) -> StoreFuture<'_, Vec<DealRecord>> {
+        Box::pin(async move {
+            let sql = format!("SELECT {DEAL_COLUMNS} FROM deals ORDER BY deals.uuid");
+            let rows = with_retry!(self, "list deals", async {
+                Ok::<_, Fail>(
+                    sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                        .fetch_all(&self.pool)
+                        .await?,
+                )
+            })?;
+            rows.iter().map(DealRow::decode).collect()
+        })
+    }
+
+    fn describe(&self) -> String {
+        self.describe.clone()
+    }
+
+    fn insert_new_deal_fenced<'a>(
+        &'a self,
+        fence: &'a Fence,
+        deal: &'a DealRecord,
+    ) -> StoreFuture<'a, Inserted> {
+        Box::pin(self.insert_fenced(fence, deal))
+    }
+
+    fn update_deal_fenced<'a>(
+        &'a self,
+        fence: &'a Fence,
+        deal: &'a DealRecord,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(self.update_fenced(fence, deal))
+    }
+
+    fn read_lease(&self) -> StoreFuture<'_, LeaseRead> {
+        Box::pin(self.read_lease_impl())
+    }
+
+    fn try_acquire<'a>(
+        &'a self,
+        node: &'a str,
+        expect_generation: Option<u64>,
+        ttl: Duration,
+    ) -> StoreFuture<'a, Option<LeaseGrant>> {
+        Box::pin(self.try_acquire_impl(node, expect_generation, ttl))
+    }
+
+    fn renew<'a>(&'a self, fence: &'a Fence, ttl: Duration) -> StoreFuture<'a, Option<LeaseGrant>> {
+        Box::pin(self.renew_impl(fence, ttl))
+    }
+
+    fn release<'a>(&'a self, fence: &'a Fence) -> StoreFuture<'a, bool> {
+        Box::pin(self.release_impl(fence))
+    }
+
+    fn set_local_listen<'a>(
+        &'a self,
+        fence: &'a Fence,
+        local_listen: &'a str,
+        announce: &'a [String],
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(self.set_local_listen_impl(fence, local_listen, announce))
+    }
+
+    fn relay_target(&self) -> StoreFuture<'_, Option<RelayTarget>> {
+        Box::pin(self.relay_target_impl())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retryable_codes() {
+        for c in ["40001", "40P01", "08006", "08001", "57P01", "57P03"] {
+            assert!(retryable_code(c), "{c}");
+        }
+        for c in ["23505", "42P01", "22P02", "57014"] {
+            assert!(!retryable_code(c), "{c}");
+        }
+        assert!(Fail::TimedOut.retryable());
+        assert!(Fail::Sql(sqlx::Error::PoolTimedOut).retryable());
+        assert!(!Fail::Sql(sqlx::Error::RowNotFound).retryable());
+        assert!(!Fail::Store(StoreError::NoSuchDeal(DealUuid([0; 16]))).retryable());
+    }
+
+    #[test]
+    fn backoff_is_bounded_and_grows() {
+        let o = PostgresOptions::default();
+        for attempt in 0..40 {
+            let b = backoff(&o, attempt);
+            assert!(b <= o.max_backoff.mul_f64(1.5), "{attempt}: {b:?}");
+            assert!(b >= o.base_backoff / 2, "{attempt}: {b:?}");
+        }
+        assert!(backoff(&o, 5) > o.base_backoff.mul_f64(1.5));
+    }
+
+    #[test]
+    fn migrations_are_embedded() {
+        let m = migrator();
+        assert_eq!(m.iter().count(), 1);
+        assert!(m
+            .iter()
+            .next()
+            .unwrap()
+            .sql
+            .as_str()
+            .contains("CREATE TABLE IF NOT EXISTS libp2p"));
+    }
+}
