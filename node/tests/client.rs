@@ -226,6 +226,8 @@ fn start_node() -> Node {
     let tcp = addrs.iter().find(|a| !is_ws(a)).unwrap().clone();
     let ws = addrs.iter().find(|a| is_ws(a)).unwrap().clone();
     let door = FrontDoor::new(peer, store, metrics.clone(), Mk12Http::new(service, 50));
+    // This node runs the host (the MK12 routes refuse on a standby); no relay is dialled.
+    door.set_relay_target(Some("127.0.0.1:9".parse().unwrap()));
     let http = futures::executor::block_on(http::start(
         runtime(),
         HttpConfig {
