@@ -6,6 +6,7 @@
 
 pub mod accept;
 pub mod ask;
+pub mod commp;
 pub mod deal;
 pub mod facts;
 pub mod fuzzing;
