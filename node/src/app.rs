@@ -11,18 +11,19 @@ use std::{
     time::Duration,
 };
 
+use async_io::Timer;
 use clap::{Args, Parser, Subcommand};
 use dealport_core::wire::DealUuid;
-use libp2p::{multiaddr::Protocol as MaProtocol, Multiaddr, PeerId};
+use libp2p::{Multiaddr, PeerId};
 
 use crate::{
     chain::{ChainFactsSource, LotusChain, MinerInfoUpdater, OfflineChain},
-    config::{ChainMode, Config},
-    front_door::{ws_socket_addr, FrontDoor},
+    cluster::{default_node_id, Duties, LeaderTask, LeaseGate, LeaseLoop},
+    config::{is_postgres_url, ChainMode, Config},
+    front_door::FrontDoor,
     http, identity,
     metrics::Metrics,
     mk12_http::Mk12Http,
-    p2p::Host,
     runtime::Runtime,
     service::{DealService, ServiceConfig},
     store::{sled::SledStore, Store, StoreError, StoredDeal},
@@ -71,6 +72,10 @@ pub enum Command {
     Run {
         #[command(flatten)]
         at: Location,
+        /// The store: `sled` (embedded, one node) or `postgres://user@host:port/db`
+        /// (cluster mode). Default: `store` in the config file, else sled.
+        #[arg(long)]
+        store: Option<String>,
     },
     /// Show the PeerID, the listen configuration and the store.
     Info {
@@ -99,6 +104,9 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::client::cli::ClientCommand,
     },
+    /// Load-test a provider: status, ask or fresh signed deals over N connections and
+    /// M streams each; prints throughput and latency percentiles.
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -162,7 +170,7 @@ fn init_logging() {
 async fn run_command(shell: Shell, command: Command) -> CmdResult {
     match command {
         Command::Init { at } => init(shell, at).await,
-        Command::Run { at } => run(shell, at).await,
+        Command::Run { at, store } => run(shell, at, store).await,
         Command::Info { at, json } => info(shell, at, json).await,
         Command::Deals { at, command } => deals(shell, at, command).await,
         Command::Chain {
@@ -170,6 +178,7 @@ async fn run_command(shell: Shell, command: Command) -> CmdResult {
             command: ChainCommand::Check { json },
         } => chain_check(shell, at, json).await,
         Command::Client { command } => Ok(crate::client::cli::run(command).await?),
+        Command::Bench(args) => Ok(crate::bench::run_cli(shell.runtime.clone(), args).await?),
     }
 }
 
@@ -259,6 +268,24 @@ fn open_store(shell: &Shell, dir: &Path) -> Result<Arc<dyn Store>, Fail> {
     Ok(Arc::new(SledStore::open(dir, shell.runtime.clone())?))
 }
 
+/// The store `spec` names: `sled` (in `dir`) or a `postgres://` URL.
+async fn open_store_spec(shell: &Shell, dir: &Path, spec: &str) -> Result<Arc<dyn Store>, Fail> {
+    if is_postgres_url(spec) {
+        let store = crate::store::postgres::PostgresStore::connect(
+            spec,
+            crate::store::postgres::PostgresOptions::default(),
+        )
+        .await?;
+        Ok(Arc::new(store))
+    } else if spec == "sled" {
+        open_store(shell, dir)
+    } else {
+        Err(Fail(format!(
+            "--store {spec:?} is neither \"sled\" nor a postgres:// URL"
+        )))
+    }
+}
+
 /// The PeerID is also kept in plain text beside the store, so `info` can show it while
 /// a running node holds the store's lock.
 fn write_peer_id_file(dir: &Path, peer: &PeerId) {
@@ -296,15 +323,7 @@ async fn init(shell: Shell, at: Location) -> CmdResult {
 
 // ------------------------------------------------------------------ run
 
-fn with_p2p(addr: &Multiaddr, peer: PeerId) -> Multiaddr {
-    if addr.iter().any(|p| matches!(p, MaProtocol::P2p(_))) {
-        addr.clone()
-    } else {
-        addr.clone().with(MaProtocol::P2p(peer))
-    }
-}
-
-async fn run(shell: Shell, at: Location) -> CmdResult {
+async fn run(shell: Shell, at: Location, store_flag: Option<String>) -> CmdResult {
     let (dir, path, config) = locate(&at)?;
     let config = config.ok_or_else(|| {
         Fail(format!(
@@ -314,7 +333,9 @@ async fn run(shell: Shell, at: Location) -> CmdResult {
         ))
     })?;
     create_private_dir(&dir)?;
-    let store = open_store(&shell, &dir)?;
+    let store_spec = store_flag.unwrap_or_else(|| config.store.clone());
+    let cluster = is_postgres_url(&store_spec);
+    let store = open_store_spec(&shell, &dir, &store_spec).await?;
     let (key, created) = identity::load_or_create(&*store).await?;
     let peer = key.public().to_peer_id();
     write_peer_id_file(&dir, &peer);
@@ -361,38 +382,68 @@ async fn run(shell: Shell, at: Location) -> CmdResult {
         },
         metrics.clone(),
     );
-    let stop = crate::signals::sigint_or_sigterm()
+    let gate = Arc::new(LeaseGate::new());
+    service.set_lease_gate(gate.clone());
+    let mut stop = crate::signals::sigint_or_sigterm()
         .map_err(|e| Fail(format!("cannot install the signal handlers: {e}")))?;
     let host_config = config.host_config();
+    let step_down_grace = host_config.write_deadline;
     let announce = host_config.announce.clone();
-    let host = Host::start(
+    let mk12 = Mk12Http::new(service.clone(), config.http.mk12_requests_per_second);
+    let front_door =
+        Arc::new(FrontDoor::new(peer, store.clone(), metrics.clone(), mk12).with_cluster(cluster));
+    // The miners' on-chain info is kept right only by the lease holder.
+    let leader_task: Option<LeaderTask> = upkeep.map(|u| {
+        let u = Arc::new(u);
+        let miners = miner_list(&config);
+        let every = Duration::from_secs(config.chain.lotus.miner_info_check_secs);
+        let announce = announce.clone();
+        Box::new(move || -> crate::runtime::BoxTask {
+            let (u, miners, announce) = (u.clone(), miners.clone(), announce.clone());
+            Box::pin(async move { u.run(&miners, &peer, &announce, every).await })
+        }) as LeaderTask
+    });
+    let duties = Arc::new(Duties::new(
         shell.runtime.clone(),
         key,
         host_config,
-        Arc::new(service.clone()),
-    )?;
-    let addrs = match host.listen_addrs().await {
-        Ok(a) => a,
-        Err(e) => {
-            host.shutdown(Duration::ZERO).await;
-            return Err(e.into());
-        }
-    };
-    tracing::info!("PeerID {peer}");
-    for a in &addrs {
-        tracing::info!("listening on {}", with_p2p(a, peer));
-    }
-    for a in &announce {
-        tracing::info!("announcing {}", with_p2p(a, peer));
-    }
-    let mk12 = Mk12Http::new(service.clone(), config.http.mk12_requests_per_second);
-    let front_door = Arc::new(FrontDoor::new(peer, store.clone(), metrics.clone(), mk12));
-    front_door.set_relay_target(ws_socket_addr(&addrs));
-    service.set_transport_addrs(if announce.is_empty() {
-        addrs
+        service.clone(),
+        front_door.clone(),
+        config.cluster.internal_ws_host,
+        leader_task,
+    ));
+    let node_id = config
+        .cluster
+        .node_id
+        .clone()
+        .unwrap_or_else(default_node_id);
+    let lease_config = if cluster {
+        config.cluster.lease_config()
     } else {
-        announce.clone()
-    });
+        dealport_core::lease::LeaseConfig::default()
+    };
+    let mut lease = LeaseLoop::new(
+        store.clone(),
+        node_id.clone(),
+        lease_config,
+        gate,
+        duties.clone(),
+        metrics.clone(),
+        step_down_grace,
+    );
+    tracing::info!("PeerID {peer}");
+    if cluster {
+        tracing::info!(node = %node_id, ttl = ?lease_config.ttl, renew = ?lease_config.renew_interval, poll = ?lease_config.poll_interval, "cluster mode");
+    }
+    // The first decision before serving HTTP: a single node (or the first of a cluster)
+    // starts its libp2p host here.
+    let first_wait = lease.tick().await;
+    if !cluster && !lease.is_leader() {
+        duties.stop(Duration::ZERO).await;
+        return Err(Fail(lease.start_error().unwrap_or_else(|| {
+            "cannot take the single node's lease".to_owned()
+        })));
+    }
     let http = match http::start(
         shell.runtime.clone(),
         config.http.server_config(),
@@ -403,7 +454,8 @@ async fn run(shell: Shell, at: Location) -> CmdResult {
     {
         Ok(h) => h,
         Err(e) => {
-            host.shutdown(Duration::ZERO).await;
+            lease.release().await;
+            duties.stop(Duration::ZERO).await;
             return Err(Fail(format!(
                 "cannot serve HTTP on {} (config key `http.listen`): {e}",
                 config.http.listen
@@ -411,32 +463,34 @@ async fn run(shell: Shell, at: Location) -> CmdResult {
         }
     };
     tracing::info!("http listening on {}", http.local_addr());
-    metrics.set_lease("leader", 0);
-    let gauges = report_host_gauges(&host, metrics.clone());
-    let miners = miner_list(&config);
-    let every = Duration::from_secs(config.chain.lotus.miner_info_check_secs);
-    let chain_upkeep = async {
-        match &upkeep {
-            // The single node always holds the lease; in a cluster only the holder runs this.
-            Some(u) => u.run(&miners, &peer, &announce, every).await,
-            None => futures::future::pending().await,
-        }
-    };
-    let background = futures::future::join(gauges, chain_upkeep);
+    if cluster && !lease.is_leader() {
+        tracing::info!("standing by: another node holds the lease");
+    }
+    let gauges = report_host_gauges(&duties, metrics.clone());
     tracing::info!("ready");
 
     let signal = {
-        let stop = std::pin::pin!(stop);
-        let background = std::pin::pin!(background);
-        match futures::future::select(stop, background).await {
+        let first = Timer::after(first_wait);
+        let gauges = std::pin::pin!(gauges);
+        let stopped = async {
+            if let futures::future::Either::Left((s, _)) =
+                futures::future::select(stop.as_mut(), first).await
+            {
+                return s;
+            }
+            lease.run(&mut stop).await
+        };
+        let stopped = std::pin::pin!(stopped);
+        match futures::future::select(stopped, gauges).await {
             futures::future::Either::Left((signal, _)) => signal,
-            futures::future::Either::Right((_, stop)) => stop.await,
+            futures::future::Either::Right(((), _)) => unreachable!("the gauges never end"),
         }
     };
     tracing::info!(signal = %signal, grace = ?SHUTDOWN_GRACE, "stopping");
-    front_door.set_relay_target(None);
+    // Give the lease up first so a standby takes over at its next poll.
+    lease.release().await;
     http.shutdown().await;
-    host.shutdown(SHUTDOWN_GRACE).await;
+    duties.stop(SHUTDOWN_GRACE).await;
     tracing::info!("stopped");
     drop(service);
     drop(store);
@@ -529,11 +583,12 @@ async fn chain_check(shell: Shell, at: Location, json: bool) -> CmdResult {
 }
 
 /// Keep the connection and stream gauges current (every 2 s) until dropped.
-async fn report_host_gauges(host: &crate::p2p::HostHandle, metrics: Arc<Metrics>) {
+async fn report_host_gauges(duties: &Duties, metrics: Arc<Metrics>) {
     loop {
-        metrics.set_libp2p_connections(host.active_connections() as i64);
-        metrics.set_libp2p_streams(host.active_streams() as i64);
-        async_io::Timer::after(Duration::from_secs(2)).await;
+        let (connections, streams) = duties.host_counts();
+        metrics.set_libp2p_connections(connections as i64);
+        metrics.set_libp2p_streams(streams as i64);
+        Timer::after(Duration::from_secs(2)).await;
     }
 }
 
@@ -611,8 +666,10 @@ async fn info(shell: Shell, at: Location, json: bool) -> CmdResult {
 // ------------------------------------------------------------------ deals
 
 async fn deals(shell: Shell, at: Location, command: DealsCommand) -> CmdResult {
-    let (dir, _path, _config) = locate(&at)?;
-    let store = open_store(&shell, &dir)?;
+    let (dir, _path, config) = locate(&at)?;
+    // The config's store: the cluster's database when `store` is a postgres:// URL.
+    let spec = config.map_or_else(|| "sled".to_owned(), |c| c.store);
+    let store = open_store_spec(&shell, &dir, &spec).await?;
     match command {
         DealsCommand::List { json } => {
             let deals = store.list_deals().await?;

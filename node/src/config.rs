@@ -25,17 +25,81 @@ pub const CALIBNET_GENESIS_UNIX: i64 = 1_613_776_200;
 pub const EPOCH_SECONDS: i64 = 30;
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Where the store lives. `--data-dir` wins over this.
     pub data_dir: Option<PathBuf>,
+    /// `"sled"` (the embedded store in the data dir) or a `postgres://…` URL (cluster
+    /// mode). `dealport run --store` wins over this.
+    pub store: String,
+    pub cluster: ClusterConfig,
     pub libp2p: Libp2pConfig,
     pub http: HttpConfig,
     pub chain: ChainConfig,
     pub miners: Vec<MinerConfig>,
     pub policy: PolicyConfig,
     pub limits: LimitsConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: None,
+            store: "sled".to_owned(),
+            cluster: ClusterConfig::default(),
+            libp2p: Libp2pConfig::default(),
+            http: HttpConfig::default(),
+            chain: ChainConfig::default(),
+            miners: Vec::new(),
+            policy: PolicyConfig::default(),
+            limits: LimitsConfig::default(),
+        }
+    }
+}
+
+/// Whether `store` names the cluster backend.
+pub fn is_postgres_url(store: &str) -> bool {
+    store.starts_with("postgres://") || store.starts_with("postgresql://")
+}
+
+/// `[cluster]`: the leader lease (only matters with a `postgres://` store).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// This node's name in the lease row. Default: `hostname:pid`.
+    pub node_id: Option<String>,
+    pub lease_ttl_ms: u64,
+    pub renew_ms: u64,
+    pub poll_ms: u64,
+    /// The IP address other nodes' relays use to reach this node's WebSocket listener.
+    pub internal_ws_host: std::net::IpAddr,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        let d = dealport_core::lease::LeaseConfig::default();
+        ClusterConfig {
+            node_id: None,
+            lease_ttl_ms: d.ttl.as_millis() as u64,
+            renew_ms: d.renew_interval.as_millis() as u64,
+            poll_ms: d.poll_interval.as_millis() as u64,
+            internal_ws_host: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// The lease timing; the safety margin is a fifth of the TTL, at most 3 s.
+    pub fn lease_config(&self) -> dealport_core::lease::LeaseConfig {
+        let ttl = Duration::from_millis(self.lease_ttl_ms);
+        dealport_core::lease::LeaseConfig {
+            ttl,
+            renew_interval: Duration::from_millis(self.renew_ms),
+            poll_interval: Duration::from_millis(self.poll_ms),
+            safety_margin: (ttl / 5).min(Duration::from_secs(3)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -453,6 +517,28 @@ impl Config {
                 }
             }
         }
+        if self.store != "sled" && !is_postgres_url(&self.store) {
+            return bad(
+                "store".into(),
+                format!("{:?} is neither \"sled\" nor a postgres:// URL", self.store),
+            );
+        }
+        if self.cluster.node_id.as_deref().is_some_and(str::is_empty) {
+            return bad("cluster.node_id".into(), "must not be empty".into());
+        }
+        if let Err(e) = self.cluster.lease_config().validate() {
+            let key = match e {
+                dealport_core::lease::LeaseConfigError::RenewTooSlow { .. } => "cluster.renew_ms",
+                dealport_core::lease::LeaseConfigError::ZeroInterval
+                    if self.cluster.renew_ms != 0 =>
+                {
+                    "cluster.poll_ms"
+                }
+                dealport_core::lease::LeaseConfigError::ZeroInterval => "cluster.renew_ms",
+                _ => "cluster.lease_ttl_ms",
+            };
+            return bad(key.into(), e.to_string());
+        }
         if self.libp2p.listen.is_empty() {
             return bad("libp2p.listen".into(), "needs at least one address".into());
         }
@@ -595,6 +681,26 @@ const TEMPLATE: &str = r#"# dealport configuration.
 # Where the store (identity key, deals) lives. `--data-dir` wins over this; by default
 # it is the directory this file was written into.
 # data_dir = "/var/lib/dealport"
+
+# Where deals, the identity key and the leader lease live: "sled" (embedded, in the data
+# dir, one node) or "postgres://user:password@host:5432/dealport" (cluster mode: every
+# node sharing the database takes turns running the libp2p host, see [cluster]).
+# `dealport run --store …` wins over this.
+store = "sled"
+
+[cluster]
+# Only used with a postgres:// store. This node's name in the lease row; default
+# "<hostname>:<pid>".
+# node_id = "sp-node-1"
+# The leader holds the lease this long per renewal, renews this often; standbys read
+# the lease this often (a standby takes over within ttl + poll after a crash, within
+# one poll after a graceful stop).
+lease_ttl_ms = 15000
+renew_ms = 5000
+poll_ms = 2000
+# The IP address the other nodes' HTTP relays use to reach this node's libp2p WebSocket
+# listener (its port comes from [libp2p] listen).
+internal_ws_host = "127.0.0.1"
 
 [libp2p]
 # Listen addresses. Port 0 picks a random free port at every start.
@@ -744,6 +850,30 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("policy.max_label_bytes"), "{e}");
+    }
+
+    #[test]
+    fn store_and_cluster_keys() {
+        let c = Config::parse(
+            "store = \"postgres://u@127.0.0.1:5432/db\"\n[cluster]\nnode_id = \"a\"\nlease_ttl_ms = 3000\nrenew_ms = 1000\npoll_ms = 500\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert!(is_postgres_url(&c.store));
+        let l = c.cluster.lease_config();
+        assert_eq!(l.safety_margin, Duration::from_millis(600));
+        l.validate().unwrap();
+        let e = Config::parse("store = \"mysql://x\"\n", Path::new("/x/c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`store`") && e.contains("/x/c.toml"), "{e}");
+        let e = Config::parse(
+            "[cluster]\nlease_ttl_ms = 3000\nrenew_ms = 2900\n",
+            Path::new("c.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("cluster.renew_ms"), "{e}");
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! What this node tells its HTTP server: where the libp2p host listens for relayed
 //! WebSockets, whether the node is healthy, and its banner.
 //!
-//! With one node (sled), the host always runs here. The cluster mode will replace the
-//! relay target with the lease holder's address from the shared store.
+//! With one node (sled), the host always runs here and the relay goes to it. In cluster
+//! mode every node relays to the current lease holder's internal WebSocket address, read
+//! from the shared store (only while its lease is live).
 use std::{
     net::SocketAddr,
     sync::{Arc, RwLock},
@@ -31,6 +32,10 @@ pub struct FrontDoor {
     relay_target: RwLock<Option<SocketAddr>>,
     /// MK12 over plain HTTP, served where deals are taken.
     mk12: Mk12Http,
+    /// Cluster mode: relay to the holder named by the store.
+    cluster: bool,
+    /// `(leader, generation)` as the lease loop last set it.
+    lease: RwLock<Option<(bool, u64)>>,
 }
 
 impl FrontDoor {
@@ -41,7 +46,20 @@ impl FrontDoor {
             metrics,
             relay_target: RwLock::new(None),
             mk12,
+            cluster: false,
+            lease: RwLock::new(None),
         }
+    }
+
+    /// Cluster mode: relay to whichever node holds the lease (from the store).
+    pub fn with_cluster(mut self, cluster: bool) -> Self {
+        self.cluster = cluster;
+        self
+    }
+
+    /// The lease loop's view: whether this node leads, and the generation.
+    pub fn set_lease(&self, leader: bool, generation: u64) {
+        *self.lease.write().unwrap_or_else(|e| e.into_inner()) = Some((leader, generation));
     }
 
     /// The host started (`Some`, its WebSocket listener) or stopped (`None`).
@@ -80,6 +98,22 @@ pub fn ws_socket_addr(listen: &[Multiaddr]) -> Option<SocketAddr> {
 impl HttpBackend for FrontDoor {
     fn relay_target(&self) -> BoxFuture<Result<SocketAddr, String>> {
         let target = *self.relay_target.read().unwrap_or_else(|e| e.into_inner());
+        if self.cluster {
+            let store = self.store.clone();
+            return Box::pin(async move {
+                match store.relay_target().await {
+                    Ok(Some(t)) if t.live => crate::cluster::relay_socket_addr(&t.local_listen)
+                        .ok_or_else(|| {
+                            format!(
+                                "the lease holder's address {} is not usable",
+                                t.local_listen
+                            )
+                        }),
+                    Ok(_) => Err("no node holds the lease right now, retry".to_owned()),
+                    Err(e) => Err(format!("cannot find the lease holder: {e}")),
+                }
+            });
+        }
         Box::pin(async move {
             target.ok_or_else(|| "the libp2p host is not running on this node".to_owned())
         })
@@ -94,15 +128,20 @@ impl HttpBackend for FrontDoor {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .is_some();
+        let lease = *self.lease.read().unwrap_or_else(|e| e.into_inner());
+        let (leader, generation) = lease.unwrap_or((serving, 0));
+        let cluster = self.cluster;
         Box::pin(async move {
             let started = Instant::now();
             let store_ok = store.identity().await.is_ok();
             metrics.store_latency("health", started.elapsed().as_secs_f64());
-            let ok = store_ok && serving;
+            // A standby is healthy in a cluster: its relay reaches the holder.
+            let ok = store_ok && (serving || cluster);
             let body = json!({
-                "role": if serving { "leader" } else { "standby" },
+                "role": if leader { "leader" } else { "standby" },
                 "peer_id": peer,
-                "lease_generation": 0,
+                "lease_generation": generation,
+                "cluster": cluster,
                 "store_ok": store_ok,
                 "libp2p_host": serving,
             });

@@ -26,6 +26,7 @@ use libp2p::{multiaddr::Protocol as MaProtocol, Multiaddr, PeerId};
 
 use crate::{
     chain::ChainFactsSource,
+    cluster::{LeaseGate, NOT_HOLDER},
     metrics::Metrics,
     p2p::{Reply, StreamFailure, StreamService},
     store::{Inserted, Store, StoreError},
@@ -36,6 +37,7 @@ const ACCEPTED: &str = "accepted";
 const ACCEPTED_AGAIN: &str = "accepted_again";
 const SERVER_ERROR_STORE: &str = "server_error_store";
 const SERVER_ERROR_BUDGET: &str = "server_error_budget";
+const SERVER_ERROR_NOT_HOLDER: &str = "server_error_not_holder";
 
 /// What the service needs besides the store and the chain.
 #[derive(Debug, Clone)]
@@ -56,6 +58,9 @@ struct Inner {
     verify_cache: Mutex<VerifyCache>,
     /// The addresses listed by the transports protocol (set once the host listens).
     transport_addrs: RwLock<Vec<Multiaddr>>,
+    /// The lease gate (cluster.rs): when set, every deal write is fenced with its current
+    /// fence and refused without one. Unset (tests): unfenced writes.
+    gate: RwLock<Option<Arc<LeaseGate>>>,
 }
 
 /// The [`StreamService`] of a dealport node.
@@ -94,7 +99,13 @@ impl DealService {
             metrics,
             verify_cache: Mutex::new(cache),
             transport_addrs: RwLock::new(Vec::new()),
+            gate: RwLock::new(None),
         }))
+    }
+
+    /// Fence every deal write with `gate`'s current fence (refuse without one).
+    pub fn set_lease_gate(&self, gate: Arc<LeaseGate>) {
+        *self.0.gate.write().unwrap_or_else(|e| e.into_inner()) = Some(gate);
     }
 
     pub fn metrics(&self) -> Arc<Metrics> {
@@ -262,6 +273,12 @@ impl Inner {
         DealResponse::rejected(SAVE_FAILED)
     }
 
+    fn not_holder(&self, protocol: &str, peer: &str, uuid: impl std::fmt::Display) -> DealResponse {
+        tracing::warn!(%peer, deal = %uuid, "proposal refused: this node is not the lease holder");
+        self.metrics.proposal(protocol, SERVER_ERROR_NOT_HOLDER);
+        DealResponse::rejected(NOT_HOLDER)
+    }
+
     fn reject(
         &self,
         protocol: &str,
@@ -320,7 +337,15 @@ impl Inner {
                 peer.clone(),
                 now_unix_nanos(),
             );
-            match self.store.insert_new_deal(&record).await {
+            let gate = self.gate.read().unwrap_or_else(|e| e.into_inner()).clone();
+            let inserted = match gate {
+                None => self.store.insert_new_deal(&record).await,
+                Some(gate) => match gate.current() {
+                    Some(fence) => self.store.insert_new_deal_fenced(&fence, &record).await,
+                    None => return self.not_holder(protocol, &peer, params.deal_uuid),
+                },
+            };
+            match inserted {
                 Ok(Inserted::Yes) => {
                     tracing::info!(
                         %peer,
@@ -338,6 +363,9 @@ impl Inner {
                         Ok(d) => d,
                         Err(e) => return self.reject_store(protocol, &peer, params.deal_uuid, &e),
                     };
+                }
+                Err(StoreError::Fenced { .. }) => {
+                    return self.not_holder(protocol, &peer, params.deal_uuid)
                 }
                 Err(e) => return self.reject_store(protocol, &peer, params.deal_uuid, &e),
             }
@@ -394,5 +422,104 @@ impl StreamService for DealService {
         if matches!(failure, StreamFailure::Framing(_)) {
             self.0.metrics.undecodable(protocol);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::{
+        chain::OfflineChain,
+        config::Config,
+        runtime::{BoxTask, Runtime},
+        store::{sled::SledStore, Fence},
+    };
+
+    struct ThreadRuntime;
+
+    impl Runtime for ThreadRuntime {
+        fn spawn(&self, fut: BoxTask) {
+            std::thread::spawn(move || futures::executor::block_on(fut));
+        }
+        fn spawn_blocking(&self, f: Box<dyn FnOnce() + Send>) {
+            std::thread::spawn(f);
+        }
+    }
+
+    fn golden(name: &str) -> Vec<u8> {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../core/tests/data/mk12-golden.json"
+        ))
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        hex::decode(v["vectors"][name]["hex"].as_str().unwrap()).unwrap()
+    }
+
+    /// Deal writes go through the lease gate: refused (and nothing written) without a
+    /// current fence or past its deadline, accepted under the held lease's fence.
+    #[test]
+    fn deal_writes_need_the_current_fence() {
+        let config = Config::parse(
+            "[chain.offline]\nhead_epoch_override = 4490000\nprovider_collateral_min = \"8589934592000\"\n\
+             [[chain.offline.clients]]\naddress = \"f1d54ilgaapj2jrn7zjecy7jzaldgjnwggdnc3fna\"\n\
+             escrow = \"1000\"\ndatacap = \"34359738368\"\n[[miners]]\naddress = \"f01000\"\n",
+            "t.toml".as_ref(),
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(SledStore::open(dir.path(), Arc::new(ThreadRuntime)).unwrap());
+        let chain = Arc::new(OfflineChain::new(
+            config.chain.network,
+            config.chain.offline.clone(),
+        ));
+        let svc = DealService::new(
+            store.clone(),
+            chain,
+            ServiceConfig {
+                policy: config.policy(),
+                network: config.chain.network.address_network(),
+                proposal_budget: Duration::from_secs(5),
+                verify_cache_capacity: 16,
+            },
+            Arc::new(Metrics::new()),
+        );
+        let gate = Arc::new(LeaseGate::new());
+        svc.set_lease_gate(gate.clone());
+        let a4 = golden("A4");
+        let deal = "/fil/storage/mk/1.2.1";
+        futures::executor::block_on(async {
+            let refused = Some(DealResponse::rejected(NOT_HOLDER));
+            assert_eq!(svc.propose(deal, a4.clone(), "p".into()).await, refused);
+            let grant = store
+                .try_acquire("me", None, Duration::from_secs(60))
+                .await
+                .unwrap()
+                .unwrap();
+            let fence = Fence {
+                node: "me".into(),
+                generation: grant.generation,
+            };
+            // Past its local deadline: self-fenced.
+            gate.open(fence.clone(), Instant::now() - Duration::from_millis(1));
+            assert_eq!(svc.propose(deal, a4.clone(), "p".into()).await, refused);
+            // A stale generation: the store refuses the write.
+            let stale = Fence {
+                node: "me".into(),
+                generation: grant.generation + 7,
+            };
+            gate.open(stale, Instant::now() + Duration::from_secs(60));
+            assert_eq!(svc.propose(deal, a4.clone(), "p".into()).await, refused);
+            assert!(store.list_deals().await.unwrap().is_empty());
+            gate.open(fence, Instant::now() + Duration::from_secs(60));
+            assert_eq!(
+                svc.propose(deal, a4.clone(), "p".into()).await,
+                Some(DealResponse::accepted())
+            );
+            assert_eq!(store.list_deals().await.unwrap().len(), 1);
+        });
     }
 }

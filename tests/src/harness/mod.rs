@@ -1,8 +1,10 @@
 //! What the conformance scenarios are built from: the golden vectors, the `dealport`
 //! process, its config file, a rust-libp2p client and the js-libp2p client.
 
+pub mod cluster;
 pub mod config;
 pub mod golden;
 pub mod js;
+pub mod postgres;
 pub mod process;
 pub mod rust_client;

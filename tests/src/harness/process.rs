@@ -114,9 +114,15 @@ pub struct Node {
 
 impl Node {
     pub fn start(bin: &str, dir: &Path) -> Node {
+        Node::start_with(bin, dir, &[])
+    }
+
+    /// `dealport run --data-dir <dir> <extra…>` (e.g. `--store postgres://…`).
+    pub fn start_with(bin: &str, dir: &Path, extra: &[&str]) -> Node {
         let mut child = Command::new(bin)
             .args(["run", "--data-dir"])
             .arg(dir)
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -213,6 +219,24 @@ impl Node {
             ws,
             http,
         }
+    }
+
+    /// Log lines that arrived so far (without waiting).
+    pub fn drain(&mut self) {
+        while let Ok(l) = self.lines.try_recv() {
+            self.log.push(l);
+        }
+    }
+
+    /// The HTTP server's address, from the `http listening on` line.
+    pub fn http_addr(&mut self) -> std::net::SocketAddr {
+        self.wait_for("http listening on ", Duration::from_secs(30))
+            .split("http listening on ")
+            .nth(1)
+            .expect("address")
+            .trim()
+            .parse()
+            .expect("a socket address")
     }
 
     /// Send a signal by name (`TERM`, `KILL`).

@@ -1,0 +1,502 @@
+//! Cluster mode: the lease loop that decides which node runs the libp2p host.
+//!
+//! Every node runs the HTTP server (relay, health, metrics); only the holder of the lease
+//! row in the shared store runs the libp2p host and takes deals. The loop reads the row
+//! with the store's clock, asks [`dealport_core::lease::decide`] what to do, and does it:
+//!
+//! - **Acquire**: take the row, start the host with the shared key, write its internal
+//!   WebSocket address (fenced), and only then open the [`LeaseGate`] (count as leader).
+//! - **Renew**: extend the row; the gate stays open until [`lease::accept_until`] of the
+//!   last successful renewal, measured on this node's monotonic clock, so a node that
+//!   cannot reach the store stops taking deals by itself before the row can expire.
+//! - **Step down**: close the gate at once, then close the host with the stream write
+//!   deadline as grace (in-flight proposals are refused by the closed gate and by the
+//!   store's fenced writes).
+//! - **Shutdown** (SIGTERM/SIGINT): close the gate, release the row so a standby takes
+//!   over at its next poll, then close the host.
+//!
+//! The embedded sled store keeps the same lease in memory, so a single node runs this very
+//! loop and simply always holds the lease.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use async_io::Timer;
+use dealport_core::lease::{self, Action, Belief, Inputs, LeaseConfig};
+use futures::future::{self, AbortHandle, Either};
+use libp2p::{identity::Keypair, multiaddr::Protocol, Multiaddr, PeerId};
+
+use crate::{
+    front_door::{ws_socket_addr, FrontDoor},
+    metrics::Metrics,
+    p2p::{Host, HostConfig, HostHandle},
+    runtime::{BoxTask, Runtime},
+    service::DealService,
+    signals::ShutdownSignal,
+    store::{Fence, Store, StoreError},
+};
+
+/// The rejection a proposal gets on a node that does not (or no longer) hold the lease.
+pub const NOT_HOLDER: &str = "server error: this node is not the lease holder, retry";
+
+/// The fence every deal write uses, and until when (local monotonic time) it may be used.
+#[derive(Debug, Default)]
+pub struct LeaseGate {
+    state: Mutex<Option<(Fence, Instant)>>,
+}
+
+impl LeaseGate {
+    pub fn new() -> LeaseGate {
+        LeaseGate::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(Fence, Instant)>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The fence to write under now; `None` when this node is not the holder or its last
+    /// renewal is too old (self-fencing).
+    pub fn current(&self) -> Option<Fence> {
+        match &*self.lock() {
+            Some((f, until)) if Instant::now() < *until => Some(f.clone()),
+            _ => None,
+        }
+    }
+
+    /// Open (or extend) the gate for `fence` until `until`.
+    pub fn open(&self, fence: Fence, until: Instant) {
+        *self.lock() = Some((fence, until));
+    }
+
+    /// Close the gate: no more deal writes.
+    pub fn close(&self) {
+        *self.lock() = None;
+    }
+}
+
+/// A task run only while this node holds the lease (the miners' on-chain info upkeep).
+pub type LeaderTask = Box<dyn Fn() -> BoxTask + Send + Sync>;
+
+/// What a leader runs: the libp2p host and the leader-only background work.
+pub struct Duties {
+    pub runtime: Arc<dyn Runtime>,
+    pub key: Keypair,
+    pub host_config: HostConfig,
+    pub service: DealService,
+    pub front_door: Arc<FrontDoor>,
+    /// The address other nodes' relays use to reach this node's WebSocket listener.
+    pub internal_ws_host: IpAddr,
+    pub leader_task: Option<LeaderTask>,
+    host: Mutex<Option<(HostHandle, Option<AbortHandle>)>>,
+}
+
+impl Duties {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        runtime: Arc<dyn Runtime>,
+        key: Keypair,
+        host_config: HostConfig,
+        service: DealService,
+        front_door: Arc<FrontDoor>,
+        internal_ws_host: IpAddr,
+        leader_task: Option<LeaderTask>,
+    ) -> Duties {
+        Duties {
+            runtime,
+            key,
+            host_config,
+            service,
+            front_door,
+            internal_ws_host,
+            leader_task,
+            host: Mutex::new(None),
+        }
+    }
+
+    fn peer(&self) -> PeerId {
+        self.key.public().to_peer_id()
+    }
+
+    /// The running host's connection and stream counts (0, 0 when not running).
+    pub fn host_counts(&self) -> (usize, usize) {
+        match &*self.host.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some((h, _)) => (h.active_connections(), h.active_streams()),
+            None => (0, 0),
+        }
+    }
+
+    /// Start the host and record its internal WebSocket address under `fence`.
+    async fn start(&self, store: &dyn Store, fence: &Fence) -> Result<(), String> {
+        let peer = self.peer();
+        let announce = self.host_config.announce.clone();
+        let host = Host::start(
+            self.runtime.clone(),
+            self.key.clone(),
+            self.host_config.clone(),
+            Arc::new(self.service.clone()),
+        )
+        .map_err(|e| e.to_string())?;
+        let addrs = match host.listen_addrs().await {
+            Ok(a) => a,
+            Err(e) => {
+                host.shutdown(Duration::ZERO).await;
+                return Err(e.to_string());
+            }
+        };
+        tracing::info!("PeerID {peer}");
+        for a in &addrs {
+            tracing::info!("listening on {}", with_p2p(a, peer));
+        }
+        for a in &announce {
+            tracing::info!("announcing {}", with_p2p(a, peer));
+        }
+        let local_ws = ws_socket_addr(&addrs);
+        let internal = local_ws.map(|s| internal_ws_multiaddr(self.internal_ws_host, s.port()));
+        if let Some(internal) = &internal {
+            let announce: Vec<String> = announce.iter().map(ToString::to_string).collect();
+            if let Err(e) = store
+                .set_local_listen(fence, &internal.to_string(), &announce)
+                .await
+            {
+                host.shutdown(Duration::ZERO).await;
+                return Err(format!("cannot record the WebSocket address: {e}"));
+            }
+        } else {
+            tracing::warn!("no WebSocket listener: the HTTP relays cannot reach this node");
+        }
+        self.service
+            .set_transport_addrs(if announce.is_empty() { addrs } else { announce });
+        self.front_door.set_relay_target(local_ws);
+        let task = self.leader_task.as_ref().map(|t| {
+            let (task, handle) = future::abortable(t());
+            self.runtime.spawn(Box::pin(async move {
+                let _ = task.await;
+            }));
+            handle
+        });
+        *self.host.lock().unwrap_or_else(|e| e.into_inner()) = Some((host, task));
+        Ok(())
+    }
+
+    /// Stop the leader-only work and close the host, letting streams in flight finish
+    /// within `grace`.
+    pub async fn stop(&self, grace: Duration) {
+        self.front_door.set_relay_target(None);
+        let running = self.host.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some((host, task)) = running {
+            if let Some(t) = task {
+                t.abort();
+            }
+            host.shutdown(grace).await;
+            tracing::info!("libp2p host closed");
+        }
+    }
+}
+
+fn with_p2p(addr: &Multiaddr, peer: PeerId) -> Multiaddr {
+    if addr.iter().any(|p| matches!(p, Protocol::P2p(_))) {
+        addr.clone()
+    } else {
+        addr.clone().with(Protocol::P2p(peer))
+    }
+}
+
+fn internal_ws_multiaddr(host: IpAddr, port: u16) -> Multiaddr {
+    let ip = match host {
+        IpAddr::V4(v) => Protocol::Ip4(v),
+        IpAddr::V6(v) => Protocol::Ip6(v),
+    };
+    Multiaddr::empty()
+        .with(ip)
+        .with(Protocol::Tcp(port))
+        .with(Protocol::Ws("/".into()))
+}
+
+/// The relay target written by a holder, as a socket address.
+pub fn relay_socket_addr(local_listen: &str) -> Option<SocketAddr> {
+    let ma: Multiaddr = local_listen.parse().ok()?;
+    ws_socket_addr(&[ma])
+}
+
+/// A default node id: `hostname:pid`.
+pub fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "node".to_owned());
+    format!("{host}:{}", std::process::id())
+}
+
+/// The lease loop of one node.
+pub struct LeaseLoop {
+    store: Arc<dyn Store>,
+    me: String,
+    config: LeaseConfig,
+    gate: Arc<LeaseGate>,
+    duties: Arc<Duties>,
+    metrics: Arc<Metrics>,
+    /// Grace for in-flight streams when stepping down (the stream write deadline).
+    step_down_grace: Duration,
+    belief: Belief,
+    /// While leader: until when (local monotonic) deals may be accepted.
+    until: Option<Instant>,
+    generation: u64,
+    start_error: Option<String>,
+}
+
+impl LeaseLoop {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: Arc<dyn Store>,
+        me: String,
+        config: LeaseConfig,
+        gate: Arc<LeaseGate>,
+        duties: Arc<Duties>,
+        metrics: Arc<Metrics>,
+        step_down_grace: Duration,
+    ) -> LeaseLoop {
+        LeaseLoop {
+            store,
+            me,
+            config,
+            gate,
+            duties,
+            metrics,
+            step_down_grace,
+            belief: Belief::Standby,
+            until: None,
+            generation: 0,
+            start_error: None,
+        }
+    }
+
+    /// Why the last start of the host failed, if it did.
+    pub fn start_error(&self) -> Option<String> {
+        self.start_error.clone()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        matches!(self.belief, Belief::Leader { .. })
+    }
+
+    fn fence(&self, generation: u64) -> Fence {
+        Fence {
+            node: self.me.clone(),
+            generation,
+        }
+    }
+
+    fn set_role(&self, role: &str) {
+        self.duties
+            .front_door
+            .set_lease(role == "leader", self.generation);
+        self.metrics.set_lease(role, self.generation as i64);
+    }
+
+    /// Run `op`; while leader, give up when the local accept deadline passes first.
+    async fn bounded<T>(
+        &self,
+        op: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Option<Result<T, StoreError>> {
+        let Some(until) = self.until.filter(|_| self.is_leader()) else {
+            return Some(op.await);
+        };
+        let op = std::pin::pin!(op);
+        match future::select(op, Timer::at(until)).await {
+            Either::Left((r, _)) => Some(r),
+            Either::Right(_) => None,
+        }
+    }
+
+    async fn step_down(&mut self, why: &str) {
+        self.gate.close();
+        let was_leader = self.is_leader();
+        self.belief = Belief::Standby;
+        self.until = None;
+        self.set_role("standby");
+        if was_leader {
+            tracing::warn!(generation = self.generation, reason = why, "stepping down");
+        }
+        self.duties.stop(self.step_down_grace).await;
+    }
+
+    /// One decision; returns how long to wait before the next.
+    pub async fn tick(&mut self) -> Duration {
+        let poll = self.config.poll_interval;
+        let short = poll.min(self.config.renew_interval);
+        let read = match self.bounded(self.store.read_lease()).await {
+            None => {
+                self.step_down("no renewal before the local accept deadline")
+                    .await;
+                return poll;
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "cannot read the lease");
+                return short;
+            }
+            Some(Ok(r)) => r,
+        };
+        let action = lease::decide(Inputs {
+            me: &self.me,
+            now: read.now,
+            row: read.row.as_ref(),
+            belief: self.belief,
+            config: &self.config,
+            shutting_down: false,
+        });
+        match action {
+            Action::Acquire { expect_generation } => self.acquire(expect_generation).await,
+            Action::Renew { generation } => self.renew(generation).await,
+            Action::StandBy { next_check_after } => match self.until {
+                Some(until) if self.is_leader() => {
+                    next_check_after.min(until.saturating_duration_since(Instant::now()))
+                }
+                _ => next_check_after,
+            },
+            Action::StepDown { reason } => {
+                self.step_down(&reason.to_string()).await;
+                Duration::ZERO
+            }
+            Action::Release { .. } => poll,
+        }
+    }
+
+    async fn acquire(&mut self, expect: Option<u64>) -> Duration {
+        let poll = self.config.poll_interval;
+        let sent = Instant::now();
+        let grant = match self
+            .store
+            .try_acquire(&self.me, expect, self.config.ttl)
+            .await
+        {
+            Ok(Some(g)) => g,
+            Ok(None) => return poll,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot take the lease");
+                return poll;
+            }
+        };
+        let fence = self.fence(grant.generation);
+        self.generation = grant.generation;
+        if let Err(e) = self.duties.start(&*self.store, &fence).await {
+            tracing::error!(error = %e, "took the lease but cannot serve: giving it up");
+            self.start_error = Some(e);
+            self.duties.stop(Duration::ZERO).await;
+            let _ = self.store.release(&fence).await;
+            return poll;
+        }
+        let until = lease::accept_until(sent, &self.config);
+        self.belief = Belief::Leader {
+            generation: grant.generation,
+            renewed_at: grant.at,
+        };
+        self.until = Some(until);
+        self.gate.open(fence, until);
+        self.set_role("leader");
+        tracing::info!(node = %self.me, generation = grant.generation, "holding the lease: serving libp2p");
+        self.config.renew_interval.saturating_sub(sent.elapsed())
+    }
+
+    async fn renew(&mut self, generation: u64) -> Duration {
+        let fence = self.fence(generation);
+        let sent = Instant::now();
+        match self
+            .bounded(self.store.renew(&fence, self.config.ttl))
+            .await
+        {
+            None => {
+                self.step_down("no renewal before the local accept deadline")
+                    .await;
+                self.config.poll_interval
+            }
+            Some(Ok(Some(grant))) => {
+                let until = lease::accept_until(sent, &self.config);
+                self.belief = Belief::Leader {
+                    generation,
+                    renewed_at: grant.at,
+                };
+                self.until = Some(until);
+                self.gate.open(fence, until);
+                self.config.renew_interval
+            }
+            Some(Ok(None)) => {
+                self.step_down("the renewal was refused").await;
+                Duration::ZERO
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "cannot renew the lease");
+                self.config.poll_interval.min(self.config.renew_interval)
+            }
+        }
+    }
+
+    /// Decide and act until `stop` resolves; returns its signal name. Does not release.
+    pub async fn run(&mut self, stop: &mut ShutdownSignal) -> String {
+        loop {
+            let wait = self.tick().await;
+            let timer = Timer::after(wait.max(Duration::from_millis(10)));
+            if let Either::Left((signal, _)) = future::select(stop.as_mut(), timer).await {
+                return signal;
+            }
+        }
+    }
+
+    /// Graceful shutdown, first half: stop taking deals and give the lease up at once so
+    /// a standby takes over at its next poll. Then call [`Duties::stop`].
+    pub async fn release(&mut self) {
+        self.gate.close();
+        if let Belief::Leader { generation, .. } = self.belief {
+            let fence = self.fence(generation);
+            match self.store.release(&fence).await {
+                Ok(true) => tracing::info!(generation, "released the lease"),
+                Ok(false) => tracing::info!(generation, "the lease was no longer ours"),
+                Err(e) => tracing::warn!(error = %e, "cannot release the lease"),
+            }
+        }
+        self.belief = Belief::Standby;
+        self.until = None;
+        self.set_role("standby");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fence(generation: u64) -> Fence {
+        Fence {
+            node: "a".into(),
+            generation,
+        }
+    }
+
+    #[test]
+    fn the_gate_is_shut_without_a_fence_and_after_its_deadline() {
+        let gate = LeaseGate::new();
+        assert_eq!(gate.current(), None);
+        gate.open(fence(3), Instant::now() + Duration::from_secs(60));
+        assert_eq!(gate.current(), Some(fence(3)));
+        gate.open(fence(3), Instant::now() - Duration::from_millis(1));
+        assert_eq!(gate.current(), None, "self-fenced after accept_until");
+        gate.open(fence(4), Instant::now() + Duration::from_secs(60));
+        gate.close();
+        assert_eq!(gate.current(), None);
+    }
+
+    #[test]
+    fn the_relay_target_parses_the_written_address() {
+        let ma = internal_ws_multiaddr("10.0.0.7".parse().unwrap(), 4001);
+        assert_eq!(ma.to_string(), "/ip4/10.0.0.7/tcp/4001/ws");
+        assert_eq!(
+            relay_socket_addr(&ma.to_string()),
+            Some("10.0.0.7:4001".parse().unwrap())
+        );
+        assert_eq!(relay_socket_addr("/ip4/10.0.0.7/tcp/4001"), None);
+        assert!(default_node_id().ends_with(&format!(":{}", std::process::id())));
+    }
+}

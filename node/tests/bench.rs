@@ -1,0 +1,161 @@
+//! `dealport bench` against a node in this process: about a second per workload, and the
+//! report must be sane (answers, ordered percentiles, no errors, nothing rejected).
+
+use std::{sync::Arc, time::Duration};
+
+use dealport_core::wire::Address;
+use dealport_node::{
+    bench::{self, BenchConfig, Report, Workload},
+    chain::{ChainFactsSource, OfflineChain},
+    config::Config,
+    metrics::Metrics,
+    p2p::{Host, HostConfig, HostHandle, Keypair, Multiaddr},
+    service::{DealService, ServiceConfig},
+    store::{sled::SledStore, Store},
+};
+use libp2p::multiaddr::Protocol;
+
+mod common;
+use common::runtime;
+
+/// Both golden clients known, miner f01000 taking deals, head such that A4-like deals fit.
+fn config() -> Config {
+    Config::parse(
+        r#"
+[chain.offline]
+head_epoch_override = 4490000
+provider_collateral_min = "8589934592000"
+[[chain.offline.clients]]
+address = "f1d54ilgaapj2jrn7zjecy7jzaldgjnwggdnc3fna"
+escrow = "1000000000000000000"
+datacap = "34359738368"
+[[chain.offline.clients]]
+address = "f3rd27rdpzmhfttvv3fqrtqgal7vun4s3z4yoiyhlw4qodzv4ed3egfsh2yxtqcvwn2m6ih6dtpjfvcqrtzi2a"
+escrow = "1000000000000000000"
+datacap = "34359738368"
+[[miners]]
+address = "f01000"
+"#,
+        "bench.toml".as_ref(),
+    )
+    .unwrap()
+}
+
+struct Node {
+    host: Option<HostHandle>,
+    tcp: Multiaddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(h) = self.host.take() {
+            futures::executor::block_on(h.shutdown(Duration::ZERO));
+        }
+    }
+}
+
+fn start_node() -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config();
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path(), runtime()).unwrap());
+    let chain: Arc<dyn ChainFactsSource> = Arc::new(OfflineChain::new(
+        config.chain.network,
+        config.chain.offline.clone(),
+    ));
+    let service = DealService::new(
+        store,
+        chain,
+        ServiceConfig {
+            policy: config.policy(),
+            network: config.chain.network.address_network(),
+            proposal_budget: config.proposal_budget(),
+            verify_cache_capacity: 64,
+        },
+        Arc::new(Metrics::new()),
+    );
+    let key = Keypair::generate_ed25519();
+    let peer = key.public().to_peer_id();
+    let host = Host::start(
+        runtime(),
+        key,
+        HostConfig {
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+            ..HostConfig::default()
+        },
+        Arc::new(service),
+    )
+    .unwrap();
+    let addrs = futures::executor::block_on(host.listen_addrs()).unwrap();
+    Node {
+        host: Some(host),
+        tcp: addrs[0].clone().with(Protocol::P2p(peer)),
+        _dir: dir,
+    }
+}
+
+fn measure(node: &Node, workload: Workload, connections: usize, streams: usize) -> Report {
+    let config = BenchConfig {
+        connections,
+        streams,
+        duration: Some(Duration::from_secs(1)),
+        pool: Some(400),
+        ..BenchConfig::new(node.tcp.clone(), workload)
+    };
+    let prepared = bench::prepare(&config).unwrap();
+    let report = futures::executor::block_on(async {
+        let f = std::pin::pin!(bench::run(runtime(), &config, prepared));
+        match futures::future::select(f, async_io::Timer::after(Duration::from_secs(60))).await {
+            futures::future::Either::Left((r, _)) => r.unwrap(),
+            futures::future::Either::Right(_) => panic!("bench did not finish within 60 s"),
+        }
+    });
+    eprintln!("{}", report.line());
+    report
+}
+
+fn assert_sane(r: &Report) {
+    assert!(r.requests > 0, "{r:?}");
+    assert_eq!(r.errors, 0, "{r:?}");
+    assert_eq!(r.rejected, 0, "{r:?}");
+    let l = &r.latency;
+    assert!(l.p50_ms > 0.0, "{r:?}");
+    assert!(
+        l.p50_ms <= l.p90_ms && l.p90_ms <= l.p99_ms && l.p99_ms <= l.max_ms,
+        "{r:?}"
+    );
+    assert!(r.requests_per_s > 0.0 && r.elapsed_s > 0.0, "{r:?}");
+    assert_eq!(r.connections_lost, 0, "{r:?}");
+}
+
+#[test]
+fn bench_reports_sane_numbers() {
+    let node = start_node();
+    // Fresh secp256k1 deals: every one accepted (new UUID and label each).
+    let deals = measure(&node, Workload::DealSecp, 2, 2);
+    assert_sane(&deals);
+    assert!(deals.presigned == 400 && deals.requests <= 400, "{deals:?}");
+    // Two BLS deals, counted, not timed.
+    let bls = {
+        let config = BenchConfig {
+            duration: None,
+            requests: Some(2),
+            ..BenchConfig::new(node.tcp.clone(), Workload::DealBls)
+        };
+        let prepared = bench::prepare(&config).unwrap();
+        futures::executor::block_on(bench::run(runtime(), &config, prepared)).unwrap()
+    };
+    assert_eq!(
+        (bls.requests, bls.errors, bls.rejected),
+        (2, 0, 0),
+        "{bls:?}"
+    );
+    // The ask (offline mode answers `Ask: null`, still a decodable AskResponse).
+    let ask = measure(
+        &node,
+        Workload::Ask(Address::parse("f01000").unwrap()),
+        1,
+        4,
+    );
+    assert_sane(&ask);
+}
