@@ -228,9 +228,16 @@ fn create_private_dir(dir: &Path) -> CmdResult {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
+            // The identity key lives in the store inside: refuse to use it (not merely
+            // warn) while other users can get at it.
             if let Ok(m) = std::fs::metadata(dir) {
-                if m.permissions().mode() & 0o077 != 0 {
-                    tracing::warn!(dir = %dir.display(), "the data dir is readable by other users; chmod 700 it");
+                let mode = m.permissions().mode() & 0o777;
+                if mode & 0o077 != 0 {
+                    return Err(Fail(format!(
+                        "data dir {} is open to other users (mode {mode:o}) and holds the identity key; run `chmod 700 {}`",
+                        dir.display(),
+                        dir.display()
+                    )));
                 }
             }
         }

@@ -38,6 +38,7 @@ macro_rules! conformance_suite {
             rust_ws_deal_status_ask_transports,
             rust_sigkill_after_accepted_restart_keeps_deal_and_peer_id,
             rust_second_run_on_same_data_dir_is_refused,
+            rust_data_dir_open_to_others_is_refused,
             rust_bad_config_key_is_one_sentence,
             rust_sigterm_exits_zero,
             js_tcp_interop,
@@ -279,6 +280,28 @@ pub fn rust_second_run_on_same_data_dir_is_refused(bin: &str) {
     assert!(err.contains(&sentence), "{err}");
     let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "one sentence: {err}");
+}
+
+/// A data dir other users can read (it holds the identity key) is refused with one
+/// sentence saying how to fix it; after `chmod 700` the node starts.
+pub fn rust_data_dir_open_to_others_is_refused(bin: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let d = DataDir::init(bin);
+    let mode = std::fs::metadata(&d.path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "init creates an owner-only data dir");
+    std::fs::set_permissions(&d.path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = dealport(bin, &["run"], &d.path);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is open to other users (mode 755)"), "{err}");
+    assert!(
+        err.contains(&format!("chmod 700 {}", d.path.display())),
+        "{err}"
+    );
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one sentence: {err}");
+    std::fs::set_permissions(&d.path, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let (_node, _ready) = started(bin, &d);
 }
 
 /// An unknown config key: one sentence naming the file, the line and the key.

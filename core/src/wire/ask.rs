@@ -92,35 +92,18 @@ pub struct SignedStorageAsk {
 impl Cbor for SignedStorageAsk {
     const NAME: &'static str = "SignedStorageAsk";
     fn write(&self, w: &mut Writer) {
-        w.map(2).key("Ask");
-        match &self.ask {
-            Some(a) => w.value(a),
-            None => w.null(),
-        };
-        w.key("Signature");
-        match &self.signature {
-            Some(s) => w.value(s),
-            None => w.null(),
-        };
+        w.map(2)
+            .key("Ask")
+            .opt(&self.ask)
+            .key("Signature")
+            .opt(&self.signature);
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, WireError> {
         let mut v = SignedStorageAsk::default();
         r.map_struct(|key, r| {
             match key {
-                "Ask" => {
-                    v.ask = if r.null() {
-                        None
-                    } else {
-                        Some(StorageAsk::read(r)?)
-                    }
-                }
-                "Signature" => {
-                    v.signature = if r.null() {
-                        None
-                    } else {
-                        Some(Signature::read(r)?)
-                    }
-                }
+                "Ask" => v.ask = r.opt()?,
+                "Signature" => v.signature = r.opt()?,
                 _ => return Ok(false),
             }
             Ok(true)
@@ -138,23 +121,13 @@ pub struct AskResponse {
 impl Cbor for AskResponse {
     const NAME: &'static str = "AskResponse";
     fn write(&self, w: &mut Writer) {
-        w.map(1).key("Ask");
-        match &self.ask {
-            Some(a) => w.value(a),
-            None => w.null(),
-        };
+        w.map(1).key("Ask").opt(&self.ask);
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, WireError> {
         let mut v = AskResponse::default();
         r.map_struct(|key, r| {
             match key {
-                "Ask" => {
-                    v.ask = if r.null() {
-                        None
-                    } else {
-                        Some(SignedStorageAsk::read(r)?)
-                    }
-                }
+                "Ask" => v.ask = r.opt()?,
                 _ => return Ok(false),
             }
             Ok(true)

@@ -90,6 +90,14 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
+    /// A pointer field: null (absent) or the value.
+    pub fn opt<T: Cbor>(&mut self) -> Result<Option<T>, WireError> {
+        if self.null() {
+            return Ok(None);
+        }
+        T::read(self).map(Some)
+    }
+
     /// `true` (and consumed) if the next item is CBOR null.
     pub fn null(&mut self) -> bool {
         if self.buf.get(self.pos) == Some(&0xf6) {
@@ -322,5 +330,12 @@ impl Writer {
     pub fn value<T: Cbor>(&mut self, v: &T) -> &mut Self {
         v.write(self);
         self
+    }
+    /// A pointer field: the value, or null when absent.
+    pub fn opt<T: Cbor>(&mut self, v: &Option<T>) -> &mut Self {
+        match v {
+            Some(v) => self.value(v),
+            None => self.null(),
+        }
     }
 }

@@ -67,7 +67,13 @@ impl DealParams {
     /// The 5-key `DealParamsV120` form a v1.2.0 client writes.
     pub fn to_cbor_v120(&self) -> Vec<u8> {
         let mut w = Writer::new();
-        w.map(5)
+        self.write_fields(&mut w, false);
+        w.into_bytes()
+    }
+
+    /// The map in canonical key order; the two v1.2.1 keys only when `v121`.
+    fn write_fields(&self, w: &mut Writer, v121: bool) {
+        w.map(if v121 { 7 } else { 5 })
             .key("DealUUID")
             .value(&self.deal_uuid)
             .key("Transfer")
@@ -75,31 +81,22 @@ impl DealParams {
             .key("IsOffline")
             .bool(self.is_offline)
             .key("DealDataRoot")
-            .value(&self.deal_data_root)
-            .key("ClientDealProposal")
+            .value(&self.deal_data_root);
+        if v121 {
+            w.key("SkipIPNIAnnounce").bool(self.skip_ipni_announce);
+        }
+        w.key("ClientDealProposal")
             .value(&self.client_deal_proposal);
-        w.into_bytes()
+        if v121 {
+            w.key("RemoveUnsealedCopy").bool(self.remove_unsealed_copy);
+        }
     }
 }
 
 impl Cbor for DealParams {
     const NAME: &'static str = "DealParams";
     fn write(&self, w: &mut Writer) {
-        w.map(7)
-            .key("DealUUID")
-            .value(&self.deal_uuid)
-            .key("Transfer")
-            .value(&self.transfer)
-            .key("IsOffline")
-            .bool(self.is_offline)
-            .key("DealDataRoot")
-            .value(&self.deal_data_root)
-            .key("SkipIPNIAnnounce")
-            .bool(self.skip_ipni_announce)
-            .key("ClientDealProposal")
-            .value(&self.client_deal_proposal)
-            .key("RemoveUnsealedCopy")
-            .bool(self.remove_unsealed_copy);
+        self.write_fields(w, true);
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, WireError> {
         let mut p = DealParams::default();
@@ -219,12 +216,9 @@ impl Cbor for DealStatus {
             .str(&self.status)
             .key("Proposal")
             .value(&self.proposal)
-            .key("PublishCid");
-        match &self.publish_cid {
-            Some(c) => w.value(c),
-            None => w.null(),
-        };
-        w.key("ChainDealID")
+            .key("PublishCid")
+            .opt(&self.publish_cid)
+            .key("ChainDealID")
             .uint(self.chain_deal_id)
             .key("SealingStatus")
             .str(&self.sealing_status)
@@ -238,7 +232,7 @@ impl Cbor for DealStatus {
                 "Error" => v.error = r.string()?,
                 "Status" => v.status = r.string()?,
                 "Proposal" => v.proposal = DealProposal::read(r)?,
-                "PublishCid" => v.publish_cid = if r.null() { None } else { Some(Cid::read(r)?) },
+                "PublishCid" => v.publish_cid = r.opt()?,
                 "ChainDealID" => v.chain_deal_id = r.uint()?,
                 "SealingStatus" => v.sealing_status = r.string()?,
                 "SignedProposalCid" => v.signed_proposal_cid = Cid::read(r)?,
@@ -283,12 +277,9 @@ impl Cbor for DealStatusResponse {
             .value(&self.deal_uuid)
             .key("IsOffline")
             .bool(self.is_offline)
-            .key("DealStatus");
-        match &self.deal_status {
-            Some(s) => w.value(s),
-            None => w.null(),
-        };
-        w.key("TransferSize")
+            .key("DealStatus")
+            .opt(&self.deal_status)
+            .key("TransferSize")
             .uint(self.transfer_size)
             .key("NBytesReceived")
             .uint(self.n_bytes_received);
@@ -300,13 +291,7 @@ impl Cbor for DealStatusResponse {
                 "Error" => v.error = r.string()?,
                 "DealUUID" => v.deal_uuid = DealUuid::read(r)?,
                 "IsOffline" => v.is_offline = r.bool()?,
-                "DealStatus" => {
-                    v.deal_status = if r.null() {
-                        None
-                    } else {
-                        Some(DealStatus::read(r)?)
-                    }
-                }
+                "DealStatus" => v.deal_status = r.opt()?,
                 "TransferSize" => v.transfer_size = r.uint()?,
                 "NBytesReceived" => v.n_bytes_received = r.uint()?,
                 _ => return Ok(false),

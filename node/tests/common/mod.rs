@@ -1,7 +1,7 @@
 //! Helpers shared by the node's integration tests.
 #![allow(dead_code)] // each test file uses a different subset
 
-pub mod postgres;
+pub use dealport_testkit::postgres;
 
 use std::sync::Arc;
 

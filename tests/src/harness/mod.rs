@@ -5,6 +5,6 @@ pub mod cluster;
 pub mod config;
 pub mod golden;
 pub mod js;
-pub mod postgres;
+pub use dealport_testkit::postgres;
 pub mod process;
 pub mod rust_client;

@@ -1,0 +1,3 @@
+//! Fixtures shared by node/'s integration tests and the tests/ crate. Nothing here knows
+//! dealport's types, so both can depend on it without a cycle.
+pub mod postgres;
