@@ -19,7 +19,8 @@ use dealport_node::{
 use futures::executor::block_on;
 
 mod common;
-use common::{golden, postgres::PgServer};
+use common::golden;
+use dealport_testkit::postgres::PgServer;
 
 fn a4_record() -> DealRecord {
     let bytes = golden("A4");

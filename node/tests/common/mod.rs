@@ -1,8 +1,6 @@
 //! Helpers shared by the node's integration tests.
 #![allow(dead_code)] // each test file uses a different subset
 
-pub use dealport_testkit::postgres;
-
 use std::sync::Arc;
 
 use dealport_node::{
