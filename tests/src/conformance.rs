@@ -44,6 +44,7 @@ macro_rules! conformance_suite {
             js_tcp_interop,
             js_ws_interop,
             js_through_http_relay,
+            client_cli_deal_and_status_through_the_relay,
             js_silent_stream_closed_after_read_deadline_while_others_answered,
         );
     };
@@ -432,6 +433,76 @@ pub fn js_ws_interop(bin: &str) {
 /// The same through the HTTP server's WebSocket relay (`GET /` upgrade), on its own node.
 pub fn js_through_http_relay(bin: &str) {
     js_interop(bin, Via::Relay);
+}
+
+/// The binary's own `dealport client`, given A4's inputs as flags and the client's Lotus
+/// key file, proposes through the HTTP relay (as a Curio-style provider is reached) and
+/// is accepted; its signed status request then reports `Accepted`.
+pub fn client_cli_deal_and_status_through_the_relay(bin: &str) {
+    let d = DataDir::for_a4(bin);
+    let (_node, ready) = started(bin, &d);
+    let relay = ready.relay().to_string();
+    let wallet = d.path.join("client.key");
+    std::fs::write(&wallet, crate::harness::golden::A4_CLIENT_KEY_FILE).unwrap();
+    let wallet = wallet.to_str().unwrap();
+    let client = |args: &[&str]| -> serde_json::Value {
+        let out = std::process::Command::new(bin)
+            .arg("client")
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "client {args:?}: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    };
+    let deal = client(&[
+        "deal",
+        "--provider",
+        &relay,
+        "--miner",
+        "f01000",
+        "--piece-cid",
+        "baga6ea4seaqd6rv4mrnqpi7kfqcpazxzhho7pytj3v3woh46dzq2hi3zpztfcjy",
+        "--piece-size",
+        "32GiB",
+        "--car-size",
+        "30000000000",
+        "--payload-cid",
+        "bafybeidnuvej2fyjlvgo5ni7n2mfyfpillhwps6nhfphmo3bpjuvjvgnuy",
+        "--url",
+        "https://example.com/data.car",
+        "--start-epoch",
+        "4500000",
+        "--duration",
+        "518400",
+        "--provider-collateral",
+        "8589934592000",
+        "--verified",
+        "--uuid",
+        A4_UUID,
+        "--wallet",
+        wallet,
+        "--json",
+    ]);
+    assert_eq!(deal["accepted"], true, "{deal}");
+    let status = client(&["status", &relay, A4_UUID, "--wallet", wallet, "--json"]);
+    assert_eq!(status["deal_status"]["status"], "Accepted", "{status}");
+    // The flags built exactly golden vector A4: resending the vector's own bytes is an
+    // identical retry (R1), and S1 reports the deal the CLI made.
+    block_on(async {
+        let mut c = Client::new();
+        let peer = c.connect(&ready.tcp).await;
+        assert_r1(
+            &c.request(peer, PROTOCOL_DEAL_1_2_1, &golden("A4")).await,
+            "A4 after the CLI's deal",
+        );
+        assert_a4_accepted_status(&c.request(peer, PROTOCOL_STATUS, &golden("S1")).await);
+    });
 }
 
 /// A js stream that never sends its request is closed by the node after
