@@ -424,29 +424,18 @@ impl PostgresStore {
         with_retry!(self, "insert deal", async {
             let mut tx = self.pool.begin().await?;
             check_fence(&mut tx, fence, generation).await?;
-            let inserted = sqlx::query(
-                "INSERT INTO deals (uuid, params, proposal_cid, signed_proposal_cid, \
+            let inserted = bind_deal(
+                sqlx::query(
+                    "INSERT INTO deals (uuid, params, proposal_cid, signed_proposal_cid, \
                  client_peer_id, created_at_unix_nanos, checkpoint, error, n_bytes_received, \
                  publish_cid, chain_deal_id, sector_number, sector_offset, sealing_status, \
                  writer_generation) \
                  VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
                  ON CONFLICT DO NOTHING RETURNING 1",
+                ),
+                &d,
+                generation,
             )
-            .bind(&d.uuid)
-            .bind(&d.params)
-            .bind(&d.proposal_cid)
-            .bind(&d.signed_proposal_cid)
-            .bind(&d.client_peer_id)
-            .bind(d.created_at_unix_nanos)
-            .bind(&d.checkpoint)
-            .bind(&d.error)
-            .bind(d.n_bytes_received)
-            .bind(&d.publish_cid)
-            .bind(d.chain_deal_id)
-            .bind(d.sector_number)
-            .bind(d.sector_offset)
-            .bind(&d.sealing_status)
-            .bind(generation)
             .fetch_optional(&mut *tx)
             .await?;
             if inserted.is_some() {
@@ -491,29 +480,18 @@ impl PostgresStore {
         with_retry!(self, "update deal", async {
             let mut tx = self.pool.begin().await?;
             check_fence(&mut tx, fence, generation).await?;
-            let done = sqlx::query(
-                "UPDATE deals SET params = $2, proposal_cid = $3, signed_proposal_cid = $4, \
+            let done = bind_deal(
+                sqlx::query(
+                    "UPDATE deals SET params = $2, proposal_cid = $3, signed_proposal_cid = $4, \
                  client_peer_id = $5, created_at_unix_nanos = $6, checkpoint = $7, error = $8, \
                  n_bytes_received = $9, publish_cid = $10, chain_deal_id = $11, \
                  sector_number = $12, sector_offset = $13, sealing_status = $14, \
                  writer_generation = $15, updated_at = now() \
                  WHERE uuid = $1::uuid",
+                ),
+                &d,
+                generation,
             )
-            .bind(&d.uuid)
-            .bind(&d.params)
-            .bind(&d.proposal_cid)
-            .bind(&d.signed_proposal_cid)
-            .bind(&d.client_peer_id)
-            .bind(d.created_at_unix_nanos)
-            .bind(&d.checkpoint)
-            .bind(&d.error)
-            .bind(d.n_bytes_received)
-            .bind(&d.publish_cid)
-            .bind(d.chain_deal_id)
-            .bind(d.sector_number)
-            .bind(d.sector_offset)
-            .bind(&d.sealing_status)
-            .bind(generation)
             .execute(&mut *tx)
             .await?;
             if done.rows_affected() == 0 {
@@ -846,6 +824,28 @@ impl Store for PostgresStore {
     fn relay_target(&self) -> StoreFuture<'_, Option<RelayTarget>> {
         Box::pin(self.relay_target_impl())
     }
+}
+
+type PgQuery<'q> =
+    sqlx::query::Query<'q, sqlx::Postgres, <sqlx::Postgres as sqlx::Database>::Arguments>;
+
+/// Bind a deal row as `$1..$15`, the column order of both the insert and the update.
+fn bind_deal<'q>(q: PgQuery<'q>, d: &'q DealRow, generation: i64) -> PgQuery<'q> {
+    q.bind(&d.uuid)
+        .bind(&d.params)
+        .bind(&d.proposal_cid)
+        .bind(&d.signed_proposal_cid)
+        .bind(&d.client_peer_id)
+        .bind(d.created_at_unix_nanos)
+        .bind(&d.checkpoint)
+        .bind(&d.error)
+        .bind(d.n_bytes_received)
+        .bind(&d.publish_cid)
+        .bind(d.chain_deal_id)
+        .bind(d.sector_number)
+        .bind(d.sector_offset)
+        .bind(&d.sealing_status)
+        .bind(generation)
 }
 
 #[cfg(test)]
