@@ -22,7 +22,7 @@ use dealport_node::{
         Host, HostConfig, HostHandle, Keypair, Multiaddr, PeerId, Reply, StreamProtocol,
         StreamService,
     },
-    runtime::{BoxTask, Runtime, SwarmExecutor},
+    runtime::SwarmExecutor,
 };
 use futures::{
     channel::mpsc,
@@ -42,49 +42,8 @@ use tungstenite::{
 
 // ---------------------------------------------------------------- runtime
 
-struct TestRuntime(Arc<async_executor::Executor<'static>>);
-
-impl Runtime for TestRuntime {
-    fn spawn(&self, fut: BoxTask) {
-        self.0.spawn(fut).detach();
-    }
-
-    fn spawn_blocking(&self, f: Box<dyn FnOnce() + Send>) {
-        std::thread::spawn(f);
-    }
-}
-
-fn runtime() -> Arc<dyn Runtime> {
-    static EX: OnceLock<Arc<async_executor::Executor<'static>>> = OnceLock::new();
-    let ex = EX.get_or_init(|| {
-        let ex = Arc::new(async_executor::Executor::new());
-        for i in 0..2 {
-            let ex = ex.clone();
-            std::thread::Builder::new()
-                .name(format!("test-exec-{i}"))
-                .spawn(move || async_io::block_on(ex.run(future::pending::<()>())))
-                .expect("spawn executor thread");
-        }
-        ex
-    });
-    Arc::new(TestRuntime(ex.clone()))
-}
-
-fn run<F: std::future::Future<Output = ()>>(limit: Duration, f: F) {
-    async_io::block_on(async {
-        match future::select(std::pin::pin!(f), Timer::after(limit)).await {
-            Either::Left(((), _)) => {}
-            Either::Right(_) => panic!("test did not finish within {limit:?}"),
-        }
-    })
-}
-
-async fn within<F: std::future::Future>(limit: Duration, f: F) -> F::Output {
-    match future::select(std::pin::pin!(f), Timer::after(limit)).await {
-        Either::Left((out, _)) => out,
-        Either::Right(_) => panic!("step did not finish within {limit:?}"),
-    }
-}
+mod common;
+use common::{executor_runtime as runtime, run, within};
 
 // ---------------------------------------------------------------- libp2p host
 

@@ -13,20 +13,16 @@ use std::{
 };
 
 use async_io::Timer;
-use dealport_node::{
-    p2p::{
-        mk12_protocols,
-        transport::{build_transport, Security, TransportConfig},
-        Host, HostConfig, HostHandle, Keypair, Limits, Multiaddr, PeerId, Reply, StreamProtocol,
-        StreamService, PROTOCOL_ASK, PROTOCOL_DEAL_1_2_0, PROTOCOL_DEAL_1_2_1, PROTOCOL_STATUS,
-        PROTOCOL_TRANSPORTS,
-    },
-    runtime::{BoxTask, Runtime},
+use dealport_node::p2p::{
+    mk12_protocols,
+    transport::{build_transport, Security, TransportConfig},
+    Host, HostConfig, HostHandle, Keypair, Limits, Multiaddr, PeerId, Reply, StreamProtocol,
+    StreamService, PROTOCOL_ASK, PROTOCOL_DEAL_1_2_0, PROTOCOL_DEAL_1_2_1, PROTOCOL_STATUS,
+    PROTOCOL_TRANSPORTS,
 };
 use futures::{
     channel::{mpsc, oneshot},
-    future::{self, Either},
-    AsyncReadExt, AsyncWriteExt, FutureExt, StreamExt,
+    future, AsyncReadExt, AsyncWriteExt, FutureExt, StreamExt,
 };
 use libp2p::{
     core::{multiaddr::Protocol, upgrade::Version},
@@ -37,51 +33,8 @@ use libp2p::{
 
 // ---------------------------------------------------------------- runtime
 
-struct TestRuntime(Arc<async_executor::Executor<'static>>);
-
-impl Runtime for TestRuntime {
-    fn spawn(&self, fut: BoxTask) {
-        self.0.spawn(fut).detach();
-    }
-
-    fn spawn_blocking(&self, f: Box<dyn FnOnce() + Send>) {
-        std::thread::spawn(f);
-    }
-}
-
-/// One executor with two worker threads for the whole test binary.
-fn runtime() -> Arc<dyn Runtime> {
-    static EX: OnceLock<Arc<async_executor::Executor<'static>>> = OnceLock::new();
-    let ex = EX.get_or_init(|| {
-        let ex = Arc::new(async_executor::Executor::new());
-        for i in 0..2 {
-            let ex = ex.clone();
-            std::thread::Builder::new()
-                .name(format!("test-exec-{i}"))
-                .spawn(move || async_io::block_on(ex.run(future::pending::<()>())))
-                .expect("spawn executor thread");
-        }
-        ex
-    });
-    Arc::new(TestRuntime(ex.clone()))
-}
-
-/// Run a test body with an overall bound so a hang fails instead of blocking CI.
-fn run<F: std::future::Future<Output = ()>>(limit: Duration, f: F) {
-    async_io::block_on(async {
-        match future::select(std::pin::pin!(f), Timer::after(limit)).await {
-            Either::Left(((), _)) => {}
-            Either::Right(_) => panic!("test did not finish within {limit:?}"),
-        }
-    })
-}
-
-async fn within<F: std::future::Future>(limit: Duration, f: F) -> F::Output {
-    match future::select(std::pin::pin!(f), Timer::after(limit)).await {
-        Either::Left((out, _)) => out,
-        Either::Right(_) => panic!("step did not finish within {limit:?}"),
-    }
-}
+mod common;
+use common::{executor_runtime as runtime, run, within};
 
 // ---------------------------------------------------------------- service
 

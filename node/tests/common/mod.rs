@@ -1,7 +1,13 @@
 //! Helpers shared by the node's integration tests.
 #![allow(dead_code)] // each test file uses a different subset
 
-use std::sync::Arc;
+use std::{
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
+
+use async_io::Timer;
+use futures::future::{self, Either};
 
 use dealport_node::{
     config::Config,
@@ -22,6 +28,54 @@ impl Runtime for ThreadRuntime {
 
 pub fn runtime() -> Arc<dyn Runtime> {
     Arc::new(ThreadRuntime)
+}
+
+/// A runtime on one executor with two worker threads for the whole test binary, for
+/// tests that run many tasks at once (libp2p hosts, the relay).
+pub struct ExecutorRuntime(Arc<async_executor::Executor<'static>>);
+
+impl Runtime for ExecutorRuntime {
+    fn spawn(&self, fut: BoxTask) {
+        self.0.spawn(fut).detach();
+    }
+
+    fn spawn_blocking(&self, f: Box<dyn FnOnce() + Send>) {
+        std::thread::spawn(f);
+    }
+}
+
+pub fn executor_runtime() -> Arc<dyn Runtime> {
+    static EX: OnceLock<Arc<async_executor::Executor<'static>>> = OnceLock::new();
+    let ex = EX.get_or_init(|| {
+        let ex = Arc::new(async_executor::Executor::new());
+        for i in 0..2 {
+            let ex = ex.clone();
+            std::thread::Builder::new()
+                .name(format!("test-exec-{i}"))
+                .spawn(move || async_io::block_on(ex.run(future::pending::<()>())))
+                .expect("spawn executor thread");
+        }
+        ex
+    });
+    Arc::new(ExecutorRuntime(ex.clone()))
+}
+
+/// Run a test body with an overall bound so a hang fails instead of blocking CI.
+pub fn run<F: std::future::Future<Output = ()>>(limit: Duration, f: F) {
+    async_io::block_on(async {
+        match future::select(std::pin::pin!(f), Timer::after(limit)).await {
+            Either::Left(((), _)) => {}
+            Either::Right(_) => panic!("test did not finish within {limit:?}"),
+        }
+    })
+}
+
+/// One step of a test, bounded.
+pub async fn within<F: std::future::Future>(limit: Duration, f: F) -> F::Output {
+    match future::select(std::pin::pin!(f), Timer::after(limit)).await {
+        Either::Left((out, _)) => out,
+        Either::Right(_) => panic!("step did not finish within {limit:?}"),
+    }
 }
 
 /// A golden vector's bytes from core's test data.
