@@ -6,17 +6,13 @@ use std::{sync::Arc, time::Duration};
 use dealport_core::wire::Address;
 use dealport_node::{
     bench::{self, BenchConfig, Report, Workload},
-    chain::{ChainFactsSource, OfflineChain},
     config::Config,
-    metrics::Metrics,
     p2p::{Host, HostConfig, HostHandle, Keypair, Multiaddr},
-    service::{DealService, ServiceConfig},
-    store::{sled::SledStore, Store},
 };
 use libp2p::multiaddr::Protocol;
 
 mod common;
-use common::runtime;
+use common::{runtime, service_on_sled, ServiceOnSled};
 
 /// Both golden clients known, miner f01000 taking deals, head such that A4-like deals fit.
 fn config() -> Config {
@@ -56,24 +52,8 @@ impl Drop for Node {
 }
 
 fn start_node() -> Node {
-    let dir = tempfile::tempdir().unwrap();
     let config = config();
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path(), runtime()).unwrap());
-    let chain: Arc<dyn ChainFactsSource> = Arc::new(OfflineChain::new(
-        config.chain.network,
-        config.chain.offline.clone(),
-    ));
-    let service = DealService::new(
-        store,
-        chain,
-        ServiceConfig {
-            policy: config.policy(),
-            network: config.chain.network.address_network(),
-            proposal_budget: config.proposal_budget(),
-            verify_cache_capacity: 64,
-        },
-        Arc::new(Metrics::new()),
-    );
+    let ServiceOnSled { service, dir, .. } = service_on_sled(&config);
     let key = Keypair::generate_ed25519();
     let peer = key.public().to_peer_id();
     let host = Host::start(

@@ -7,7 +7,6 @@ use clap::Parser;
 use dealport_core::wire::{Address, Cbor, Cid, DealUuid, TokenAmount};
 use dealport_node::{
     app::{Cli, Command},
-    chain::{ChainFactsSource, OfflineChain},
     client::{
         self,
         cli::{execute, ClientCommand},
@@ -15,16 +14,13 @@ use dealport_node::{
     },
     front_door::FrontDoor,
     http::{self, HttpConfig},
-    metrics::Metrics,
     mk12_http::Mk12Http,
     p2p::{Host, HostConfig, HostHandle, Keypair, Multiaddr},
-    service::{DealService, ServiceConfig},
-    store::{sled::SledStore, Store},
 };
 use libp2p::multiaddr::Protocol;
 
 mod common;
-use common::{a4_config, golden, runtime};
+use common::{a4_config, golden, runtime, service_on_sled, ServiceOnSled};
 
 /// `lotus wallet export` of the golden secp256k1 client (secret = sha256("mk12 example
 /// secp256k1 client")).
@@ -187,25 +183,13 @@ impl Drop for Node {
 }
 
 fn start_node() -> Node {
-    let dir = tempfile::tempdir().unwrap();
     let config = a4_config();
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path(), runtime()).unwrap());
-    let chain: Arc<dyn ChainFactsSource> = Arc::new(OfflineChain::new(
-        config.chain.network,
-        config.chain.offline.clone(),
-    ));
-    let metrics = Arc::new(Metrics::new());
-    let service = DealService::new(
-        store.clone(),
-        chain,
-        ServiceConfig {
-            policy: config.policy(),
-            network: config.chain.network.address_network(),
-            proposal_budget: config.proposal_budget(),
-            verify_cache_capacity: 16,
-        },
-        metrics.clone(),
-    );
+    let ServiceOnSled {
+        store,
+        service,
+        metrics,
+        dir,
+    } = service_on_sled(&config);
     let key = Keypair::generate_ed25519();
     let peer = key.public().to_peer_id();
     let host = Host::start(

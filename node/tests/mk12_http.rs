@@ -8,17 +8,15 @@ use std::{
 
 use dealport_core::wire::{Cbor, DealResponse, DealStatusResponse};
 use dealport_node::{
-    chain::{ChainFactsSource, OfflineChain},
     front_door::FrontDoor,
     http::{self, HttpConfig},
     metrics::Metrics,
     mk12_http::Mk12Http,
-    service::{DealService, ServiceConfig},
-    store::{sled::SledStore, Store},
+    service::DealService,
 };
 
 mod common;
-use common::{a4_config, golden, runtime};
+use common::{a4_config, golden, runtime, service_on_sled, ServiceOnSled};
 
 struct Node {
     door: Arc<FrontDoor>,
@@ -30,25 +28,13 @@ struct Node {
 }
 
 fn start(per_second: u32) -> Node {
-    let dir = tempfile::tempdir().unwrap();
     let config = a4_config();
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path(), runtime()).unwrap());
-    let chain: Arc<dyn ChainFactsSource> = Arc::new(OfflineChain::new(
-        config.chain.network,
-        config.chain.offline.clone(),
-    ));
-    let metrics = Arc::new(Metrics::new());
-    let service = DealService::new(
-        store.clone(),
-        chain,
-        ServiceConfig {
-            policy: config.policy(),
-            network: config.chain.network.address_network(),
-            proposal_budget: config.proposal_budget(),
-            verify_cache_capacity: 16,
-        },
-        metrics.clone(),
-    );
+    let ServiceOnSled {
+        store,
+        service,
+        metrics,
+        dir,
+    } = service_on_sled(&config);
     let peer = libp2p::identity::Keypair::generate_ed25519()
         .public()
         .to_peer_id();

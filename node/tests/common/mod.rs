@@ -10,8 +10,12 @@ use async_io::Timer;
 use futures::future::{self, Either};
 
 use dealport_node::{
+    chain::{ChainFactsSource, OfflineChain},
     config::Config,
+    metrics::Metrics,
     runtime::{BoxTask, Runtime},
+    service::{DealService, ServiceConfig},
+    store::{sled::SledStore, Store},
 };
 
 /// A runtime that gives every task its own thread: enough for tests, no executor crate.
@@ -106,4 +110,40 @@ address = "f01000"
         "test.toml".as_ref(),
     )
     .unwrap()
+}
+
+/// A deal service on a fresh sled store in a temp dir, with the offline chain of `config`.
+pub struct ServiceOnSled {
+    pub store: Arc<dyn Store>,
+    pub service: DealService,
+    pub metrics: Arc<Metrics>,
+    /// Kept so the store outlives the test.
+    pub dir: tempfile::TempDir,
+}
+
+pub fn service_on_sled(config: &Config) -> ServiceOnSled {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path(), runtime()).unwrap());
+    let chain: Arc<dyn ChainFactsSource> = Arc::new(OfflineChain::new(
+        config.chain.network,
+        config.chain.offline.clone(),
+    ));
+    let metrics = Arc::new(Metrics::new());
+    let service = DealService::new(
+        store.clone(),
+        chain,
+        ServiceConfig {
+            policy: config.policy(),
+            network: config.chain.network.address_network(),
+            proposal_budget: config.proposal_budget(),
+            verify_cache_capacity: 16,
+        },
+        metrics.clone(),
+    );
+    ServiceOnSled {
+        store,
+        service,
+        metrics,
+        dir,
+    }
 }
