@@ -400,7 +400,8 @@ async fn run(shell: Shell, at: Location, store_flag: Option<String>) -> CmdResul
     let front_door =
         Arc::new(FrontDoor::new(peer, store.clone(), metrics.clone(), mk12).with_cluster(cluster));
     // The miners' on-chain info is kept right only by the lease holder.
-    let leader_task: Option<LeaderTask> = upkeep.map(|u| {
+    let mut leader_tasks: Vec<LeaderTask> = Vec::new();
+    leader_tasks.extend(upkeep.map(|u| {
         let u = Arc::new(u);
         let miners = miner_list(&config);
         let every = Duration::from_secs(config.chain.lotus.miner_info_check_secs);
@@ -409,7 +410,7 @@ async fn run(shell: Shell, at: Location, store_flag: Option<String>) -> CmdResul
             let (u, miners, announce) = (u.clone(), miners.clone(), announce.clone());
             Box::pin(async move { u.run(&miners, &peer, &announce, every).await })
         }) as LeaderTask
-    });
+    }));
     let duties = Arc::new(Duties::new(
         shell.runtime.clone(),
         key,
@@ -417,7 +418,7 @@ async fn run(shell: Shell, at: Location, store_flag: Option<String>) -> CmdResul
         service.clone(),
         front_door.clone(),
         config.cluster.internal_ws_host,
-        leader_task,
+        leader_tasks,
     ));
     let node_id = config
         .cluster

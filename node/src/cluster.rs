@@ -77,7 +77,8 @@ impl LeaseGate {
     }
 }
 
-/// A task run only while this node holds the lease (the miners' on-chain info upkeep).
+/// A task run only while this node holds the lease (the miners' on-chain info upkeep,
+/// deal execution). Called anew on every acquisition; aborted on every step-down.
 pub type LeaderTask = Box<dyn Fn() -> BoxTask + Send + Sync>;
 
 /// What a leader runs: the libp2p host and the leader-only background work.
@@ -89,8 +90,8 @@ pub struct Duties {
     pub front_door: Arc<FrontDoor>,
     /// The address other nodes' relays use to reach this node's WebSocket listener.
     pub internal_ws_host: IpAddr,
-    pub leader_task: Option<LeaderTask>,
-    host: Mutex<Option<(HostHandle, Option<AbortHandle>)>>,
+    pub leader_tasks: Vec<LeaderTask>,
+    host: Mutex<Option<(HostHandle, Vec<AbortHandle>)>>,
 }
 
 impl Duties {
@@ -102,7 +103,7 @@ impl Duties {
         service: DealService,
         front_door: Arc<FrontDoor>,
         internal_ws_host: IpAddr,
-        leader_task: Option<LeaderTask>,
+        leader_tasks: Vec<LeaderTask>,
     ) -> Duties {
         Duties {
             runtime,
@@ -111,7 +112,7 @@ impl Duties {
             service,
             front_door,
             internal_ws_host,
-            leader_task,
+            leader_tasks,
             host: Mutex::new(None),
         }
     }
@@ -170,14 +171,18 @@ impl Duties {
         self.service
             .set_transport_addrs(if announce.is_empty() { addrs } else { announce });
         self.front_door.set_relay_target(local_ws);
-        let task = self.leader_task.as_ref().map(|t| {
-            let (task, handle) = future::abortable(t());
-            self.runtime.spawn(Box::pin(async move {
-                let _ = task.await;
-            }));
-            handle
-        });
-        *self.host.lock().unwrap_or_else(|e| e.into_inner()) = Some((host, task));
+        let tasks = self
+            .leader_tasks
+            .iter()
+            .map(|t| {
+                let (task, handle) = future::abortable(t());
+                self.runtime.spawn(Box::pin(async move {
+                    let _ = task.await;
+                }));
+                handle
+            })
+            .collect();
+        *self.host.lock().unwrap_or_else(|e| e.into_inner()) = Some((host, tasks));
         Ok(())
     }
 
@@ -186,8 +191,8 @@ impl Duties {
     pub async fn stop(&self, grace: Duration) {
         self.front_door.set_relay_target(None);
         let running = self.host.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some((host, task)) = running {
-            if let Some(t) = task {
+        if let Some((host, tasks)) = running {
+            for t in tasks {
                 t.abort();
             }
             host.shutdown(grace).await;

@@ -13,12 +13,12 @@ use async_io::Timer;
 use dealport_core::{
     accept::{self, Rejection},
     ask::answer_ask,
-    deal::DealRecord,
+    deal::{DealEvent, DealRecord, TransitionError},
     facts::Policy,
     status::{answer_status_on, VerifyCache},
     wire::{
         protocols, AskRequest, AskResponse, Cbor, DealParams, DealResponse, DealStatusRequest,
-        DealStatusResponse, Network, TransportProtocol, TransportsResponse,
+        DealStatusResponse, DealUuid, Network, TransportProtocol, TransportsResponse,
     },
 };
 use futures::future::{self, Either};
@@ -61,6 +61,20 @@ struct Inner {
     /// The lease gate (cluster.rs): when set, every deal write is fenced with its current
     /// fence and refused without one. Unset (tests): unfenced writes.
     gate: RwLock<Option<Arc<LeaseGate>>>,
+    /// Serializes [`DealService::apply_event`]'s read-modify-write of deal records.
+    events: futures::lock::Mutex<()>,
+}
+
+/// Why a lifecycle event was not recorded (the stored deal is unchanged).
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("deal {0}: {1}")]
+    Transition(DealUuid, TransitionError),
+    /// This node does not hold the lease (cluster): another node runs the deals now.
+    #[error("this node does not hold the lease")]
+    NotHolder,
 }
 
 /// The [`StreamService`] of a dealport node.
@@ -100,6 +114,7 @@ impl DealService {
             verify_cache: Mutex::new(cache),
             transport_addrs: RwLock::new(Vec::new()),
             gate: RwLock::new(None),
+            events: futures::lock::Mutex::new(()),
         }))
     }
 
@@ -110,6 +125,51 @@ impl DealService {
 
     pub fn metrics(&self) -> Arc<Metrics> {
         self.0.metrics.clone()
+    }
+
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.0.store.clone()
+    }
+
+    pub fn chain(&self) -> Arc<dyn ChainFactsSource> {
+        self.0.chain.clone()
+    }
+
+    /// Record one lifecycle event of a stored deal (core's [`DealRecord::apply`]) and
+    /// return the deal as now stored. The write is fenced like proposals' when a lease
+    /// gate is set, so a node that lost the lease cannot move deals.
+    pub async fn apply_event(
+        &self,
+        uuid: DealUuid,
+        ev: DealEvent,
+    ) -> Result<DealRecord, ApplyError> {
+        let _one_at_a_time = self.0.events.lock().await;
+        let mut deal = self
+            .0
+            .store
+            .deal_by_uuid(uuid)
+            .await?
+            .ok_or(StoreError::NoSuchDeal(uuid))?;
+        deal.apply(ev)
+            .map_err(|e| ApplyError::Transition(uuid, e))?;
+        let gate = self
+            .0
+            .gate
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let written = match gate {
+            None => self.0.store.update_deal(&deal).await,
+            Some(gate) => match gate.current() {
+                Some(fence) => self.0.store.update_deal_fenced(&fence, &deal).await,
+                None => return Err(ApplyError::NotHolder),
+            },
+        };
+        match written {
+            Ok(()) => Ok(deal),
+            Err(StoreError::Fenced { .. }) => Err(ApplyError::NotHolder),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Set the addresses the transports protocol lists (any `/p2p/…` is dropped).
@@ -520,6 +580,24 @@ mod tests {
                 Some(DealResponse::accepted())
             );
             assert_eq!(store.list_deals().await.unwrap().len(), 1);
+
+            // Lifecycle events are fenced the same way.
+            let uuid = DealParams::from_cbor(&a4).unwrap().deal_uuid;
+            let progress = DealEvent::Transferring { bytes_received: 5 };
+            let d = svc.apply_event(uuid, progress.clone()).await.unwrap();
+            assert_eq!(d.n_bytes_received, 5);
+            assert_eq!(store.deal_by_uuid(uuid).await.unwrap(), Some(d.clone()));
+            let back = DealEvent::Transferring { bytes_received: 4 };
+            assert!(matches!(
+                svc.apply_event(uuid, back).await,
+                Err(ApplyError::Transition(..))
+            ));
+            gate.close();
+            assert!(matches!(
+                svc.apply_event(uuid, DealEvent::Failed("x".into())).await,
+                Err(ApplyError::NotHolder)
+            ));
+            assert_eq!(store.deal_by_uuid(uuid).await.unwrap(), Some(d));
         });
     }
 }
