@@ -6,10 +6,8 @@
 //! `api-v1-unstable-methods.md`; read at commit b835fab702ebce57abd7e6d0c3326bbd1e18c008),
 //! with our values in place of the example values. The section is cited next to each.
 use std::{
-    collections::HashMap,
-    io::{BufRead, BufReader, Read, Write},
-    net::{SocketAddr, TcpListener},
-    sync::{Arc, Mutex},
+    net::TcpListener,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -25,6 +23,7 @@ use dealport_node::chain::{
     miner_info::{MinerInfoUpdater, Outcome},
     ChainFactsSource,
 };
+use dealport_testkit::fake_lotus::FakeLotus;
 use fvm_ipld_encoding::{strict_bytes, tuple::*};
 use libp2p::{identity::Keypair, Multiaddr, PeerId};
 use serde_json::{json, Value};
@@ -35,164 +34,23 @@ const HEAD_CID_1: &str = "bafy2bzacea3wsdh6y3a36tb3skempjoxqpuyompjbmfeyf34fi3uy
 const HEAD_CID_2: &str = "bafy2bzacebp3shtrn43k7g3unredz7fxn4gj533d3o43tqn2p2ipxxhrvchve";
 
 // ------------------------------------------------------------------ FakeLotus (test double)
+// The server is `dealport_testkit::fake_lotus::FakeLotus`; these connect node's client to it.
 
-#[derive(Debug, Clone)]
-struct Call {
-    method: String,
-    params: Value,
-    auth: Option<String>,
+trait FakeLotusExt {
+    fn endpoint(&self) -> Endpoint;
+    fn client(&self, call_timeout: Duration) -> LotusClient;
+    fn chain(&self, call_timeout: Duration, budget: Duration) -> LotusChain;
 }
 
-type Handler = Box<dyn Fn(&Value) -> Value + Send>;
-
-#[derive(Default)]
-struct FakeState {
-    results: HashMap<String, Value>,
-    /// Results computed from the request's params.
-    handlers: HashMap<String, Handler>,
-    errors: HashMap<String, String>,
-    delays: HashMap<String, Duration>,
-    calls: Vec<Call>,
-}
-
-/// TEST DOUBLE: answers Lotus JSON-RPC v1 POSTs with canned results, errors or delays,
-/// and records every call. One thread per connection, plain std sockets.
-#[derive(Clone)]
-struct FakeLotus {
-    addr: SocketAddr,
-    state: Arc<Mutex<FakeState>>,
-}
-
-impl FakeLotus {
-    fn start() -> FakeLotus {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let state = Arc::new(Mutex::new(FakeState::default()));
-        let st = state.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(conn) = conn else { continue };
-                let st = st.clone();
-                std::thread::spawn(move || {
-                    let _ = serve(conn, st);
-                });
-            }
-        });
-        FakeLotus { addr, state }
-    }
-
-    fn set(&self, method: &str, result: Value) {
-        let mut s = self.state.lock().unwrap();
-        s.errors.remove(method);
-        s.results.insert(format!("Filecoin.{method}"), result);
-    }
-    fn set_fn(&self, method: &str, h: impl Fn(&Value) -> Value + Send + 'static) {
-        self.state
-            .lock()
-            .unwrap()
-            .handlers
-            .insert(format!("Filecoin.{method}"), Box::new(h));
-    }
-    /// A JSON-RPC error answer, as go-jsonrpc writes it (`{"code":1,"message":…}`).
-    fn fail(&self, method: &str) {
-        self.state.lock().unwrap().errors.insert(
-            format!("Filecoin.{method}"),
-            format!("{method} failed (fake)"),
-        );
-    }
-    fn delay(&self, method: &str, d: Duration) {
-        self.state
-            .lock()
-            .unwrap()
-            .delays
-            .insert(format!("Filecoin.{method}"), d);
-    }
-    fn calls(&self, method: &str) -> Vec<Call> {
-        let m = format!("Filecoin.{method}");
-        self.state
-            .lock()
-            .unwrap()
-            .calls
-            .iter()
-            .filter(|c| c.method == m)
-            .cloned()
-            .collect()
-    }
+impl FakeLotusExt for FakeLotus {
     fn endpoint(&self) -> Endpoint {
-        Endpoint::from_api_info(&format!(
-            "{TOKEN}:/ip4/127.0.0.1/tcp/{}/http",
-            self.addr.port()
-        ))
-        .unwrap()
+        Endpoint::from_api_info(&self.api_info(TOKEN)).unwrap()
     }
     fn client(&self, call_timeout: Duration) -> LotusClient {
         LotusClient::new(self.endpoint(), Network::Mainnet, call_timeout)
     }
     fn chain(&self, call_timeout: Duration, budget: Duration) -> LotusChain {
         LotusChain::new(self.client(call_timeout), budget, Duration::from_secs(3))
-    }
-}
-
-fn serve(conn: std::net::TcpStream, st: Arc<Mutex<FakeState>>) -> std::io::Result<()> {
-    let mut r = BufReader::new(conn.try_clone()?);
-    let mut w = conn;
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line)? == 0 {
-            return Ok(());
-        }
-        assert!(
-            line.starts_with("POST /rpc/v1 HTTP/1.1"),
-            "request line {line:?}"
-        );
-        let (mut len, mut auth) = (0usize, None);
-        loop {
-            let mut h = String::new();
-            r.read_line(&mut h)?;
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            let (k, v) = h.split_once(':').unwrap();
-            match k.to_ascii_lowercase().as_str() {
-                "content-length" => len = v.trim().parse().unwrap(),
-                "authorization" => auth = Some(v.trim().to_owned()),
-                _ => {}
-            }
-        }
-        let mut body = vec![0; len];
-        r.read_exact(&mut body)?;
-        let req: Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(req["jsonrpc"], "2.0");
-        let method = req["method"].as_str().unwrap().to_owned();
-        let (delay, answer) = {
-            let mut s = st.lock().unwrap();
-            s.calls.push(Call {
-                method: method.clone(),
-                params: req["params"].clone(),
-                auth,
-            });
-            let answer = if let Some(msg) = s.errors.get(&method) {
-                json!({"jsonrpc": "2.0", "id": req["id"], "error": {"code": 1, "message": msg}})
-            } else if let Some(h) = s.handlers.get(&method) {
-                json!({"jsonrpc": "2.0", "id": req["id"], "result": h(&req["params"])})
-            } else if let Some(res) = s.results.get(&method) {
-                json!({"jsonrpc": "2.0", "id": req["id"], "result": res})
-            } else {
-                json!({"jsonrpc": "2.0", "id": req["id"], "error": {"code": -32601, "message": format!("method '{method}' not found")}})
-            };
-            (s.delays.get(&method).copied(), answer)
-        };
-        if let Some(d) = delay {
-            std::thread::sleep(d);
-        }
-        let text = answer.to_string();
-        write!(
-            w,
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
-            text.len()
-        )?;
-        w.flush()?;
     }
 }
 

@@ -1,3 +1,4 @@
 //! Fixtures shared by node/'s integration tests and the tests/ crate. Nothing here knows
 //! dealport's types, so both can depend on it without a cycle.
+pub mod fake_lotus;
 pub mod postgres;
