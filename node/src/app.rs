@@ -340,6 +340,7 @@ async fn run(shell: Shell, at: Location, store_flag: Option<String>) -> CmdResul
         ))
     })?;
     create_private_dir(&dir)?;
+    log_open_file_limit();
     let store_spec = store_flag.unwrap_or_else(|| config.store.clone());
     let cluster = is_postgres_url(&store_spec);
     let store = open_store_spec(&shell, &dir, &store_spec).await?;
@@ -588,6 +589,21 @@ async fn chain_check(shell: Shell, at: Location, json: bool) -> CmdResult {
         }
     }
     Ok(())
+}
+
+/// Raise the soft open-file limit to the hard one and say what it is: the connection
+/// limits only hold if the node does not run out of descriptors first.
+fn log_open_file_limit() {
+    let show = |v: Option<u64>| v.map_or("unlimited".to_owned(), |n| n.to_string());
+    match crate::fd_limit::raise_nofile() {
+        Ok(r) if r.before != r.after => tracing::info!(
+            "raised the open-file limit from {} to {}",
+            show(r.before),
+            show(r.after)
+        ),
+        Ok(r) => tracing::info!("open-file limit {}", show(r.after)),
+        Err(e) => tracing::warn!("{e}"),
+    }
 }
 
 /// Keep the connection and stream gauges current (every 2 s) until dropped.

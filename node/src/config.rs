@@ -132,7 +132,20 @@ pub struct HttpConfig {
     pub max_relays: usize,
     /// MK12 over HTTP (`/market/mk12/…`): requests per second per client IP (Curio: 50).
     pub mk12_requests_per_second: u32,
+    /// HTTP connections at once (relays included); more are closed on accept.
+    pub max_connections: usize,
+    /// Time for a request head to arrive (slowloris bound, also the keep-alive idle).
+    pub header_timeout_secs: u64,
+    /// Largest request head (request line and headers).
+    pub max_header_bytes: usize,
+    /// Time to read a routed request's body and answer it.
+    pub request_timeout_secs: u64,
+    /// Largest request body read for a route (MK12 over HTTP).
+    pub max_body_bytes: usize,
 }
+
+/// The least head buffer hyper accepts (its `MINIMUM_MAX_BUFFER_SIZE`).
+const MIN_HEADER_BYTES: usize = 8192;
 
 impl Default for HttpConfig {
     fn default() -> Self {
@@ -142,6 +155,11 @@ impl Default for HttpConfig {
             relay_idle_timeout_secs: d.relay_idle_timeout.as_secs(),
             max_relays: d.max_relays,
             mk12_requests_per_second: 50,
+            max_connections: d.max_connections,
+            header_timeout_secs: d.header_timeout.as_secs(),
+            max_header_bytes: d.max_header_bytes,
+            request_timeout_secs: d.request_timeout.as_secs(),
+            max_body_bytes: d.max_body,
         }
     }
 }
@@ -153,6 +171,11 @@ impl HttpConfig {
             listen: self.listen,
             relay_idle_timeout: Duration::from_secs(self.relay_idle_timeout_secs),
             max_relays: self.max_relays,
+            max_connections: self.max_connections,
+            header_timeout: Duration::from_secs(self.header_timeout_secs),
+            max_header_bytes: self.max_header_bytes,
+            request_timeout: Duration::from_secs(self.request_timeout_secs),
+            max_body: self.max_body_bytes,
             ..crate::http::HttpConfig::default()
         }
     }
@@ -363,6 +386,12 @@ pub struct LimitsConfig {
     pub max_connections_total: usize,
     pub max_connections_per_peer: usize,
     pub max_connections_per_ip: usize,
+    /// Inbound connections still in their security/muxer handshake.
+    pub max_pending_connections: usize,
+    pub handshake_timeout_ms: u64,
+    /// Largest request item (the framer's cap: bytes buffered per stream).
+    pub max_request_bytes: usize,
+    pub first_byte_deadline_ms: u64,
     pub read_deadline_ms: u64,
     pub write_deadline_ms: u64,
     /// Every proposal is answered within this budget (a `server error: …` rejection if
@@ -382,6 +411,10 @@ impl Default for LimitsConfig {
             max_connections_total: l.max_connections_total,
             max_connections_per_peer: l.max_connections_per_peer,
             max_connections_per_ip: l.max_connections_per_ip,
+            max_pending_connections: l.max_pending_incoming,
+            handshake_timeout_ms: h.handshake_timeout.as_millis() as u64,
+            max_request_bytes: h.max_request_size,
+            first_byte_deadline_ms: h.first_byte_deadline.as_millis() as u64,
             read_deadline_ms: h.read_deadline.as_millis() as u64,
             write_deadline_ms: h.write_deadline.as_millis() as u64,
             proposal_budget_ms: 8000,
@@ -544,11 +577,35 @@ impl Config {
         }
         for (key, v) in [
             ("limits.read_deadline_ms", self.limits.read_deadline_ms),
+            (
+                "limits.first_byte_deadline_ms",
+                self.limits.first_byte_deadline_ms,
+            ),
             ("limits.write_deadline_ms", self.limits.write_deadline_ms),
+            (
+                "limits.handshake_timeout_ms",
+                self.limits.handshake_timeout_ms,
+            ),
             ("limits.proposal_budget_ms", self.limits.proposal_budget_ms),
+            ("http.header_timeout_secs", self.http.header_timeout_secs),
+            ("http.request_timeout_secs", self.http.request_timeout_secs),
         ] {
             if v == 0 {
                 return bad(key.into(), "must be above 0".into());
+            }
+        }
+        // A cap of 0 would refuse everything; hyper needs 8 KiB of head buffer.
+        for (key, v, min) in [
+            ("limits.max_request_bytes", self.limits.max_request_bytes, 1),
+            ("http.max_body_bytes", self.http.max_body_bytes, 1),
+            (
+                "http.max_header_bytes",
+                self.http.max_header_bytes,
+                MIN_HEADER_BYTES,
+            ),
+        ] {
+            if v < min {
+                return bad(key.into(), format!("{v} is below the minimum of {min}"));
             }
         }
         Ok(())
@@ -605,13 +662,17 @@ impl Config {
             listen: self.libp2p.listen.clone(),
             announce: self.libp2p.announce.clone(),
             read_deadline: Duration::from_millis(l.read_deadline_ms),
+            first_byte_deadline: Duration::from_millis(l.first_byte_deadline_ms),
             write_deadline: Duration::from_millis(l.write_deadline_ms),
+            handshake_timeout: Duration::from_millis(l.handshake_timeout_ms),
+            max_request_size: l.max_request_bytes,
             limits: Limits {
                 max_streams_per_peer: l.max_streams_per_peer,
                 max_streams_total: l.max_streams_total,
                 max_connections_total: l.max_connections_total,
                 max_connections_per_peer: l.max_connections_per_peer,
                 max_connections_per_ip: l.max_connections_per_ip,
+                max_pending_incoming: l.max_pending_connections,
                 ..d.limits.clone()
             },
             ..d
@@ -722,6 +783,16 @@ max_relays = 1024
 # MK12 over plain HTTP (POST /market/mk12/store, GET /market/mk12/status and /ask, as
 # Curio serves them): requests per second per client IP; more get 429.
 mk12_requests_per_second = 50
+# HTTP connections at once (relays included); more are closed on accept.
+max_connections = 4096
+# Time for a request head to arrive; a slower (or idle keep-alive) connection is closed.
+header_timeout_secs = 10
+# Largest request head (request line and headers); larger gets 431.
+max_header_bytes = 65536
+# Time to read a request body and answer it (503 after it).
+request_timeout_secs = 10
+# Largest request body (POST /market/mk12/store); larger gets 413.
+max_body_bytes = 4194304
 
 [chain]
 # "offline": the epoch comes from the network's genesis time (30 s per epoch) and every
@@ -797,6 +868,14 @@ max_streams_total = 1024
 max_connections_total = 1024
 max_connections_per_peer = 8
 max_connections_per_ip = 32
+# Inbound connections still in their Noise/TLS + yamux handshake, and the time allowed
+# for it: idle sockets that never handshake hold no more than this.
+max_pending_connections = 128
+handshake_timeout_ms = 20000
+# Largest request item (one CBOR item per stream); a longer one closes the stream.
+max_request_bytes = 4194304
+# Time for the first byte of a request to arrive on a new stream.
+first_byte_deadline_ms = 5000
 # Time for a client to send its request / for us to write the answer.
 read_deadline_ms = 10000
 write_deadline_ms = 10000

@@ -6,6 +6,7 @@ pub mod chain;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod fd_limit;
 pub mod front_door;
 pub mod http;
 pub mod identity;

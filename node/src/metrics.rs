@@ -47,6 +47,7 @@ pub struct Metrics {
     lease_generation: Gauge,
     store_latency: Family<Labels1, Histogram, fn() -> Histogram>,
     http_requests: Family<Labels2, Counter>,
+    limit_hits: Family<Labels1, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -148,6 +149,12 @@ impl Metrics {
             "HTTP requests answered, by route and status code",
             http_requests.clone(),
         );
+        let limit_hits = Family::<Labels1, Counter>::default();
+        registry.register(
+            "limit_hits",
+            "Connections, streams and requests cut off by a configured limit, by limit",
+            limit_hits.clone(),
+        );
         Self {
             registry,
             proposals,
@@ -163,7 +170,18 @@ impl Metrics {
             lease_generation,
             store_latency,
             http_requests,
+            limit_hits,
         }
+    }
+
+    /// A connection, stream or request was cut off by `limit` (a fixed label such as
+    /// `streams_per_peer`, `read_deadline`, `http_header_timeout`).
+    pub fn limit_hit(&self, limit: &str) {
+        self.limit_hits.get_or_create(&l1("limit", limit)).inc();
+    }
+
+    pub fn limit_hits_count(&self, limit: &str) -> u64 {
+        self.limit_hits.get_or_create(&l1("limit", limit)).get()
     }
 
     /// A deal proposal answered on `protocol`; `outcome` is `accepted` or the rejection

@@ -28,7 +28,7 @@ use crate::{
     chain::ChainFactsSource,
     cluster::{LeaseGate, NOT_HOLDER},
     metrics::Metrics,
-    p2p::{Reply, StreamFailure, StreamService},
+    p2p::{DenyReason, Reply, StreamFailure, StreamService},
     store::{Inserted, Store, StoreError},
 };
 
@@ -481,6 +481,15 @@ impl StreamService for DealService {
         // host's framer refuses them. They are undecodable input all the same.
         if matches!(failure, StreamFailure::Framing(_)) {
             self.0.metrics.undecodable(protocol);
+        }
+        if let Some(limit) = failure.limit() {
+            self.0.metrics.limit_hit(limit);
+        }
+    }
+
+    fn on_connection_denied(&self, reason: DenyReason) {
+        if let Some(limit) = reason.limit() {
+            self.0.metrics.limit_hit(limit);
         }
     }
 }

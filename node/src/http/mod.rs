@@ -41,6 +41,9 @@ use smol_hyper::rt::FuturesIo;
 
 use crate::{metrics::Metrics, runtime::Runtime};
 
+/// hyper panics below this head buffer size (its `MINIMUM_MAX_BUFFER_SIZE`).
+const MIN_HEAD_BUFFER: usize = 8192;
+
 /// The response type of every route.
 pub type HttpResponse = Response<Full<Bytes>>;
 
@@ -85,6 +88,9 @@ pub struct HttpConfig {
     /// Time for a client to send a complete request head (slowloris bound); also how
     /// long an idle keep-alive connection is kept. Default 10 s.
     pub header_timeout: Duration,
+    /// Largest request head (request line and headers); a larger one gets 431. At least
+    /// 8 KiB (hyper's minimum). Default 64 KiB.
+    pub max_header_bytes: usize,
     /// Largest request body read for [`HttpBackend::route`]. Default 4 MiB.
     pub max_body: usize,
     /// Bound on reading a routed request's body and answering it. Default 10 s.
@@ -106,6 +112,7 @@ impl Default for HttpConfig {
             relay_idle_timeout: Duration::from_secs(600),
             max_relays: 1024,
             header_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 << 10,
             max_body: 4 << 20,
             request_timeout: Duration::from_secs(10),
             relay_dial_timeout: Duration::from_secs(5),
@@ -229,6 +236,7 @@ async fn accept_loop(state: Arc<State>, listener: TcpListener, stopped: oneshot:
                 state.runtime.spawn(Box::pin(async move {
                     let Some(_slot) = Slot::take(&st.connections, st.config.max_connections) else {
                         tracing::debug!(%peer, "HTTP connection limit reached, closing");
+                        st.metrics.limit_hit("http_connections");
                         return;
                     };
                     serve_connection(&st, stream, peer).await;
@@ -256,6 +264,7 @@ async fn serve_connection(state: &Arc<State>, stream: TcpStream, peer: SocketAdd
     builder
         .timer(io::IoTimer)
         .header_read_timeout(state.config.header_timeout)
+        .max_buf_size(state.config.max_header_bytes.max(MIN_HEAD_BUFFER))
         .keep_alive(true);
     let mut conn = pin!(builder
         .serve_connection(FuturesIo::new(stream), service)
@@ -270,6 +279,11 @@ async fn serve_connection(state: &Arc<State>, stream: TcpStream, peer: SocketAdd
         }
     };
     if let Err(e) = result {
+        if e.is_timeout() {
+            state.metrics.limit_hit("http_header_timeout");
+        } else if e.is_parse_too_large() {
+            state.metrics.limit_hit("http_header_size");
+        }
         tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
     }
 }
@@ -345,10 +359,13 @@ async fn other(
     let deadline = async_io::Timer::after(state.config.request_timeout);
     match futures::future::select(work, deadline).await {
         futures::future::Either::Left((answer, _)) => answer,
-        futures::future::Either::Right(_) => (
-            "backend",
-            text(StatusCode::SERVICE_UNAVAILABLE, "timeout reading request\n"),
-        ),
+        futures::future::Either::Right(_) => {
+            state.metrics.limit_hit("http_request_timeout");
+            (
+                "backend",
+                text(StatusCode::SERVICE_UNAVAILABLE, "timeout reading request\n"),
+            )
+        }
     }
 }
 
@@ -366,6 +383,7 @@ async fn read_and_route(
                 .downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()
             {
+                state.metrics.limit_hit("http_body_size");
                 (
                     "backend",
                     text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n"),
@@ -425,6 +443,7 @@ async fn upgrade(state: &Arc<State>, mut req: Request<Incoming>, peer: SocketAdd
     // it moves into the relay task below.
     let Some(slot) = Slot::take(&state.relays, state.config.max_relays) else {
         metrics.relay_rejected("limit");
+        metrics.limit_hit("relays");
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
             "relay connection limit reached\n",

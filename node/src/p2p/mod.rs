@@ -77,6 +77,10 @@ pub trait StreamService: Send + Sync + 'static {
     /// A stream ended without reaching [`handle`](Self::handle) or without its answer
     /// being delivered. The host has already logged and counted it.
     fn on_stream_failure(&self, _protocol: &str, _peer: PeerId, _failure: &StreamFailure) {}
+
+    /// An inbound connection was denied by a connection limit. The host has already
+    /// counted it.
+    fn on_connection_denied(&self, _reason: DenyReason) {}
 }
 
 /// Why a stream was not served to the end.
@@ -86,6 +90,8 @@ pub enum StreamFailure {
     Refused(RefuseReason),
     #[error("no complete request within the {0:?} read deadline")]
     ReadTimeout(Duration),
+    #[error("not one byte of the request within the {0:?} first-byte deadline")]
+    FirstByteTimeout(Duration),
     #[error("request is not one acceptable cbor item: {0}")]
     Framing(FrameError),
     #[error("stream ended after {received} bytes, before the request was complete")]
@@ -96,6 +102,50 @@ pub enum StreamFailure {
     WriteTimeout(Duration),
     #[error("writing the response: {0}")]
     WriteIo(std::io::Error),
+}
+
+impl StreamFailure {
+    /// The limit that ended the stream (the `limit` label of
+    /// `dealport_limit_hits_total`), `None` when the peer itself failed.
+    pub fn limit(&self) -> Option<&'static str> {
+        match self {
+            StreamFailure::Refused(RefuseReason::PeerStreamLimit) => Some("streams_per_peer"),
+            StreamFailure::Refused(RefuseReason::TotalStreamLimit) => Some("streams_total"),
+            StreamFailure::ReadTimeout(_) => Some("read_deadline"),
+            StreamFailure::FirstByteTimeout(_) => Some("first_byte_deadline"),
+            StreamFailure::Framing(FrameError::TooLarge { .. }) => Some("request_size"),
+            StreamFailure::WriteTimeout(_) => Some("write_deadline"),
+            _ => None,
+        }
+    }
+}
+
+/// Which limit denied an inbound connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DenyReason {
+    #[error("connection limit")]
+    ConnectionsTotal,
+    #[error("per-peer connection limit")]
+    ConnectionsPerPeer,
+    #[error("per-ip connection limit")]
+    ConnectionsPerIp,
+    #[error("pending connection limit")]
+    PendingConnections,
+    #[error("shutting down")]
+    ShuttingDown,
+}
+
+impl DenyReason {
+    /// The `limit` label of `dealport_limit_hits_total`; `None` for a shutdown.
+    pub fn limit(self) -> Option<&'static str> {
+        match self {
+            DenyReason::ConnectionsTotal => Some("connections_total"),
+            DenyReason::ConnectionsPerPeer => Some("connections_per_peer"),
+            DenyReason::ConnectionsPerIp => Some("connections_per_ip"),
+            DenyReason::PendingConnections => Some("connections_pending"),
+            DenyReason::ShuttingDown => None,
+        }
+    }
 }
 
 /// Why an inbound stream was reset before reading anything.
@@ -163,6 +213,10 @@ pub struct HostConfig {
     pub protocols: Vec<ServedProtocol>,
     /// Time for the client to deliver its whole request. Default 10 s (Boost, Curio).
     pub read_deadline: Duration,
+    /// Time for the first byte of the request to arrive (a stream opened and left
+    /// silent holds a slot for less than the whole read deadline). Default 5 s: MK12
+    /// clients write the request together with the protocol proposal.
+    pub first_byte_deadline: Duration,
     /// Time to write the response and close. Default 10 s.
     pub write_deadline: Duration,
     /// Largest request item accepted, in bytes.
@@ -188,6 +242,7 @@ impl Default for HostConfig {
             protocol_version: "ipfs/0.1.0".to_string(),
             protocols: mk12_protocols(),
             read_deadline: Duration::from_secs(10),
+            first_byte_deadline: Duration::from_secs(5),
             write_deadline: Duration::from_secs(10),
             max_request_size: dealport_core::wire::framer::DEFAULT_MAX_ITEM,
             limits: Limits::default(),

@@ -42,7 +42,9 @@ use libp2p::{
     Multiaddr, PeerId, StreamProtocol,
 };
 
-use super::{HostConfig, Limits, RefuseReason, ServedProtocol, StreamFailure, StreamService};
+use super::{
+    DenyReason, HostConfig, Limits, RefuseReason, ServedProtocol, StreamFailure, StreamService,
+};
 use crate::runtime::Runtime;
 
 /// Largest single read while collecting a request: memory grows with bytes received,
@@ -113,6 +115,7 @@ pub(crate) struct Shared {
     service: Arc<dyn StreamService>,
     protocols: Vec<ServedProtocol>,
     read_deadline: Duration,
+    first_byte_deadline: Duration,
     write_deadline: Duration,
     max_request: usize,
     limits: Limits,
@@ -132,6 +135,7 @@ impl Shared {
             service,
             protocols: cfg.protocols.clone(),
             read_deadline: cfg.read_deadline,
+            first_byte_deadline: cfg.first_byte_deadline,
             write_deadline: cfg.write_deadline,
             max_request: cfg.max_request_size,
             limits: cfg.limits.clone(),
@@ -213,7 +217,9 @@ impl Shared {
     fn fail(&self, protocol: &str, peer: PeerId, failure: StreamFailure) {
         let counter = match &failure {
             StreamFailure::Refused(_) => &self.stats.streams_refused,
-            StreamFailure::ReadTimeout(_) => &self.stats.read_timeouts,
+            StreamFailure::ReadTimeout(_) | StreamFailure::FirstByteTimeout(_) => {
+                &self.stats.read_timeouts
+            }
             StreamFailure::Framing(_) => &self.stats.framing_errors,
             StreamFailure::Eof { .. } | StreamFailure::ReadIo(_) => &self.stats.read_errors,
             StreamFailure::WriteTimeout(_) | StreamFailure::WriteIo(_) => &self.stats.write_errors,
@@ -254,18 +260,28 @@ async fn within<F: Future>(limit: Duration, fut: F) -> Option<F::Output> {
     }
 }
 
-/// Read exactly one CBOR item: never past its end, never waiting for EOF.
-async fn read_item(stream: &mut Stream, max: usize) -> Result<Vec<u8>, StreamFailure> {
+/// Read exactly one CBOR item: never past its end, never waiting for EOF. The first
+/// read must return within `first_byte` (the caller bounds the whole read).
+async fn read_item(
+    stream: &mut Stream,
+    max: usize,
+    first_byte: Duration,
+) -> Result<Vec<u8>, StreamFailure> {
     let mut framer = Framer::new(max);
     let mut buf = Vec::new();
     loop {
         let want = framer.read_hint().min(READ_CHUNK);
         let old = buf.len();
         buf.resize(old + want, 0);
-        let n = stream
-            .read(&mut buf[old..])
-            .await
-            .map_err(StreamFailure::ReadIo)?;
+        let read = stream.read(&mut buf[old..]);
+        let n = if old == 0 {
+            within(first_byte, read)
+                .await
+                .ok_or(StreamFailure::FirstByteTimeout(first_byte))?
+        } else {
+            read.await
+        }
+        .map_err(StreamFailure::ReadIo)?;
         buf.truncate(old + n);
         if n == 0 {
             return Err(StreamFailure::Eof { received: old });
@@ -297,7 +313,7 @@ async fn serve_stream(
     let request = if served.reads_request {
         let outcome = within(
             shared.read_deadline,
-            read_item(&mut stream, shared.max_request),
+            read_item(&mut stream, shared.max_request, shared.first_byte_deadline),
         )
         .await;
         let failure = match outcome {
@@ -450,13 +466,14 @@ impl ServeBehaviour {
         }
     }
 
-    fn deny(&self, why: &'static str) -> ConnectionDenied {
+    fn deny(&self, why: DenyReason) -> ConnectionDenied {
         self.shared
             .stats
             .connections_denied
             .fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(why, "inbound connection denied");
-        ConnectionDenied::new(LimitExceeded(why))
+        tracing::debug!(%why, "inbound connection denied");
+        self.shared.service.on_connection_denied(why);
+        ConnectionDenied::new(why)
     }
 
     fn handler(&self, peer: PeerId, remote: &Multiaddr) -> ServeHandler {
@@ -476,18 +493,14 @@ impl ServeBehaviour {
     fn check_established(&self, peer: PeerId) -> Result<(), ConnectionDenied> {
         let l = &self.shared.limits;
         if self.established.len() >= l.max_connections_total {
-            return Err(self.deny("connection limit"));
+            return Err(self.deny(DenyReason::ConnectionsTotal));
         }
         if self.per_peer.get(&peer).copied().unwrap_or(0) >= l.max_connections_per_peer {
-            return Err(self.deny("per-peer connection limit"));
+            return Err(self.deny(DenyReason::ConnectionsPerPeer));
         }
         Ok(())
     }
 }
-
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct LimitExceeded(&'static str);
 
 impl NetworkBehaviour for ServeBehaviour {
     type ConnectionHandler = ServeHandler;
@@ -501,16 +514,16 @@ impl NetworkBehaviour for ServeBehaviour {
     ) -> Result<(), ConnectionDenied> {
         let l = &self.shared.limits;
         if self.shared.draining.load(Ordering::Acquire) {
-            return Err(self.deny("shutting down"));
+            return Err(self.deny(DenyReason::ShuttingDown));
         }
         if self.pending.len() >= l.max_pending_incoming {
-            return Err(self.deny("pending connection limit"));
+            return Err(self.deny(DenyReason::PendingConnections));
         }
         let ip = ip_of(remote_addr);
         if let Some(ip) = ip {
             let exempt = l.per_ip_exempt_loopback && ip.is_loopback();
             if !exempt && self.per_ip.get(&ip).copied().unwrap_or(0) >= l.max_connections_per_ip {
-                return Err(self.deny("per-ip connection limit"));
+                return Err(self.deny(DenyReason::ConnectionsPerIp));
             }
             *self.per_ip.entry(ip).or_insert(0) += 1;
         }

@@ -60,7 +60,7 @@ pub struct Member {
 impl Member {
     pub fn start(&mut self, bin: &str, url: &str) {
         let mut node = Node::start_with(bin, &self.dir.path, &["--store", url]);
-        node.wait_for("ready", Duration::from_secs(30));
+        node.wait_for(super::process::READY_LINE, Duration::from_secs(30));
         self.http = Some(node.http_addr());
         self.node = Some(node);
     }

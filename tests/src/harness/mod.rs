@@ -1,10 +1,14 @@
 //! What the conformance scenarios are built from: the golden vectors, the `dealport`
 //! process, its config file, a rust-libp2p client and the js-libp2p client.
 
+pub mod binary;
 pub mod cluster;
 pub mod config;
 pub mod golden;
+pub mod honest;
 pub mod js;
+pub mod mint;
 pub use dealport_testkit::postgres;
+pub mod probe;
 pub mod process;
 pub mod rust_client;

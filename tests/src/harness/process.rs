@@ -104,6 +104,28 @@ pub fn without_p2p(addr: &Multiaddr) -> Multiaddr {
         .collect()
 }
 
+/// The `/ip4/…/tcp/…` part of `addr` as a socket address.
+pub fn socket_addr(addr: &Multiaddr) -> std::net::SocketAddr {
+    let mut ip = None;
+    let mut port = None;
+    for p in addr.iter() {
+        match p {
+            Protocol::Ip4(a) => ip = Some(std::net::IpAddr::V4(a)),
+            Protocol::Ip6(a) => ip = Some(std::net::IpAddr::V6(a)),
+            Protocol::Tcp(n) => port = Some(n),
+            _ => {}
+        }
+    }
+    match (ip, port) {
+        (Some(ip), Some(port)) => (ip, port).into(),
+        _ => panic!("{addr} has no ip and tcp port"),
+    }
+}
+
+/// The log line `dealport run` ends its start-up with (the bare word would also match
+/// PostgreSQL's "already exists" notices).
+pub const READY_LINE: &str = "dealport_node::app: ready";
+
 /// `dealport run`, killed on drop.
 pub struct Node {
     pub child: Child,
@@ -175,7 +197,7 @@ impl Node {
 
     /// Wait for `ready`; the PeerID and the loopback TCP and WS addresses from the log.
     pub fn ready(&mut self) -> Ready {
-        self.wait_for("ready", Duration::from_secs(30));
+        self.wait_for(READY_LINE, Duration::from_secs(30));
         let peer = self
             .wait_for("PeerID ", Duration::from_secs(1))
             .split("PeerID ")

@@ -37,16 +37,18 @@ impl Runtime for TestRuntime {
     }
 }
 
+/// A new executor on its own thread.
+fn executor_thread() -> Arc<async_executor::Executor<'static>> {
+    let ex = Arc::new(async_executor::Executor::new());
+    let e = ex.clone();
+    std::thread::spawn(move || async_io::block_on(e.run(future::pending::<()>())));
+    ex
+}
+
 /// One executor thread for every client of this test process.
 fn runtime() -> Arc<dyn Runtime> {
     static EX: OnceLock<Arc<async_executor::Executor<'static>>> = OnceLock::new();
-    let ex = EX.get_or_init(|| {
-        let ex = Arc::new(async_executor::Executor::new());
-        let e = ex.clone();
-        std::thread::spawn(move || async_io::block_on(e.run(future::pending::<()>())));
-        ex
-    });
-    Arc::new(TestRuntime(ex.clone()))
+    Arc::new(TestRuntime(EX.get_or_init(executor_thread).clone()))
 }
 
 /// `f`, or a panic naming `what` after `limit`.
@@ -71,6 +73,16 @@ impl Default for Client {
 
 impl Client {
     pub fn new() -> Client {
+        Client::on(runtime())
+    }
+
+    /// A client on an executor thread of its own, so that an attacker's work in the same
+    /// test process does not slow the honest client down (or the other way round).
+    pub fn isolated() -> Client {
+        Client::on(Arc::new(TestRuntime(executor_thread())))
+    }
+
+    fn on(rt: Arc<dyn Runtime>) -> Client {
         let key = Keypair::generate_ed25519();
         let transport = build_transport(
             &key,
@@ -82,7 +94,6 @@ impl Client {
         )
         .expect("client transport");
         let behaviour = libp2p_stream::Behaviour::new();
-        let rt = runtime();
         let config = swarm::Config::with_executor(SwarmExecutor(rt.clone()))
             .with_substream_upgrade_protocol_override(Version::V1Lazy)
             .with_idle_connection_timeout(Duration::from_secs(30));
@@ -120,13 +131,24 @@ impl Client {
 
     /// Dial `addr` (with `/p2p/`) and wait for the connection.
     pub async fn connect(&mut self, addr: &Multiaddr) -> PeerId {
+        self.try_connect(addr)
+            .await
+            .unwrap_or_else(|e| panic!("dial {addr}: {e}"))
+    }
+
+    /// Dial `addr` once more (each dial is a new connection): the peer, or why not.
+    pub async fn try_connect(&mut self, addr: &Multiaddr) -> Result<PeerId, String> {
         self.dial
             .unbounded_send(addr.clone())
             .expect("client running");
         within(Duration::from_secs(15), "connect", self.connected.next())
             .await
             .expect("client running")
-            .unwrap_or_else(|e| panic!("dial {addr}: {e}"))
+    }
+
+    /// A handle that opens streams on this client's connections, usable from many tasks.
+    pub fn opener(&self) -> Opener {
+        Opener(self.control.clone())
     }
 
     /// One stream: write `request` (write side left open), read until the node closes.
@@ -149,5 +171,27 @@ impl Client {
             out
         })
         .await
+    }
+}
+
+/// Opens raw streams for attack tests.
+#[derive(Clone)]
+pub struct Opener(libp2p_stream::Control);
+
+impl Opener {
+    /// Open a stream on `protocol` and push the lazy protocol proposal out, sending no
+    /// request: the stream then holds a slot on the node until a deadline frees it.
+    pub async fn open_silent(
+        &mut self,
+        peer: PeerId,
+        protocol: StreamProtocol,
+    ) -> Result<libp2p::Stream, String> {
+        let mut s = self
+            .0
+            .open_stream(peer, protocol)
+            .await
+            .map_err(|e| e.to_string())?;
+        s.flush().await.map_err(|e| e.to_string())?;
+        Ok(s)
     }
 }
