@@ -391,6 +391,8 @@ pub struct LimitsConfig {
     pub handshake_timeout_ms: u64,
     /// Largest request item (the framer's cap: bytes buffered per stream).
     pub max_request_bytes: usize,
+    /// Bytes buffered by all streams at once while reading requests.
+    pub max_buffered_bytes_total: usize,
     pub first_byte_deadline_ms: u64,
     pub read_deadline_ms: u64,
     pub write_deadline_ms: u64,
@@ -414,6 +416,7 @@ impl Default for LimitsConfig {
             max_pending_connections: l.max_pending_incoming,
             handshake_timeout_ms: h.handshake_timeout.as_millis() as u64,
             max_request_bytes: h.max_request_size,
+            max_buffered_bytes_total: h.max_buffered_total,
             first_byte_deadline_ms: h.first_byte_deadline.as_millis() as u64,
             read_deadline_ms: h.read_deadline.as_millis() as u64,
             write_deadline_ms: h.write_deadline.as_millis() as u64,
@@ -597,6 +600,11 @@ impl Config {
         // A cap of 0 would refuse everything; hyper needs 8 KiB of head buffer.
         for (key, v, min) in [
             ("limits.max_request_bytes", self.limits.max_request_bytes, 1),
+            (
+                "limits.max_buffered_bytes_total",
+                self.limits.max_buffered_bytes_total,
+                1,
+            ),
             ("http.max_body_bytes", self.http.max_body_bytes, 1),
             (
                 "http.max_header_bytes",
@@ -666,6 +674,7 @@ impl Config {
             write_deadline: Duration::from_millis(l.write_deadline_ms),
             handshake_timeout: Duration::from_millis(l.handshake_timeout_ms),
             max_request_size: l.max_request_bytes,
+            max_buffered_total: l.max_buffered_bytes_total,
             limits: Limits {
                 max_streams_per_peer: l.max_streams_per_peer,
                 max_streams_total: l.max_streams_total,
@@ -874,6 +883,9 @@ max_pending_connections = 128
 handshake_timeout_ms = 20000
 # Largest request item (one CBOR item per stream); a longer one closes the stream.
 max_request_bytes = 4194304
+# Bytes all streams may buffer at once while reading requests (the memory bound for
+# request reading); a stream that would go over it is closed.
+max_buffered_bytes_total = 134217728
 # Time for the first byte of a request to arrive on a new stream.
 first_byte_deadline_ms = 5000
 # Time for a client to send its request / for us to write the answer.

@@ -412,6 +412,95 @@ fn oversized_or_malformed_items_are_closed_without_reply() {
 }
 
 #[test]
+fn silent_stream_closed_at_the_first_byte_deadline_before_the_read_deadline() {
+    run(Duration::from_secs(30), async {
+        let config = HostConfig {
+            first_byte_deadline: Duration::from_millis(300),
+            read_deadline: Duration::from_secs(20),
+            ..loopback_config()
+        };
+        let service = Arc::new(EchoService::default());
+        let (host, tcp, _) = start(config, service.clone()).await;
+        let peer = host.peer_id();
+        let mut client = Client::new(Security::TlsAndNoise);
+        client.connect(&tcp, peer).await.unwrap();
+
+        let started = Instant::now();
+        let mut silent = client.open(peer, PROTOCOL_DEAL_1_2_1).await;
+        silent.flush().await.unwrap();
+        // A stream whose first byte came in time is not cut at the first-byte deadline.
+        let mut slow = client.open(peer, PROTOCOL_STATUS).await;
+        slow.write_all(&ITEM[..1]).await.unwrap();
+        slow.flush().await.unwrap();
+
+        let mut out = Vec::new();
+        let _ = within(Duration::from_secs(10), silent.read_to_end(&mut out)).await;
+        let waited = started.elapsed();
+        assert!(out.is_empty(), "no reply expected, got {out:?}");
+        assert!(
+            waited >= Duration::from_millis(250) && waited < Duration::from_secs(10),
+            "closed after {waited:?}, not at the 300 ms first-byte deadline"
+        );
+        Timer::after(Duration::from_millis(500)).await;
+        slow.write_all(&ITEM[1..]).await.unwrap();
+        slow.flush().await.unwrap();
+        let mut out = Vec::new();
+        within(Duration::from_secs(10), slow.read_to_end(&mut out))
+            .await
+            .unwrap();
+        assert_eq!(out, ok_reply(&ITEM));
+        assert_eq!(host.stats().read_timeouts, 1);
+        host.shutdown(Duration::from_secs(1)).await;
+    });
+}
+
+#[test]
+fn buffer_budget_closes_a_stream_that_would_go_over_it() {
+    run(Duration::from_secs(30), async {
+        // Room for one partly read 100 KiB item, not for two.
+        let config = HostConfig {
+            max_buffered_total: 150 << 10,
+            ..loopback_config()
+        };
+        let service = Arc::new(EchoService::default());
+        let (host, tcp, _) = start(config, service.clone()).await;
+        let peer = host.peer_id();
+        let mut client = Client::new(Security::TlsAndNoise);
+        client.connect(&tcp, peer).await.unwrap();
+
+        // A 100 KiB byte string, all but its last byte sent: the node holds ~100 KiB.
+        let mut item = vec![0x5a];
+        item.extend_from_slice(&(100u32 << 10).to_be_bytes());
+        item.resize(5 + (100 << 10), 7);
+        let mut first = client.open(peer, PROTOCOL_DEAL_1_2_1).await;
+        first.write_all(&item[..item.len() - 1]).await.unwrap();
+        first.flush().await.unwrap();
+        Timer::after(Duration::from_millis(300)).await;
+
+        // The same again on a second stream does not fit: closed without reply.
+        let mut second = client.open(peer, PROTOCOL_DEAL_1_2_1).await;
+        let _ = second.write_all(&item[..item.len() - 1]).await;
+        let _ = second.flush().await;
+        let mut out = Vec::new();
+        let _ = within(Duration::from_secs(10), second.read_to_end(&mut out)).await;
+        assert!(out.is_empty(), "no reply expected, got {} bytes", out.len());
+
+        // The first completes and is answered; small requests are served all along.
+        first.write_all(&item[item.len() - 1..]).await.unwrap();
+        first.flush().await.unwrap();
+        let mut out = Vec::new();
+        within(Duration::from_secs(10), first.read_to_end(&mut out))
+            .await
+            .unwrap();
+        assert_eq!(out, ok_reply(&item));
+        let reply = client.request(peer, PROTOCOL_STATUS, &ITEM).await.unwrap();
+        assert_eq!(reply, ok_reply(&ITEM));
+        assert_eq!(host.stats().streams_refused, 1);
+        host.shutdown(Duration::from_secs(1)).await;
+    });
+}
+
+#[test]
 fn per_peer_stream_limit_refuses_the_excess() {
     run(Duration::from_secs(30), async {
         let config = HostConfig {

@@ -417,23 +417,42 @@ fn slowloris_on_streams_and_http() {
 
 const FIVE_MIB: usize = 5 << 20;
 
-/// A 5 MiB CBOR byte string (its header announces the length) or a 5 MiB array of
-/// one-byte items (only counting tells its size): both over the 4 MiB cap.
+/// `f`'s output, or `None` after 3 s (well before the node's 10 s read deadline).
+async fn bounded<F: std::future::Future>(f: F) -> Option<F::Output> {
+    match futures::future::select(std::pin::pin!(f), Timer::after(Duration::from_secs(3))).await {
+        futures::future::Either::Left((out, _)) => Some(out),
+        futures::future::Either::Right(_) => None,
+    }
+}
+
+/// A 5 MiB CBOR byte string (its header announces the length), or an array of five
+/// 1 MiB byte strings (the framer only learns the total by walking it): both over the
+/// 4 MiB cap.
 fn five_mib_item(announced: bool) -> Vec<u8> {
-    let mut v = Vec::with_capacity(FIVE_MIB + 5);
-    v.push(if announced { 0x5a } else { 0x9a }); // bytes / array, 4-byte length
-    v.extend_from_slice(&(FIVE_MIB as u32).to_be_bytes());
-    v.resize(FIVE_MIB + 5, 0x00);
+    let mut v = Vec::with_capacity(FIVE_MIB + 32);
+    if announced {
+        v.push(0x5a); // byte string, 4-byte length
+        v.extend_from_slice(&(FIVE_MIB as u32).to_be_bytes());
+        v.resize(FIVE_MIB + 5, 0x00);
+    } else {
+        v.push(0x85); // array of 5
+        for _ in 0..5 {
+            v.push(0x5a);
+            v.extend_from_slice(&(1u32 << 20).to_be_bytes());
+            v.resize(v.len() + (1 << 20), 0x00);
+        }
+    }
     v
 }
 
 /// 5 MiB items on proposal streams (announced and not) and a 5 MiB MK12-over-HTTP body:
-/// the framer's 4 MiB cap closes the streams, the 4 MiB body limit answers 413; memory
-/// stays bounded by streams x cap.
+/// the framer's 4 MiB cap closes the streams (an announced length at once, an array
+/// when 4 MiB have arrived), the budget of bytes buffered by all streams (set to 8 MiB
+/// here) closes those that would go over it, the 4 MiB body limit answers 413.
 #[test]
 fn five_mib_items_on_streams_and_http() {
     let _serial = serial();
-    let t = Target::start(|_| {});
+    let t = Target::start(|c| config::set_limit(c, "max_buffered_bytes_total", 8 << 20));
     let (mut honest, peer) = honest_client(&t);
     let n = 8 * scale();
     let (addr, http) = (t.ready.tcp.clone(), t.ready.http);
@@ -443,21 +462,39 @@ fn five_mib_items_on_streams_and_http() {
         async_io::block_on(async {
             let mut c = Client::isolated();
             let peer = c.connect(&addr).await;
+            // The first 3 MiB of every item before the rest of any: the node then holds
+            // them all at once, until the buffer budget or the cap cuts them.
             let opener = c.opener();
-            let streams = (0..n).map(|i| {
+            let first = (0..n).map(|i| {
                 let mut c = opener.clone();
                 async move {
                     let item = five_mib_item(i % 2 == 0);
-                    if let Ok(mut s) = c.open_silent(peer, PROTOCOL_DEAL_1_2_1).await {
-                        for chunk in item.chunks(64 << 10) {
-                            if s.write_all(chunk).await.is_err() {
-                                return;
-                            }
+                    let mut s = c.open_silent(peer, PROTOCOL_DEAL_1_2_1).await.ok()?;
+                    // A stream the node gave up on is closed but not reset: writes to it
+                    // stall once the window is used up, hence the bound.
+                    bounded(async {
+                        for chunk in item[..3 << 20].chunks(64 << 10) {
+                            s.write_all(chunk).await.ok()?;
                         }
-                        let _ = s.close().await;
-                    }
+                        Some(())
+                    })
+                    .await??;
+                    Some((s, item))
                 }
             });
+            let streams = async {
+                let open = futures::future::join_all(first).await;
+                let rest = open.into_iter().flatten().map(|(mut s, item)| async move {
+                    bounded(async {
+                        for chunk in item[3 << 20..].chunks(64 << 10) {
+                            s.write_all(chunk).await.ok()?;
+                        }
+                        s.close().await.ok()
+                    })
+                    .await
+                });
+                futures::future::join_all(rest).await;
+            };
             let posts = (0..n).map(|_| {
                 let got_413 = got_413.clone();
                 async move {
@@ -477,18 +514,19 @@ fn five_mib_items_on_streams_and_http() {
                     }
                 }
             });
-            futures::join!(
-                futures::future::join_all(streams),
-                futures::future::join_all(posts)
-            );
+            futures::join!(streams, futures::future::join_all(posts));
             placed.store(true, Ordering::Release);
             until(&stop).await;
             format!("{n} 5 MiB proposal items, {n} 5 MiB HTTP bodies")
         })
     });
     let n64 = n as u64;
+    // Every attacking stream is cut by the item cap or the buffer budget (or, on a
+    // slow machine, by the read deadline before its writer got to the rest).
     let lat = honest_rounds(&mut honest, peer, &attacker, || {
-        t.hits("request_size") >= n64 && t.hits("http_body_size") >= 1
+        t.hits("request_size") + t.hits("buffered_bytes_total") + t.hits("read_deadline") >= n64
+            && t.hits("buffered_bytes_total") >= 1
+            && t.hits("http_body_size") >= 1
     });
     let mem = memory(t.pid());
     let account = format!(
@@ -503,6 +541,7 @@ fn five_mib_items_on_streams_and_http() {
         &account,
         &[
             ("request_size", t.hits("request_size")),
+            ("buffered_bytes_total", t.hits("buffered_bytes_total")),
             ("http_body_size", t.hits("http_body_size")),
         ],
     );

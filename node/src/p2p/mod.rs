@@ -92,6 +92,8 @@ pub enum StreamFailure {
     ReadTimeout(Duration),
     #[error("not one byte of the request within the {0:?} first-byte deadline")]
     FirstByteTimeout(Duration),
+    #[error("the request would take the bytes buffered by all streams over {0}")]
+    BufferBudget(usize),
     #[error("request is not one acceptable cbor item: {0}")]
     Framing(FrameError),
     #[error("stream ended after {received} bytes, before the request was complete")]
@@ -113,6 +115,7 @@ impl StreamFailure {
             StreamFailure::Refused(RefuseReason::TotalStreamLimit) => Some("streams_total"),
             StreamFailure::ReadTimeout(_) => Some("read_deadline"),
             StreamFailure::FirstByteTimeout(_) => Some("first_byte_deadline"),
+            StreamFailure::BufferBudget(_) => Some("buffered_bytes_total"),
             StreamFailure::Framing(FrameError::TooLarge { .. }) => Some("request_size"),
             StreamFailure::WriteTimeout(_) => Some("write_deadline"),
             _ => None,
@@ -221,6 +224,10 @@ pub struct HostConfig {
     pub write_deadline: Duration,
     /// Largest request item accepted, in bytes.
     pub max_request_size: usize,
+    /// Bytes all streams may hold at once while reading their requests: with it, memory
+    /// is bounded by this, not by `max_streams_total x max_request_size` (4 GiB with the
+    /// defaults). A stream that would go over it is closed. Default 128 MiB.
+    pub max_buffered_total: usize,
     pub limits: Limits,
     /// A connection with no stream open is closed after this long.
     pub idle_connection_timeout: Duration,
@@ -245,6 +252,7 @@ impl Default for HostConfig {
             first_byte_deadline: Duration::from_secs(5),
             write_deadline: Duration::from_secs(10),
             max_request_size: dealport_core::wire::framer::DEFAULT_MAX_ITEM,
+            max_buffered_total: 128 << 20,
             limits: Limits::default(),
             idle_connection_timeout: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(20),

@@ -118,6 +118,7 @@ pub(crate) struct Shared {
     first_byte_deadline: Duration,
     write_deadline: Duration,
     max_request: usize,
+    buffers: BufferBudget,
     limits: Limits,
     pub(crate) stats: Arc<Stats>,
     streams_per_peer: Mutex<HashMap<PeerId, usize>>,
@@ -138,6 +139,10 @@ impl Shared {
             first_byte_deadline: cfg.first_byte_deadline,
             write_deadline: cfg.write_deadline,
             max_request: cfg.max_request_size,
+            buffers: BufferBudget {
+                used: AtomicUsize::new(0),
+                max: cfg.max_buffered_total,
+            },
             limits: cfg.limits.clone(),
             stats: Arc::new(Stats::default()),
             streams_per_peer: Mutex::new(HashMap::new()),
@@ -216,7 +221,9 @@ impl Shared {
 
     fn fail(&self, protocol: &str, peer: PeerId, failure: StreamFailure) {
         let counter = match &failure {
-            StreamFailure::Refused(_) => &self.stats.streams_refused,
+            StreamFailure::Refused(_) | StreamFailure::BufferBudget(_) => {
+                &self.stats.streams_refused
+            }
             StreamFailure::ReadTimeout(_) | StreamFailure::FirstByteTimeout(_) => {
                 &self.stats.read_timeouts
             }
@@ -252,6 +259,42 @@ impl Drop for StreamSlot {
     }
 }
 
+/// The bytes that request buffers of all streams hold, against a maximum.
+struct BufferBudget {
+    used: AtomicUsize,
+    max: usize,
+}
+
+/// One request buffer's share of the [`BufferBudget`], given back on drop.
+struct BufferShare<'a> {
+    budget: &'a BufferBudget,
+    held: usize,
+}
+
+impl BufferShare<'_> {
+    /// Hold `n` bytes from now on; `false` (nothing changed) if that would go over.
+    fn set(&mut self, n: usize) -> bool {
+        let b = self.budget;
+        if n > self.held {
+            let add = n - self.held;
+            if b.used.fetch_add(add, Ordering::AcqRel) + add > b.max {
+                b.used.fetch_sub(add, Ordering::AcqRel);
+                return false;
+            }
+        } else {
+            b.used.fetch_sub(self.held - n, Ordering::AcqRel);
+        }
+        self.held = n;
+        true
+    }
+}
+
+impl Drop for BufferShare<'_> {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.held, Ordering::AcqRel);
+    }
+}
+
 /// `Some(output)` if `fut` finishes within `limit`.
 async fn within<F: Future>(limit: Duration, fut: F) -> Option<F::Output> {
     match future::select(pin!(fut), Timer::after(limit)).await {
@@ -266,12 +309,17 @@ async fn read_item(
     stream: &mut Stream,
     max: usize,
     first_byte: Duration,
+    budget: &BufferBudget,
 ) -> Result<Vec<u8>, StreamFailure> {
     let mut framer = Framer::new(max);
     let mut buf = Vec::new();
+    let mut share = BufferShare { budget, held: 0 };
     loop {
         let want = framer.read_hint().min(READ_CHUNK);
         let old = buf.len();
+        if !share.set(old + want) {
+            return Err(StreamFailure::BufferBudget(budget.max));
+        }
         buf.resize(old + want, 0);
         let read = stream.read(&mut buf[old..]);
         let n = if old == 0 {
@@ -313,7 +361,12 @@ async fn serve_stream(
     let request = if served.reads_request {
         let outcome = within(
             shared.read_deadline,
-            read_item(&mut stream, shared.max_request, shared.first_byte_deadline),
+            read_item(
+                &mut stream,
+                shared.max_request,
+                shared.first_byte_deadline,
+                &shared.buffers,
+            ),
         )
         .await;
         let failure = match outcome {
