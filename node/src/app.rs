@@ -254,6 +254,30 @@ fn create_private_dir(dir: &Path) -> CmdResult {
         .map_err(|e| Fail(format!("cannot create data dir {}: {e}", dir.display())))
 }
 
+/// A config file that holds the Lotus API token (a "sign" token: it can spend from the
+/// node's wallets) must not be readable by other users; it may live outside the
+/// owner-only data dir (`--config`).
+fn refuse_readable_token(path: &Path, config: &Config) -> CmdResult {
+    #[cfg(unix)]
+    if !config.chain.lotus.token.is_empty() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(|e| Fail(format!("cannot read config file {}: {e}", path.display())))?
+            .permissions()
+            .mode()
+            & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(Fail(format!(
+                "config file {} holds chain.lotus.token and is open to other users (mode {mode:o}); run `chmod 600 {}`",
+                path.display(),
+                path.display()
+            )));
+        }
+    }
+    let _ = (path, config);
+    Ok(())
+}
+
 fn write_private_file(path: &Path, text: &str) -> CmdResult {
     use std::io::Write;
     let mut o = std::fs::OpenOptions::new();
@@ -340,6 +364,7 @@ async fn run(shell: Shell, at: Location, store_flag: Option<String>) -> CmdResul
         ))
     })?;
     create_private_dir(&dir)?;
+    refuse_readable_token(&path, &config)?;
     log_open_file_limit();
     let store_spec = store_flag.unwrap_or_else(|| config.store.clone());
     let cluster = is_postgres_url(&store_spec);
