@@ -641,6 +641,38 @@ fn idle_connections_on_both_ports() {
     );
 }
 
+/// Started with a soft open-file limit of 512 (below the default connection limits), the
+/// node raises it to the hard limit and says so.
+#[test]
+fn node_raises_its_open_file_limit_at_start() {
+    let bin = dealport_bin();
+    let dir = DataDir::for_a4(bin);
+    let mut cmd = std::process::Command::new("sh");
+    cmd.args([
+        "-c",
+        r#"ulimit -S -n 512 && exec "$0" run --data-dir "$1""#,
+        bin,
+    ])
+    .arg(&dir.path);
+    let mut node = Node::spawn(cmd);
+    let line = node.wait_for("open-file limit", Duration::from_secs(30));
+    let hard = hard_nofile_limit();
+    assert!(
+        line.contains(&format!("raised the open-file limit from 512 to {hard}")),
+        "{line}"
+    );
+    node.ready();
+}
+
+/// The hard `RLIMIT_NOFILE` of this process (as `ulimit -H -n` prints it).
+fn hard_nofile_limit() -> String {
+    let out = std::process::Command::new("sh")
+        .args(["-c", "ulimit -H -n"])
+        .output()
+        .expect("sh");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 // ------------------------------------------------------------------ (e) relay flood
 
 /// Send a WebSocket upgrade for `/libp2p`; the status code, with the socket kept open.

@@ -141,16 +141,21 @@ impl Node {
 
     /// `dealport run --data-dir <dir> <extra…>` (e.g. `--store postgres://…`).
     pub fn start_with(bin: &str, dir: &Path, extra: &[&str]) -> Node {
-        let mut child = Command::new(bin)
-            .args(["run", "--data-dir"])
-            .arg(dir)
-            .args(extra)
+        let mut cmd = Command::new(bin);
+        cmd.args(["run", "--data-dir"]).arg(dir).args(extra);
+        Node::spawn(cmd)
+    }
+
+    /// Run `cmd` (a `dealport run`, possibly behind a wrapper such as `sh -c`) with its
+    /// log collected.
+    pub fn spawn(mut cmd: Command) -> Node {
+        let mut child = cmd
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {bin} run: {e}"));
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
         let name = format!("dealport {}", child.id());
         let stderr = child.stderr.take().expect("stderr");
         let (tx, lines) = mpsc::channel();
