@@ -383,6 +383,7 @@ impl Default for PolicyConfig {
 pub struct LimitsConfig {
     pub max_streams_per_peer: usize,
     pub max_streams_total: usize,
+    pub max_streams_per_ip: usize,
     pub max_connections_total: usize,
     pub max_connections_per_peer: usize,
     pub max_connections_per_ip: usize,
@@ -410,6 +411,7 @@ impl Default for LimitsConfig {
         LimitsConfig {
             max_streams_per_peer: l.max_streams_per_peer,
             max_streams_total: l.max_streams_total,
+            max_streams_per_ip: l.max_streams_per_ip,
             max_connections_total: l.max_connections_total,
             max_connections_per_peer: l.max_connections_per_peer,
             max_connections_per_ip: l.max_connections_per_ip,
@@ -678,6 +680,7 @@ impl Config {
             limits: Limits {
                 max_streams_per_peer: l.max_streams_per_peer,
                 max_streams_total: l.max_streams_total,
+                max_streams_per_ip: l.max_streams_per_ip,
                 max_connections_total: l.max_connections_total,
                 max_connections_per_peer: l.max_connections_per_peer,
                 max_connections_per_ip: l.max_connections_per_ip,
@@ -874,6 +877,8 @@ max_start_delay_epochs = 40320
 [limits]
 max_streams_per_peer = 64
 max_streams_total = 1024
+# Streams at once from one IP address, over all its peer identities (loopback exempt).
+max_streams_per_ip = 256
 max_connections_total = 1024
 max_connections_per_peer = 8
 max_connections_per_ip = 32

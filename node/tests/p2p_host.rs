@@ -566,6 +566,70 @@ fn per_peer_stream_limit_refuses_the_excess() {
 }
 
 #[test]
+fn per_ip_stream_limit_counts_every_peer_of_the_address() {
+    run(Duration::from_secs(30), async {
+        let config = HostConfig {
+            limits: Limits {
+                max_streams_per_ip: 2,
+                per_ip_exempt_loopback: false,
+                ..Limits::default()
+            },
+            ..loopback_config()
+        };
+        let service = Arc::new(EchoService::default());
+        let (release, gate) = oneshot::channel::<()>();
+        let _ = service.gate.set(gate.shared());
+        let (host, tcp, _) = start(config, service.clone()).await;
+        let peer = host.peer_id();
+        // Two peer identities on 127.0.0.1, one stream each held inside the service.
+        let mut a = Client::new(Security::TlsAndNoise);
+        a.connect(&tcp, peer).await.unwrap();
+        let mut b = Client::new(Security::TlsAndNoise);
+        b.connect(&tcp, peer).await.unwrap();
+        let mut held = Vec::new();
+        for c in [&mut a, &mut b] {
+            let mut s = c.open(peer, PROTOCOL_STATUS).await;
+            s.write_all(&ITEM).await.unwrap();
+            s.flush().await.unwrap();
+            held.push(s);
+        }
+        within(Duration::from_secs(5), async {
+            while service.calls.load(Ordering::SeqCst) < 2 {
+                Timer::after(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+
+        // A third peer from the same address is refused, though it has no stream yet.
+        let mut c = Client::new(Security::TlsAndNoise);
+        c.connect(&tcp, peer).await.unwrap();
+        let third = within(
+            Duration::from_secs(5),
+            c.request(peer, PROTOCOL_DEAL_1_2_1, &ITEM),
+        )
+        .await;
+        if let Ok(out) = third {
+            assert!(out.is_empty(), "refused stream answered {out:?}");
+        }
+        assert_eq!(host.stats().streams_refused, 1);
+        assert_eq!(service.calls.load(Ordering::SeqCst), 2);
+
+        // Released, the address's slots are free again.
+        release.send(()).unwrap();
+        for mut s in held {
+            let mut out = Vec::new();
+            within(Duration::from_secs(5), s.read_to_end(&mut out))
+                .await
+                .unwrap();
+            assert_eq!(out, ok_reply(&ITEM));
+        }
+        let reply = c.request(peer, PROTOCOL_DEAL_1_2_1, &ITEM).await.unwrap();
+        assert_eq!(reply, ok_reply(&ITEM));
+        host.shutdown(Duration::from_secs(1)).await;
+    });
+}
+
+#[test]
 fn shutdown_lets_streams_in_flight_finish_then_stops_listening() {
     run(Duration::from_secs(30), async {
         let service = Arc::new(EchoService {

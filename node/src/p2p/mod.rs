@@ -112,6 +112,7 @@ impl StreamFailure {
     pub fn limit(&self) -> Option<&'static str> {
         match self {
             StreamFailure::Refused(RefuseReason::PeerStreamLimit) => Some("streams_per_peer"),
+            StreamFailure::Refused(RefuseReason::IpStreamLimit) => Some("streams_per_ip"),
             StreamFailure::Refused(RefuseReason::TotalStreamLimit) => Some("streams_total"),
             StreamFailure::ReadTimeout(_) => Some("read_deadline"),
             StreamFailure::FirstByteTimeout(_) => Some("first_byte_deadline"),
@@ -156,6 +157,8 @@ impl DenyReason {
 pub enum RefuseReason {
     #[error("the peer has too many streams in flight")]
     PeerStreamLimit,
+    #[error("the peer's IP address has too many streams in flight")]
+    IpStreamLimit,
     #[error("too many streams in flight")]
     TotalStreamLimit,
     #[error("the host is shutting down")]
@@ -170,14 +173,18 @@ pub struct Limits {
     pub max_streams_per_peer: usize,
     /// Streams being served at once in total.
     pub max_streams_total: usize,
+    /// Streams being served at once for one IP address (over all its peers: many peer
+    /// identities behind one address must not take every stream slot).
+    pub max_streams_per_ip: usize,
     /// Established connections in total.
     pub max_connections_total: usize,
     /// Established connections of one peer.
     pub max_connections_per_peer: usize,
     /// Established plus handshaking inbound connections from one IP address.
     pub max_connections_per_ip: usize,
-    /// Whether loopback addresses are exempt from `max_connections_per_ip` (the HTTP
-    /// WebSocket relay connects from loopback on behalf of every client).
+    /// Whether loopback addresses are exempt from `max_connections_per_ip` and
+    /// `max_streams_per_ip` (the HTTP WebSocket relay connects from loopback on behalf of
+    /// every client).
     pub per_ip_exempt_loopback: bool,
     /// Inbound connections still in their handshake.
     pub max_pending_incoming: usize,
@@ -190,6 +197,7 @@ impl Default for Limits {
         Self {
             max_streams_per_peer: 64,
             max_streams_total: 1024,
+            max_streams_per_ip: 256,
             max_connections_total: 1024,
             max_connections_per_peer: 8,
             max_connections_per_ip: 32,

@@ -122,6 +122,7 @@ pub(crate) struct Shared {
     limits: Limits,
     pub(crate) stats: Arc<Stats>,
     streams_per_peer: Mutex<HashMap<PeerId, usize>>,
+    streams_per_ip: Mutex<HashMap<IpAddr, usize>>,
     pub(crate) draining: AtomicBool,
 }
 
@@ -146,6 +147,7 @@ impl Shared {
             limits: cfg.limits.clone(),
             stats: Arc::new(Stats::default()),
             streams_per_peer: Mutex::new(HashMap::new()),
+            streams_per_ip: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
         })
     }
@@ -156,10 +158,32 @@ impl Shared {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Take a slot for one stream of `peer`, or say why not.
-    fn reserve(self: &Arc<Self>, peer: PeerId) -> Result<StreamSlot, RefuseReason> {
+    fn per_ip(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.streams_per_ip
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The IP whose streams are counted: `None` when unknown or exempt (loopback).
+    fn counted_ip(&self, remote: &Multiaddr) -> Option<IpAddr> {
+        ip_of(remote).filter(|ip| !(self.limits.per_ip_exempt_loopback && ip.is_loopback()))
+    }
+
+    /// Take a slot for one stream of `peer` from `ip`, or say why not.
+    fn reserve(
+        self: &Arc<Self>,
+        peer: PeerId,
+        ip: Option<IpAddr>,
+    ) -> Result<StreamSlot, RefuseReason> {
         if self.draining.load(Ordering::Acquire) {
             return Err(RefuseReason::ShuttingDown);
+        }
+        // Lock order: per IP, then per peer (StreamSlot::drop takes them one at a time).
+        let mut per_ip = self.per_ip();
+        if let Some(ip) = ip {
+            if per_ip.get(&ip).copied().unwrap_or(0) >= self.limits.max_streams_per_ip {
+                return Err(RefuseReason::IpStreamLimit);
+            }
         }
         let mut per_peer = self.per_peer();
         let n = per_peer.entry(peer).or_insert(0);
@@ -178,9 +202,13 @@ impl Shared {
             return Err(RefuseReason::TotalStreamLimit);
         }
         *n += 1;
+        if let Some(ip) = ip {
+            *per_ip.entry(ip).or_insert(0) += 1;
+        }
         Ok(StreamSlot {
             shared: self.clone(),
             peer,
+            ip,
         })
     }
 
@@ -200,7 +228,7 @@ impl Shared {
         else {
             return; // cannot happen: we only listen on our own protocols
         };
-        match self.reserve(peer) {
+        match self.reserve(peer, self.counted_ip(remote)) {
             Ok(slot) => {
                 let remote = remote.clone();
                 self.runtime
@@ -241,17 +269,15 @@ impl Shared {
 struct StreamSlot {
     shared: Arc<Shared>,
     peer: PeerId,
+    ip: Option<IpAddr>,
 }
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
-        let mut per_peer = self.shared.per_peer();
-        if let Some(n) = per_peer.get_mut(&self.peer) {
-            *n -= 1;
-            if *n == 0 {
-                per_peer.remove(&self.peer);
-            }
+        if let Some(ip) = &self.ip {
+            dec(&mut self.shared.per_ip(), ip);
         }
+        dec(&mut self.shared.per_peer(), &self.peer);
         self.shared
             .stats
             .active_streams
