@@ -72,7 +72,8 @@ pub struct StatsSnapshot {
     pub active_streams: usize,
     /// Streams whose service was called (answered or closed without reply by choice).
     pub streams_served: u64,
-    /// Streams reset on arrival (limits, shutdown).
+    /// Streams refused by a limit: reset on arrival (stream limits, shutdown) or closed
+    /// while reading (the buffer budget).
     pub streams_refused: u64,
     pub read_timeouts: u64,
     pub framing_errors: u64,
