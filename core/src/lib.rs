@@ -15,4 +15,5 @@ pub mod miner_info;
 pub mod rate_limit;
 pub mod sig;
 pub mod status;
+pub mod transfer;
 pub mod wire;

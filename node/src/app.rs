@@ -17,9 +17,11 @@ use dealport_core::wire::DealUuid;
 use libp2p::{Multiaddr, PeerId};
 
 use crate::{
+    api::{Api, ApiContext},
     chain::{ChainFactsSource, LotusChain, MinerInfoUpdater, OfflineChain},
     cluster::{default_node_id, Duties, LeaderTask, LeaseGate, LeaseLoop},
     config::{is_postgres_url, ChainMode, Config},
+    exec::{TransferSettings, Transfers},
     front_door::FrontDoor,
     http, identity,
     metrics::Metrics,
@@ -397,10 +399,30 @@ async fn run(shell: Shell, at: Location, store_flag: Option<String>) -> CmdResul
     let step_down_grace = host_config.write_deadline;
     let announce = host_config.announce.clone();
     let mk12 = Mk12Http::new(service.clone(), config.http.mk12_requests_per_second);
-    let front_door =
-        Arc::new(FrontDoor::new(peer, store.clone(), metrics.clone(), mk12).with_cluster(cluster));
-    // The miners' on-chain info is kept right only by the lease holder.
-    let mut leader_tasks: Vec<LeaderTask> = Vec::new();
+    let transfers = Transfers::new(
+        shell.runtime.clone(),
+        service.clone(),
+        TransferSettings::from_config(&config.transfer),
+        &config.transfer.staging_dir(&dir),
+    );
+    if config.api.token.is_empty() {
+        tracing::info!("HTTP API off: no [api] token configured");
+    }
+    let api = Api::new(
+        config.api.token.clone(),
+        ApiContext {
+            service: service.clone(),
+            transfers: transfers.clone(),
+        },
+    );
+    let front_door = Arc::new(
+        FrontDoor::new(peer, store.clone(), metrics.clone(), mk12)
+            .with_cluster(cluster)
+            .with_api(api),
+    );
+    // Deals' data is downloaded, and the miners' on-chain info kept right, only by the
+    // lease holder.
+    let mut leader_tasks: Vec<LeaderTask> = vec![crate::exec::runner::leader_task(transfers)];
     leader_tasks.extend(upkeep.map(|u| {
         let u = Arc::new(u);
         let miners = miner_list(&config);
@@ -710,41 +732,7 @@ async fn deals(shell: Shell, at: Location, command: DealsCommand) -> CmdResult {
                 .deal_by_uuid(id)
                 .await?
                 .ok_or_else(|| Fail(format!("no deal with UUID {id} in {}", store.describe())))?;
-            let p = &d.params.client_deal_proposal.proposal;
-            let v = serde_json::json!({
-                "uuid": d.uuid.to_string(),
-                "state": d.state().to_string(),
-                "checkpoint": d.checkpoint.name(),
-                "error": d.error,
-                "client_peer_id": d.client_peer_id,
-                "created_at": dealport_core::accept::go_time_utc(d.created_at_unix_nanos),
-                "created_at_unix_nanos": d.created_at_unix_nanos,
-                "proposal_cid": d.proposal_cid.to_string(),
-                "signed_proposal_cid": d.signed_proposal_cid.to_string(),
-                "is_offline": d.params.is_offline,
-                "deal_data_root": d.params.deal_data_root.to_string(),
-                "transfer": {
-                    "type": d.params.transfer.transfer_type,
-                    "size": d.params.transfer.size,
-                },
-                "proposal": {
-                    "piece_cid": p.piece_cid.to_string(),
-                    "piece_size": p.piece_size,
-                    "verified_deal": p.verified_deal,
-                    "client": p.client.to_string(),
-                    "provider": p.provider.to_string(),
-                    "start_epoch": p.start_epoch,
-                    "end_epoch": p.end_epoch,
-                    "storage_price_per_epoch": p.storage_price_per_epoch.to_string(),
-                    "provider_collateral": p.provider_collateral.to_string(),
-                    "client_collateral": p.client_collateral.to_string(),
-                },
-                "n_bytes_received": d.n_bytes_received,
-                "publish_cid": d.publish_cid.as_ref().map(ToString::to_string),
-                "chain_deal_id": d.chain_deal_id,
-                "sealing_status": d.sealing_status,
-                "params_hex": hex::encode(&d.params_bytes),
-            });
+            let v = crate::api::deal_json(&d);
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
     }

@@ -47,6 +47,12 @@ pub type HttpResponse = Response<Full<Bytes>>;
 /// A boxed, sendable future.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
+/// A request body read as it arrives (no size limit of the server's own).
+pub type BodyStream = Pin<Box<dyn futures::Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
+
+/// A route that reads its own body: called with the body once the head was matched.
+pub type StreamRoute = Box<dyn FnOnce(BodyStream) -> BoxFuture<HttpResponse> + Send>;
+
 /// What the HTTP server asks of the rest of the node.
 pub trait HttpBackend: Send + Sync + 'static {
     /// The internal WebSocket address of the node that runs the libp2p host now, or why
@@ -69,6 +75,20 @@ pub trait HttpBackend: Send + Sync + 'static {
         _body: Bytes,
         _client_ip: IpAddr,
     ) -> Option<BoxFuture<HttpResponse>> {
+        None
+    }
+
+    /// Routes that stream their request body (the API: data uploads larger than
+    /// [`HttpConfig::max_body`]), decided from the head alone. They are not under the
+    /// server's body limit and request deadline: each bounds its own body and time.
+    /// `None` falls through to [`route`](Self::route).
+    fn stream_route(
+        &self,
+        _method: &Method,
+        _path: &str,
+        _headers: &http::HeaderMap,
+        _client_ip: IpAddr,
+    ) -> Option<StreamRoute> {
         None
     }
 }
@@ -340,6 +360,18 @@ async fn other(
     path: &str,
     peer: SocketAddr,
 ) -> (&'static str, HttpResponse) {
+    if let Some(route) = state
+        .backend
+        .stream_route(req.method(), path, req.headers(), peer.ip())
+    {
+        use futures::TryStreamExt;
+        let body: BodyStream = Box::pin(
+            req.into_body()
+                .into_data_stream()
+                .map_err(std::io::Error::other),
+        );
+        return ("api", route(body).await);
+    }
     // Reading the body and answering share one deadline, as Curio's TimeoutHandler.
     let work = std::pin::pin!(read_and_route(state, req, path, peer));
     let deadline = async_io::Timer::after(state.config.request_timeout);
