@@ -132,6 +132,17 @@ pub enum DealsCommand {
     },
     /// Everything stored about one deal, as JSON.
     Show { uuid: String },
+    /// Bring an offline deal's data in: stream FILE to the running node's API
+    /// (`PUT /api/v1/deals/<uuid>/data`), which checks its piece CID and moves the deal
+    /// to Transferred (or fails it when the data is not the deal's).
+    Import {
+        uuid: String,
+        file: PathBuf,
+        /// The node's HTTP address. Default: `http.listen` from the config (an
+        /// unspecified address means this machine).
+        #[arg(long)]
+        node: Option<String>,
+    },
 }
 
 /// A failed command: one sentence for the user.
@@ -696,7 +707,17 @@ async fn info(shell: Shell, at: Location, json: bool) -> CmdResult {
 // ------------------------------------------------------------------ deals
 
 async fn deals(shell: Shell, at: Location, command: DealsCommand) -> CmdResult {
-    let (dir, _path, config) = locate(&at)?;
+    let (dir, path, config) = locate(&at)?;
+    // Through the running node's API: it holds the store.
+    if let DealsCommand::Import { uuid, file, node } = command {
+        let config = config.ok_or_else(|| {
+            Fail(format!(
+                "no config file at {}: the API token is read from it",
+                path.display()
+            ))
+        })?;
+        return import(shell, &config, &path, &uuid, &file, node).await;
+    }
     // The config's store: the cluster's database when `store` is a postgres:// URL.
     let spec = config.map_or_else(|| "sled".to_owned(), |c| c.store);
     let store = open_store_spec(&shell, &dir, &spec).await?;
@@ -725,6 +746,7 @@ async fn deals(shell: Shell, at: Location, command: DealsCommand) -> CmdResult {
             }
             eprintln!("{} deal(s)", deals.len());
         }
+        DealsCommand::Import { .. } => unreachable!("handled above"),
         DealsCommand::Show { uuid } => {
             let id = DealUuid::parse(&uuid)
                 .map_err(|e| Fail(format!("{uuid:?} is not a deal UUID: {e}")))?;
@@ -737,4 +759,62 @@ async fn deals(shell: Shell, at: Location, command: DealsCommand) -> CmdResult {
         }
     }
     Ok(())
+}
+
+/// `dealport deals import`: stream the file to the node, print the outcome as a sentence.
+async fn import(
+    shell: Shell,
+    config: &Config,
+    path: &Path,
+    uuid: &str,
+    file: &Path,
+    node: Option<String>,
+) -> CmdResult {
+    let id =
+        DealUuid::parse(uuid).map_err(|e| Fail(format!("{uuid:?} is not a deal UUID: {e}")))?;
+    if config.api.token.is_empty() {
+        return Err(Fail(format!(
+            "config file {} has no [api] token: the node's API is off; set one and restart the node",
+            path.display()
+        )));
+    }
+    let node = node.unwrap_or_else(|| {
+        let mut addr = config.http.listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(match addr.ip() {
+                std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        format!("http://{addr}")
+    });
+    let (code, body) = crate::api::client::import_file(
+        shell.runtime.clone(),
+        &node,
+        &config.api.token,
+        id,
+        file,
+        Duration::from_secs(10),
+    )
+    .await
+    .map_err(Fail)?;
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    if code == 200 {
+        println!(
+            "deal {id} imported from {}: {} bytes, piece CID {} checked; the deal is {}",
+            file.display(),
+            answer["n_bytes_received"],
+            answer["proposal"]["piece_cid"].as_str().unwrap_or("?"),
+            answer["state"].as_str().unwrap_or("?"),
+        );
+        Ok(())
+    } else {
+        let why = answer["error"]
+            .as_str()
+            .map_or_else(|| body.trim().to_owned(), str::to_owned);
+        Err(Fail(format!(
+            "import of deal {id} from {} refused by {node} (HTTP {code}): {why}",
+            file.display()
+        )))
+    }
 }

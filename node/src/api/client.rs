@@ -22,6 +22,10 @@ const MAX_ANSWER: usize = 1 << 20;
 
 /// Stream `file` as deal `uuid`'s data to the node at `node` (`http(s)://host:port`).
 /// The HTTP status and the answer's body.
+///
+/// The deal is read first (`GET /api/v1/deals/<uuid>`): a wrong token, an API that is
+/// off or an unknown deal is answered before any data is sent (a server refusing an
+/// upload early closes the connection under the client's feet).
 pub async fn import_file(
     runtime: Arc<dyn Runtime>,
     node: &str,
@@ -37,7 +41,76 @@ pub async fn import_file(
         .metadata()
         .map_err(|e| format!("cannot read {}: {e}", file.display()))?
         .len();
-    let url = target.url(&format!("/api/v1/deals/{uuid}/data"));
+    let path = format!("{}/api/v1/deals/{uuid}", target.base);
+    let request = |method: http::Method, path: String| {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, format!("{}:{}", target.host, target.port))
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+    };
+    let get = request(http::Method::GET, path.clone())
+        .body(http_body_util::Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let (code, body) = exchange(&target, get, connect_timeout).await?;
+    if code != 200 {
+        return Ok((code, body));
+    }
+    let deal: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    if deal["is_offline"] != true
+        || deal["error"] != serde_json::Value::Null
+        || deal["checkpoint"] != "Accepted"
+    {
+        return Err(format!(
+            "deal {uuid} is not waiting for data: it is {} ({})",
+            deal["state"].as_str().unwrap_or("?"),
+            if deal["is_offline"] == true {
+                "offline"
+            } else {
+                "an online deal, downloaded from its URL"
+            }
+        ));
+    }
+    let chunks = futures::stream::unfold(Some(f), move |f| {
+        let rt = runtime.clone();
+        async move {
+            let mut f = f?;
+            let read = unblock(&*rt, move || {
+                use std::io::Read;
+                let mut buf = vec![0u8; CHUNK];
+                let n = f.read(&mut buf)?;
+                buf.truncate(n);
+                Ok::<_, std::io::Error>((buf, f))
+            })
+            .await
+            .unwrap_or_else(|| Err(std::io::Error::other("the blocking pool dropped the read")));
+            match read {
+                Ok((buf, _)) if buf.is_empty() => None,
+                Ok((buf, f)) => Some((Ok(Frame::data(Bytes::from(buf))), Some(f))),
+                Err(e) => Some((Err(e), None)),
+            }
+        }
+    });
+    let put = request(http::Method::PUT, format!("{path}/data"))
+        .header(header::CONTENT_LENGTH, len)
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .body(StreamBody::new(chunks))
+        .map_err(|e| e.to_string())?;
+    exchange(&target, put, connect_timeout).await
+}
+
+/// One request on a fresh connection; the status and the answer's body.
+async fn exchange<B>(
+    target: &HttpTarget,
+    request: Request<B>,
+    connect_timeout: Duration,
+) -> Result<(u16, String), String>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let url = target.url(request.uri().path());
     let connect = async_net::TcpStream::connect((target.host.as_str(), target.port));
     let tcp = match future::select(
         std::pin::pin!(connect),
@@ -65,43 +138,16 @@ pub async fn import_file(
     } else {
         Box::new(tcp)
     };
-    let chunks = futures::stream::unfold(Some(f), move |f| {
-        let rt = runtime.clone();
-        async move {
-            let mut f = f?;
-            let read = unblock(&*rt, move || {
-                use std::io::Read;
-                let mut buf = vec![0u8; CHUNK];
-                let n = f.read(&mut buf)?;
-                buf.truncate(n);
-                Ok::<_, std::io::Error>((buf, f))
-            })
-            .await
-            .unwrap_or_else(|| Err(std::io::Error::other("the blocking pool dropped the read")));
-            match read {
-                Ok((buf, _)) if buf.is_empty() => None,
-                Ok((buf, f)) => Some((Ok(Frame::data(Bytes::from(buf))), Some(f))),
-                Err(e) => Some((Err(e), None)),
-            }
-        }
-    });
     let (mut sender, connection) = hyper::client::conn::http1::handshake(FuturesIo::new(conn))
         .await
         .map_err(|e| format!("HTTP with {url} failed: {e}"))?;
-    let request = Request::put(format!("{}/api/v1/deals/{uuid}/data", target.base))
-        .header(header::HOST, format!("{}:{}", target.host, target.port))
-        .header(header::AUTHORIZATION, format!("Bearer {token}"))
-        .header(header::CONTENT_LENGTH, len)
-        .header(header::CONTENT_TYPE, "application/octet-stream")
-        .body(StreamBody::new(chunks))
-        .map_err(|e| e.to_string())?;
     let exchange_url = url.clone();
     let exchange = async move {
         let url = exchange_url;
         let response = sender
             .send_request(request)
             .await
-            .map_err(|e| format!("PUT {url} failed: {e}"))?;
+            .map_err(|e| format!("{url} failed: {e}"))?;
         let code = response.status().as_u16();
         let body = http_body_util::Limited::new(response.into_body(), MAX_ANSWER)
             .collect()

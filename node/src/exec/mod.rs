@@ -209,16 +209,23 @@ impl Transfers {
             let chunk = match chunk {
                 None => break,
                 Some(Ok(c)) => c,
-                Some(Err(e)) => return Err(ApiError::bad_request(format!(
+                Some(Err(e)) => {
+                    return Err(ApiError::bad_request(format!(
                     "the upload broke off after {} bytes ({e}): nothing recorded, send it again",
                     ingest.offset()
-                ))),
+                )))
+                }
             };
             match ingest.push(&chunk).await {
                 Ok(()) => {}
                 Err(IngestError::Data(e)) => return Err(self.reject_data(uuid, e).await),
                 Err(e) => return Err(staging_error(e)),
             }
+        }
+        if ingest.offset() == 0 {
+            return Err(ApiError::bad_request(format!(
+                "the upload for deal {uuid} carried no data: nothing recorded"
+            )));
         }
         let bytes = match ingest.finish(&proposal.piece_cid).await {
             Ok(b) => b,
