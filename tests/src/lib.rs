@@ -6,4 +6,5 @@
 //! ```
 
 pub mod conformance;
+pub mod execution_transfer;
 pub mod harness;
