@@ -176,8 +176,8 @@ async fn download_one(t: Arc<Transfers>, uuid: DealUuid) {
             Ok(_) => tracing::info!(deal = %uuid, bytes, "transferred, piece CID checked"),
             Err(e) => tracing::warn!(deal = %uuid, error = %e, "cannot record Transferred"),
         },
-        Err(Stop::Fail(why)) => t.fail(uuid, why).await,
-        Err(Stop::Retry(why)) => t.fail(uuid, why).await,
+        // `transfer` turns a last Retry into a Fail; both end the deal.
+        Err(Stop::Fail(why) | Stop::Retry(why)) => t.fail(uuid, why).await,
         Err(Stop::Stopped) => {}
     }
 }
