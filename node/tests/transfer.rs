@@ -446,6 +446,24 @@ fn a_private_address_is_refused_without_the_switch() {
 }
 
 #[test]
+fn a_redirect_is_refused_not_followed() {
+    run(Duration::from_secs(60), async {
+        let good = data(1000, 15);
+        let elsewhere = DataServer::start(Serve::new(good.clone()));
+        let mut serve = Serve::new(good.clone());
+        serve.redirect = Some(elsewhere.url("/other.car"));
+        let server = DataServer::start(serve);
+        let e = exec(settings());
+        let err = failure(&e, &server, &good).await;
+        assert!(
+            err.contains("redirects (302)") && err.contains(&elsewhere.url("/other.car")),
+            "{err}"
+        );
+        assert!(elsewhere.requests().is_empty());
+    });
+}
+
+#[test]
 fn the_concurrency_bound_holds() {
     run(Duration::from_secs(120), async {
         let e = exec(TransferSettings {

@@ -39,6 +39,8 @@ pub struct Serve {
     pub fast_bytes: u64,
     pub slow_chunk: usize,
     pub slow_delay: Duration,
+    /// Answer every request with `302 Found` to this location instead.
+    pub redirect: Option<String>,
 }
 
 impl Serve {
@@ -51,6 +53,7 @@ impl Serve {
             fast_bytes: u64::MAX,
             slow_chunk: 64 << 10,
             slow_delay: Duration::ZERO,
+            redirect: None,
         }
     }
 
@@ -197,6 +200,14 @@ fn answer(s: &Shared, mut conn: TcpStream) {
         log.requests.push(rec.clone());
         log.open += 1;
         log.max_open = log.max_open.max(log.open);
+    }
+    if let Some(to) = &serve.redirect {
+        let _ = write!(
+            conn,
+            "HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        s.log.lock().unwrap().open -= 1;
+        return;
     }
     let total = serve.data.len() as u64;
     let from = match rec.range_from {

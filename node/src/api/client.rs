@@ -5,7 +5,10 @@ use std::{path::Path, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use dealport_core::wire::DealUuid;
-use futures::future::{self, Either};
+use futures::{
+    future::{self, Either},
+    StreamExt,
+};
 use http::{header, Request};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
@@ -13,10 +16,9 @@ use smol_hyper::rt::FuturesIo;
 
 use crate::{
     client::http::{tls_connector, Conn, HttpTarget},
-    runtime::{unblock, Runtime},
+    runtime::Runtime,
 };
 
-const CHUNK: usize = 1 << 20;
 /// Largest answer read.
 const MAX_ANSWER: usize = 1 << 20;
 
@@ -71,26 +73,7 @@ pub async fn import_file(
             }
         ));
     }
-    let chunks = futures::stream::unfold(Some(f), move |f| {
-        let rt = runtime.clone();
-        async move {
-            let mut f = f?;
-            let read = unblock(&*rt, move || {
-                use std::io::Read;
-                let mut buf = vec![0u8; CHUNK];
-                let n = f.read(&mut buf)?;
-                buf.truncate(n);
-                Ok::<_, std::io::Error>((buf, f))
-            })
-            .await
-            .unwrap_or_else(|| Err(std::io::Error::other("the blocking pool dropped the read")));
-            match read {
-                Ok((buf, _)) if buf.is_empty() => None,
-                Ok((buf, f)) => Some((Ok(Frame::data(Bytes::from(buf))), Some(f))),
-                Err(e) => Some((Err(e), None)),
-            }
-        }
-    });
+    let chunks = super::files::read_chunks(runtime, f).map(|c| c.map(Frame::data));
     let put = request(http::Method::PUT, format!("{path}/data"))
         .header(header::CONTENT_LENGTH, len)
         .header(header::CONTENT_TYPE, "application/octet-stream")

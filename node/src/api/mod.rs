@@ -11,6 +11,7 @@
 
 pub mod client;
 mod deals;
+pub mod files;
 
 pub use deals::deal_json;
 
@@ -26,7 +27,7 @@ use http_body_util::Full;
 
 use crate::{
     exec::Transfers,
-    http::{BodyStream, BoxFuture, HttpResponse, StreamRoute},
+    http::{BodyStream, BoxFuture, ResponseBody, StreamResponse, StreamRoute},
     service::DealService,
 };
 
@@ -89,12 +90,12 @@ impl ApiError {
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
     }
-    pub fn into_response(self) -> HttpResponse {
+    pub fn into_response(self) -> StreamResponse {
         json(self.status, &serde_json::json!({ "error": self.message }))
     }
 }
 
-pub type ApiResult = Result<HttpResponse, ApiError>;
+pub type ApiResult = Result<StreamResponse, ApiError>;
 pub type Handler = fn(Arc<ApiContext>, ApiRequest) -> BoxFuture<ApiResult>;
 
 /// How a route takes its body.
@@ -213,7 +214,7 @@ async fn run(
     params: Vec<String>,
     headers: HeaderMap,
     body: BodyStream,
-) -> HttpResponse {
+) -> StreamResponse {
     let result = match route.body {
         Body::Stream => {
             let req = ApiRequest {
@@ -316,14 +317,37 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// A JSON response.
-pub fn json(status: StatusCode, value: &serde_json::Value) -> HttpResponse {
+pub fn json(status: StatusCode, value: &serde_json::Value) -> StreamResponse {
     let mut r = Response::new(Full::new(Bytes::from(value.to_string())));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    r
+    crate::http::boxed(r)
+}
+
+/// A response streaming `file` (e.g. a staged piece) from the start, with its length.
+/// The file is read in 1 MiB chunks on the runtime's blocking pool.
+pub fn file_response(
+    runtime: Arc<dyn crate::runtime::Runtime>,
+    file: std::fs::File,
+) -> Result<StreamResponse, ApiError> {
+    let len = file
+        .metadata()
+        .map_err(|e| ApiError::internal(format!("cannot read the file's length: {e}")))?
+        .len();
+    let body: ResponseBody = http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(
+        files::read_chunks(runtime, file).map(|c| c.map(hyper::body::Frame::data)),
+    ));
+    let mut r = Response::new(body);
+    r.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    Ok(r)
 }
 
 /// The deal UUID in path segment `i`, or a 400 naming the value.
@@ -350,6 +374,31 @@ mod tests {
         assert_eq!(match_path("deals/{}", "deals/"), None);
         assert_eq!(match_path("deals/{}", "deals/a/b"), None);
         assert_eq!(match_path("deals", "deals"), Some(vec![]));
+    }
+
+    struct ThreadRuntime;
+
+    impl crate::runtime::Runtime for ThreadRuntime {
+        fn spawn(&self, fut: crate::runtime::BoxTask) {
+            std::thread::spawn(move || futures::executor::block_on(fut));
+        }
+        fn spawn_blocking(&self, f: Box<dyn FnOnce() + Send>) {
+            std::thread::spawn(f);
+        }
+    }
+
+    #[test]
+    fn a_file_response_streams_the_whole_file() {
+        use http_body_util::BodyExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("piece");
+        let bytes: Vec<u8> = (0..(3 * files::CHUNK + 17)).map(|i| i as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let r =
+            file_response(Arc::new(ThreadRuntime), std::fs::File::open(&path).unwrap()).unwrap();
+        assert_eq!(r.headers()[header::CONTENT_LENGTH], bytes.len().to_string());
+        let body = futures::executor::block_on(r.into_body().collect()).unwrap();
+        assert!(body.to_bytes() == bytes);
     }
 
     #[test]

@@ -28,6 +28,8 @@ use crate::{cluster::LeaderTask, service::ApplyError};
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// Longest wait between two retries.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Deals waiting for a download slot; more are left for a later rescan.
+const MAX_QUEUED: usize = 4096;
 
 /// The runner as a [`LeaderTask`].
 pub fn leader_task(transfers: Arc<Transfers>) -> LeaderTask {
@@ -55,9 +57,7 @@ pub async fn run(t: Arc<Transfers>) {
             match t.service.store().list_deals().await {
                 Ok(deals) => {
                     for d in deals.iter().filter(|d| wants_download(d)) {
-                        if known.insert(d.uuid) {
-                            queued.push_back(d.uuid);
-                        }
+                        enqueue(&mut queued, &mut known, d.uuid);
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot list deals to download"),
@@ -77,13 +77,18 @@ pub async fn run(t: Arc<Transfers>) {
             }
             uuid = wake.next() => {
                 if let Some(uuid) = uuid {
-                    if known.insert(uuid) {
-                        queued.push_back(uuid);
-                    }
+                    enqueue(&mut queued, &mut known, uuid);
                 }
             }
             _ = timer => {}
         }
+    }
+}
+
+/// Queue `uuid` unless it is queued or running already, or the queue is full.
+fn enqueue(queued: &mut VecDeque<DealUuid>, known: &mut HashSet<DealUuid>, uuid: DealUuid) {
+    if queued.len() < MAX_QUEUED && known.insert(uuid) {
+        queued.push_back(uuid);
     }
 }
 

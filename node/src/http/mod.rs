@@ -50,8 +50,19 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 /// A request body read as it arrives (no size limit of the server's own).
 pub type BodyStream = Pin<Box<dyn futures::Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
 
+/// A response body sent as it is produced (a piece's bytes), or a whole one boxed.
+pub type ResponseBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+/// The response of a streaming route (and of the server as a whole).
+pub type StreamResponse = Response<ResponseBody>;
+
+/// A whole response as a [`StreamResponse`].
+pub fn boxed(r: HttpResponse) -> StreamResponse {
+    r.map(|b| b.map_err(|never| match never {}).boxed())
+}
+
 /// A route that reads its own body: called with the body once the head was matched.
-pub type StreamRoute = Box<dyn FnOnce(BodyStream) -> BoxFuture<HttpResponse> + Send>;
+pub type StreamRoute = Box<dyn FnOnce(BodyStream) -> BoxFuture<StreamResponse> + Send>;
 
 /// What the HTTP server asks of the rest of the node.
 pub trait HttpBackend: Send + Sync + 'static {
@@ -304,7 +315,7 @@ fn text(code: StatusCode, body: impl Into<Bytes>) -> HttpResponse {
     r
 }
 
-async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> HttpResponse {
+async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> StreamResponse {
     let path = req.uri().path().to_owned();
     let (route, response) = match (req.method(), path.as_str()) {
         (&Method::GET, p @ ("/" | "/libp2p"))
@@ -346,20 +357,35 @@ async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> 
             );
             ("metrics", r)
         }
-        _ => other(&state, req, &path, peer).await,
+        _ => return other(&state, req, &path, peer).await,
     };
+    state
+        .metrics
+        .http_request(route, response.status().as_u16());
+    boxed(response)
+}
+
+/// The backend's routes: a streaming route as it answers, else the body read whole and
+/// routed within one deadline.
+async fn other(
+    state: &State,
+    req: Request<Incoming>,
+    path: &str,
+    peer: SocketAddr,
+) -> StreamResponse {
+    let (route, response) = other_routes(state, req, path, peer).await;
     state
         .metrics
         .http_request(route, response.status().as_u16());
     response
 }
 
-async fn other(
+async fn other_routes(
     state: &State,
     req: Request<Incoming>,
     path: &str,
     peer: SocketAddr,
-) -> (&'static str, HttpResponse) {
+) -> (&'static str, StreamResponse) {
     if let Some(route) = state
         .backend
         .stream_route(req.method(), path, req.headers(), peer.ip())
@@ -375,13 +401,14 @@ async fn other(
     // Reading the body and answering share one deadline, as Curio's TimeoutHandler.
     let work = std::pin::pin!(read_and_route(state, req, path, peer));
     let deadline = async_io::Timer::after(state.config.request_timeout);
-    match futures::future::select(work, deadline).await {
+    let (route, response) = match futures::future::select(work, deadline).await {
         futures::future::Either::Left((answer, _)) => answer,
         futures::future::Either::Right(_) => (
             "backend",
             text(StatusCode::SERVICE_UNAVAILABLE, "timeout reading request\n"),
         ),
-    }
+    };
+    (route, boxed(response))
 }
 
 async fn read_and_route(
