@@ -12,6 +12,7 @@ pub mod facts;
 pub mod fuzzing;
 pub mod lease;
 pub mod miner_info;
+pub mod publish;
 pub mod rate_limit;
 pub mod sig;
 pub mod status;

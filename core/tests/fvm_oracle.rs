@@ -247,7 +247,10 @@ fn publish_return_that_does_not_fit_the_batch_is_refused() {
 
 #[test]
 fn publish_return_seed_corpus_decodes_as_written() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/corpus/publish_return/");
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fuzz/corpus/publish_return/"
+    );
     let read = |name: &str| std::fs::read(format!("{dir}{name}")).unwrap();
     let ids = |name: &str, batch| {
         wire::PublishStorageDealsReturn::from_cbor(&read(name))

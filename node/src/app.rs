@@ -18,10 +18,13 @@ use libp2p::{Multiaddr, PeerId};
 
 use crate::{
     api::{Api, ApiContext},
-    chain::{ChainFactsSource, LotusChain, MinerInfoUpdater, OfflineChain},
+    chain::{lotus::LotusClient, ChainFactsSource, LotusChain, MinerInfoUpdater, OfflineChain},
     cluster::{default_node_id, Duties, LeaderTask, LeaseGate, LeaseLoop},
     config::{is_postgres_url, ChainMode, Config},
-    exec::{TransferSettings, Transfers},
+    exec::{
+        publish::{PublishSettings, Publisher},
+        TransferSettings, Transfers,
+    },
     front_door::FrontDoor,
     http, identity,
     metrics::Metrics,
@@ -369,22 +372,26 @@ async fn run(shell: Shell, at: Location, store_flag: Option<String>) -> CmdResul
         "dealport {} starting",
         env!("CARGO_PKG_VERSION")
     );
-    let (chain, upkeep): (Arc<dyn ChainFactsSource>, Option<MinerInfoUpdater>) =
+    let (chain, lotus_client): (Arc<dyn ChainFactsSource>, Option<Arc<LotusClient>>) =
         match config.chain.mode {
             ChainMode::Offline => {
                 let chain = OfflineChain::new(config.chain.network, config.chain.offline.clone());
                 tracing::warn!("{}", chain.describe());
+                tracing::warn!("offline chain: transferred deals are not published");
                 (Arc::new(chain), None)
             }
             ChainMode::Lotus => {
                 let lotus = lotus_chain(&config, &path)?;
                 tracing::info!("{}", lotus.describe());
-                let upkeep =
-                    MinerInfoUpdater::new(lotus.client(), config.chain.lotus.max_fee.clone());
-                (Arc::new(lotus), Some(upkeep))
+                let client = lotus.client();
+                (Arc::new(lotus), Some(client))
             }
         };
+    let upkeep = lotus_client
+        .clone()
+        .map(|c| MinerInfoUpdater::new(c, config.chain.lotus.max_fee.clone()));
     let policy = config.policy();
+    let policy_buffer = policy.sealing_buffer_epochs;
     if policy.miners.is_empty() {
         tracing::warn!("no [[miners]] configured: every proposal will be rejected");
     } else {
@@ -434,6 +441,11 @@ async fn run(shell: Shell, at: Location, store_flag: Option<String>) -> CmdResul
     // Deals' data is downloaded, and the miners' on-chain info kept right, only by the
     // lease holder.
     let mut leader_tasks: Vec<LeaderTask> = vec![crate::exec::runner::leader_task(transfers)];
+    if let Some(lotus) = &lotus_client {
+        let settings = PublishSettings::from_config(&config.publish, policy_buffer);
+        let publisher = Publisher::new(service.clone(), lotus.clone(), settings);
+        leader_tasks.push(crate::exec::publish::leader_task(publisher));
+    }
     leader_tasks.extend(upkeep.map(|u| {
         let u = Arc::new(u);
         let miners = miner_list(&config);

@@ -42,6 +42,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub transfer: TransferConfig,
     pub api: ApiConfig,
+    pub publish: PublishConfig,
 }
 
 impl Default for Config {
@@ -58,6 +59,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             transfer: TransferConfig::default(),
             api: ApiConfig::default(),
+            publish: PublishConfig::default(),
         }
     }
 }
@@ -109,6 +111,38 @@ impl TransferConfig {
         self.staging_dir
             .clone()
             .unwrap_or_else(|| data_dir.join("staging"))
+    }
+}
+
+/// `[publish]`: PublishStorageDeals batching (Curio's `MK12.PublishMsgPeriod`,
+/// `MaxDealsPerPublishMsg`, `MaxPublishDealFee`: 5 minutes, 8, 0.5 FIL).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PublishConfig {
+    /// The wallet that sends PublishStorageDeals; empty: each miner's worker address.
+    /// It must be the miner's worker or a control address (the market actor checks).
+    #[serde(deserialize_with = "de_opt_address")]
+    pub wallet: Option<Address>,
+    /// Deals per message at most.
+    pub max_deals_per_message: usize,
+    /// A deal waits at most this long for others to share its message.
+    pub period_secs: u64,
+    /// Max fee of one PublishStorageDeals message, attoFIL.
+    #[serde(deserialize_with = "de_amount")]
+    pub max_fee: TokenAmount,
+    /// How often waiting deals and sent messages are checked.
+    pub poll_secs: u64,
+}
+
+impl Default for PublishConfig {
+    fn default() -> Self {
+        PublishConfig {
+            wallet: None,
+            max_deals_per_message: 8,
+            period_secs: 300,
+            max_fee: TokenAmount(num_bigint::BigInt::from(500_000_000_000_000_000u64)),
+            poll_secs: 30,
+        }
     }
 }
 
@@ -914,6 +948,19 @@ max_retries = 5
 retry_backoff_ms = 1000
 # Keep staging files once the deal no longer needs them (for debugging).
 keep_staging = false
+
+[publish]
+# Transferred deals are published in PublishStorageDeals messages (chain.mode = "lotus"
+# only; with the offline chain they stay Transferred): at most max_deals_per_message
+# deals per message, a deal waiting at most period_secs for others. Defaults as Curio.
+# wallet: the sender; must be the miner's worker or a control address. Unset: the worker.
+# wallet = "f3..."
+max_deals_per_message = 8
+period_secs = 300
+# Max fee of one message, attoFIL (0.5 FIL).
+max_fee = "500000000000000000"
+# How often waiting deals and sent messages are checked.
+poll_secs = 30
 
 [api]
 # Bearer token of the HTTP API under /api/v1/ (offline import with

@@ -11,6 +11,7 @@
 
 pub mod download;
 pub mod ingest;
+pub mod publish;
 pub mod runner;
 pub mod ssrf;
 pub mod staging;
