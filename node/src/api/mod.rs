@@ -12,6 +12,7 @@
 pub mod client;
 mod deals;
 pub mod files;
+mod sealing;
 
 pub use deals::deal_json;
 
@@ -123,6 +124,7 @@ pub struct Route {
 pub fn routes() -> Vec<Route> {
     let mut r = Vec::new();
     r.extend(deals::routes());
+    r.extend(sealing::routes());
     r
 }
 

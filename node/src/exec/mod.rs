@@ -127,6 +127,10 @@ impl Transfers {
         &self.service
     }
 
+    pub fn runtime(&self) -> Arc<dyn Runtime> {
+        self.runtime.clone()
+    }
+
     fn in_flight(&self) -> std::sync::MutexGuard<'_, HashSet<DealUuid>> {
         self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
     }
