@@ -30,14 +30,14 @@ const TOKEN: &str = "import-secret";
 const ONLINE_UUID: &str = "5b0e4f86-7c1d-4a7e-9a51-0d2c3e4f5a61";
 const OFFLINE_UUID: &str = "5b0e4f86-7c1d-4a7e-9a51-0d2c3e4f5a62";
 
-fn data(n: usize, seed: u64) -> Vec<u8> {
+pub(crate) fn data(n: usize, seed: u64) -> Vec<u8> {
     (0..n as u64)
         .map(|i| (i.wrapping_mul(2654435761).wrapping_add(seed) >> 7) as u8)
         .collect()
 }
 
 /// The piece CID and padded size of `bytes`, from core's CommP.
-fn piece_of(bytes: &[u8]) -> (String, u64) {
+pub(crate) fn piece_of(bytes: &[u8]) -> (String, u64) {
     let padded = padded_piece_size(bytes.len() as u64).expect("a piece size");
     let mut c = CommP::new();
     c.update(bytes);
@@ -64,7 +64,7 @@ fn run_json(bin: &str, args: &[&str]) -> Value {
 }
 
 /// Propose a deal with the binary's client (A4's client key and terms).
-fn propose(
+pub(crate) fn propose(
     bin: &str,
     provider: &str,
     wallet: &Path,
@@ -103,7 +103,7 @@ fn propose(
     assert_eq!(r["accepted"], true, "{r}");
 }
 
-fn status(bin: &str, provider: &str, wallet: &Path, uuid: &str) -> Value {
+pub(crate) fn status(bin: &str, provider: &str, wallet: &Path, uuid: &str) -> Value {
     run_json(
         bin,
         &[
@@ -119,7 +119,7 @@ fn status(bin: &str, provider: &str, wallet: &Path, uuid: &str) -> Value {
 }
 
 /// Poll status until `done` (bounded); every answer seen on the way.
-fn poll_until(
+pub(crate) fn poll_until(
     bin: &str,
     provider: &str,
     wallet: &Path,
@@ -145,7 +145,7 @@ fn poll_until(
     }
 }
 
-fn checkpoint(s: &Value) -> &str {
+pub(crate) fn checkpoint(s: &Value) -> &str {
     s["deal_status"]["status"].as_str().unwrap_or("")
 }
 

@@ -4,6 +4,7 @@
 pub mod cluster;
 pub mod config;
 pub mod golden;
+pub mod http;
 pub mod js;
 pub use dealport_testkit::postgres;
 pub mod process;
