@@ -67,6 +67,20 @@ pub fn http_request(data: &[u8]) {
     }
 }
 
+/// The market actor's PublishStorageDeals return (read from a Lotus receipt): decodes
+/// canonically, and mapping it onto a batch of any size never panics.
+pub fn publish_return(data: &[u8]) {
+    message::<PublishStorageDealsReturn>(data);
+    if let Ok(r) = PublishStorageDealsReturn::from_cbor(data) {
+        for batch in [0, 1, 8, 256] {
+            if let Ok(ids) = r.deal_ids(batch) {
+                assert_eq!(ids.len(), batch);
+                assert_eq!(ids.iter().flatten().count(), r.ids.len());
+            }
+        }
+    }
+}
+
 /// A fuzz target: takes any bytes, panics only on a bug.
 pub type Target = fn(&[u8]);
 
@@ -82,4 +96,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("transports_response", message::<TransportsResponse>),
     ("client_deal_proposal", message::<ClientDealProposal>),
     ("http_request", http_request),
+    ("publish_return", publish_return),
 ];

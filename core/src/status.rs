@@ -8,7 +8,7 @@
 //!
 //! Verifying a BLS signature costs a pairing (about 1.7 ms), and Boost clients poll with
 //! the same signature again and again, so results go through a bounded [`VerifyCache`].
-use crate::deal::{Checkpoint, DealRecord};
+use crate::deal::{Checkpoint, DealRecord, DealState};
 use crate::sig;
 use crate::wire::{
     Address, DealStatus, DealStatusRequest, DealStatusResponse, DealUuid, Network, Protocol,
@@ -120,6 +120,11 @@ fn signature_ok(uuid: &DealUuid, sig: &Signature, key: &Address, cache: &mut Ver
     cache.verify(uuid, sig, key)
 }
 
+/// What an offline deal still waiting for its data says in `SealingStatus`: the text
+/// Boost shows for it (`gql/resolver_deal.go` `dealResolver.Message`, and its client's
+/// `statusMessage` for `Accepted` + `IsOffline`), so a client sees what it waits for.
+pub const AWAITING_OFFLINE_DATA: &str = "Awaiting Offline Data Import";
+
 /// The full response for a deal whose client proved who it is.
 ///
 /// `TransferSize` is the client-declared `Transfer.Size`. `NBytesReceived` is the real
@@ -141,7 +146,14 @@ pub fn status_response(deal: &DealRecord) -> DealStatusResponse {
         deal_status: Some(DealStatus {
             error: deal.error.clone().unwrap_or_default(),
             status: deal.checkpoint.name().to_owned(),
-            sealing_status: deal.sealing_status.clone(),
+            sealing_status: if params.is_offline
+                && deal.state() == DealState::At(Checkpoint::Accepted)
+                && deal.sealing_status.is_empty()
+            {
+                AWAITING_OFFLINE_DATA.to_owned()
+            } else {
+                deal.sealing_status.clone()
+            },
             proposal: params.client_deal_proposal.proposal.clone(),
             signed_proposal_cid: deal.signed_proposal_cid.clone(),
             publish_cid: deal.publish_cid.clone(),

@@ -144,3 +144,121 @@ proptest! {
         prop_assert_eq!(fvm.to_string(), ours.to_string());
     }
 }
+
+// ---- PublishStorageDeals (market actor method 4) and RLE+ bitfields --------------------
+
+/// builtin-actors' `PublishStorageDealsParams`.
+#[derive(Serialize_tuple, Deserialize_tuple, Debug, Clone, PartialEq)]
+struct FvmPublishParams {
+    deals: Vec<FvmClientDealProposal>,
+}
+
+/// builtin-actors' `PublishStorageDealsReturn`.
+#[derive(Serialize_tuple, Deserialize_tuple, Debug, Clone, PartialEq)]
+struct FvmPublishReturn {
+    ids: Vec<u64>,
+    valid_deals: fvm_ipld_bitfield::BitField,
+}
+
+#[test]
+fn publish_params_decode_in_the_fvm_as_the_deals_sent() {
+    let a3 = vector("A3");
+    let cdp = wire::ClientDealProposal::from_cbor(&a3).unwrap();
+    for n in [1usize, 2, 8] {
+        let params = wire::PublishStorageDealsParams {
+            deals: vec![cdp.clone(); n],
+        };
+        let bytes = params.to_cbor();
+        let fvm: FvmPublishParams = fvm_ipld_encoding::from_slice(&bytes).unwrap();
+        assert_eq!(fvm.deals.len(), n);
+        assert_eq!(to_vec(&fvm.deals[n - 1]).unwrap(), a3);
+        assert_eq!(to_vec(&fvm).unwrap(), bytes, "{n} deals: same bytes");
+        assert_eq!(
+            wire::PublishStorageDealsParams::from_cbor(&bytes).unwrap(),
+            params
+        );
+    }
+}
+
+proptest! {
+    /// Any set of valid deals in a batch: the FVM's return decodes to the same IDs per
+    /// position, and our encoding of it is byte-identical.
+    #[test]
+    fn publish_return_matches_the_fvm(valid in proptest::collection::btree_set(0u64..40, 0..40),
+                                      base in 0u64..1_000_000) {
+        let ids: Vec<u64> = (0..valid.len() as u64).map(|i| base + i).collect();
+        let fvm = FvmPublishReturn {
+            ids: ids.clone(),
+            valid_deals: fvm_ipld_bitfield::BitField::try_from_bits(valid.iter().copied()).unwrap(),
+        };
+        let bytes = to_vec(&fvm).unwrap();
+        let ours = wire::PublishStorageDealsReturn::from_cbor(&bytes).unwrap();
+        prop_assert_eq!(ours.to_cbor(), bytes);
+        let per_deal = ours.deal_ids(40).unwrap();
+        let mut next = ids.iter();
+        for (i, got) in per_deal.iter().enumerate() {
+            let want = if valid.contains(&(i as u64)) { next.next().copied() } else { None };
+            prop_assert_eq!(*got, want);
+        }
+    }
+
+    /// RLE+ encoding: ours equals fvm_ipld_bitfield's for any bit set.
+    #[test]
+    fn rle_encoding_matches_the_fvm(bits in proptest::collection::vec(0u64..5000, 0..200)) {
+        let fvm = fvm_ipld_bitfield::BitField::try_from_bits(bits.iter().copied()).unwrap();
+        let ours = wire::BitField::from_bits(bits.iter().copied());
+        prop_assert_eq!(ours.to_rle(), fvm.to_bytes());
+        prop_assert_eq!(wire::BitField::from_rle(&fvm.to_bytes()).unwrap(), ours);
+    }
+
+    /// RLE+ decoding of arbitrary bytes: accepted exactly when fvm_ipld_bitfield accepts,
+    /// with the same bits; never a panic.
+    #[test]
+    fn rle_decoding_agrees_with_the_fvm(bytes in proptest::collection::vec(any::<u8>(), 0..24)) {
+        let fvm = fvm_ipld_bitfield::BitField::from_bytes(&bytes);
+        let ours = wire::BitField::from_rle(&bytes);
+        prop_assert_eq!(ours.is_ok(), fvm.is_ok(), "bytes {:02x?}: ours {:?}", bytes, ours);
+        if let (Ok(ours), Ok(fvm)) = (ours, fvm) {
+            let theirs: Vec<(u64, u64)> = fvm.ranges().map(|r| (r.start, r.end)).collect();
+            prop_assert_eq!(ours.ranges(), &theirs[..]);
+        }
+    }
+}
+
+#[test]
+fn publish_return_that_does_not_fit_the_batch_is_refused() {
+    let ret = |ids: Vec<u64>, bits: &[u64]| wire::PublishStorageDealsReturn {
+        ids,
+        valid_deals: wire::BitField::from_bits(bits.iter().copied()),
+    };
+    assert_eq!(
+        ret(vec![7], &[0, 1]).deal_ids(2).unwrap_err(),
+        "the return names 2 valid deals but carries 1 deal IDs"
+    );
+    assert_eq!(
+        ret(vec![7], &[3]).deal_ids(2).unwrap_err(),
+        "the return marks deal 3 valid in a message of 2 deals"
+    );
+    assert_eq!(
+        ret(vec![7, 9], &[0, 2]).deal_ids(3).unwrap(),
+        vec![Some(7), None, Some(9)]
+    );
+}
+
+#[test]
+fn publish_return_seed_corpus_decodes_as_written() {
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fuzz/corpus/publish_return/"
+    );
+    let read = |name: &str| std::fs::read(format!("{dir}{name}")).unwrap();
+    let ids = |name: &str, batch| {
+        wire::PublishStorageDealsReturn::from_cbor(&read(name))
+            .unwrap()
+            .deal_ids(batch)
+            .unwrap()
+    };
+    assert_eq!(ids("one_valid", 1), vec![Some(7)]);
+    assert_eq!(ids("two_of_three", 3), vec![Some(7), None, Some(9)]);
+    assert_eq!(ids("none_valid", 2), vec![None, None]);
+}

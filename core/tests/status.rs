@@ -3,6 +3,7 @@
 use dealport_core::deal::{Checkpoint, DealEvent, DealRecord};
 use dealport_core::status::{
     answer_status, answer_status_on, status_response, StatusAnswer, StatusOutcome, VerifyCache,
+    AWAITING_OFFLINE_DATA,
 };
 use dealport_core::wire::{
     Address, Cbor, Cid, DealParams, DealStatusRequest, DealStatusResponse, DealUuid, Network,
@@ -317,10 +318,31 @@ fn an_offline_deal_reports_offline_and_no_transfer() {
     let mut d = secp_deal();
     d.params.is_offline = true;
     d.params.transfer = Default::default();
+    let waiting = status_response(&d).deal_status.unwrap();
+    assert_eq!(
+        (waiting.status.as_str(), waiting.sealing_status.as_str()),
+        ("Accepted", AWAITING_OFFLINE_DATA)
+    );
     d.apply(DealEvent::Transferred { bytes: 4096 }).unwrap();
     let r = status_response(&d);
     assert!(r.is_offline);
     assert_eq!((r.transfer_size, r.n_bytes_received), (0, 0));
+    let st = r.deal_status.unwrap();
+    assert_eq!(
+        (st.status.as_str(), st.sealing_status.as_str()),
+        ("Transferred", "")
+    );
+}
+
+#[test]
+fn an_offline_deal_that_failed_waiting_does_not_say_it_waits() {
+    let mut d = secp_deal();
+    d.params.is_offline = true;
+    d.apply(DealEvent::Failed("piece CID mismatch".into()))
+        .unwrap();
+    let st = status_response(&d).deal_status.unwrap();
+    assert_eq!(st.sealing_status, "");
+    assert_eq!(st.error, "piece CID mismatch");
 }
 
 // ---------------------------------------------------------------- the cache

@@ -17,9 +17,14 @@ use dealport_core::wire::DealUuid;
 use libp2p::{Multiaddr, PeerId};
 
 use crate::{
-    chain::{ChainFactsSource, LotusChain, MinerInfoUpdater, OfflineChain},
+    api::{Api, ApiContext},
+    chain::{lotus::LotusClient, ChainFactsSource, LotusChain, MinerInfoUpdater, OfflineChain},
     cluster::{default_node_id, Duties, LeaderTask, LeaseGate, LeaseLoop},
     config::{is_postgres_url, ChainMode, Config},
+    exec::{
+        publish::{PublishSettings, Publisher},
+        TransferSettings, Transfers,
+    },
     front_door::FrontDoor,
     http, identity,
     metrics::Metrics,
@@ -130,6 +135,17 @@ pub enum DealsCommand {
     },
     /// Everything stored about one deal, as JSON.
     Show { uuid: String },
+    /// Bring an offline deal's data in: stream FILE to the running node's API
+    /// (`PUT /api/v1/deals/<uuid>/data`), which checks its piece CID and moves the deal
+    /// to Transferred (or fails it when the data is not the deal's).
+    Import {
+        uuid: String,
+        file: PathBuf,
+        /// The node's HTTP address. Default: `http.listen` from the config (an
+        /// unspecified address means this machine).
+        #[arg(long)]
+        node: Option<String>,
+    },
 }
 
 /// A failed command: one sentence for the user.
@@ -382,22 +398,26 @@ async fn run(shell: Shell, at: Location, store_flag: Option<String>) -> CmdResul
         "dealport {} starting",
         env!("CARGO_PKG_VERSION")
     );
-    let (chain, upkeep): (Arc<dyn ChainFactsSource>, Option<MinerInfoUpdater>) =
+    let (chain, lotus_client): (Arc<dyn ChainFactsSource>, Option<Arc<LotusClient>>) =
         match config.chain.mode {
             ChainMode::Offline => {
                 let chain = OfflineChain::new(config.chain.network, config.chain.offline.clone());
                 tracing::warn!("{}", chain.describe());
+                tracing::warn!("offline chain: transferred deals are not published");
                 (Arc::new(chain), None)
             }
             ChainMode::Lotus => {
                 let lotus = lotus_chain(&config, &path)?;
                 tracing::info!("{}", lotus.describe());
-                let upkeep =
-                    MinerInfoUpdater::new(lotus.client(), config.chain.lotus.max_fee.clone());
-                (Arc::new(lotus), Some(upkeep))
+                let client = lotus.client();
+                (Arc::new(lotus), Some(client))
             }
         };
+    let upkeep = lotus_client
+        .clone()
+        .map(|c| MinerInfoUpdater::new(c, config.chain.lotus.max_fee.clone()));
     let policy = config.policy();
+    let policy_buffer = policy.sealing_buffer_epochs;
     if policy.miners.is_empty() {
         tracing::warn!("no [[miners]] configured: every proposal will be rejected");
     } else {
@@ -423,10 +443,35 @@ async fn run(shell: Shell, at: Location, store_flag: Option<String>) -> CmdResul
     let step_down_grace = host_config.write_deadline;
     let announce = host_config.announce.clone();
     let mk12 = Mk12Http::new(service.clone(), config.http.mk12_requests_per_second);
-    let front_door =
-        Arc::new(FrontDoor::new(peer, store.clone(), metrics.clone(), mk12).with_cluster(cluster));
-    // The miners' on-chain info is kept right only by the lease holder.
-    let mut leader_tasks: Vec<LeaderTask> = Vec::new();
+    let transfers = Transfers::new(
+        shell.runtime.clone(),
+        service.clone(),
+        TransferSettings::from_config(&config.transfer),
+        &config.transfer.staging_dir(&dir),
+    );
+    if config.api.token.is_empty() {
+        tracing::info!("HTTP API off: no [api] token configured");
+    }
+    let api = Api::new(
+        config.api.token.clone(),
+        ApiContext {
+            service: service.clone(),
+            transfers: transfers.clone(),
+        },
+    );
+    let front_door = Arc::new(
+        FrontDoor::new(peer, store.clone(), metrics.clone(), mk12)
+            .with_cluster(cluster)
+            .with_api(api),
+    );
+    // Deals' data is downloaded, and the miners' on-chain info kept right, only by the
+    // lease holder.
+    let mut leader_tasks: Vec<LeaderTask> = vec![crate::exec::runner::leader_task(transfers)];
+    if let Some(lotus) = &lotus_client {
+        let settings = PublishSettings::from_config(&config.publish, policy_buffer);
+        let publisher = Publisher::new(service.clone(), lotus.clone(), settings);
+        leader_tasks.push(crate::exec::publish::leader_task(publisher));
+    }
     leader_tasks.extend(upkeep.map(|u| {
         let u = Arc::new(u);
         let miners = miner_list(&config);
@@ -715,7 +760,17 @@ async fn info(shell: Shell, at: Location, json: bool) -> CmdResult {
 // ------------------------------------------------------------------ deals
 
 async fn deals(shell: Shell, at: Location, command: DealsCommand) -> CmdResult {
-    let (dir, _path, config) = locate(&at)?;
+    let (dir, path, config) = locate(&at)?;
+    // Through the running node's API: it holds the store.
+    if let DealsCommand::Import { uuid, file, node } = command {
+        let config = config.ok_or_else(|| {
+            Fail(format!(
+                "no config file at {}: the API token is read from it",
+                path.display()
+            ))
+        })?;
+        return import(shell, &config, &path, &uuid, &file, node).await;
+    }
     // The config's store: the cluster's database when `store` is a postgres:// URL.
     let spec = config.map_or_else(|| "sled".to_owned(), |c| c.store);
     let store = open_store_spec(&shell, &dir, &spec).await?;
@@ -744,6 +799,7 @@ async fn deals(shell: Shell, at: Location, command: DealsCommand) -> CmdResult {
             }
             eprintln!("{} deal(s)", deals.len());
         }
+        DealsCommand::Import { .. } => unreachable!("handled above"),
         DealsCommand::Show { uuid } => {
             let id = DealUuid::parse(&uuid)
                 .map_err(|e| Fail(format!("{uuid:?} is not a deal UUID: {e}")))?;
@@ -751,43 +807,67 @@ async fn deals(shell: Shell, at: Location, command: DealsCommand) -> CmdResult {
                 .deal_by_uuid(id)
                 .await?
                 .ok_or_else(|| Fail(format!("no deal with UUID {id} in {}", store.describe())))?;
-            let p = &d.params.client_deal_proposal.proposal;
-            let v = serde_json::json!({
-                "uuid": d.uuid.to_string(),
-                "state": d.state().to_string(),
-                "checkpoint": d.checkpoint.name(),
-                "error": d.error,
-                "client_peer_id": d.client_peer_id,
-                "created_at": dealport_core::accept::go_time_utc(d.created_at_unix_nanos),
-                "created_at_unix_nanos": d.created_at_unix_nanos,
-                "proposal_cid": d.proposal_cid.to_string(),
-                "signed_proposal_cid": d.signed_proposal_cid.to_string(),
-                "is_offline": d.params.is_offline,
-                "deal_data_root": d.params.deal_data_root.to_string(),
-                "transfer": {
-                    "type": d.params.transfer.transfer_type,
-                    "size": d.params.transfer.size,
-                },
-                "proposal": {
-                    "piece_cid": p.piece_cid.to_string(),
-                    "piece_size": p.piece_size,
-                    "verified_deal": p.verified_deal,
-                    "client": p.client.to_string(),
-                    "provider": p.provider.to_string(),
-                    "start_epoch": p.start_epoch,
-                    "end_epoch": p.end_epoch,
-                    "storage_price_per_epoch": p.storage_price_per_epoch.to_string(),
-                    "provider_collateral": p.provider_collateral.to_string(),
-                    "client_collateral": p.client_collateral.to_string(),
-                },
-                "n_bytes_received": d.n_bytes_received,
-                "publish_cid": d.publish_cid.as_ref().map(ToString::to_string),
-                "chain_deal_id": d.chain_deal_id,
-                "sealing_status": d.sealing_status,
-                "params_hex": hex::encode(&d.params_bytes),
-            });
+            let v = crate::api::deal_json(&d);
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
     }
     Ok(())
+}
+
+/// `dealport deals import`: stream the file to the node, print the outcome as a sentence.
+async fn import(
+    shell: Shell,
+    config: &Config,
+    path: &Path,
+    uuid: &str,
+    file: &Path,
+    node: Option<String>,
+) -> CmdResult {
+    let id =
+        DealUuid::parse(uuid).map_err(|e| Fail(format!("{uuid:?} is not a deal UUID: {e}")))?;
+    if config.api.token.is_empty() {
+        return Err(Fail(format!(
+            "config file {} has no [api] token: the node's API is off; set one and restart the node",
+            path.display()
+        )));
+    }
+    let node = node.unwrap_or_else(|| {
+        let mut addr = config.http.listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(match addr.ip() {
+                std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        format!("http://{addr}")
+    });
+    let (code, body) = crate::api::client::import_file(
+        shell.runtime.clone(),
+        &node,
+        &config.api.token,
+        id,
+        file,
+        Duration::from_secs(10),
+    )
+    .await
+    .map_err(Fail)?;
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    if code == 200 {
+        println!(
+            "deal {id} imported from {}: {} bytes, piece CID {} checked; the deal is {}",
+            file.display(),
+            answer["n_bytes_received"],
+            answer["proposal"]["piece_cid"].as_str().unwrap_or("?"),
+            answer["state"].as_str().unwrap_or("?"),
+        );
+        Ok(())
+    } else {
+        let why = answer["error"]
+            .as_str()
+            .map_or_else(|| body.trim().to_owned(), str::to_owned);
+        Err(Fail(format!(
+            "import of deal {id} from {} refused by {node} (HTTP {code}): {why}",
+            file.display()
+        )))
+    }
 }

@@ -40,6 +40,9 @@ pub struct Config {
     pub miners: Vec<MinerConfig>,
     pub policy: PolicyConfig,
     pub limits: LimitsConfig,
+    pub transfer: TransferConfig,
+    pub api: ApiConfig,
+    pub publish: PublishConfig,
 }
 
 impl Default for Config {
@@ -54,7 +57,112 @@ impl Default for Config {
             miners: Vec::new(),
             policy: PolicyConfig::default(),
             limits: LimitsConfig::default(),
+            transfer: TransferConfig::default(),
+            api: ApiConfig::default(),
+            publish: PublishConfig::default(),
         }
+    }
+}
+
+/// `[transfer]`: downloading online deals' data and importing offline deals' data.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransferConfig {
+    /// Where partial and finished downloads live. Default `<data dir>/staging`.
+    pub staging_dir: Option<PathBuf>,
+    /// Downloads running at once.
+    pub max_concurrent: usize,
+    /// Cap on all downloads together, bytes per second (0: no cap).
+    pub max_bytes_per_sec: u64,
+    /// Allow URLs that resolve to loopback, private, link-local, CGNAT or other
+    /// non-public addresses (SSRF protection off; for tests and private networks).
+    pub allow_private_addresses: bool,
+    /// Bound on connecting (and the TLS handshake) to a data server.
+    pub connect_timeout_secs: u64,
+    /// A download that receives nothing for this long counts as a dropped connection.
+    pub idle_timeout_secs: u64,
+    /// Dropped connections retried (with `Range`) before the deal fails.
+    pub max_retries: u32,
+    /// First back-off between retries; doubled each time, at most a minute.
+    pub retry_backoff_ms: u64,
+    /// Keep staging files after the deal no longer needs them.
+    pub keep_staging: bool,
+}
+
+impl Default for TransferConfig {
+    fn default() -> Self {
+        TransferConfig {
+            staging_dir: None,
+            max_concurrent: 4,
+            max_bytes_per_sec: 0,
+            allow_private_addresses: false,
+            connect_timeout_secs: 30,
+            idle_timeout_secs: 60,
+            max_retries: 5,
+            retry_backoff_ms: 1000,
+            keep_staging: false,
+        }
+    }
+}
+
+impl TransferConfig {
+    /// The staging directory: the configured one, else `<data_dir>/staging`.
+    pub fn staging_dir(&self, data_dir: &Path) -> PathBuf {
+        self.staging_dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("staging"))
+    }
+}
+
+/// `[publish]`: PublishStorageDeals batching (Curio's `MK12.PublishMsgPeriod`,
+/// `MaxDealsPerPublishMsg`, `MaxPublishDealFee`: 5 minutes, 8, 0.5 FIL).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PublishConfig {
+    /// The wallet that sends PublishStorageDeals; empty: each miner's worker address.
+    /// It must be the miner's worker or a control address (the market actor checks).
+    #[serde(deserialize_with = "de_opt_address")]
+    pub wallet: Option<Address>,
+    /// Deals per message at most.
+    pub max_deals_per_message: usize,
+    /// A deal waits at most this long for others to share its message.
+    pub period_secs: u64,
+    /// Max fee of one PublishStorageDeals message, attoFIL.
+    #[serde(deserialize_with = "de_amount")]
+    pub max_fee: TokenAmount,
+    /// How often waiting deals and sent messages are checked.
+    pub poll_secs: u64,
+}
+
+impl Default for PublishConfig {
+    fn default() -> Self {
+        PublishConfig {
+            wallet: None,
+            max_deals_per_message: 8,
+            period_secs: 300,
+            max_fee: TokenAmount(num_bigint::BigInt::from(500_000_000_000_000_000u64)),
+            poll_secs: 30,
+        }
+    }
+}
+
+/// `[api]`: the HTTP API under `/api/v1/` (offline import, deal state, sealing hand-off).
+#[derive(Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// The bearer token every API request must carry. Empty: the API is off.
+    pub token: String,
+}
+
+// By hand so that logging the config never shows the token.
+impl std::fmt::Debug for ApiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let token = if self.token.is_empty() {
+            ""
+        } else {
+            "<redacted>"
+        };
+        f.debug_struct("ApiConfig").field("token", &token).finish()
     }
 }
 
@@ -594,6 +702,18 @@ impl Config {
             ("limits.proposal_budget_ms", self.limits.proposal_budget_ms),
             ("http.header_timeout_secs", self.http.header_timeout_secs),
             ("http.request_timeout_secs", self.http.request_timeout_secs),
+            (
+                "transfer.max_concurrent",
+                self.transfer.max_concurrent as u64,
+            ),
+            (
+                "transfer.connect_timeout_secs",
+                self.transfer.connect_timeout_secs,
+            ),
+            (
+                "transfer.idle_timeout_secs",
+                self.transfer.idle_timeout_secs,
+            ),
         ] {
             if v == 0 {
                 return bad(key.into(), "must be above 0".into());
@@ -901,6 +1021,47 @@ write_deadline_ms = 10000
 proposal_budget_ms = 8000
 # Verified status-request signatures remembered (a BLS check costs ~1.7 ms).
 status_verify_cache = 4096
+
+[transfer]
+# Online deals' data is downloaded (HTTP or HTTPS GET of Transfer.Params' URL with its
+# headers) into this directory, and offline deals' data imported into it. Default:
+# "<data dir>/staging".
+# staging_dir = "/var/lib/dealport/staging"
+# Downloads at once, and a cap on all of them together in bytes per second (0: none).
+max_concurrent = 4
+max_bytes_per_sec = 0
+# SSRF protection: URLs resolving to loopback, private (10/8, 172.16/12, 192.168/16),
+# link-local, CGNAT (100.64/10), unspecified, multicast, IPv6 ULA or link-local
+# addresses are refused unless this is true.
+allow_private_addresses = false
+# Bound on connecting to a data server; a download receiving nothing for
+# idle_timeout_secs counts as a dropped connection.
+connect_timeout_secs = 30
+idle_timeout_secs = 60
+# A dropped connection is resumed (HTTP Range) up to max_retries times, waiting
+# retry_backoff_ms, then twice that, ... (at most a minute); then the deal fails.
+max_retries = 5
+retry_backoff_ms = 1000
+# Keep staging files once the deal no longer needs them (for debugging).
+keep_staging = false
+
+[publish]
+# Transferred deals are published in PublishStorageDeals messages (chain.mode = "lotus"
+# only; with the offline chain they stay Transferred): at most max_deals_per_message
+# deals per message, a deal waiting at most period_secs for others. Defaults as Curio.
+# wallet: the sender; must be the miner's worker or a control address. Unset: the worker.
+# wallet = "f3..."
+max_deals_per_message = 8
+period_secs = 300
+# Max fee of one message, attoFIL (0.5 FIL).
+max_fee = "500000000000000000"
+# How often waiting deals and sent messages are checked.
+poll_secs = 30
+
+[api]
+# Bearer token of the HTTP API under /api/v1/ (offline import with
+# `dealport deals import`, deal state, the sealing hand-off). Empty: the API is off.
+token = ""
 "#;
 
 #[cfg(test)]

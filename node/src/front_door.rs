@@ -17,7 +17,8 @@ use bytes::Bytes;
 use http::{HeaderMap, Method};
 
 use crate::{
-    http::{BoxFuture, HttpBackend, HttpResponse},
+    api::Api,
+    http::{BoxFuture, HttpBackend, HttpResponse, StreamRoute},
     metrics::Metrics,
     mk12_http::Mk12Http,
     store::Store,
@@ -36,6 +37,8 @@ pub struct FrontDoor {
     cluster: bool,
     /// `(leader, generation)` as the lease loop last set it.
     lease: RwLock<Option<(bool, u64)>>,
+    /// The HTTP API under `/api/v1/` (absent: every API path is 404).
+    api: Option<Api>,
 }
 
 impl FrontDoor {
@@ -48,7 +51,22 @@ impl FrontDoor {
             mk12,
             cluster: false,
             lease: RwLock::new(None),
+            api: None,
         }
+    }
+
+    /// Serve the HTTP API under `/api/v1/`.
+    pub fn with_api(mut self, api: Api) -> Self {
+        self.api = Some(api);
+        self
+    }
+
+    /// Does this node run the libp2p host (hold the lease) now?
+    fn serving(&self) -> bool {
+        self.relay_target
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
     }
 
     /// Cluster mode: relay to whichever node holds the lease (from the store).
@@ -159,16 +177,25 @@ impl HttpBackend for FrontDoor {
     ) -> Option<BoxFuture<HttpResponse>> {
         // Deals are taken only where the libp2p host runs (the lease holder); a standby
         // answers 503 with the reason rather than deciding with a stale view.
-        let serving = self
-            .relay_target
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some();
-        if !serving && crate::mk12_http::is_mk12_path(path) {
+        if !self.serving() && crate::mk12_http::is_mk12_path(path) {
             let r = crate::mk12_http::standby_response();
             return Some(Box::pin(async move { r }));
         }
         self.mk12.route(method, path, headers, body, client_ip)
+    }
+
+    fn stream_route(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+        client_ip: std::net::IpAddr,
+    ) -> Option<StreamRoute> {
+        if !Api::is_api_path(path) {
+            return None;
+        }
+        let api = self.api.as_ref()?;
+        Some(api.dispatch(method, path, headers, client_ip, self.serving()))
     }
 
     fn banner(&self) -> String {

@@ -1,11 +1,13 @@
 //! dealport-node: the I/O around the pure core, written against futures-io and async-io only.
 
+pub mod api;
 pub mod app;
 pub mod bench;
 pub mod chain;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod exec;
 pub mod fd_limit;
 pub mod front_door;
 pub mod http;

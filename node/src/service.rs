@@ -63,6 +63,9 @@ struct Inner {
     gate: RwLock<Option<Arc<LeaseGate>>>,
     /// Serializes [`DealService::apply_event`]'s read-modify-write of deal records.
     events: futures::lock::Mutex<()>,
+    /// Told the UUID of every online deal accepted (the transfer runner); bounded, and
+    /// a full queue drops the notice (the runner's rescan finds the deal).
+    accepted: Mutex<Option<futures::channel::mpsc::Sender<DealUuid>>>,
 }
 
 /// Why a lifecycle event was not recorded (the stored deal is unchanged).
@@ -115,7 +118,13 @@ impl DealService {
             transport_addrs: RwLock::new(Vec::new()),
             gate: RwLock::new(None),
             events: futures::lock::Mutex::new(()),
+            accepted: Mutex::new(None),
         }))
+    }
+
+    /// Send the UUID of every online deal accepted from now on to `tx`.
+    pub fn set_accept_notifier(&self, tx: futures::channel::mpsc::Sender<DealUuid>) {
+        *self.0.accepted.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
     }
 
     /// Fence every deal write with `gate`'s current fence (refuse without one).
@@ -416,6 +425,13 @@ impl Inner {
                         "deal accepted"
                     );
                     self.metrics.proposal(protocol, ACCEPTED);
+                    if !params.is_offline {
+                        if let Some(tx) =
+                            &mut *self.accepted.lock().unwrap_or_else(|e| e.into_inner())
+                        {
+                            let _ = tx.try_send(params.deal_uuid);
+                        }
+                    }
                     return DealResponse::accepted();
                 }
                 Ok(Inserted::UuidExists | Inserted::ProposalExists(_)) => {

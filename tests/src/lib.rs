@@ -6,4 +6,6 @@
 //! ```
 
 pub mod conformance;
+pub mod execution_lifecycle;
+pub mod execution_transfer;
 pub mod harness;

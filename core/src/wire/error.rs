@@ -47,6 +47,8 @@ pub enum ErrorKind {
     InvalidBigInt(&'static str),
     #[error("label string not valid utf8")]
     LabelNotUtf8,
+    #[error("invalid bitfield: {0}")]
+    InvalidBitField(&'static str),
 }
 
 impl WireError {

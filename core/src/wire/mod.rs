@@ -3,11 +3,13 @@
 //! Decoding is exactly as lenient as cbor-gen and exactly as strict: see [`cbor`].
 pub mod address;
 pub mod ask;
+pub mod bitfield;
 pub mod cbor;
 pub mod cid;
 pub mod error;
 pub mod framer;
 pub mod http_request;
+pub mod market;
 pub mod mk12;
 pub mod primitives;
 pub mod proposal;
@@ -17,11 +19,13 @@ pub use address::{Address, Network, Protocol};
 pub use ask::{
     AskRequest, AskResponse, SignedStorageAsk, StorageAsk, TransportProtocol, TransportsResponse,
 };
+pub use bitfield::BitField;
 pub use cbor::Cbor;
 pub use cid::Cid;
 pub use error::{ErrorKind, WireError};
 pub use framer::{Frame, FrameError, Framer};
 pub use http_request::HttpRequest;
+pub use market::{PublishStorageDealsParams, PublishStorageDealsReturn};
 pub use mk12::{
     DealParams, DealResponse, DealStatus, DealStatusRequest, DealStatusResponse, Transfer,
 };

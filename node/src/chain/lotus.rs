@@ -242,6 +242,8 @@ pub struct MsgLookup {
     pub message: String,
     pub exit_code: i64,
     pub height: i64,
+    /// The receipt's return value (CBOR), empty when there is none.
+    pub return_bytes: Vec<u8>,
 }
 
 /// An unsigned message for `MpoolPushMessage` / `StateCall` (gas fields left to Lotus).
@@ -629,6 +631,12 @@ impl LotusClient {
                 .as_i64()
                 .ok_or_else(|| decode_err(M, "ExitCode is not a number"))?,
             height: field(M, &v, "Height")?.as_i64().unwrap_or(0),
+            return_bytes: match receipt.get("Return") {
+                Some(Value::String(b)) => B64
+                    .decode(b)
+                    .map_err(|e| decode_err(M, format!("Receipt.Return is not base64: {e}")))?,
+                _ => Vec::new(),
+            },
         }))
     }
 

@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod lotus;
+pub mod market;
 pub mod miner_info;
 pub mod offline;
 

@@ -50,6 +50,23 @@ pub type HttpResponse = Response<Full<Bytes>>;
 /// A boxed, sendable future.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
+/// A request body read as it arrives (no size limit of the server's own).
+pub type BodyStream = Pin<Box<dyn futures::Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
+
+/// A response body sent as it is produced (a piece's bytes), or a whole one boxed.
+pub type ResponseBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+/// The response of a streaming route (and of the server as a whole).
+pub type StreamResponse = Response<ResponseBody>;
+
+/// A whole response as a [`StreamResponse`].
+pub fn boxed(r: HttpResponse) -> StreamResponse {
+    r.map(|b| b.map_err(|never| match never {}).boxed())
+}
+
+/// A route that reads its own body: called with the body once the head was matched.
+pub type StreamRoute = Box<dyn FnOnce(BodyStream) -> BoxFuture<StreamResponse> + Send>;
+
 /// What the HTTP server asks of the rest of the node.
 pub trait HttpBackend: Send + Sync + 'static {
     /// The internal WebSocket address of the node that runs the libp2p host now, or why
@@ -72,6 +89,20 @@ pub trait HttpBackend: Send + Sync + 'static {
         _body: Bytes,
         _client_ip: IpAddr,
     ) -> Option<BoxFuture<HttpResponse>> {
+        None
+    }
+
+    /// Routes that stream their request body (the API: data uploads larger than
+    /// [`HttpConfig::max_body`]), decided from the head alone. They are not under the
+    /// server's body limit and request deadline: each bounds its own body and time.
+    /// `None` falls through to [`route`](Self::route).
+    fn stream_route(
+        &self,
+        _method: &Method,
+        _path: &str,
+        _headers: &http::HeaderMap,
+        _client_ip: IpAddr,
+    ) -> Option<StreamRoute> {
         None
     }
 }
@@ -298,7 +329,7 @@ fn text(code: StatusCode, body: impl Into<Bytes>) -> HttpResponse {
     r
 }
 
-async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> HttpResponse {
+async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> StreamResponse {
     let path = req.uri().path().to_owned();
     let (route, response) = match (req.method(), path.as_str()) {
         (&Method::GET, p @ ("/" | "/libp2p"))
@@ -340,24 +371,51 @@ async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> 
             );
             ("metrics", r)
         }
-        _ => other(&state, req, &path, peer).await,
+        _ => return other(&state, req, &path, peer).await,
     };
+    state
+        .metrics
+        .http_request(route, response.status().as_u16());
+    boxed(response)
+}
+
+/// The backend's routes: a streaming route as it answers, else the body read whole and
+/// routed within one deadline.
+async fn other(
+    state: &State,
+    req: Request<Incoming>,
+    path: &str,
+    peer: SocketAddr,
+) -> StreamResponse {
+    let (route, response) = other_routes(state, req, path, peer).await;
     state
         .metrics
         .http_request(route, response.status().as_u16());
     response
 }
 
-async fn other(
+async fn other_routes(
     state: &State,
     req: Request<Incoming>,
     path: &str,
     peer: SocketAddr,
-) -> (&'static str, HttpResponse) {
+) -> (&'static str, StreamResponse) {
+    if let Some(route) = state
+        .backend
+        .stream_route(req.method(), path, req.headers(), peer.ip())
+    {
+        use futures::TryStreamExt;
+        let body: BodyStream = Box::pin(
+            req.into_body()
+                .into_data_stream()
+                .map_err(std::io::Error::other),
+        );
+        return ("api", route(body).await);
+    }
     // Reading the body and answering share one deadline, as Curio's TimeoutHandler.
     let work = std::pin::pin!(read_and_route(state, req, path, peer));
     let deadline = async_io::Timer::after(state.config.request_timeout);
-    match futures::future::select(work, deadline).await {
+    let (route, response) = match futures::future::select(work, deadline).await {
         futures::future::Either::Left((answer, _)) => answer,
         futures::future::Either::Right(_) => {
             state.metrics.limit_hit("http_request_timeout");
@@ -366,7 +424,8 @@ async fn other(
                 text(StatusCode::SERVICE_UNAVAILABLE, "timeout reading request\n"),
             )
         }
-    }
+    };
+    (route, boxed(response))
 }
 
 async fn read_and_route(

@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod config;
 pub mod golden;
 pub mod honest;
+pub mod http;
 pub mod js;
 pub mod mint;
 pub use dealport_testkit::postgres;

@@ -1,0 +1,422 @@
+//! The HTTP API under `/api/v1/`: deal state, offline import, the sealing hand-off.
+//!
+//! Behind a bearer token from the config (`[api] token`; empty: the API is off and every
+//! `/api/` path answers 404 with a sentence). Errors are JSON `{"error": "…"}`. Each
+//! route says whether only the lease holder may run it (a standby answers 503) and how it
+//! takes its body: small JSON bodies are read whole (at most [`MAX_JSON_BODY`], within
+//! [`REQUEST_TIMEOUT`]); streaming routes read their body chunk by chunk, each chunk
+//! within the route's idle bound.
+//!
+//! Adding routes from another file is one line in [`routes`].
+
+pub mod client;
+mod deals;
+pub mod files;
+mod sealing;
+
+pub use deals::deal_json;
+
+use std::{net::IpAddr, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use futures::{
+    future::{self, Either},
+    StreamExt,
+};
+use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
+use http_body_util::Full;
+
+use crate::{
+    exec::Transfers,
+    http::{BodyStream, BoxFuture, ResponseBody, StreamResponse, StreamRoute},
+    service::DealService,
+};
+
+/// Every API path starts with this.
+pub const PREFIX: &str = "/api/v1/";
+/// Largest body a non-streaming route reads.
+pub const MAX_JSON_BODY: usize = 1 << 20;
+/// Bound on a non-streaming request: reading its body and answering.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the API says when no token is configured.
+pub const API_OFF: &str =
+    "the HTTP API is off on this node: set [api] token in its config to turn it on";
+/// What a standby says on a route only the lease holder runs.
+pub const STANDBY: &str =
+    "this node is standing by: deal execution runs on the node that holds the lease; retry shortly";
+
+/// What every handler can use.
+pub struct ApiContext {
+    pub service: DealService,
+    /// Staging files, transfers in flight, the `[transfer]` settings.
+    pub transfers: Arc<Transfers>,
+}
+
+/// One request as a handler sees it.
+pub struct ApiRequest {
+    pub method: Method,
+    /// The path's `{}` segments, in order.
+    pub params: Vec<String>,
+    pub headers: HeaderMap,
+    /// Streaming routes: the body as it arrives. Others: empty (see `json`).
+    pub body: BodyStream,
+    /// Non-streaming routes: the whole body (at most [`MAX_JSON_BODY`]).
+    pub whole_body: Bytes,
+}
+
+/// A failed request: its status code and a sentence, answered as `{"error": "…"}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, message)
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+    pub fn into_response(self) -> StreamResponse {
+        json(self.status, &serde_json::json!({ "error": self.message }))
+    }
+}
+
+pub type ApiResult = Result<StreamResponse, ApiError>;
+pub type Handler = fn(Arc<ApiContext>, ApiRequest) -> BoxFuture<ApiResult>;
+
+/// How a route takes its body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body {
+    /// Read whole before the handler runs (at most [`MAX_JSON_BODY`]); the whole request
+    /// is bounded by [`REQUEST_TIMEOUT`].
+    Whole,
+    /// Handed to the handler as a stream; the handler bounds its own time.
+    Stream,
+}
+
+/// One route: `path` is relative to [`PREFIX`], `{}` matches one segment.
+#[derive(Clone)]
+pub struct Route {
+    pub method: Method,
+    pub path: &'static str,
+    /// Only the lease holder runs it (deal writes); a standby answers 503.
+    pub leader_only: bool,
+    pub body: Body,
+    pub handler: Handler,
+}
+
+/// Every route of the API.
+pub fn routes() -> Vec<Route> {
+    let mut r = Vec::new();
+    r.extend(deals::routes());
+    r.extend(sealing::routes());
+    r
+}
+
+/// The API as the HTTP server mounts it.
+pub struct Api {
+    token: String,
+    context: Arc<ApiContext>,
+    routes: Vec<Route>,
+}
+
+impl Api {
+    /// `token` empty: the API is off.
+    pub fn new(token: String, context: ApiContext) -> Api {
+        Api {
+            token,
+            context: Arc::new(context),
+            routes: routes(),
+        }
+    }
+
+    /// Is `path` one of the API's?
+    pub fn is_api_path(path: &str) -> bool {
+        path == PREFIX.trim_end_matches('/') || path.starts_with(PREFIX)
+    }
+
+    /// The handler for a request under [`PREFIX`] (`is_api_path(path)` must hold).
+    /// `leader`: whether this node holds the lease now.
+    pub fn dispatch(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+        client_ip: IpAddr,
+        leader: bool,
+    ) -> StreamRoute {
+        let answer = |e: ApiError| -> StreamRoute {
+            Box::new(move |_body| Box::pin(future::ready(e.into_response())))
+        };
+        if self.token.is_empty() {
+            return answer(ApiError::not_found(API_OFF));
+        }
+        if !authorized(headers, &self.token) {
+            tracing::info!(%client_ip, %path, "API request without the right bearer token");
+            let mut r = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token (send `Authorization: Bearer <[api] token>`)",
+            )
+            .into_response();
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return Box::new(move |_body| Box::pin(future::ready(r)));
+        }
+        let rel = path.strip_prefix(PREFIX).unwrap_or("");
+        let mut path_matched = false;
+        for route in &self.routes {
+            let Some(params) = match_path(route.path, rel) else {
+                continue;
+            };
+            path_matched = true;
+            if route.method != *method {
+                continue;
+            }
+            if route.leader_only && !leader {
+                return answer(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, STANDBY));
+            }
+            let (route, ctx, headers, method) = (
+                route.clone(),
+                self.context.clone(),
+                headers.clone(),
+                method.clone(),
+            );
+            return Box::new(move |body| Box::pin(run(route, ctx, method, params, headers, body)));
+        }
+        if path_matched {
+            answer(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{path} does not take {method}"),
+            ))
+        } else {
+            answer(ApiError::not_found(format!("no API route {method} {path}")))
+        }
+    }
+}
+
+async fn run(
+    route: Route,
+    ctx: Arc<ApiContext>,
+    method: Method,
+    params: Vec<String>,
+    headers: HeaderMap,
+    body: BodyStream,
+) -> StreamResponse {
+    let result = match route.body {
+        Body::Stream => {
+            let req = ApiRequest {
+                method,
+                params,
+                headers,
+                body,
+                whole_body: Bytes::new(),
+            };
+            (route.handler)(ctx, req).await
+        }
+        Body::Whole => {
+            let work = async move {
+                let whole_body = read_whole(body, MAX_JSON_BODY).await?;
+                let req = ApiRequest {
+                    method,
+                    params,
+                    headers,
+                    body: Box::pin(futures::stream::empty()),
+                    whole_body,
+                };
+                (route.handler)(ctx, req).await
+            };
+            match future::select(
+                std::pin::pin!(work),
+                async_io::Timer::after(REQUEST_TIMEOUT),
+            )
+            .await
+            {
+                Either::Left((r, _)) => r,
+                Either::Right(_) => Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "the request was not read and answered within {} s",
+                        REQUEST_TIMEOUT.as_secs()
+                    ),
+                )),
+            }
+        }
+    };
+    result.unwrap_or_else(ApiError::into_response)
+}
+
+async fn read_whole(mut body: BodyStream, limit: usize) -> Result<Bytes, ApiError> {
+    let mut out = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk
+            .map_err(|e| ApiError::bad_request(format!("could not read the request body: {e}")))?;
+        if out.len() + chunk.len() > limit {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is larger than {limit} bytes"),
+            ));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out.into())
+}
+
+/// `pattern` against the relative path: the `{}` segments, or `None`.
+fn match_path(pattern: &str, rel: &str) -> Option<Vec<String>> {
+    let mut want = pattern.split('/');
+    let mut got = rel.split('/');
+    let mut params = Vec::new();
+    loop {
+        match (want.next(), got.next()) {
+            (None, None) => return Some(params),
+            (Some("{}"), Some(seg)) if !seg.is_empty() => params.push(seg.to_owned()),
+            (Some(w), Some(g)) if w == g => {}
+            _ => return None,
+        }
+    }
+}
+
+/// `Authorization: Bearer <token>`, compared in constant time.
+fn authorized(headers: &HeaderMap, token: &str) -> bool {
+    let Some(given) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+        })
+    else {
+        return false;
+    };
+    constant_time_eq(given.as_bytes(), token.as_bytes())
+}
+
+/// Equal without an early exit on the first difference (the time depends only on the
+/// lengths), so the token cannot be guessed byte by byte from response times.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= usize::from(x ^ y);
+    }
+    diff == 0
+}
+
+/// A JSON response.
+pub fn json(status: StatusCode, value: &serde_json::Value) -> StreamResponse {
+    let mut r = Response::new(Full::new(Bytes::from(value.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    crate::http::boxed(r)
+}
+
+/// A response streaming `file` (e.g. a staged piece) from the start, with its length.
+/// The file is read in 1 MiB chunks on the runtime's blocking pool.
+pub fn file_response(
+    runtime: Arc<dyn crate::runtime::Runtime>,
+    file: std::fs::File,
+) -> Result<StreamResponse, ApiError> {
+    let len = file
+        .metadata()
+        .map_err(|e| ApiError::internal(format!("cannot read the file's length: {e}")))?
+        .len();
+    let body: ResponseBody = http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(
+        files::read_chunks(runtime, file).map(|c| c.map(hyper::body::Frame::data)),
+    ));
+    let mut r = Response::new(body);
+    r.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    Ok(r)
+}
+
+/// The deal UUID in path segment `i`, or a 400 naming the value.
+pub fn uuid_param(req: &ApiRequest, i: usize) -> Result<dealport_core::wire::DealUuid, ApiError> {
+    let s = req.params.get(i).map(String::as_str).unwrap_or("");
+    dealport_core::wire::DealUuid::parse(s)
+        .map_err(|e| ApiError::bad_request(format!("{s:?} is not a deal UUID: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_match_by_segment() {
+        assert_eq!(
+            match_path("deals/{}", "deals/abc"),
+            Some(vec!["abc".into()])
+        );
+        assert_eq!(
+            match_path("deals/{}/data", "deals/abc/data"),
+            Some(vec!["abc".into()])
+        );
+        assert_eq!(match_path("deals/{}", "deals/"), None);
+        assert_eq!(match_path("deals/{}", "deals/a/b"), None);
+        assert_eq!(match_path("deals", "deals"), Some(vec![]));
+    }
+
+    struct ThreadRuntime;
+
+    impl crate::runtime::Runtime for ThreadRuntime {
+        fn spawn(&self, fut: crate::runtime::BoxTask) {
+            std::thread::spawn(move || futures::executor::block_on(fut));
+        }
+        fn spawn_blocking(&self, f: Box<dyn FnOnce() + Send>) {
+            std::thread::spawn(f);
+        }
+    }
+
+    #[test]
+    fn a_file_response_streams_the_whole_file() {
+        use http_body_util::BodyExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("piece");
+        let bytes: Vec<u8> = (0..(3 * files::CHUNK + 17)).map(|i| i as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let r =
+            file_response(Arc::new(ThreadRuntime), std::fs::File::open(&path).unwrap()).unwrap();
+        assert_eq!(r.headers()[header::CONTENT_LENGTH], bytes.len().to_string());
+        let body = futures::executor::block_on(r.into_body().collect()).unwrap();
+        assert!(body.to_bytes() == bytes);
+    }
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+        let mut h = HeaderMap::new();
+        assert!(!authorized(&h, "t0k"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer t0k"),
+        );
+        assert!(authorized(&h, "t0k"));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic t0k"));
+        assert!(!authorized(&h, "t0k"));
+    }
+}

@@ -1,0 +1,262 @@
+//! Deal execution, first part: getting each accepted deal's data into staging with its
+//! piece commitment checked, `Accepted` -> `Transferred` (or failed with a sentence).
+//!
+//! - online deals: the [`runner`] (a leader task) downloads `Transfer.Params`' URL,
+//!   resuming with HTTP Range after a dropped connection, a restart or a failover;
+//! - offline deals: [`Transfers::import`] takes the data from `PUT
+//!   /api/v1/deals/<uuid>/data` (`dealport deals import`).
+//!
+//! Both go through [`ingest::Ingest`]: core's `Intake` rules (exact size, declared size,
+//! PieceCID), a staging file and its commitment snapshot.
+
+pub mod download;
+pub mod ingest;
+pub mod publish;
+pub mod runner;
+pub mod ssrf;
+pub mod staging;
+pub mod throttle;
+
+use std::{
+    collections::HashSet,
+    path::Path,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use dealport_core::{
+    deal::{Checkpoint, DealEvent, DealRecord},
+    wire::DealUuid,
+};
+use futures::{channel::mpsc, StreamExt};
+use http::StatusCode;
+
+use crate::{
+    api::{ApiError, STANDBY},
+    config::TransferConfig,
+    http::BodyStream,
+    runtime::Runtime,
+    service::{ApplyError, DealService},
+};
+use ingest::{Ingest, IngestError};
+use staging::Staging;
+use throttle::Throttle;
+
+/// Newly accepted deals waiting for the runner to notice them; past this the runner's
+/// periodic rescan picks them up.
+const WAKE_QUEUE: usize = 64;
+
+/// `[transfer]` as the executor uses it.
+#[derive(Debug, Clone)]
+pub struct TransferSettings {
+    pub max_concurrent: usize,
+    pub max_bytes_per_sec: u64,
+    pub allow_private_addresses: bool,
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_retries: u32,
+    pub retry_backoff: Duration,
+    pub keep_staging: bool,
+    /// How often the runner rescans the store for accepted deals (a backstop to the
+    /// notification on accept).
+    pub rescan: Duration,
+}
+
+impl TransferSettings {
+    pub fn from_config(c: &TransferConfig) -> TransferSettings {
+        TransferSettings {
+            max_concurrent: c.max_concurrent.max(1),
+            max_bytes_per_sec: c.max_bytes_per_sec,
+            allow_private_addresses: c.allow_private_addresses,
+            connect_timeout: Duration::from_secs(c.connect_timeout_secs),
+            idle_timeout: Duration::from_secs(c.idle_timeout_secs),
+            max_retries: c.max_retries,
+            retry_backoff: Duration::from_millis(c.retry_backoff_ms),
+            keep_staging: c.keep_staging,
+            rescan: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The executor's shared state: staging, the deals whose data is coming in right now,
+/// the bandwidth cap, the accept notifications.
+pub struct Transfers {
+    pub settings: TransferSettings,
+    pub staging: Staging,
+    service: DealService,
+    runtime: Arc<dyn Runtime>,
+    throttle: Throttle,
+    in_flight: Mutex<HashSet<DealUuid>>,
+    wake: futures::lock::Mutex<mpsc::Receiver<DealUuid>>,
+}
+
+/// A deal's data is coming in (download or import) while this lives.
+pub struct Claim {
+    transfers: Arc<Transfers>,
+    uuid: DealUuid,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.transfers.in_flight().remove(&self.uuid);
+    }
+}
+
+impl Transfers {
+    /// Also asks `service` to tell the runner about every online deal it accepts.
+    pub fn new(
+        runtime: Arc<dyn Runtime>,
+        service: DealService,
+        settings: TransferSettings,
+        staging_dir: &Path,
+    ) -> Arc<Transfers> {
+        let (tx, rx) = mpsc::channel(WAKE_QUEUE);
+        service.set_accept_notifier(tx);
+        Arc::new(Transfers {
+            throttle: Throttle::new(settings.max_bytes_per_sec),
+            settings,
+            staging: Staging::new(staging_dir.to_path_buf()),
+            service,
+            runtime,
+            in_flight: Mutex::new(HashSet::new()),
+            wake: futures::lock::Mutex::new(rx),
+        })
+    }
+
+    pub fn service(&self) -> &DealService {
+        &self.service
+    }
+
+    pub fn runtime(&self) -> Arc<dyn Runtime> {
+        self.runtime.clone()
+    }
+
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, HashSet<DealUuid>> {
+        self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Claim `uuid` for one transfer; `None` if one is already running.
+    pub fn claim(self: &Arc<Self>, uuid: DealUuid) -> Option<Claim> {
+        self.in_flight().insert(uuid).then(|| Claim {
+            transfers: self.clone(),
+            uuid,
+        })
+    }
+
+    /// Record the deal's failure (what its client will read in status).
+    async fn fail(&self, uuid: DealUuid, why: String) {
+        tracing::warn!(deal = %uuid, reason = %why, "deal failed");
+        if let Err(e) = self.service.apply_event(uuid, DealEvent::Failed(why)).await {
+            tracing::warn!(deal = %uuid, error = %e, "cannot record the failure");
+        }
+    }
+
+    /// An offline deal's data, streamed in (`PUT /api/v1/deals/<uuid>/data`). Data that
+    /// is not the deal's fails the deal; a broken or stalled upload records nothing and
+    /// can be sent again.
+    pub async fn import(
+        self: &Arc<Self>,
+        uuid: DealUuid,
+        mut body: BodyStream,
+    ) -> Result<DealRecord, ApiError> {
+        let deal = self
+            .service
+            .store()
+            .deal_by_uuid(uuid)
+            .await
+            .map_err(|e| ApiError::internal(format!("cannot read deal {uuid}: {e}")))?
+            .ok_or_else(|| ApiError::not_found(format!("no deal with UUID {uuid}")))?;
+        if !deal.params.is_offline {
+            return Err(ApiError::conflict(format!(
+                "deal {uuid} is an online deal: its data is downloaded from its transfer URL, not imported"
+            )));
+        }
+        if let Some(e) = &deal.error {
+            return Err(ApiError::conflict(format!("deal {uuid} has failed: {e}")));
+        }
+        if deal.checkpoint != Checkpoint::Accepted {
+            return Err(ApiError::conflict(format!(
+                "deal {uuid} is already {}: its data is in",
+                deal.checkpoint
+            )));
+        }
+        let _claim = self.claim(uuid).ok_or_else(|| {
+            ApiError::conflict(format!("an import of deal {uuid} is already running"))
+        })?;
+        let proposal = &deal.params.client_deal_proposal.proposal;
+        let staging_error = |e: IngestError| ApiError::internal(format!("deal {uuid}: {e}"));
+        let mut ingest = Ingest::open(
+            self.runtime.clone(),
+            self.staging.clone(),
+            uuid,
+            None,
+            proposal.piece_size,
+            false,
+        )
+        .await
+        .map_err(staging_error)?;
+        let idle = self.settings.idle_timeout;
+        loop {
+            let next = std::pin::pin!(body.next());
+            let chunk = match futures::future::select(next, async_io::Timer::after(idle)).await {
+                futures::future::Either::Left((c, _)) => c,
+                futures::future::Either::Right(_) => {
+                    return Err(ApiError::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        format!(
+                            "no data for {} s after {} bytes: import of deal {uuid} abandoned, nothing recorded",
+                            idle.as_secs(),
+                            ingest.offset()
+                        ),
+                    ))
+                }
+            };
+            let chunk = match chunk {
+                None => break,
+                Some(Ok(c)) => c,
+                Some(Err(e)) => {
+                    return Err(ApiError::bad_request(format!(
+                    "the upload broke off after {} bytes ({e}): nothing recorded, send it again",
+                    ingest.offset()
+                )))
+                }
+            };
+            match ingest.push(&chunk).await {
+                Ok(()) => {}
+                Err(IngestError::Data(e)) => return Err(self.reject_data(uuid, e).await),
+                Err(e) => return Err(staging_error(e)),
+            }
+        }
+        if ingest.offset() == 0 {
+            return Err(ApiError::bad_request(format!(
+                "the upload for deal {uuid} carried no data: nothing recorded"
+            )));
+        }
+        let bytes = match ingest.finish(&proposal.piece_cid).await {
+            Ok(b) => b,
+            Err(IngestError::Data(e)) => return Err(self.reject_data(uuid, e).await),
+            Err(e) => return Err(staging_error(e)),
+        };
+        tracing::info!(deal = %uuid, bytes, "offline data imported, piece CID checked");
+        self.service
+            .apply_event(uuid, DealEvent::Transferred { bytes })
+            .await
+            .map_err(|e| apply_error(uuid, e))
+    }
+
+    async fn reject_data(&self, uuid: DealUuid, e: dealport_core::transfer::DataError) -> ApiError {
+        let why = e.to_string();
+        self.fail(uuid, why.clone()).await;
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("deal {uuid} failed: {why}"),
+        )
+    }
+}
+
+fn apply_error(uuid: DealUuid, e: ApplyError) -> ApiError {
+    match e {
+        ApplyError::NotHolder => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, STANDBY),
+        e => ApiError::internal(format!("cannot record deal {uuid}: {e}")),
+    }
+}
