@@ -413,9 +413,7 @@ async fn run(shell: Shell, at: Location, store_flag: Option<String>) -> CmdResul
                 (Arc::new(lotus), Some(client))
             }
         };
-    let upkeep = lotus_client
-        .clone()
-        .map(|c| MinerInfoUpdater::new(c, config.chain.lotus.max_fee.clone()));
+
     let policy = config.policy();
     let policy_buffer = policy.sealing_buffer_epochs;
     if policy.miners.is_empty() {
@@ -436,6 +434,10 @@ async fn run(shell: Shell, at: Location, store_flag: Option<String>) -> CmdResul
         metrics.clone(),
     );
     let gate = Arc::new(LeaseGate::new());
+    let upkeep = lotus_client.clone().map(|c| {
+        MinerInfoUpdater::new(c, config.chain.lotus.max_fee.clone())
+            .with_store(store.clone(), gate.clone())
+    });
     service.set_lease_gate(gate.clone());
     let mut stop = crate::signals::sigint_or_sigterm()
         .map_err(|e| Fail(format!("cannot install the signal handlers: {e}")))?;

@@ -20,8 +20,16 @@ use dealport_core::{
 };
 use dealport_node::chain::{
     lotus::{Endpoint, LotusChain, LotusClient, METHOD_AUTHENTICATE_MESSAGE},
-    miner_info::{MinerInfoUpdater, Outcome},
+    miner_info::{self, MinerInfoUpdater, Outcome},
     ChainFactsSource,
+};
+use dealport_node::{
+    cluster::LeaseGate,
+    store::{
+        postgres::{PostgresOptions, PostgresStore},
+        sled::SledStore,
+        Fence, Store, StoreError,
+    },
 };
 use dealport_testkit::fake_lotus::FakeLotus;
 use fvm_ipld_encoding::{strict_bytes, tuple::*};
@@ -685,4 +693,112 @@ fn miner_info_failed_message_is_not_resent_at_once_and_errors_are_reported() {
         matches!(&out[0], Outcome::Error { what, .. } if what.contains("StateMinerInfo")),
         "{out:?}"
     );
+}
+
+// ------------------------------------------------------------------ in flight across restarts
+
+/// A lease holder's updater sends both messages; a new updater over the same store (a
+/// restart, or the next lease holder) takes them over and sends nothing while they are
+/// pending; once they land and the chain matches the stored set is empty. A writer with a
+/// stale fence cannot overwrite it.
+async fn in_flight_messages_outlive_the_updater(store: Arc<dyn Store>) {
+    let f = FakeLotus::start();
+    f.set("ChainHead", chain_head(4_500_000));
+    f.set("StateMinerInfo", miner_info("f01001", None, &[]));
+    f.set_fn("MpoolPushMessage", signed_message);
+    f.set("StateSearchMsg", Value::Null);
+    let grant = store
+        .try_acquire("holder", None, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .expect("the lease");
+    let fence = Fence {
+        node: "holder".into(),
+        generation: grant.generation,
+    };
+    let gate = Arc::new(LeaseGate::new());
+    gate.open(fence.clone(), Instant::now() + Duration::from_secs(60));
+    let updater = || {
+        MinerInfoUpdater::new(
+            Arc::new(f.client(short())),
+            dealport_core::miner_info::default_max_fee(),
+        )
+        .with_store(store.clone(), gate.clone())
+    };
+    let one = [(Address::new_id(1000), false)];
+
+    let first = updater();
+    assert_eq!(first.load().await.unwrap(), 0);
+    first.check(&one, &our_peer(), &announce()).await;
+    assert_eq!(f.calls("MpoolPushMessage").len(), 2);
+
+    let second = updater();
+    assert_eq!(second.load().await.unwrap(), 2);
+    assert_eq!(second.in_flight(), first.in_flight());
+    let out = second.check(&one, &our_peer(), &announce()).await;
+    assert_eq!(f.calls("MpoolPushMessage").len(), 2, "{out:?}");
+    assert_eq!(
+        out.iter()
+            .filter(|o| matches!(o, Outcome::Pending { .. }))
+            .count(),
+        2,
+        "{out:?}"
+    );
+
+    // A writer whose generation is gone cannot touch the stored set.
+    let stale = Fence {
+        node: "holder".into(),
+        generation: grant.generation + 7,
+    };
+    assert!(matches!(
+        store
+            .put_leader_state(&stale, miner_info::IN_FLIGHT_STATE, b"[]")
+            .await,
+        Err(StoreError::Fenced { .. })
+    ));
+
+    // Landed and the chain matches: nothing in flight, and so in the store.
+    f.set_fn("StateSearchMsg", |p| {
+        msg_lookup(p[1]["/"].as_str().unwrap(), 0, 4_500_010)
+    });
+    f.set(
+        "StateMinerInfo",
+        miner_info("f01001", Some(&our_peer()), &announce()),
+    );
+    second.check(&one, &our_peer(), &announce()).await;
+    assert!(second.in_flight().is_empty());
+    assert_eq!(updater().load().await.unwrap(), 0);
+    assert_eq!(f.calls("MpoolPushMessage").len(), 2);
+}
+
+struct BlockingRuntime;
+
+impl dealport_node::runtime::Runtime for BlockingRuntime {
+    fn spawn(&self, fut: dealport_node::runtime::BoxTask) {
+        std::thread::spawn(move || futures::executor::block_on(fut));
+    }
+    fn spawn_blocking(&self, f: Box<dyn FnOnce() + Send>) {
+        std::thread::spawn(f);
+    }
+}
+
+#[test]
+fn in_flight_messages_outlive_the_updater_on_sled() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> =
+        Arc::new(SledStore::open(dir.path(), Arc::new(BlockingRuntime)).unwrap());
+    async_io::block_on(in_flight_messages_outlive_the_updater(store));
+}
+
+#[test]
+fn in_flight_messages_outlive_the_updater_on_postgres() {
+    let server = dealport_testkit::postgres::PgServer::start();
+    async_io::block_on(async {
+        let store: Arc<dyn Store> = Arc::new(
+            PostgresStore::connect(&server.url(), PostgresOptions::default())
+                .await
+                .unwrap(),
+        );
+        in_flight_messages_outlive_the_updater(store).await;
+    });
 }

@@ -19,6 +19,13 @@ use dealport_core::{
 use libp2p::{Multiaddr, PeerId};
 
 use super::lotus::{LotusClient, RpcError, UnsignedMessage};
+use crate::{
+    cluster::LeaseGate,
+    store::{Store, StoreError},
+};
+
+/// The store key of the messages in flight ([`Store::leader_state`]).
+pub const IN_FLIGHT_STATE: &str = "miner_info_in_flight";
 
 /// A pending message older than this (epochs, one day) is taken as lost and may be sent
 /// again; a failed one is retried after this long too.
@@ -61,12 +68,35 @@ pub enum Outcome {
 }
 
 /// The I/O side of the peer-info decision.
-#[derive(Debug)]
 pub struct MinerInfoUpdater {
     client: Arc<LotusClient>,
     max_fee: TokenAmount,
     resend_after_epochs: i64,
     sent: Mutex<HashMap<(Address, Change), SentMessage>>,
+    /// Where the messages in flight outlive this process (the next holder reads them).
+    persist: Option<(Arc<dyn Store>, Arc<LeaseGate>)>,
+    /// What was last written there, to skip identical writes.
+    saved: futures::lock::Mutex<Option<Vec<u8>>>,
+}
+
+impl std::fmt::Debug for MinerInfoUpdater {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MinerInfoUpdater")
+            .field("in_flight", &self.in_flight())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One message in flight as stored (JSON).
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredMessage {
+    miner: String,
+    change: String,
+    cid: String,
+    params: String,
+    sent_epoch: i64,
+    failed: bool,
 }
 
 impl MinerInfoUpdater {
@@ -76,6 +106,90 @@ impl MinerInfoUpdater {
             max_fee,
             resend_after_epochs: DEFAULT_RESEND_AFTER_EPOCHS,
             sent: Mutex::new(HashMap::new()),
+            persist: None,
+            saved: futures::lock::Mutex::new(None),
+        }
+    }
+
+    /// Keep the messages in flight in `store` (written under `gate`'s fence), so a
+    /// restart or the next lease holder does not send them again.
+    pub fn with_store(mut self, store: Arc<dyn Store>, gate: Arc<LeaseGate>) -> Self {
+        self.persist = Some((store, gate));
+        self
+    }
+
+    /// Replace the messages in flight with those in the store. The count restored.
+    pub async fn load(&self) -> Result<usize, StoreError> {
+        let Some((store, _)) = &self.persist else {
+            return Ok(0);
+        };
+        let Some(bytes) = store.leader_state(IN_FLIGHT_STATE).await? else {
+            return Ok(0);
+        };
+        let corrupt = |message: String| StoreError::Corrupt {
+            key: IN_FLIGHT_STATE.into(),
+            message,
+        };
+        let stored: Vec<StoredMessage> =
+            serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        let mut map = HashMap::new();
+        for m in stored {
+            let miner = Address::parse(&m.miner).map_err(|e| corrupt(e.to_string()))?;
+            let change = match m.change.as_str() {
+                "peer_id" => Change::PeerId,
+                "multiaddrs" => Change::Multiaddrs,
+                other => return Err(corrupt(format!("unknown change {other:?}"))),
+            };
+            let params = hex::decode(&m.params).map_err(|e| corrupt(e.to_string()))?;
+            let sent = SentMessage {
+                cid: m.cid,
+                params,
+                sent_epoch: m.sent_epoch,
+                failed: m.failed,
+            };
+            map.insert((miner, change), sent);
+        }
+        let n = map.len();
+        *self.sent_map() = map;
+        *self.saved.lock().await = Some(bytes);
+        Ok(n)
+    }
+
+    /// Write the messages in flight if they changed since the last write.
+    async fn save(&self) {
+        let Some((store, gate)) = &self.persist else {
+            return;
+        };
+        let stored: Vec<StoredMessage> = self
+            .in_flight()
+            .into_iter()
+            .map(|(miner, change, s)| StoredMessage {
+                miner: miner.to_string(),
+                change: match change {
+                    Change::PeerId => "peer_id".into(),
+                    Change::Multiaddrs => "multiaddrs".into(),
+                },
+                cid: s.cid,
+                params: hex::encode(&s.params),
+                sent_epoch: s.sent_epoch,
+                failed: s.failed,
+            })
+            .collect();
+        let bytes = serde_json::to_vec(&stored).expect("plain data serializes");
+        let mut saved = self.saved.lock().await;
+        if saved.as_deref() == Some(&bytes[..]) {
+            return;
+        }
+        let Some(fence) = gate.current() else {
+            tracing::warn!("not the lease holder: the miner-info messages in flight are not saved");
+            return;
+        };
+        match store
+            .put_leader_state(&fence, IN_FLIGHT_STATE, &bytes)
+            .await
+        {
+            Ok(()) => *saved = Some(bytes),
+            Err(e) => tracing::warn!("cannot save the miner-info messages in flight: {e}"),
         }
     }
 
@@ -113,6 +227,13 @@ impl MinerInfoUpdater {
         announce: &[Multiaddr],
         every: Duration,
     ) {
+        match self.load().await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!("{n} miner-info message(s) in flight taken over from the store")
+            }
+            Err(e) => tracing::warn!("cannot read the miner-info messages in flight: {e}"),
+        }
         loop {
             for o in self.check(miners, peer_id, announce).await {
                 tracing::debug!(?o, "miner info check");
@@ -150,6 +271,7 @@ impl MinerInfoUpdater {
                 });
             }
         }
+        self.save().await;
         out
     }
 

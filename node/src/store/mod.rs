@@ -209,6 +209,25 @@ pub trait Store: Send + Sync + 'static {
         Box::pin(async move { Err(StoreError::NoLease(self.describe())) })
     }
 
+    /// A lease holder's named piece of state (e.g. the miner-info messages in flight),
+    /// `None` if never written.
+    fn leader_state<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
+        let _ = name;
+        Box::pin(async move { Err(StoreError::NoLease(self.describe())) })
+    }
+
+    /// Replace the named state, fenced like the deal writes ([`StoreError::Fenced`]
+    /// otherwise); durable before returning.
+    fn put_leader_state<'a>(
+        &'a self,
+        fence: &'a Fence,
+        name: &'a str,
+        value: &'a [u8],
+    ) -> StoreFuture<'a, ()> {
+        let _ = (fence, name, value);
+        Box::pin(async move { Err(StoreError::NoLease(self.describe())) })
+    }
+
     /// Where to relay to: the last listen address a holder wrote (cleared on release and
     /// on every acquisition), and whether its lease is live now.
     fn relay_target(&self) -> StoreFuture<'_, Option<RelayTarget>> {

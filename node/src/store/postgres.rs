@@ -80,13 +80,22 @@ impl Default for PostgresOptions {
 
 /// The migrations, embedded so the binary needs no files beside it.
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        Cow::Borrowed("cluster store"),
-        MigrationType::Simple,
-        include_str!("../../migrations/0001_cluster_store.sql").into_sql_str(),
-        false,
-    )])
+    Migrator::with_migrations(vec![
+        Migration::new(
+            1,
+            Cow::Borrowed("cluster store"),
+            MigrationType::Simple,
+            include_str!("../../migrations/0001_cluster_store.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            2,
+            Cow::Borrowed("leader state"),
+            MigrationType::Simple,
+            include_str!("../../migrations/0002_leader_state.sql").into_sql_str(),
+            false,
+        ),
+    ])
 }
 
 /// The PostgreSQL backend of [`Store`].
@@ -697,6 +706,51 @@ impl PostgresStore {
         }
     }
 
+    async fn leader_state_impl(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        with_retry!(self, "read leader state", async {
+            Ok::<_, Fail>(
+                sqlx::query_scalar("SELECT value FROM leader_state WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(&self.pool)
+                    .await?,
+            )
+        })
+    }
+
+    /// Upsert under the fence: the lease row is checked in the same statement.
+    async fn put_leader_state_impl(
+        &self,
+        fence: &Fence,
+        name: &str,
+        value: &[u8],
+    ) -> Result<(), StoreError> {
+        let generation = to_i64("generation", fence.generation)?;
+        let done = with_retry!(self, "write leader state", async {
+            Ok::<_, Fail>(
+                sqlx::query(
+                    "INSERT INTO leader_state (name, value) \
+                     SELECT $3, $4 FROM libp2p \
+                     WHERE singleton AND holder = $1 AND generation = $2 AND expires_at > now() \
+                     ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+                )
+                .bind(&fence.node)
+                .bind(generation)
+                .bind(name)
+                .bind(value)
+                .execute(&self.pool)
+                .await?,
+            )
+        })?;
+        if done.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Fenced {
+                node: fence.node.clone(),
+                generation: fence.generation,
+            })
+        }
+    }
+
     async fn relay_target_impl(&self) -> Result<Option<RelayTarget>, StoreError> {
         let row = with_retry!(self, "read relay target", async {
             Ok::<_, Fail>(
@@ -824,6 +878,19 @@ impl Store for PostgresStore {
     fn relay_target(&self) -> StoreFuture<'_, Option<RelayTarget>> {
         Box::pin(self.relay_target_impl())
     }
+
+    fn leader_state<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
+        Box::pin(self.leader_state_impl(name))
+    }
+
+    fn put_leader_state<'a>(
+        &'a self,
+        fence: &'a Fence,
+        name: &'a str,
+        value: &'a [u8],
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(self.put_leader_state_impl(fence, name, value))
+    }
 }
 
 type PgQuery<'q> =
@@ -880,13 +947,9 @@ mod tests {
     #[test]
     fn migrations_are_embedded() {
         let m = migrator();
-        assert_eq!(m.iter().count(), 1);
-        assert!(m
-            .iter()
-            .next()
-            .unwrap()
-            .sql
-            .as_str()
-            .contains("CREATE TABLE IF NOT EXISTS libp2p"));
+        let sql: Vec<&str> = m.iter().map(|m| m.sql.as_str()).collect();
+        assert_eq!(sql.len(), 2);
+        assert!(sql[0].contains("CREATE TABLE IF NOT EXISTS libp2p"));
+        assert!(sql[1].contains("CREATE TABLE IF NOT EXISTS leader_state"));
     }
 }

@@ -488,6 +488,25 @@ impl Store for SledStore {
         Box::pin(async move { result })
     }
 
+    fn leader_state<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
+        let key = leader_state_key(name);
+        self.run(move |inner| Ok(inner.meta.get(key).map_err(backend)?.map(|v| v.to_vec())))
+    }
+
+    fn put_leader_state<'a>(
+        &'a self,
+        fence: &'a Fence,
+        name: &'a str,
+        value: &'a [u8],
+    ) -> StoreFuture<'a, ()> {
+        let (fence, key, value) = (fence.clone(), leader_state_key(name), value.to_vec());
+        self.run(move |inner| {
+            inner.lease().check(&fence)?;
+            inner.meta.insert(key, value).map_err(backend)?;
+            inner.flush()
+        })
+    }
+
     fn relay_target(&self) -> StoreFuture<'_, Option<RelayTarget>> {
         let lease = self.inner.lease();
         let now = now_millis();
@@ -497,6 +516,11 @@ impl Store for SledStore {
         });
         Box::pin(async move { Ok(target) })
     }
+}
+
+/// Leader state lives in the meta tree under this prefix.
+fn leader_state_key(name: &str) -> Vec<u8> {
+    format!("leader_state/{name}").into_bytes()
 }
 
 #[cfg(test)]
