@@ -13,12 +13,16 @@ use std::{
 
 use async_io::Timer;
 use clap::{Args, Parser, Subcommand};
+use dealport_core::facts::AskTerms;
 use dealport_core::wire::DealUuid;
 use libp2p::{Multiaddr, PeerId};
 
 use crate::{
     api::{Api, ApiContext},
-    chain::{lotus::LotusClient, ChainFactsSource, LotusChain, MinerInfoUpdater, OfflineChain},
+    chain::{
+        asks::AskSigner, lotus::LotusClient, ChainFactsSource, LotusChain, MinerInfoUpdater,
+        OfflineChain,
+    },
     cluster::{default_node_id, Duties, LeaderTask, LeaseGate, LeaseLoop},
     config::{is_postgres_url, ChainMode, Config},
     exec::{
@@ -470,6 +474,12 @@ async fn run(shell: Shell, at: Location, store_flag: Option<String>) -> CmdResul
     // lease holder.
     let mut leader_tasks: Vec<LeaderTask> = vec![crate::exec::runner::leader_task(transfers)];
     if let Some(lotus) = &lotus_client {
+        let terms = ask_terms(&config);
+        if !terms.is_empty() {
+            let signer = AskSigner::new(lotus.clone(), terms);
+            service.set_ask_signer(signer.clone());
+            leader_tasks.push(crate::chain::asks::leader_task(signer));
+        }
         let settings = PublishSettings::from_config(&config.publish, policy_buffer);
         let publisher = Publisher::new(service.clone(), lotus.clone(), settings);
         leader_tasks.push(crate::exec::publish::leader_task(publisher));
@@ -600,6 +610,19 @@ fn miner_list(config: &Config) -> Vec<(dealport_core::wire::Address, bool)> {
         .miners
         .iter()
         .map(|m| (m.address.clone(), m.disabled))
+        .collect()
+}
+
+/// The asking terms of the enabled miners that have `[miners.ask]`.
+fn ask_terms(config: &Config) -> Vec<(dealport_core::wire::Address, AskTerms)> {
+    let disabled = |a: &dealport_core::wire::Address| {
+        config.miners.iter().any(|m| &m.address == a && m.disabled)
+    };
+    config
+        .policy()
+        .asks
+        .into_iter()
+        .filter(|(a, _)| !disabled(a))
         .collect()
 }
 

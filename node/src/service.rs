@@ -25,7 +25,7 @@ use futures::future::{self, Either};
 use libp2p::{multiaddr::Protocol as MaProtocol, Multiaddr, PeerId};
 
 use crate::{
-    chain::ChainFactsSource,
+    chain::{asks::AskSigner, ChainFactsSource},
     cluster::{LeaseGate, NOT_HOLDER},
     metrics::Metrics,
     p2p::{DenyReason, Reply, StreamFailure, StreamService},
@@ -66,6 +66,8 @@ struct Inner {
     /// Told the UUID of every online deal accepted (the transfer runner); bounded, and
     /// a full queue drops the notice (the runner's rescan finds the deal).
     accepted: Mutex<Option<futures::channel::mpsc::Sender<DealUuid>>>,
+    /// Signed asks (Lotus mode); unset: every ask is answered with `Ask: null`.
+    asks: RwLock<Option<Arc<AskSigner>>>,
 }
 
 /// Why a lifecycle event was not recorded (the stored deal is unchanged).
@@ -119,6 +121,7 @@ impl DealService {
             gate: RwLock::new(None),
             events: futures::lock::Mutex::new(()),
             accepted: Mutex::new(None),
+            asks: RwLock::new(None),
         }))
     }
 
@@ -294,12 +297,25 @@ impl DealService {
         Some(self.ask_response(&req).to_cbor())
     }
 
-    /// The answer to an ask request.
+    /// Answer asks from `signer`'s signed asks.
+    pub fn set_ask_signer(&self, signer: Arc<AskSigner>) {
+        *self.0.asks.write().unwrap_or_else(|e| e.into_inner()) = Some(signer);
+    }
+
+    /// The answer to an ask request: the miner's last signed ask, or `Ask: null` (offline
+    /// chain: no worker key to sign with; Lotus mode: none signed yet).
     pub fn ask_response(&self, req: &AskRequest) -> AskResponse {
-        // The ask must be signed by the miner's worker key, which only the Lotus mode can
-        // reach; until then every ask is answered with `Ask: null`.
-        tracing::debug!(miner = %req.miner, "ask answered with null: no worker key in offline mode");
-        answer_ask(req, &self.0.config.policy.miners, None)
+        let signer = self
+            .0
+            .asks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let signed = signer.and_then(|s| s.current(&req.miner));
+        if signed.is_none() {
+            tracing::debug!(miner = %req.miner, "ask answered with null: no signed ask");
+        }
+        answer_ask(req, &self.0.config.policy.miners, signed)
     }
 
     fn transports(&self) -> Vec<u8> {

@@ -802,3 +802,87 @@ fn in_flight_messages_outlive_the_updater_on_postgres() {
         in_flight_messages_outlive_the_updater(store).await;
     });
 }
+
+// ------------------------------------------------------------------ signed asks
+
+/// `### WalletSign` — documented response: a Signature `{"Type":2,"Data":"Ynl0ZSBhcnJheQ=="}`.
+/// The fake signs with a secp256k1-typed signature over nothing real (65 bytes of 7s).
+#[test]
+fn asks_are_signed_by_the_worker_over_the_storage_ask_cbor() {
+    use dealport_core::{
+        facts::AskTerms,
+        wire::{AskRequest, Signature, StorageAsk},
+    };
+    use dealport_node::chain::asks::{AskSigner, ASK_DURATION_EPOCHS};
+    let f = FakeLotus::start();
+    f.set("ChainHead", chain_head(4_500_000));
+    f.set("StateMinerInfo", miner_info("f01001", None, &[]));
+    f.set(
+        "WalletSign",
+        json!({"Type": 1, "Data": B64.encode([7u8; 65])}),
+    );
+    let terms = AskTerms {
+        price: TokenAmount::from_u64(50_000_000),
+        verified_price: TokenAmount::from_u64(5_000_000),
+        min_piece_size: 256,
+        max_piece_size: 34_359_738_368,
+    };
+    let miner = Address::new_id(1000);
+    let signer = AskSigner::new(Arc::new(f.client(short())), vec![(miner.clone(), terms)]);
+    assert!(
+        signer.current(&miner).is_none(),
+        "nothing before the first signing"
+    );
+    assert_eq!(async_io::block_on(signer.refresh()), Ok(1));
+    let calls = f.calls("WalletSign");
+    assert_eq!(calls.len(), 1);
+    // `### WalletSign` inputs: [address, base64 bytes]: the worker, over the ask's CBOR.
+    assert_eq!(calls[0].params[0], "f01001");
+    let signed_bytes = B64.decode(calls[0].params[1].as_str().unwrap()).unwrap();
+    let ask = StorageAsk::from_cbor(&signed_bytes).unwrap();
+    assert_eq!(ask.to_cbor(), signed_bytes);
+    assert_eq!(ask.miner, miner);
+    assert_eq!(ask.price, TokenAmount::from_u64(50_000_000));
+    assert_eq!(ask.verified_price, TokenAmount::from_u64(5_000_000));
+    assert_eq!(
+        (ask.min_piece_size, ask.max_piece_size),
+        (256, 34_359_738_368)
+    );
+    assert_eq!(ask.timestamp, 4_500_000);
+    assert_eq!(ask.expiry, 4_500_000 + ASK_DURATION_EPOCHS);
+    let current = signer.current(&miner).unwrap();
+    assert_eq!(current.ask.as_ref(), Some(&ask));
+    assert_eq!(
+        current.signature,
+        Some(Signature {
+            sig_type: 1,
+            data: vec![7u8; 65]
+        })
+    );
+    // The stream's answer carries exactly that; another miner still gets null.
+    let answer = dealport_core::ask::answer_ask(
+        &AskRequest {
+            miner: miner.clone(),
+        },
+        &[miner.clone()],
+        signer.current(&miner),
+    );
+    assert_eq!(answer.ask, Some(current));
+    // Fresh: no second signature. Near expiry: signed again.
+    assert_eq!(async_io::block_on(signer.refresh()), Ok(0));
+    f.set(
+        "ChainHead",
+        chain_head(4_500_000 + ASK_DURATION_EPOCHS - 100),
+    );
+    assert_eq!(async_io::block_on(signer.refresh()), Ok(1));
+    assert_eq!(f.calls("WalletSign").len(), 2);
+    // A failing WalletSign is an error sentence; the last signed ask stays.
+    f.set("ChainHead", chain_head(4_500_000 + 2 * ASK_DURATION_EPOCHS));
+    f.fail("WalletSign");
+    let err = async_io::block_on(signer.refresh()).unwrap_err();
+    assert!(
+        err.starts_with("cannot sign the ask of f01000: lotus Filecoin.WalletSign"),
+        "{err}"
+    );
+    assert!(signer.current(&miner).is_some());
+}

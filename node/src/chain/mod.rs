@@ -1,5 +1,6 @@
 //! Where chain facts come from: a Lotus node or the offline configuration.
 
+pub mod asks;
 pub mod check;
 pub mod lotus;
 pub mod market;
