@@ -864,7 +864,7 @@ fn asks_are_signed_by_the_worker_over_the_storage_ask_cbor() {
         &AskRequest {
             miner: miner.clone(),
         },
-        &[miner.clone()],
+        std::slice::from_ref(&miner),
         signer.current(&miner),
     );
     assert_eq!(answer.ask, Some(current));
