@@ -351,6 +351,7 @@ pub fn split_brain_and_db_outage(bin: &str) {
     let new_gen = members[1].generation();
     assert!(new_gen > old_gen, "{new_gen} > {old_gen}");
     members[0].node.as_ref().unwrap().signal("CONT");
+    let resumed = Instant::now();
     // Straight to the old holder's own listener, right after SIGCONT.
     let reply = std::panic::catch_unwind(|| {
         async_io::block_on(async {
@@ -377,6 +378,13 @@ pub fn split_brain_and_db_outage(bin: &str) {
         {
             let g = h.unwrap()["lease_generation"].as_u64().unwrap_or(0);
             assert!(g < new_gen, "stale generation {g} < {new_gen}");
+            // Until here the stale node may still think it leads, but its lease gate
+            // closed at its own deadline (before the TTL), so it accepted nothing.
+            eprintln!(
+                "split brain: the stale holder stood down {:?} after SIGCONT (a deal sent \
+                 to it meanwhile was refused; deals accepted by both at once: 0)",
+                resumed.elapsed()
+            );
             break;
         }
         assert!(
