@@ -316,6 +316,11 @@ async fn failure(e: &Exec, server: &DataServer, good: &[u8]) -> String {
     let err = d.error.clone().expect("the deal failed");
     let st = status_response(&d).deal_status.unwrap();
     assert_eq!(st.error, err, "status shows the error");
+    let staging = &e.transfers.staging;
+    assert!(
+        !staging.data_path(uuid).exists() && !staging.snapshot_path(uuid).exists(),
+        "a failed deal's staged data is removed"
+    );
     err
 }
 

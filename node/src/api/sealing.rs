@@ -183,8 +183,8 @@ async fn report(ctx: Arc<ApiContext>, req: ApiRequest, what: Report) -> ApiResul
             e => ApiError::internal(format!("cannot record deal {uuid}: {e}")),
         })?;
     tracing::info!(deal = %uuid, state = %deal.state(), "sealing system reported");
-    if matches!(what, Report::AddedPiece | Report::Failed) && !ctx.transfers.settings.keep_staging {
-        remove_staged(&ctx, uuid);
+    if matches!(what, Report::AddedPiece | Report::Failed) {
+        ctx.transfers.drop_staged(uuid);
     }
     Ok(json(StatusCode::OK, &deal_json(&deal)))
 }
@@ -199,18 +199,4 @@ async fn find(
         .await
         .map_err(|e| ApiError::internal(format!("cannot read deal {uuid}: {e}")))?
         .ok_or_else(|| ApiError::not_found(format!("no deal with UUID {uuid}")))
-}
-
-/// The piece is in a sector (or will never be): its staged data can go.
-fn remove_staged(ctx: &ApiContext, uuid: DealUuid) {
-    let staging = &ctx.transfers.staging;
-    for path in [staging.data_path(uuid), staging.snapshot_path(uuid)] {
-        match std::fs::remove_file(&path) {
-            Ok(()) => tracing::debug!(deal = %uuid, path = %path.display(), "staged file removed"),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                tracing::warn!(deal = %uuid, path = %path.display(), "cannot remove a staged file: {e}")
-            }
-        }
-    }
 }

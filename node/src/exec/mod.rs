@@ -143,12 +143,25 @@ impl Transfers {
         })
     }
 
+    /// The deal is done with its staged data (failed, or its piece is in a sector):
+    /// remove it unless `keep_staging`.
+    pub fn drop_staged(&self, uuid: DealUuid) {
+        if self.settings.keep_staging {
+            return;
+        }
+        if let Err(e) = self.staging.remove(uuid) {
+            tracing::warn!(deal = %uuid, "cannot remove the staged data: {e}");
+        }
+    }
+
     /// Record the deal's failure (what its client will read in status).
     async fn fail(&self, uuid: DealUuid, why: String) {
         tracing::warn!(deal = %uuid, reason = %why, "deal failed");
         if let Err(e) = self.service.apply_event(uuid, DealEvent::Failed(why)).await {
             tracing::warn!(deal = %uuid, error = %e, "cannot record the failure");
+            return;
         }
+        self.drop_staged(uuid);
     }
 
     /// An offline deal's data, streamed in (`PUT /api/v1/deals/<uuid>/data`). Data that

@@ -122,6 +122,20 @@ impl Staging {
             .map_err(|e| self.explain("sync", &self.dir, e))
     }
 
+    /// The deal no longer needs its staged data (in a sector, or failed): remove the data
+    /// and its snapshot. Missing files are fine.
+    pub fn remove(&self, uuid: DealUuid) -> io::Result<()> {
+        for path in [self.data_path(uuid), self.snapshot_path(uuid)] {
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(self.explain("remove", &path, e))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// The data is complete: its snapshot is no longer needed.
     pub fn complete(&self, uuid: DealUuid) -> io::Result<()> {
         match fs::remove_file(self.snapshot_path(uuid)) {
