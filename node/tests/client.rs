@@ -471,3 +471,82 @@ fn cli_deal_status_info_with_json() {
         );
     });
 }
+
+/// A TLS terminator on 127.0.0.1 in front of `backend` (as nginx in front of a Curio
+/// provider's `/dns/<host>/tcp/443/wss` address), with a self-signed certificate for
+/// `localhost`. Returns its port and the certificate's PEM.
+fn tls_terminator(backend: std::net::SocketAddr) -> (u16, String) {
+    use futures::AsyncReadExt;
+    use futures_rustls::rustls::{self, pki_types::PrivateKeyDer};
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let key = PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.cert.der().clone()], key)
+    .unwrap();
+    let acceptor = futures_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let acceptor = acceptor.clone();
+            std::thread::spawn(move || {
+                async_io::block_on(async move {
+                    let conn = async_io::Async::new(conn).unwrap();
+                    let Ok(tls) = acceptor.accept(conn).await else {
+                        return;
+                    };
+                    let Ok(up) = async_net::TcpStream::connect(backend).await else {
+                        return;
+                    };
+                    let (tls_r, mut tls_w) = tls.split();
+                    let (up_r, mut up_w) = up.split();
+                    let _ = futures::future::select(
+                        Box::pin(futures::io::copy(tls_r, &mut up_w)),
+                        Box::pin(futures::io::copy(up_r, &mut tls_w)),
+                    )
+                    .await;
+                });
+            });
+        }
+    });
+    (port, cert.cert.pem())
+}
+
+/// `/dns/localhost/tcp/<port>/wss/p2p/<id>` through a TLS terminator whose self-signed
+/// certificate the client trusts through `DEALPORT_CA_FILE`.
+#[test]
+fn deal_and_status_over_tls_websocket() {
+    let node = start_node();
+    let ws_port = node
+        .ws
+        .iter()
+        .find_map(|p| match p {
+            Protocol::Tcp(port) => Some(port),
+            _ => None,
+        })
+        .unwrap();
+    let peer = node.ws.iter().last().unwrap();
+    let (port, pem) = tls_terminator(([127, 0, 0, 1], ws_port).into());
+    let wss: Multiaddr = format!("/dns/localhost/tcp/{port}/wss")
+        .parse::<Multiaddr>()
+        .unwrap()
+        .with(peer);
+    // Without the CA the certificate is refused: the dial really goes through TLS.
+    assert!(run(client::info(&wss)).is_err());
+    // The variable is process-wide and other tests build transports meanwhile: the file
+    // must outlive this test (it only adds a trust anchor for them).
+    let ca = std::env::temp_dir().join(format!("dealport-test-ca-{}.pem", std::process::id()));
+    std::fs::write(&ca, pem).unwrap();
+    std::env::set_var(client::transport::CA_FILE_ENV, &ca);
+    run(async {
+        deal_status_ask(&Target::Libp2p(wss.clone()), DealProtocol::V121).await;
+        let info = client::info(&wss).await.unwrap();
+        assert!(info.agent_version.starts_with("dealport/"), "{info:?}");
+    });
+}

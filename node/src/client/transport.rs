@@ -141,13 +141,44 @@ impl Transport for DialTcp {
     }
 }
 
+/// Names a PEM file of CA certificates the client trusts for `/wss` besides the web PKI
+/// roots (a provider behind a private CA; the tests' self-signed terminator).
+pub const CA_FILE_ENV: &str = "DEALPORT_CA_FILE";
+
+/// TLS for `/wss`: the web PKI roots, plus the certificates in `$DEALPORT_CA_FILE`.
+fn wss_tls() -> Result<websocket::tls::Config, TransportBuildError> {
+    use rustls_pki_types::{pem::PemObject, CertificateDer};
+    let Some(path) = std::env::var_os(CA_FILE_ENV) else {
+        return Ok(websocket::tls::Config::client());
+    };
+    let bad = |what: String| {
+        TransportBuildError::CaFile(format!(
+            "{CA_FILE_ENV}={}: {what}",
+            std::path::Path::new(&path).display()
+        ))
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&path)
+        .map_err(|e| bad(e.to_string()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad("no PEM certificate in the file".into()));
+    }
+    let mut b = websocket::tls::Config::builder();
+    for c in certs {
+        b.add_trust(&websocket::tls::Certificate::new(c.to_vec()))
+            .map_err(|e| bad(e.to_string()))?;
+    }
+    Ok(b.finish())
+}
+
 /// TCP or (TLS) WebSocket, then TLS-or-Noise (TLS offered first, as go-libp2p), yamux.
 pub fn build_client_transport(
     keypair: &Keypair,
     handshake_timeout: Duration,
 ) -> Result<Boxed<(PeerId, StreamMuxerBox)>, TransportBuildError> {
     let mut ws = websocket::Config::new(DialTcp);
-    ws.set_tls_config(websocket::tls::Config::client());
+    ws.set_tls_config(wss_tls()?);
     let base = DialTcp.or_transport(ws).boxed();
     Ok(base
         .upgrade(Version::V1)

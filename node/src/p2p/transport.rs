@@ -43,6 +43,9 @@ pub enum TransportBuildError {
     Noise(#[from] noise::Error),
     #[error("tls certificate: {0}")]
     Tls(#[from] tls::certificate::GenError),
+    /// The extra CA file for `/wss` dials (client side).
+    #[error("{0}")]
+    CaFile(String),
 }
 
 /// Options for [`build_transport`].
