@@ -316,11 +316,16 @@ async fn failure(e: &Exec, server: &DataServer, good: &[u8]) -> String {
     let err = d.error.clone().expect("the deal failed");
     let st = status_response(&d).deal_status.unwrap();
     assert_eq!(st.error, err, "status shows the error");
+    // The runner records the failure first and removes the staged files right after.
     let staging = &e.transfers.staging;
-    assert!(
-        !staging.data_path(uuid).exists() && !staging.snapshot_path(uuid).exists(),
-        "a failed deal's staged data is removed"
-    );
+    let until = Instant::now() + Duration::from_secs(10);
+    while staging.data_path(uuid).exists() || staging.snapshot_path(uuid).exists() {
+        assert!(
+            Instant::now() < until,
+            "a failed deal's staged data is removed"
+        );
+        async_io::Timer::after(Duration::from_millis(20)).await;
+    }
     err
 }
 
