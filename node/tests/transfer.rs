@@ -16,7 +16,7 @@ use std::{
 use common::{a4_config, executor_runtime, golden, run, service_on_sled, ServiceOnSled};
 use dealport_core::{
     commp::{piece_cid, CommP},
-    deal::{Checkpoint, DealRecord},
+    deal::{Checkpoint, DealEvent, DealRecord},
     status::status_response,
     wire::{primitives::padded_piece_size, Cbor, Cid, DealParams, DealUuid, HttpRequest, Transfer},
 };
@@ -434,6 +434,43 @@ fn an_unreachable_url_fails_after_the_bounded_retries() {
             err.contains("cannot connect") && err.contains("gave up after 3 retries"),
             "{err}"
         );
+    });
+}
+
+#[test]
+fn staged_files_left_by_a_failed_deal_are_swept_when_the_runner_starts() {
+    run(Duration::from_secs(60), async {
+        let e = exec(settings());
+        let good = data(1000, 9);
+        // An offline deal (nothing to download) that failed, as if the node had stopped
+        // between recording the failure and removing the files.
+        let failed = store_deal(&e, piece_of(&good), Transfer::default(), true).await;
+        e.svc
+            .service
+            .apply_event(failed, DealEvent::Failed("it broke".into()))
+            .await
+            .unwrap();
+        let waiting = store_deal(&e, piece_of(&good), Transfer::default(), true).await;
+        let unknown = DealUuid([0xee; 16]);
+        let staging = &e.transfers.staging;
+        std::fs::create_dir_all(staging.dir()).unwrap();
+        for u in [failed, waiting, unknown] {
+            std::fs::write(staging.data_path(u), b"partial").unwrap();
+            std::fs::write(staging.snapshot_path(u), b"snapshot").unwrap();
+        }
+        let _r = Runner::start(&e.transfers);
+        let until = Instant::now() + Duration::from_secs(10);
+        while staging.data_path(failed).exists() || staging.snapshot_path(failed).exists() {
+            assert!(
+                Instant::now() < until,
+                "the failed deal's files were not swept"
+            );
+            async_io::Timer::after(Duration::from_millis(20)).await;
+        }
+        // A deal still waiting for its data, and files the store cannot place, stay.
+        for u in [waiting, unknown] {
+            assert!(staging.data_path(u).exists() && staging.snapshot_path(u).exists());
+        }
     });
 }
 

@@ -59,6 +59,7 @@ pub async fn run(t: Arc<Transfers>) {
                     for d in deals.iter().filter(|d| wants_download(d)) {
                         enqueue(&mut queued, &mut known, d.uuid);
                     }
+                    sweep_staging(&t, &deals);
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot list deals to download"),
             }
@@ -81,6 +82,30 @@ pub async fn run(t: Arc<Transfers>) {
                 }
             }
             _ = timer => {}
+        }
+    }
+}
+
+/// Remove staged files of deals that no longer need them (failed, or their piece is in a
+/// sector): left behind when a node stopped between recording the outcome and removing
+/// the files. Files of deals missing from `deals` are left alone: they may belong to a
+/// deal accepted since the list was read.
+fn sweep_staging(t: &Transfers, deals: &[DealRecord]) {
+    if t.settings.keep_staging {
+        return;
+    }
+    let staged = match t.staging.staged_deals() {
+        Ok(s) => s,
+        Err(e) => return tracing::warn!(error = %e, "cannot list the staging directory"),
+    };
+    for uuid in staged {
+        let done = deals
+            .iter()
+            .find(|d| d.uuid == uuid)
+            .is_some_and(|d| d.is_failed() || d.checkpoint >= Checkpoint::AddedPiece);
+        if done {
+            tracing::info!(deal = %uuid, "removing staged data left from before");
+            t.drop_staged(uuid);
         }
     }
 }

@@ -136,6 +136,30 @@ impl Staging {
         Ok(())
     }
 
+    /// The deals with a file in the staging directory (none if it does not exist yet).
+    pub fn staged_deals(&self) -> io::Result<Vec<DealUuid>> {
+        let entries = match fs::read_dir(&self.dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            r => r.map_err(|e| self.explain("list", &self.dir, e))?,
+        };
+        let mut deals = Vec::new();
+        for entry in entries {
+            let name = entry
+                .map_err(|e| self.explain("list", &self.dir, e))?
+                .file_name();
+            let uuid = name.to_str().and_then(|n| {
+                let stem = n
+                    .strip_suffix(".data")
+                    .or_else(|| n.strip_suffix(".commp"))?;
+                stem.parse::<DealUuid>().ok()
+            });
+            if let Some(u) = uuid.filter(|u| !deals.contains(u)) {
+                deals.push(u);
+            }
+        }
+        Ok(deals)
+    }
+
     /// The data is complete: its snapshot is no longer needed.
     pub fn complete(&self, uuid: DealUuid) -> io::Result<()> {
         match fs::remove_file(self.snapshot_path(uuid)) {
