@@ -139,3 +139,26 @@ fn bench_reports_sane_numbers() {
     );
     assert_sane(&ask);
 }
+
+#[test]
+fn bulk_resends_one_large_deal_and_counts_its_bytes() {
+    let node = start_node();
+    let size = 256 << 10;
+    let bulk = measure(&node, Workload::Bulk(size), 1, 2);
+    assert_sane(&bulk);
+    // Every answer was `Accepted` (the first stores it, the rest are identical retries),
+    // so the provider read and decoded every byte of every request.
+    let per_request = bulk.request_bytes / bulk.requests;
+    assert_eq!(bulk.request_bytes, per_request * bulk.requests, "{bulk:?}");
+    assert!(
+        per_request.abs_diff(size as u64) <= 16,
+        "{per_request} vs {size}"
+    );
+    assert!(bulk.request_mib_per_s > 0.0, "{bulk:?}");
+    // A second run is a deal of its own, not a duplicate of the first run's.
+    assert_sane(&measure(&node, Workload::Bulk(size), 1, 1));
+    // Sizes past what Transfer.Params may hold are refused before anything is sent.
+    let too_big = BenchConfig::new(node.tcp.clone(), Workload::Bulk(bench::BULK_MAX + 1));
+    let err = bench::prepare(&too_big).err().expect("refused");
+    assert!(err.contains("--bulk-bytes"), "{err}");
+}

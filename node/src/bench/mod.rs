@@ -65,7 +65,15 @@ pub enum Workload {
     DealBls,
     /// Open the connections, hold them idle for the duration, send nothing.
     Idle,
+    /// Bulk upload: one signed deal of about this many bytes (its transfer headers padded),
+    /// resent as an identical retry; measures bytes per second through the transport.
+    Bulk(usize),
 }
+
+/// The bulk workload's request size bounds: the padding sits in `Transfer.Params`, a byte
+/// string capped at 2 MiB (cbor-gen's `ByteArrayMaxLen`).
+pub const BULK_MIN: usize = 4 << 10;
+pub const BULK_MAX: usize = 2_000_000;
 
 impl Workload {
     pub fn name(&self) -> &'static str {
@@ -75,6 +83,7 @@ impl Workload {
             Workload::DealSecp => "deal-secp",
             Workload::DealBls => "deal-bls",
             Workload::Idle => "idle",
+            Workload::Bulk(_) => "bulk",
         }
     }
 
@@ -82,7 +91,7 @@ impl Workload {
         match self {
             Workload::Status(_) => protocols::STATUS_1_2_0,
             Workload::Ask(_) => protocols::ASK_1_1_0,
-            Workload::DealSecp | Workload::DealBls => protocols::DEAL_1_2_1,
+            Workload::DealSecp | Workload::DealBls | Workload::Bulk(_) => protocols::DEAL_1_2_1,
             Workload::Idle => protocols::ASK_1_1_0,
         }
     }
@@ -157,6 +166,9 @@ pub struct Report {
     /// Wall time of the measured phase.
     pub elapsed_s: f64,
     pub requests_per_s: f64,
+    /// Bytes of the answered requests (client to provider), and their rate in MiB/s.
+    pub request_bytes: u64,
+    pub request_mib_per_s: f64,
     pub latency: Latency,
     /// Time to open all connections (before the clock started).
     pub connect_s: f64,
@@ -177,7 +189,7 @@ impl Report {
     /// One human-readable line.
     pub fn line(&self) -> String {
         format!(
-            "{} {} conns={} streams/conn={}: {} req in {:.2} s = {:.0} req/s, p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms, errors {}, rejected {}{}",
+            "{} {} conns={} streams/conn={}: {} req in {:.2} s = {:.0} req/s ({:.1} MiB/s up), p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms, errors {}, rejected {}{}",
             self.workload,
             self.transport,
             self.connections,
@@ -185,6 +197,7 @@ impl Report {
             self.requests,
             self.elapsed_s,
             self.requests_per_s,
+            self.request_mib_per_s,
             self.latency.p50_ms,
             self.latency.p90_ms,
             self.latency.p99_ms,
@@ -254,6 +267,7 @@ pub fn prepare(config: &BenchConfig) -> Result<Prepared, String> {
             false,
         ),
         Workload::Idle => (Vec::new(), false),
+        Workload::Bulk(size) => (vec![bulk_deal(*size)?], false),
         w @ (Workload::DealSecp | Workload::DealBls) => {
             let bls = matches!(w, Workload::DealBls);
             let default_pool = if bls { 6_000 } else { 20_000 };
@@ -309,6 +323,33 @@ pub fn prepare(config: &BenchConfig) -> Result<Prepared, String> {
         once,
         presign_s: start.elapsed().as_secs_f64(),
     })
+}
+
+/// One golden-secp256k1 deal of about `size` bytes: the padding is an `X-Bulk-Pad` header
+/// in its transfer, so the provider decodes, checks and (the first time) stores all of it.
+fn bulk_deal(size: usize) -> Result<Vec<u8>, String> {
+    if !(BULK_MIN..=BULK_MAX).contains(&size) {
+        return Err(format!(
+            "--bulk-bytes {size} is outside {BULK_MIN}..={BULK_MAX}"
+        ));
+    }
+    let wallet = Wallet::from_lotus_export(GOLDEN_SECP_KEY).map_err(|e| e.to_string())?;
+    // A label of its own per run: another run's deal with the same proposal would be a
+    // duplicate under a new UUID, and rejected.
+    let mut nonce = [0u8; 4];
+    getrandom::fill(&mut nonce).map_err(|e| e.to_string())?;
+    let mut spec = bench_deal_spec(format!("bench-bulk-{size}-{}", hex::encode(nonce)))?;
+    let encode = |spec: &DealSpec| DealProtocol::V121.encode(&client::build_deal(spec, &wallet));
+    let base = encode(&spec).len();
+    if let DataTransfer::Http { headers, .. } = &mut spec.transfer {
+        // JSON around the value plus the CBOR length header: a few bytes either way.
+        let overhead = r#","Headers":{"X-Bulk-Pad":""}"#.len() + 4;
+        headers.push((
+            "X-Bulk-Pad".into(),
+            "a".repeat(size.saturating_sub(base + overhead)),
+        ));
+    }
+    Ok(encode(&spec))
 }
 
 #[derive(NetworkBehaviour)]
@@ -500,7 +541,7 @@ async fn one_request(
             AskResponse::from_cbor(&answer).map_err(bad)?;
             None
         }
-        Workload::DealSecp | Workload::DealBls => {
+        Workload::DealSecp | Workload::DealBls | Workload::Bulk(_) => {
             let r = DealResponse::from_cbor(&answer).map_err(bad)?;
             (!r.accepted).then_some(r.message)
         }
@@ -517,6 +558,7 @@ struct Shared {
     deadline: Mutex<Option<Instant>>,
     next: AtomicU64,
     done: AtomicU64,
+    bytes: AtomicU64,
     errors: AtomicU64,
     rejected: AtomicU64,
     exhausted: AtomicBool,
@@ -577,6 +619,9 @@ async fn worker(
             Ok((verdict, answer)) => {
                 consecutive_errors = 0;
                 lat.push(us);
+                shared
+                    .bytes
+                    .fetch_add(request.len() as u64, Ordering::Relaxed);
                 if shared.done.fetch_add(1, Ordering::Relaxed) == 0 {
                     *shared.first_answer.lock().expect("first") = Some((unix_ms(), answer));
                 }
@@ -655,6 +700,7 @@ pub async fn run(
         deadline: Mutex::new(None),
         next: AtomicU64::new(0),
         done: AtomicU64::new(0),
+        bytes: AtomicU64::new(0),
         errors: AtomicU64::new(0),
         rejected: AtomicU64::new(0),
         exhausted: AtomicBool::new(false),
@@ -752,6 +798,10 @@ pub async fn run(
         first_rejection,
         elapsed_s,
         requests_per_s: requests as f64 / elapsed_s.max(1e-9),
+        request_bytes: shared.bytes.load(Ordering::Relaxed),
+        request_mib_per_s: shared.bytes.load(Ordering::Relaxed) as f64
+            / (1 << 20) as f64
+            / elapsed_s.max(1e-9),
         latency: Latency {
             p50_ms: percentile(&sorted, 0.50),
             p90_ms: percentile(&sorted, 0.90),
@@ -780,7 +830,7 @@ pub struct BenchArgs {
     /// The provider: /ip4/…/tcp/<port>/p2p/<id>, or …/tcp/<port>/ws/p2p/<id> (direct
     /// WebSocket, or the HTTP port's relay).
     pub target: Multiaddr,
-    /// status | ask | deal-secp | deal-bls | idle.
+    /// status | ask | deal-secp | deal-bls | idle | bulk.
     #[arg(long, short = 'w', default_value = "status")]
     pub workload: String,
     /// Connections (each its own peer identity).
@@ -805,6 +855,9 @@ pub struct BenchArgs {
     /// 20000 secp / 6000 BLS).
     #[arg(long)]
     pub pool: Option<usize>,
+    /// bulk: the size of the one deal resent (bytes, 4096..=2000000).
+    #[arg(long, default_value_t = 1 << 20)]
+    pub bulk_bytes: usize,
     /// Retry the first dial for up to this many seconds (start-up measurement).
     #[arg(long, default_value_t = 0.0)]
     pub connect_retry: f64,
@@ -829,9 +882,10 @@ impl BenchArgs {
             "deal-secp" => Workload::DealSecp,
             "deal-bls" => Workload::DealBls,
             "idle" => Workload::Idle,
+            "bulk" => Workload::Bulk(self.bulk_bytes),
             other => {
                 return Err(format!(
-                    "unknown workload {other:?} (status, ask, deal-secp, deal-bls, idle)"
+                    "unknown workload {other:?} (status, ask, deal-secp, deal-bls, idle, bulk)"
                 ))
             }
         };
