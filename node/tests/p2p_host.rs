@@ -7,7 +7,7 @@
 use std::{
     sync::{
         atomic::{AtomicUsize, Ordering},
-        Arc, OnceLock,
+        Arc, Mutex, OnceLock,
     },
     time::{Duration, Instant},
 };
@@ -16,9 +16,9 @@ use async_io::Timer;
 use dealport_node::p2p::{
     mk12_protocols,
     transport::{build_transport, Security, TransportConfig},
-    Host, HostConfig, HostHandle, Keypair, Limits, Multiaddr, PeerId, Reply, StreamProtocol,
-    StreamService, PROTOCOL_ASK, PROTOCOL_DEAL_1_2_0, PROTOCOL_DEAL_1_2_1, PROTOCOL_STATUS,
-    PROTOCOL_TRANSPORTS,
+    Host, HostConfig, HostHandle, Keypair, Limits, Multiaddr, PeerId, Reply, StreamFailure,
+    StreamProtocol, StreamService, PROTOCOL_ASK, PROTOCOL_DEAL_1_2_0, PROTOCOL_DEAL_1_2_1,
+    PROTOCOL_STATUS, PROTOCOL_TRANSPORTS,
 };
 use futures::{
     channel::{mpsc, oneshot},
@@ -45,6 +45,8 @@ struct EchoService {
     gate: OnceLock<future::Shared<oneshot::Receiver<()>>>,
     /// Delay before answering on the ask protocol.
     ask_delay: Option<Duration>,
+    /// The limit behind each stream failure reported to the service.
+    limits_hit: Mutex<Vec<Option<&'static str>>>,
 }
 
 impl StreamService for EchoService {
@@ -73,6 +75,10 @@ impl StreamService for EchoService {
             out.extend_from_slice(&request);
             Some(out)
         })
+    }
+
+    fn on_stream_failure(&self, _protocol: &str, _peer: PeerId, failure: &StreamFailure) {
+        self.limits_hit.lock().unwrap().push(failure.limit());
     }
 }
 
@@ -484,6 +490,10 @@ fn buffer_budget_closes_a_stream_that_would_go_over_it() {
         let mut out = Vec::new();
         let _ = within(Duration::from_secs(10), second.read_to_end(&mut out)).await;
         assert!(out.is_empty(), "no reply expected, got {} bytes", out.len());
+        assert_eq!(
+            *service.limits_hit.lock().unwrap(),
+            vec![Some("buffered_bytes_total")]
+        );
 
         // The first completes and is answered; small requests are served all along.
         first.write_all(&item[item.len() - 1..]).await.unwrap();
@@ -496,6 +506,60 @@ fn buffer_budget_closes_a_stream_that_would_go_over_it() {
         let reply = client.request(peer, PROTOCOL_STATUS, &ITEM).await.unwrap();
         assert_eq!(reply, ok_reply(&ITEM));
         assert_eq!(host.stats().streams_refused, 1);
+        host.shutdown(Duration::from_secs(1)).await;
+    });
+}
+
+#[test]
+fn one_peer_cannot_take_the_whole_buffer_budget() {
+    run(Duration::from_secs(30), async {
+        // Room in all for several partly read 100 KiB items, for one peer for one.
+        let config = HostConfig {
+            max_buffered_total: 1 << 20,
+            max_buffered_per_peer: 150 << 10,
+            ..loopback_config()
+        };
+        let service = Arc::new(EchoService::default());
+        let (host, tcp, _) = start(config, service.clone()).await;
+        let peer = host.peer_id();
+        let mut greedy = Client::new(Security::TlsAndNoise);
+        greedy.connect(&tcp, peer).await.unwrap();
+        let mut other = Client::new(Security::TlsAndNoise);
+        other.connect(&tcp, peer).await.unwrap();
+
+        let mut item = vec![0x5a];
+        item.extend_from_slice(&(100u32 << 10).to_be_bytes());
+        item.resize(5 + (100 << 10), 7);
+        let mut first = greedy.open(peer, PROTOCOL_DEAL_1_2_1).await;
+        first.write_all(&item[..item.len() - 1]).await.unwrap();
+        first.flush().await.unwrap();
+        Timer::after(Duration::from_millis(300)).await;
+
+        // The greedy peer's second large request does not fit in its share…
+        let mut second = greedy.open(peer, PROTOCOL_DEAL_1_2_1).await;
+        let _ = second.write_all(&item[..item.len() - 1]).await;
+        let _ = second.flush().await;
+        let mut out = Vec::new();
+        let _ = within(Duration::from_secs(10), second.read_to_end(&mut out)).await;
+        assert!(out.is_empty(), "no reply expected, got {} bytes", out.len());
+        assert_eq!(
+            *service.limits_hit.lock().unwrap(),
+            vec![Some("buffered_bytes_per_peer")]
+        );
+
+        // …while another peer's, of the same size and at the same time, is answered.
+        let reply = other
+            .request(peer, PROTOCOL_DEAL_1_2_1, &item)
+            .await
+            .unwrap();
+        assert_eq!(reply, ok_reply(&item));
+        first.write_all(&item[item.len() - 1..]).await.unwrap();
+        first.flush().await.unwrap();
+        let mut out = Vec::new();
+        within(Duration::from_secs(10), first.read_to_end(&mut out))
+            .await
+            .unwrap();
+        assert_eq!(out, ok_reply(&item));
         host.shutdown(Duration::from_secs(1)).await;
     });
 }

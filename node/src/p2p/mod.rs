@@ -94,6 +94,8 @@ pub enum StreamFailure {
     FirstByteTimeout(Duration),
     #[error("the request would take the bytes buffered by all streams over {0}")]
     BufferBudget(usize),
+    #[error("the request would take the bytes buffered by this peer's streams over {0}")]
+    PeerBufferBudget(usize),
     #[error("request is not one acceptable cbor item: {0}")]
     Framing(FrameError),
     #[error("stream ended after {received} bytes, before the request was complete")]
@@ -117,6 +119,7 @@ impl StreamFailure {
             StreamFailure::ReadTimeout(_) => Some("read_deadline"),
             StreamFailure::FirstByteTimeout(_) => Some("first_byte_deadline"),
             StreamFailure::BufferBudget(_) => Some("buffered_bytes_total"),
+            StreamFailure::PeerBufferBudget(_) => Some("buffered_bytes_per_peer"),
             StreamFailure::Framing(FrameError::TooLarge { .. }) => Some("request_size"),
             StreamFailure::WriteTimeout(_) => Some("write_deadline"),
             _ => None,
@@ -236,6 +239,9 @@ pub struct HostConfig {
     /// is bounded by this, not by `max_streams_total x max_request_size` (4 GiB with the
     /// defaults). A stream that would go over it is closed. Default 128 MiB.
     pub max_buffered_total: usize,
+    /// The same bound for the streams of one peer, so one peer cannot take the whole
+    /// budget from the others. Default 16 MiB (four full-size requests).
+    pub max_buffered_per_peer: usize,
     pub limits: Limits,
     /// A connection with no stream open is closed after this long.
     pub idle_connection_timeout: Duration,
@@ -261,6 +267,7 @@ impl Default for HostConfig {
             write_deadline: Duration::from_secs(10),
             max_request_size: dealport_core::wire::framer::DEFAULT_MAX_ITEM,
             max_buffered_total: 128 << 20,
+            max_buffered_per_peer: 16 << 20,
             limits: Limits::default(),
             idle_connection_timeout: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(20),

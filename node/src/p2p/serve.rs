@@ -144,6 +144,8 @@ impl Shared {
             buffers: BufferBudget {
                 used: AtomicUsize::new(0),
                 max: cfg.max_buffered_total,
+                per_peer: Mutex::new(HashMap::new()),
+                max_per_peer: cfg.max_buffered_per_peer,
             },
             limits: cfg.limits.clone(),
             stats: Arc::new(Stats::default()),
@@ -250,9 +252,9 @@ impl Shared {
 
     fn fail(&self, protocol: &str, peer: PeerId, failure: StreamFailure) {
         let counter = match &failure {
-            StreamFailure::Refused(_) | StreamFailure::BufferBudget(_) => {
-                &self.stats.streams_refused
-            }
+            StreamFailure::Refused(_)
+            | StreamFailure::BufferBudget(_)
+            | StreamFailure::PeerBufferBudget(_) => &self.stats.streams_refused,
             StreamFailure::ReadTimeout(_) | StreamFailure::FirstByteTimeout(_) => {
                 &self.stats.read_timeouts
             }
@@ -286,39 +288,74 @@ impl Drop for StreamSlot {
     }
 }
 
-/// The bytes that request buffers of all streams hold, against a maximum.
+/// The bytes that request buffers hold, against a maximum for all streams and one for
+/// the streams of each peer.
 struct BufferBudget {
     used: AtomicUsize,
     max: usize,
+    per_peer: Mutex<HashMap<PeerId, usize>>,
+    max_per_peer: usize,
+}
+
+impl BufferBudget {
+    fn per_peer(&self) -> std::sync::MutexGuard<'_, HashMap<PeerId, usize>> {
+        self.per_peer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Take `add` more bytes for `peer`, or say which bound it would cross.
+    fn grow(&self, peer: PeerId, add: usize) -> Result<(), StreamFailure> {
+        let mut per_peer = self.per_peer();
+        let held = per_peer.get(&peer).copied().unwrap_or(0);
+        if held + add > self.max_per_peer {
+            return Err(StreamFailure::PeerBufferBudget(self.max_per_peer));
+        }
+        if self.used.fetch_add(add, Ordering::AcqRel) + add > self.max {
+            self.used.fetch_sub(add, Ordering::AcqRel);
+            return Err(StreamFailure::BufferBudget(self.max));
+        }
+        per_peer.insert(peer, held + add);
+        Ok(())
+    }
+
+    /// Give `n` bytes of `peer`'s back.
+    fn shrink(&self, peer: PeerId, n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.used.fetch_sub(n, Ordering::AcqRel);
+        let mut per_peer = self.per_peer();
+        if let Some(held) = per_peer.get_mut(&peer) {
+            *held = held.saturating_sub(n);
+            if *held == 0 {
+                per_peer.remove(&peer);
+            }
+        }
+    }
 }
 
 /// One request buffer's share of the [`BufferBudget`], given back on drop.
 struct BufferShare<'a> {
     budget: &'a BufferBudget,
+    peer: PeerId,
     held: usize,
 }
 
 impl BufferShare<'_> {
-    /// Hold `n` bytes from now on; `false` (nothing changed) if that would go over.
-    fn set(&mut self, n: usize) -> bool {
-        let b = self.budget;
+    /// Hold `n` bytes from now on; on `Err` nothing changed.
+    fn set(&mut self, n: usize) -> Result<(), StreamFailure> {
         if n > self.held {
-            let add = n - self.held;
-            if b.used.fetch_add(add, Ordering::AcqRel) + add > b.max {
-                b.used.fetch_sub(add, Ordering::AcqRel);
-                return false;
-            }
+            self.budget.grow(self.peer, n - self.held)?;
         } else {
-            b.used.fetch_sub(self.held - n, Ordering::AcqRel);
+            self.budget.shrink(self.peer, self.held - n);
         }
         self.held = n;
-        true
+        Ok(())
     }
 }
 
 impl Drop for BufferShare<'_> {
     fn drop(&mut self) {
-        self.budget.used.fetch_sub(self.held, Ordering::AcqRel);
+        self.budget.shrink(self.peer, self.held);
     }
 }
 
@@ -337,16 +374,19 @@ async fn read_item(
     max: usize,
     first_byte: Duration,
     budget: &BufferBudget,
+    peer: PeerId,
 ) -> Result<Vec<u8>, StreamFailure> {
     let mut framer = Framer::new(max);
     let mut buf = Vec::new();
-    let mut share = BufferShare { budget, held: 0 };
+    let mut share = BufferShare {
+        budget,
+        peer,
+        held: 0,
+    };
     loop {
         let want = framer.read_hint().min(READ_CHUNK);
         let old = buf.len();
-        if !share.set(old + want) {
-            return Err(StreamFailure::BufferBudget(budget.max));
-        }
+        share.set(old + want)?;
         buf.resize(old + want, 0);
         let read = stream.read(&mut buf[old..]);
         let n = if old == 0 {
@@ -393,6 +433,7 @@ async fn serve_stream(
                 shared.max_request,
                 shared.first_byte_deadline,
                 &shared.buffers,
+                peer,
             ),
         )
         .await;
