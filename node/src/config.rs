@@ -504,6 +504,8 @@ pub struct LimitsConfig {
     pub max_buffered_bytes_total: usize,
     /// The same for the streams of one peer.
     pub max_buffered_bytes_per_peer: usize,
+    /// The same for the streams of one IP address (loopback exempt).
+    pub max_buffered_bytes_per_ip: usize,
     pub first_byte_deadline_ms: u64,
     pub read_deadline_ms: u64,
     pub write_deadline_ms: u64,
@@ -530,6 +532,7 @@ impl Default for LimitsConfig {
             max_request_bytes: h.max_request_size,
             max_buffered_bytes_total: h.max_buffered_total,
             max_buffered_bytes_per_peer: h.max_buffered_per_peer,
+            max_buffered_bytes_per_ip: h.max_buffered_per_ip,
             first_byte_deadline_ms: h.first_byte_deadline.as_millis() as u64,
             read_deadline_ms: h.read_deadline.as_millis() as u64,
             write_deadline_ms: h.write_deadline.as_millis() as u64,
@@ -735,6 +738,11 @@ impl Config {
                 self.limits.max_buffered_bytes_per_peer,
                 1,
             ),
+            (
+                "limits.max_buffered_bytes_per_ip",
+                self.limits.max_buffered_bytes_per_ip,
+                1,
+            ),
             ("http.max_body_bytes", self.http.max_body_bytes, 1),
             (
                 "http.max_header_bytes",
@@ -806,6 +814,7 @@ impl Config {
             max_request_size: l.max_request_bytes,
             max_buffered_total: l.max_buffered_bytes_total,
             max_buffered_per_peer: l.max_buffered_bytes_per_peer,
+            max_buffered_per_ip: l.max_buffered_bytes_per_ip,
             limits: Limits {
                 max_streams_per_peer: l.max_streams_per_peer,
                 max_streams_total: l.max_streams_total,
@@ -1020,8 +1029,10 @@ max_request_bytes = 4194304
 # Bytes all streams may buffer at once while reading requests (the memory bound for
 # request reading); a stream that would go over it is closed.
 max_buffered_bytes_total = 134217728
-# The same for the streams of one peer, so one peer cannot take all of it.
+# The same for the streams of one peer, and of one IP address over all its peer
+# identities (loopback exempt), so no one client can take all of it.
 max_buffered_bytes_per_peer = 16777216
+max_buffered_bytes_per_ip = 33554432
 # Time for the first byte of a request to arrive on a new stream.
 first_byte_deadline_ms = 5000
 # Time for a client to send its request / for us to write the answer.

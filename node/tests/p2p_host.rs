@@ -565,6 +565,60 @@ fn one_peer_cannot_take_the_whole_buffer_budget() {
 }
 
 #[test]
+fn one_address_cannot_take_the_whole_buffer_budget_with_many_identities() {
+    run(Duration::from_secs(30), async {
+        let config = HostConfig {
+            max_buffered_total: 1 << 20,
+            max_buffered_per_ip: 150 << 10,
+            limits: Limits {
+                per_ip_exempt_loopback: false,
+                ..Limits::default()
+            },
+            ..loopback_config()
+        };
+        let service = Arc::new(EchoService::default());
+        let (host, tcp, _) = start(config, service.clone()).await;
+        let peer = host.peer_id();
+        // Two peer identities from 127.0.0.1, each well inside its own per-peer share.
+        let mut a = Client::new(Security::TlsAndNoise);
+        a.connect(&tcp, peer).await.unwrap();
+        let mut b = Client::new(Security::TlsAndNoise);
+        b.connect(&tcp, peer).await.unwrap();
+
+        let mut item = vec![0x5a];
+        item.extend_from_slice(&(100u32 << 10).to_be_bytes());
+        item.resize(5 + (100 << 10), 7);
+        let mut first = a.open(peer, PROTOCOL_DEAL_1_2_1).await;
+        first.write_all(&item[..item.len() - 1]).await.unwrap();
+        first.flush().await.unwrap();
+        Timer::after(Duration::from_millis(300)).await;
+
+        let mut second = b.open(peer, PROTOCOL_DEAL_1_2_1).await;
+        let _ = second.write_all(&item[..item.len() - 1]).await;
+        let _ = second.flush().await;
+        let mut out = Vec::new();
+        let _ = within(Duration::from_secs(10), second.read_to_end(&mut out)).await;
+        assert!(out.is_empty(), "no reply expected, got {} bytes", out.len());
+        assert_eq!(
+            *service.limits_hit.lock().unwrap(),
+            vec![Some("buffered_bytes_per_ip")]
+        );
+
+        // The first completes; afterwards the address has its share back.
+        first.write_all(&item[item.len() - 1..]).await.unwrap();
+        first.flush().await.unwrap();
+        let mut out = Vec::new();
+        within(Duration::from_secs(10), first.read_to_end(&mut out))
+            .await
+            .unwrap();
+        assert_eq!(out, ok_reply(&item));
+        let reply = b.request(peer, PROTOCOL_DEAL_1_2_1, &item).await.unwrap();
+        assert_eq!(reply, ok_reply(&item));
+        host.shutdown(Duration::from_secs(1)).await;
+    });
+}
+
+#[test]
 fn per_peer_stream_limit_refuses_the_excess() {
     run(Duration::from_secs(30), async {
         let config = HostConfig {

@@ -96,6 +96,8 @@ pub enum StreamFailure {
     BufferBudget(usize),
     #[error("the request would take the bytes buffered by this peer's streams over {0}")]
     PeerBufferBudget(usize),
+    #[error("the request would take the bytes buffered by this address's streams over {0}")]
+    IpBufferBudget(usize),
     #[error("request is not one acceptable cbor item: {0}")]
     Framing(FrameError),
     #[error("stream ended after {received} bytes, before the request was complete")]
@@ -120,6 +122,7 @@ impl StreamFailure {
             StreamFailure::FirstByteTimeout(_) => Some("first_byte_deadline"),
             StreamFailure::BufferBudget(_) => Some("buffered_bytes_total"),
             StreamFailure::PeerBufferBudget(_) => Some("buffered_bytes_per_peer"),
+            StreamFailure::IpBufferBudget(_) => Some("buffered_bytes_per_ip"),
             StreamFailure::Framing(FrameError::TooLarge { .. }) => Some("request_size"),
             StreamFailure::WriteTimeout(_) => Some("write_deadline"),
             _ => None,
@@ -242,6 +245,9 @@ pub struct HostConfig {
     /// The same bound for the streams of one peer, so one peer cannot take the whole
     /// budget from the others. Default 16 MiB (four full-size requests).
     pub max_buffered_per_peer: usize,
+    /// The same for the streams of one IP address (over all its peer identities, which
+    /// cost nothing to make); loopback is exempt when the per-IP limits are. Default 32 MiB.
+    pub max_buffered_per_ip: usize,
     pub limits: Limits,
     /// A connection with no stream open is closed after this long.
     pub idle_connection_timeout: Duration,
@@ -268,6 +274,7 @@ impl Default for HostConfig {
             max_request_size: dealport_core::wire::framer::DEFAULT_MAX_ITEM,
             max_buffered_total: 128 << 20,
             max_buffered_per_peer: 16 << 20,
+            max_buffered_per_ip: 32 << 20,
             limits: Limits::default(),
             idle_connection_timeout: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(20),

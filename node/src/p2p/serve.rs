@@ -144,8 +144,8 @@ impl Shared {
             buffers: BufferBudget {
                 used: AtomicUsize::new(0),
                 max: cfg.max_buffered_total,
-                per_peer: Mutex::new(HashMap::new()),
-                max_per_peer: cfg.max_buffered_per_peer,
+                per_peer: Mutex::new(Shares::new(cfg.max_buffered_per_peer)),
+                per_ip: Mutex::new(Shares::new(cfg.max_buffered_per_ip)),
             },
             limits: cfg.limits.clone(),
             stats: Arc::new(Stats::default()),
@@ -254,7 +254,8 @@ impl Shared {
         let counter = match &failure {
             StreamFailure::Refused(_)
             | StreamFailure::BufferBudget(_)
-            | StreamFailure::PeerBufferBudget(_) => &self.stats.streams_refused,
+            | StreamFailure::PeerBufferBudget(_)
+            | StreamFailure::IpBufferBudget(_) => &self.stats.streams_refused,
             StreamFailure::ReadTimeout(_) | StreamFailure::FirstByteTimeout(_) => {
                 &self.stats.read_timeouts
             }
@@ -288,48 +289,89 @@ impl Drop for StreamSlot {
     }
 }
 
-/// The bytes that request buffers hold, against a maximum for all streams and one for
-/// the streams of each peer.
+/// The bytes that request buffers hold, against a maximum for all streams, one for the
+/// streams of each peer and one for those of each (counted) IP address.
 struct BufferBudget {
     used: AtomicUsize,
     max: usize,
-    per_peer: Mutex<HashMap<PeerId, usize>>,
-    max_per_peer: usize,
+    per_peer: Mutex<Shares<PeerId>>,
+    per_ip: Mutex<Shares<IpAddr>>,
+}
+
+/// Bytes held per key against one maximum per key; keys holding nothing are dropped, so
+/// the map is as large as the set of streams reading right now.
+struct Shares<K> {
+    held: HashMap<K, usize>,
+    max: usize,
+}
+
+impl<K: std::hash::Hash + Eq> Shares<K> {
+    fn new(max: usize) -> Self {
+        Shares {
+            held: HashMap::new(),
+            max,
+        }
+    }
+
+    fn fits(&self, k: &K, add: usize) -> bool {
+        self.held.get(k).copied().unwrap_or(0) + add <= self.max
+    }
+
+    fn add(&mut self, k: K, n: usize) {
+        *self.held.entry(k).or_insert(0) += n;
+    }
+
+    fn sub(&mut self, k: &K, n: usize) {
+        if let Some(held) = self.held.get_mut(k) {
+            *held = held.saturating_sub(n);
+            if *held == 0 {
+                self.held.remove(k);
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl BufferBudget {
-    fn per_peer(&self) -> std::sync::MutexGuard<'_, HashMap<PeerId, usize>> {
-        self.per_peer.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Take `add` more bytes for `peer`, or say which bound it would cross.
-    fn grow(&self, peer: PeerId, add: usize) -> Result<(), StreamFailure> {
-        let mut per_peer = self.per_peer();
-        let held = per_peer.get(&peer).copied().unwrap_or(0);
-        if held + add > self.max_per_peer {
-            return Err(StreamFailure::PeerBufferBudget(self.max_per_peer));
+    /// Take `add` more bytes for `peer` at `ip`, or say which bound it would cross.
+    fn grow(&self, peer: PeerId, ip: Option<IpAddr>, add: usize) -> Result<(), StreamFailure> {
+        // Lock order: per IP, then per peer (as in `shrink`).
+        let mut per_ip = lock(&self.per_ip);
+        let mut per_peer = lock(&self.per_peer);
+        if let Some(ip) = &ip {
+            if !per_ip.fits(ip, add) {
+                return Err(StreamFailure::IpBufferBudget(per_ip.max));
+            }
+        }
+        if !per_peer.fits(&peer, add) {
+            return Err(StreamFailure::PeerBufferBudget(per_peer.max));
         }
         if self.used.fetch_add(add, Ordering::AcqRel) + add > self.max {
             self.used.fetch_sub(add, Ordering::AcqRel);
             return Err(StreamFailure::BufferBudget(self.max));
         }
-        per_peer.insert(peer, held + add);
+        if let Some(ip) = ip {
+            per_ip.add(ip, add);
+        }
+        per_peer.add(peer, add);
         Ok(())
     }
 
-    /// Give `n` bytes of `peer`'s back.
-    fn shrink(&self, peer: PeerId, n: usize) {
+    /// Give back `n` bytes of `peer`'s at `ip`.
+    fn shrink(&self, peer: PeerId, ip: Option<IpAddr>, n: usize) {
         if n == 0 {
             return;
         }
+        let mut per_ip = lock(&self.per_ip);
+        let mut per_peer = lock(&self.per_peer);
         self.used.fetch_sub(n, Ordering::AcqRel);
-        let mut per_peer = self.per_peer();
-        if let Some(held) = per_peer.get_mut(&peer) {
-            *held = held.saturating_sub(n);
-            if *held == 0 {
-                per_peer.remove(&peer);
-            }
+        if let Some(ip) = &ip {
+            per_ip.sub(ip, n);
         }
+        per_peer.sub(&peer, n);
     }
 }
 
@@ -337,6 +379,7 @@ impl BufferBudget {
 struct BufferShare<'a> {
     budget: &'a BufferBudget,
     peer: PeerId,
+    ip: Option<IpAddr>,
     held: usize,
 }
 
@@ -344,9 +387,9 @@ impl BufferShare<'_> {
     /// Hold `n` bytes from now on; on `Err` nothing changed.
     fn set(&mut self, n: usize) -> Result<(), StreamFailure> {
         if n > self.held {
-            self.budget.grow(self.peer, n - self.held)?;
+            self.budget.grow(self.peer, self.ip, n - self.held)?;
         } else {
-            self.budget.shrink(self.peer, self.held - n);
+            self.budget.shrink(self.peer, self.ip, self.held - n);
         }
         self.held = n;
         Ok(())
@@ -355,7 +398,7 @@ impl BufferShare<'_> {
 
 impl Drop for BufferShare<'_> {
     fn drop(&mut self) {
-        self.budget.shrink(self.peer, self.held);
+        self.budget.shrink(self.peer, self.ip, self.held);
     }
 }
 
@@ -375,12 +418,14 @@ async fn read_item(
     first_byte: Duration,
     budget: &BufferBudget,
     peer: PeerId,
+    ip: Option<IpAddr>,
 ) -> Result<Vec<u8>, StreamFailure> {
     let mut framer = Framer::new(max);
     let mut buf = Vec::new();
     let mut share = BufferShare {
         budget,
         peer,
+        ip,
         held: 0,
     };
     loop {
@@ -434,6 +479,7 @@ async fn serve_stream(
                 shared.first_byte_deadline,
                 &shared.buffers,
                 peer,
+                slot.ip,
             ),
         )
         .await;
