@@ -147,6 +147,26 @@ impl DealService {
         self.0.chain.clone()
     }
 
+    /// Save leader-only state ([`Store::put_leader_state`]) under the fence the deal
+    /// writes use. A service with no lease gate (outside a node, in tests) saves nothing.
+    pub async fn save_leader_state(&self, name: &str, value: &[u8]) -> Result<(), ApplyError> {
+        let gate = self
+            .0
+            .gate
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let Some(gate) = gate else {
+            return Ok(());
+        };
+        let fence = gate.current().ok_or(ApplyError::NotHolder)?;
+        match self.0.store.put_leader_state(&fence, name, value).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::Fenced { .. }) => Err(ApplyError::NotHolder),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Record one lifecycle event of a stored deal (core's [`DealRecord::apply`]) and
     /// return the deal as now stored. The write is fenced like proposals' when a lease
     /// gate is set, so a node that lost the lease cannot move deals.

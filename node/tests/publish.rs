@@ -6,7 +6,7 @@
 use std::{
     collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use base64::Engine as _;
@@ -20,7 +20,9 @@ use dealport_core::{
 };
 use dealport_node::{
     chain::lotus::{Endpoint, LotusClient},
-    exec::publish::{PublishSettings, Publisher, Round},
+    cluster::LeaseGate,
+    exec::publish::{PublishSettings, Publisher, Round, INTENT_STATE},
+    store::Fence,
 };
 use dealport_testkit::fake_lotus::FakeLotus;
 use serde_json::{json, Value};
@@ -37,6 +39,10 @@ const WORKER: &str = "f01001";
 struct Chain {
     pushed: Vec<(String, Vec<u8>)>,
     landed: HashMap<String, (i64, Vec<u64>)>,
+    /// Answers already given per `MsgUuid` of the send spec.
+    by_msg_uuid: HashMap<String, Value>,
+    /// Run once at the next push (after the message is in the pool).
+    on_push: Option<Box<dyn FnOnce() + Send>>,
 }
 
 struct Fixture {
@@ -63,15 +69,28 @@ impl Fixture {
                    "ControlAddresses": [], "SectorSize": 34359738368u64}),
         );
         // `### MpoolPushMessage`: a SignedMessage `{"Message":{…},"Signature":{…},"CID":{"/":…}}`.
+        // As Lotus (node/impl/full/mpool.go, MpoolPushMessage: "Message already
+        // processed"), a spec `MsgUuid` seen before gets the message already sent.
         let c = chain.clone();
         fake.set_fn("MpoolPushMessage", move |p: &Value| {
-            let params = B64.decode(p[0]["Params"].as_str().unwrap()).unwrap();
             let mut chain = c.lock().unwrap();
+            let msg_uuid = p[1]["MsgUuid"].as_str().map(str::to_owned);
+            if let Some(done) = msg_uuid.as_ref().and_then(|u| chain.by_msg_uuid.get(u)) {
+                return done.clone();
+            }
+            let params = B64.decode(p[0]["Params"].as_str().unwrap()).unwrap();
             let n = chain.pushed.len() as u8;
             let cid = Cid::dag_cbor_blake2b(&[&params[..], &[n]].concat()).to_string();
             chain.pushed.push((cid.clone(), params));
-            json!({"Message": p[0], "Signature": {"Type": 1, "Data": B64.encode([0u8; 65])},
-                   "CID": {"/": cid}})
+            let answer = json!({"Message": p[0], "Signature": {"Type": 1, "Data": B64.encode([0u8; 65])},
+                   "CID": {"/": cid}});
+            if let Some(u) = msg_uuid {
+                chain.by_msg_uuid.insert(u, answer.clone());
+            }
+            if let Some(hook) = chain.on_push.take() {
+                hook();
+            }
+            answer
         });
         // `### ChainGetMessage`: a Message `{"Version":0,"To":"f01234",…,"Params":"Ynl0ZSBhcnJheQ=="}`.
         let c = chain.clone();
@@ -161,6 +180,25 @@ impl Fixture {
 
     fn pushed(&self) -> Vec<(String, Vec<u8>)> {
         self.chain.lock().unwrap().pushed.clone()
+    }
+
+    /// Hold the (sled) lease and fence the service's writes with it, as in a node.
+    async fn lease_gate(&self) -> (Arc<LeaseGate>, Fence) {
+        let grant = self
+            .svc
+            .store
+            .try_acquire("holder", None, Duration::from_secs(600))
+            .await
+            .unwrap()
+            .expect("the lease");
+        let fence = Fence {
+            node: "holder".into(),
+            generation: grant.generation,
+        };
+        let gate = Arc::new(LeaseGate::new());
+        gate.open(fence.clone(), Instant::now() + Duration::from_secs(600));
+        self.svc.service.set_lease_gate(gate.clone());
+        (gate, fence)
     }
 }
 
@@ -301,6 +339,57 @@ fn a_new_publisher_waits_for_the_message_already_sent() {
         assert_eq!(f.deal(1).await.chain_deal_id, 1000);
         assert_eq!(f.deal(3).await.chain_deal_id, 1002);
         assert!(f.deal(2).await.error.is_some());
+    });
+}
+
+/// The node stops between Lotus taking the message and the store recording it (here:
+/// the node loses its lease right then). The next round, on a fresh publisher, pushes
+/// exactly that batch again first: Lotus answers with the message already sent, its
+/// deals record it, and a deal that arrived meanwhile goes out in a message of its own,
+/// so no deal is in two messages (the second would fail it on chain).
+#[test]
+fn a_batch_pushed_but_not_recorded_is_not_published_twice() {
+    common::run(Duration::from_secs(60), async {
+        let f = Fixture::new(start(&DealParams::from_cbor(&golden("A4")).unwrap()) - 10_000);
+        let (gate, fence) = f.lease_gate().await;
+        for n in 1..=2 {
+            f.transferred(n).await;
+        }
+        let g = gate.clone();
+        f.chain.lock().unwrap().on_push = Some(Box::new(move || g.close()));
+        let r = f.publisher(8, Duration::ZERO).round().await;
+        assert_eq!(r.sent.len(), 1, "{r:?}");
+        let first = f.pushed()[0].0.clone();
+        for n in 1..=2 {
+            let d = f.deal(n).await;
+            assert_eq!(
+                (d.checkpoint, d.publish_cid),
+                (Checkpoint::Transferred, None)
+            );
+        }
+
+        // Back as the holder (a restart, or the next node), with one more deal waiting.
+        gate.open(fence, Instant::now() + Duration::from_secs(600));
+        f.transferred(3).await;
+        let r = f.publisher(8, Duration::ZERO).round().await;
+        assert_eq!(r.sent.len(), 2, "{r:?}");
+        for n in 1..=2 {
+            let d = f.deal(n).await;
+            assert_eq!(d.checkpoint, Checkpoint::Published);
+            assert_eq!(d.publish_cid.unwrap().to_string(), first);
+        }
+        let pushed = f.pushed();
+        assert_eq!(pushed.len(), 2, "one new message, for deal 3 alone");
+        let third = PublishStorageDealsParams::from_cbor(&pushed[1].1).unwrap();
+        assert_eq!(third.deals.len(), 1);
+        assert_eq!(
+            f.deal(3).await.publish_cid.unwrap().to_string(),
+            pushed[1].0
+        );
+        // Both batches recorded: nothing left to push again.
+        let saved = f.svc.store.leader_state(INTENT_STATE).await.unwrap();
+        assert_eq!(saved.as_deref(), Some(&b""[..]));
+        assert!(f.publisher(8, Duration::ZERO).round().await.sent.is_empty());
     });
 }
 

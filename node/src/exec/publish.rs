@@ -10,7 +10,11 @@
 //! overdue batches. `Published{cid}` is recorded right after the push, so a restart or a
 //! new leader waits for that message instead of publishing again; the push carries a
 //! message UUID derived from the batch, so Lotus answers a repeated push of the same
-//! batch with the same message.
+//! batch with the same message (lotus `MpoolPushMessage`: "Message already processed").
+//! The batch is saved in the store ([`INTENT_STATE`]) before the push and cleared once
+//! every deal of it is `Published`: a node that stopped in between (pushed, nothing
+//! recorded) has its next holder push exactly that batch again first, which Lotus
+//! answers with the message already sent, so no deal goes out in two messages.
 use std::{
     collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex},
@@ -33,6 +37,16 @@ use crate::{
     config::PublishConfig,
     service::DealService,
 };
+
+/// The store key of the batch being pushed ([`crate::store::Store::leader_state`]).
+pub const INTENT_STATE: &str = "publish_intent";
+
+/// A batch about to be pushed: its provider and its deals, in message order.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Intent {
+    provider: String,
+    deals: Vec<String>,
+}
 
 /// `[publish]` as the publisher uses it, plus the policy's sealing buffer.
 #[derive(Debug, Clone)]
@@ -124,8 +138,65 @@ impl Publisher {
             }
         };
         self.settle(&deals, &mut round).await;
-        self.publish_waiting(&deals, &mut round).await;
+        let resumed = self.resume_intent(&deals, &mut round).await;
+        self.publish_waiting(&deals, &resumed, &mut round).await;
         round
+    }
+
+    /// A batch saved before its push and not cleared after: this node (or the last
+    /// holder) stopped between pushing it and recording it. Finish it before planning
+    /// anything else. The deals it handled, which the round's list shows stale.
+    async fn resume_intent(&self, deals: &[DealRecord], round: &mut Round) -> Vec<DealUuid> {
+        let intent = match self.service.store().leader_state(INTENT_STATE).await {
+            Ok(Some(bytes)) if !bytes.is_empty() => serde_json::from_slice::<Intent>(&bytes),
+            Ok(_) => return Vec::new(),
+            Err(e) => {
+                tracing::warn!("publisher: cannot read the batch being pushed: {e}");
+                return Vec::new();
+            }
+        };
+        let intent = match intent {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!("publisher: the saved batch is unreadable ({e}); dropping it");
+                self.clear_intent().await;
+                return Vec::new();
+            }
+        };
+        let of_intent: Vec<&DealRecord> = intent
+            .deals
+            .iter()
+            .filter_map(|u| deals.iter().find(|d| d.uuid.to_string() == *u))
+            .collect();
+        let handled = of_intent.iter().map(|d| d.uuid).collect();
+        let waiting: Vec<&DealRecord> = of_intent
+            .iter()
+            .copied()
+            .filter(|d| is_live_at(d, Checkpoint::Transferred))
+            .collect();
+        // Some of the batch recorded its message: the rest went out in the same one.
+        let recorded = of_intent.iter().find_map(|d| d.publish_cid.clone());
+        match (recorded, Address::parse(&intent.provider)) {
+            (Some(cid), _) => {
+                tracing::info!(message = %cid, deals = waiting.len(), "publisher: recording the rest of a batch already sent");
+                self.record_published(&cid, &waiting).await;
+                self.clear_intent().await;
+            }
+            (None, Ok(provider)) if !waiting.is_empty() => {
+                // Under the saved batch's own name, even if some of it failed since:
+                // Lotus answers with the message if it was sent, else sends this one.
+                tracing::info!(%provider, deals = waiting.len(), "publisher: pushing an unrecorded batch again");
+                self.send(&provider, &waiting, &intent.deals, round).await;
+            }
+            _ => self.clear_intent().await,
+        }
+        handled
+    }
+
+    async fn clear_intent(&self) {
+        if let Err(e) = self.service.save_leader_state(INTENT_STATE, b"").await {
+            tracing::warn!("publisher: cannot clear the batch being pushed: {e}");
+        }
     }
 
     async fn settle(&self, deals: &[DealRecord], round: &mut Round) {
@@ -237,10 +308,10 @@ impl Publisher {
             .collect())
     }
 
-    async fn publish_waiting(&self, deals: &[DealRecord], round: &mut Round) {
+    async fn publish_waiting(&self, deals: &[DealRecord], skip: &[DealUuid], round: &mut Round) {
         let waiting: Vec<&DealRecord> = deals
             .iter()
-            .filter(|d| is_live_at(d, Checkpoint::Transferred))
+            .filter(|d| is_live_at(d, Checkpoint::Transferred) && !skip.contains(&d.uuid))
             .collect();
         let now = Instant::now();
         let waited: Vec<Waiting> = {
@@ -284,11 +355,29 @@ impl Publisher {
                 .iter()
                 .filter_map(|u| waiting.iter().copied().find(|d| d.uuid == *u))
                 .collect();
-            self.send(&provider, &batch, round).await;
+            let name: Vec<String> = batch.iter().map(|d| d.uuid.to_string()).collect();
+            self.send(&provider, &batch, &name, round).await;
         }
     }
 
-    async fn send(&self, provider: &Address, batch: &[&DealRecord], round: &mut Round) {
+    /// Push `batch` as one message named by the deal UUIDs in `name` (its message UUID
+    /// comes from them), saving the batch first and clearing it once recorded.
+    async fn send(
+        &self,
+        provider: &Address,
+        batch: &[&DealRecord],
+        name: &[String],
+        round: &mut Round,
+    ) {
+        let intent = Intent {
+            provider: provider.to_string(),
+            deals: name.to_vec(),
+        };
+        let intent = serde_json::to_vec(&intent).expect("plain data serializes");
+        if let Err(e) = self.service.save_leader_state(INTENT_STATE, &intent).await {
+            tracing::warn!(%provider, "publisher: cannot save the batch before pushing it: {e}");
+            return;
+        }
         let pushed = async {
             let from = match &self.settings.wallet {
                 Some(w) => w.clone(),
@@ -309,7 +398,7 @@ impl Publisher {
                 params: params.to_cbor(),
             };
             self.lotus
-                .mpool_push_message(&msg, &self.settings.max_fee, Some(batch_uuid(batch)))
+                .mpool_push_message(&msg, &self.settings.max_fee, Some(batch_uuid(name)))
                 .await
         }
         .await;
@@ -333,14 +422,24 @@ impl Publisher {
         };
         tracing::info!(%provider, message = %cid, deals = batch.len(), "PublishStorageDeals sent");
         round.sent.push((cid.to_string(), batch.len()));
+        if self.record_published(&cid, batch).await {
+            self.clear_intent().await;
+        }
+    }
+
+    /// Record `cid` as the publish message of every deal of `batch`; `true` if all were.
+    async fn record_published(&self, cid: &Cid, batch: &[&DealRecord]) -> bool {
+        let mut all = true;
         for d in batch {
             let ev = DealEvent::Published {
                 publish_cid: cid.clone(),
             };
             if let Err(e) = self.service.apply_event(d.uuid, ev).await {
                 tracing::warn!(deal = %d.uuid, message = %cid, "cannot record the publish message: {e}");
+                all = false;
             }
         }
+        all
     }
 
     async fn fail(&self, uuid: DealUuid, why: String, round: &mut Round) {
@@ -368,10 +467,10 @@ fn is_live_at(d: &DealRecord, at: Checkpoint) -> bool {
 
 /// The same batch always gets the same message UUID (Lotus returns the message it
 /// already pushed for a UUID instead of pushing another).
-fn batch_uuid(batch: &[&DealRecord]) -> [u8; 16] {
+fn batch_uuid(name: &[String]) -> [u8; 16] {
     let mut h = blake2b_simd::Params::new().hash_length(16).to_state();
-    for d in batch {
-        h.update(&d.uuid.0);
+    for u in name {
+        h.update(u.as_bytes());
     }
     let mut out = [0u8; 16];
     out.copy_from_slice(h.finalize().as_bytes());
