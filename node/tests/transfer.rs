@@ -610,6 +610,25 @@ fn raw(n: &ApiNode, method: &str, path: &str, token: &str) -> (u16, serde_json::
     )
 }
 
+/// A GET over a plain socket with an optional `Range`: status, lower-cased head, body.
+fn get_bytes(n: &ApiNode, path: &str, token: &str, range: Option<&str>) -> (u16, String, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(n.http.local_addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let range = range.map(|r| format!("Range: {r}\r\n")).unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n{range}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).unwrap();
+    let split = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&answer[..split]).to_lowercase();
+    let code = head[9..12].parse().unwrap();
+    (code, head, answer[split + 4..].to_vec())
+}
+
 async fn api_node(token: &str) -> ApiNode {
     let e = exec(settings());
     let peer = libp2p::identity::Keypair::generate_ed25519()
@@ -716,6 +735,26 @@ fn offline_import_through_the_api() {
             (Checkpoint::Transferred, good.len() as u64)
         );
         assert_eq!(staged(&n.e, uuid), good);
+
+        // The sealing system reads the piece, whole or from where it stopped (Range).
+        let piece = format!("/api/v1/sealing/deals/{uuid}/piece");
+        let (code, head, body) = get_bytes(&n, &piece, "s3cret", None);
+        assert_eq!(code, 200, "{head}");
+        assert!(body == good, "the whole piece");
+        let (code, head, body) = get_bytes(&n, &piece, "s3cret", Some("bytes=3000000-"));
+        assert_eq!(code, 206, "{head}");
+        assert!(
+            head.contains(&format!(
+                "content-range: bytes 3000000-{}/{}",
+                good.len() - 1,
+                good.len()
+            )),
+            "{head}"
+        );
+        assert!(body == good[3_000_000..], "the rest from the offset");
+        let past = format!("bytes={}-", good.len());
+        let (code, head, _) = get_bytes(&n, &piece, "s3cret", Some(&past));
+        assert_eq!(code, 416, "{head}");
 
         // Again: refused before any data is sent, nothing changes.
         let err = import_err(&n, "s3cret", uuid, &good).await;

@@ -329,26 +329,59 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> StreamResponse {
     crate::http::boxed(r)
 }
 
-/// A response streaming `file` (e.g. a staged piece) from the start, with its length.
-/// The file is read in 1 MiB chunks on the runtime's blocking pool.
+/// A response streaming `file` (e.g. a staged piece), whole or the one byte range that
+/// `range` (the request's `Range` header) asks for (206; 416 when nothing fits). The file
+/// is read in 1 MiB chunks on the runtime's blocking pool.
 pub fn file_response(
     runtime: Arc<dyn crate::runtime::Runtime>,
-    file: std::fs::File,
+    mut file: std::fs::File,
+    range: Option<&HeaderValue>,
 ) -> Result<StreamResponse, ApiError> {
     let len = file
         .metadata()
         .map_err(|e| ApiError::internal(format!("cannot read the file's length: {e}")))?
         .len();
+    let ask = files::range_ask(range.and_then(|v| v.to_str().ok()), len);
+    let (status, start, count) = match ask {
+        files::RangeAsk::Whole => (StatusCode::OK, 0, len),
+        files::RangeAsk::Part { start, end } => {
+            (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
+        }
+        files::RangeAsk::Unsatisfiable => {
+            let mut r = json(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                &serde_json::json!({"error": format!("the range is outside the {len} bytes")}),
+            );
+            r.headers_mut().insert(
+                header::CONTENT_RANGE,
+                HeaderValue::try_from(format!("bytes */{len}")).expect("ascii"),
+            );
+            return Ok(r);
+        }
+    };
+    if start > 0 {
+        files::seek_to(&mut file, start)
+            .map_err(|e| ApiError::internal(format!("cannot seek in the file: {e}")))?;
+    }
     let body: ResponseBody = http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(
-        files::read_chunks(runtime, file).map(|c| c.map(hyper::body::Frame::data)),
+        files::read_chunks_limited(runtime, file, count).map(|c| c.map(hyper::body::Frame::data)),
     ));
     let mut r = Response::new(body);
-    r.headers_mut()
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    r.headers_mut().insert(
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
+    h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if status == StatusCode::PARTIAL_CONTENT {
+        let value = format!("bytes {start}-{}/{len}", start + count - 1);
+        h.insert(
+            header::CONTENT_RANGE,
+            HeaderValue::try_from(value).expect("ascii"),
+        );
+    }
     Ok(r)
 }
 
@@ -396,11 +429,36 @@ mod tests {
         let path = dir.path().join("piece");
         let bytes: Vec<u8> = (0..(3 * files::CHUNK + 17)).map(|i| i as u8).collect();
         std::fs::write(&path, &bytes).unwrap();
-        let r =
-            file_response(Arc::new(ThreadRuntime), std::fs::File::open(&path).unwrap()).unwrap();
+        let open = || std::fs::File::open(&path).unwrap();
+        let r = file_response(Arc::new(ThreadRuntime), open(), None).unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(r.headers()[header::CONTENT_LENGTH], bytes.len().to_string());
         let body = futures::executor::block_on(r.into_body().collect()).unwrap();
         assert!(body.to_bytes() == bytes);
+
+        // A range across chunk boundaries, from the middle.
+        let (start, end) = (files::CHUNK as u64 - 5, 2 * files::CHUNK as u64 + 9);
+        let range = HeaderValue::try_from(format!("bytes={start}-{end}")).unwrap();
+        let r = file_response(Arc::new(ThreadRuntime), open(), Some(&range)).unwrap();
+        assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+        assert_eq!(
+            r.headers()[header::CONTENT_RANGE],
+            format!("bytes {start}-{end}/{}", bytes.len())
+        );
+        assert_eq!(
+            r.headers()[header::CONTENT_LENGTH],
+            (end - start + 1).to_string()
+        );
+        let body = futures::executor::block_on(r.into_body().collect()).unwrap();
+        assert!(body.to_bytes() == bytes[start as usize..=end as usize]);
+
+        let past = HeaderValue::try_from(format!("bytes={}-", bytes.len())).unwrap();
+        let r = file_response(Arc::new(ThreadRuntime), open(), Some(&past)).unwrap();
+        assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+        assert_eq!(
+            r.headers()[header::CONTENT_RANGE],
+            format!("bytes */{}", bytes.len())
+        );
     }
 
     #[test]

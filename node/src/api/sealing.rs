@@ -100,7 +100,11 @@ async fn piece(ctx: Arc<ApiContext>, req: ApiRequest) -> ApiResult {
             ),
         )
     })?;
-    file_response(ctx.transfers.runtime(), file)
+    file_response(
+        ctx.transfers.runtime(),
+        file,
+        req.headers.get(http::header::RANGE),
+    )
 }
 
 #[derive(Clone, Copy)]
