@@ -250,6 +250,8 @@ pub struct HttpConfig {
     pub request_timeout_secs: u64,
     /// Largest request body read for a route (MK12 over HTTP).
     pub max_body_bytes: usize,
+    /// Bytes of such bodies held at once over all requests; more get 503.
+    pub max_body_bytes_total: usize,
 }
 
 /// The least head buffer hyper accepts (its `MINIMUM_MAX_BUFFER_SIZE`).
@@ -268,6 +270,7 @@ impl Default for HttpConfig {
             max_header_bytes: d.max_header_bytes,
             request_timeout_secs: d.request_timeout.as_secs(),
             max_body_bytes: d.max_body,
+            max_body_bytes_total: d.max_body_total,
         }
     }
 }
@@ -284,6 +287,7 @@ impl HttpConfig {
             max_header_bytes: self.max_header_bytes,
             request_timeout: Duration::from_secs(self.request_timeout_secs),
             max_body: self.max_body_bytes,
+            max_body_total: self.max_body_bytes_total,
             ..crate::http::HttpConfig::default()
         }
     }
@@ -295,7 +299,7 @@ pub enum ChainMode {
     /// Epoch from the genesis time, facts from this file.
     #[default]
     Offline,
-    /// Lotus JSON-RPC (not implemented yet).
+    /// Facts from a Lotus node over JSON-RPC v1 (`[chain.lotus]`).
     Lotus,
 }
 
@@ -745,6 +749,11 @@ impl Config {
             ),
             ("http.max_body_bytes", self.http.max_body_bytes, 1),
             (
+                "http.max_body_bytes_total",
+                self.http.max_body_bytes_total,
+                1,
+            ),
+            (
                 "http.max_header_bytes",
                 self.http.max_header_bytes,
                 MIN_HEADER_BYTES,
@@ -943,6 +952,9 @@ max_header_bytes = 65536
 request_timeout_secs = 10
 # Largest request body (POST /market/mk12/store); larger gets 413.
 max_body_bytes = 4194304
+# Bytes of request bodies held at once over all requests (the memory bound for them);
+# a request that would go over it gets 503 with Retry-After.
+max_body_bytes_total = 134217728
 
 [chain]
 # "offline": the epoch comes from the network's genesis time (30 s per epoch) and every

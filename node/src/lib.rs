@@ -3,6 +3,7 @@
 pub mod api;
 pub mod app;
 pub mod bench;
+pub mod budget;
 pub mod chain;
 pub mod client;
 pub mod cluster;

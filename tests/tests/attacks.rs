@@ -545,6 +545,7 @@ fn five_mib_items_on_streams_and_http() {
             ("request_size", t.hits("request_size")),
             ("buffered_bytes_total", t.hits("buffered_bytes_total")),
             ("http_body_size", t.hits("http_body_size")),
+            ("http_bodies_total", t.hits("http_bodies_total")),
         ],
     );
 }

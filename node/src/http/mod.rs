@@ -35,11 +35,15 @@ use futures::{
     future::{self, Either, FutureExt, Shared},
 };
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::{body::Incoming, server::conn::http1, service::service_fn};
 use smol_hyper::rt::FuturesIo;
 
-use crate::{metrics::Metrics, runtime::Runtime};
+use crate::{
+    budget::{ByteBudget, Held},
+    metrics::Metrics,
+    runtime::Runtime,
+};
 
 /// hyper panics below this head buffer size (its `MINIMUM_MAX_BUFFER_SIZE`).
 const MIN_HEAD_BUFFER: usize = 8192;
@@ -124,6 +128,9 @@ pub struct HttpConfig {
     pub max_header_bytes: usize,
     /// Largest request body read for [`HttpBackend::route`]. Default 4 MiB.
     pub max_body: usize,
+    /// Bytes of such bodies held at once over all requests (from the first byte read
+    /// until the answer); a request that would go over it gets 503. Default 128 MiB.
+    pub max_body_total: usize,
     /// Bound on reading a routed request's body and answering it. Default 10 s.
     pub request_timeout: Duration,
     /// Bound on dialling the host and its WebSocket handshake. Default 5 s.
@@ -145,6 +152,7 @@ impl Default for HttpConfig {
             header_timeout: Duration::from_secs(10),
             max_header_bytes: 64 << 10,
             max_body: 4 << 20,
+            max_body_total: 128 << 20,
             request_timeout: Duration::from_secs(10),
             relay_dial_timeout: Duration::from_secs(5),
             relay_max_message: 4 << 20,
@@ -194,6 +202,7 @@ struct State {
     metrics: Arc<Metrics>,
     relays: Arc<AtomicUsize>,
     connections: Arc<AtomicUsize>,
+    bodies: ByteBudget,
     shutdown: ShutdownSignal,
 }
 
@@ -236,6 +245,7 @@ pub async fn start(
     })?;
     let (stop, shutdown) = oneshot::channel();
     let (stopped_tx, stopped) = oneshot::channel();
+    let max_body_total = config.max_body_total;
     let state = Arc::new(State {
         runtime: runtime.clone(),
         config,
@@ -243,6 +253,7 @@ pub async fn start(
         metrics,
         relays: Arc::default(),
         connections: Arc::default(),
+        bodies: ByteBudget::new(max_body_total),
         shutdown: shutdown.shared(),
     });
     tracing::info!(%local_addr, "HTTP server listening");
@@ -435,33 +446,82 @@ async fn read_and_route(
     peer: SocketAddr,
 ) -> (&'static str, HttpResponse) {
     let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, state.config.max_body).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            return if e
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                state.metrics.limit_hit("http_body_size");
-                (
-                    "backend",
-                    text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n"),
-                )
-            } else {
-                (
-                    "backend",
-                    text(StatusCode::BAD_REQUEST, "could not read the request body\n"),
-                )
-            };
+    // Held until the answer: the route works on these bytes.
+    let mut held = Held::new(&state.bodies);
+    let body = match read_body(body, state.config.max_body, &mut held).await {
+        Ok(b) => b,
+        Err(BodyProblem::TooLarge) => {
+            state.metrics.limit_hit("http_body_size");
+            return (
+                "backend",
+                text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n"),
+            );
+        }
+        Err(BodyProblem::Busy) => {
+            state.metrics.limit_hit("http_bodies_total");
+            let mut r = text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many request bodies in flight, retry shortly\n",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return ("backend", r);
+        }
+        Err(BodyProblem::Unreadable) => {
+            return (
+                "backend",
+                text(StatusCode::BAD_REQUEST, "could not read the request body\n"),
+            );
         }
     };
-    match state
+    let answer = match state
         .backend
         .route(&parts.method, path, &parts.headers, body, peer.ip())
     {
         Some(fut) => ("backend", fut.await),
         None => ("not_found", text(StatusCode::NOT_FOUND, "not found\n")),
+    };
+    drop(held);
+    answer
+}
+
+enum BodyProblem {
+    TooLarge,
+    Busy,
+    Unreadable,
+}
+
+/// The whole body, at most `max` bytes, each byte counted in `held` as it arrives. When
+/// the total has no room the rest is read and dropped (so the client gets its 503 rather
+/// than a reset), still within `max` and the request deadline.
+async fn read_body(
+    mut body: Incoming,
+    max: usize,
+    held: &mut Held<'_>,
+) -> Result<Bytes, BodyProblem> {
+    let mut out = Vec::new();
+    let mut seen = 0usize;
+    let mut busy = false;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| BodyProblem::Unreadable)?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        seen += data.len();
+        if seen > max {
+            return Err(BodyProblem::TooLarge);
+        }
+        if busy || !held.grow(data.len()) {
+            busy = true;
+            out = Vec::new();
+            continue;
+        }
+        out.extend_from_slice(&data);
     }
+    if busy {
+        return Err(BodyProblem::Busy);
+    }
+    Ok(Bytes::from(out))
 }
 
 /// A WebSocket upgrade on `/` or `/libp2p`: find the host, reserve a relay slot, dial

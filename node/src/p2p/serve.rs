@@ -45,7 +45,7 @@ use libp2p::{
 use super::{
     DenyReason, HostConfig, Limits, RefuseReason, ServedProtocol, StreamFailure, StreamService,
 };
-use crate::runtime::Runtime;
+use crate::{budget::ByteBudget, runtime::Runtime};
 
 /// Largest single read while collecting a request: memory grows with bytes received,
 /// not with lengths a peer merely announces.
@@ -142,8 +142,7 @@ impl Shared {
             write_deadline: cfg.write_deadline,
             max_request: cfg.max_request_size,
             buffers: BufferBudget {
-                used: AtomicUsize::new(0),
-                max: cfg.max_buffered_total,
+                total: ByteBudget::new(cfg.max_buffered_total),
                 per_peer: Mutex::new(Shares::new(cfg.max_buffered_per_peer)),
                 per_ip: Mutex::new(Shares::new(cfg.max_buffered_per_ip)),
             },
@@ -292,8 +291,7 @@ impl Drop for StreamSlot {
 /// The bytes that request buffers hold, against a maximum for all streams, one for the
 /// streams of each peer and one for those of each (counted) IP address.
 struct BufferBudget {
-    used: AtomicUsize,
-    max: usize,
+    total: ByteBudget,
     per_peer: Mutex<Shares<PeerId>>,
     per_ip: Mutex<Shares<IpAddr>>,
 }
@@ -349,9 +347,8 @@ impl BufferBudget {
         if !per_peer.fits(&peer, add) {
             return Err(StreamFailure::PeerBufferBudget(per_peer.max));
         }
-        if self.used.fetch_add(add, Ordering::AcqRel) + add > self.max {
-            self.used.fetch_sub(add, Ordering::AcqRel);
-            return Err(StreamFailure::BufferBudget(self.max));
+        if !self.total.try_take(add) {
+            return Err(StreamFailure::BufferBudget(self.total.max()));
         }
         if let Some(ip) = ip {
             per_ip.add(ip, add);
@@ -367,7 +364,7 @@ impl BufferBudget {
         }
         let mut per_ip = lock(&self.per_ip);
         let mut per_peer = lock(&self.per_peer);
-        self.used.fetch_sub(n, Ordering::AcqRel);
+        self.total.give(n);
         if let Some(ip) = &ip {
             per_ip.sub(ip, n);
         }
