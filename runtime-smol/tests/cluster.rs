@@ -33,8 +33,12 @@ fn failover_bench() {
     kill.sort();
     term.sort();
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+    let t = dealport_tests::harness::cluster::timings();
     println!(
-        "FAILOVER trials={n} kill9_median_ms={:.0} kill9_worst_ms={:.0} sigterm_median_ms={:.0} sigterm_worst_ms={:.0}",
+        "FAILOVER trials={n} ttl_ms={} renew_ms={} poll_ms={} kill9_median_ms={:.0} kill9_worst_ms={:.0} sigterm_median_ms={:.0} sigterm_worst_ms={:.0}",
+        t.ttl,
+        t.renew,
+        t.poll,
         ms(kill[n / 2]),
         ms(kill[n - 1]),
         ms(term[n / 2]),

@@ -24,9 +24,34 @@ use super::{
 };
 
 /// Lease timings of the test cluster (milliseconds).
-pub const TTL_MS: u64 = 3000;
-pub const RENEW_MS: u64 = 1000;
-pub const POLL_MS: u64 = 500;
+#[derive(Debug, Clone, Copy)]
+pub struct Timings {
+    pub ttl: u64,
+    pub renew: u64,
+    pub poll: u64,
+}
+
+/// Short leases (TTL 3 s, renew 1 s, poll 500 ms), unless `DEALPORT_TEST_LEASE_MS` is
+/// `ttl,renew,poll` (e.g. `15000,5000,2000`, the defaults of a real cluster).
+pub fn timings() -> Timings {
+    let parsed = std::env::var("DEALPORT_TEST_LEASE_MS").ok().map(|v| {
+        let n: Vec<u64> = v
+            .split(',')
+            .map(|x| x.trim().parse().expect("DEALPORT_TEST_LEASE_MS: numbers"))
+            .collect();
+        assert_eq!(n.len(), 3, "DEALPORT_TEST_LEASE_MS is ttl,renew,poll");
+        Timings {
+            ttl: n[0],
+            renew: n[1],
+            poll: n[2],
+        }
+    });
+    parsed.unwrap_or(Timings {
+        ttl: 3000,
+        renew: 1000,
+        poll: 500,
+    })
+}
 /// Time for a new holder's host to start and its relay target to be written.
 const START_SLACK: Duration = Duration::from_secs(3);
 
@@ -107,11 +132,12 @@ impl Member {
 pub fn member(bin: &str, name: &str) -> Member {
     let dir = DataDir::for_a4(bin);
     let name_owned = name.to_owned();
+    let Timings { ttl, renew, poll } = timings();
     config::edit(&dir.path, move |t| {
         t.insert(
             "cluster".into(),
             config::value(&format!(
-                r#"{{ node_id = "{name_owned}", lease_ttl_ms = {TTL_MS}, renew_ms = {RENEW_MS}, poll_ms = {POLL_MS}, internal_ws_host = "127.0.0.1" }}"#
+                r#"{{ node_id = "{name_owned}", lease_ttl_ms = {ttl}, renew_ms = {renew}, poll_ms = {poll}, internal_ws_host = "127.0.0.1" }}"#
             )),
         );
     });
@@ -253,7 +279,7 @@ pub fn failover(bin: &str) -> (Duration, Duration) {
         .node
         .take()
         .map(|mut n| n.wait_exit(Duration::from_secs(5)));
-    let limit = Duration::from_millis(TTL_MS + POLL_MS) + START_SLACK;
+    let limit = Duration::from_millis(timings().ttl + timings().poll) + START_SLACK;
     let (new_leader, kill_takeover) = takeover(&members, leader, limit);
     assert!(members[new_leader].generation() > gen_before);
     let other = (0..3).find(|&i| i != leader && i != new_leader).unwrap();
@@ -264,7 +290,7 @@ pub fn failover(bin: &str) -> (Duration, Duration) {
 
     // The killed node restarted stands by.
     members[leader].start(bin, &url);
-    std::thread::sleep(Duration::from_millis(POLL_MS * 3));
+    std::thread::sleep(Duration::from_millis(timings().poll * 3));
     assert_eq!(
         leaders(&members),
         vec![new_leader],
@@ -279,7 +305,7 @@ pub fn failover(bin: &str) -> (Duration, Duration) {
         .as_ref()
         .expect("running")
         .signal("TERM");
-    let limit = Duration::from_millis(POLL_MS) + START_SLACK;
+    let limit = Duration::from_millis(timings().poll) + START_SLACK;
     let (third, term_takeover) = takeover(&members, new_leader, limit);
     assert!(members[third].generation() > gen_before);
     let status = members[new_leader]
@@ -346,7 +372,7 @@ pub fn split_brain_and_db_outage(bin: &str) {
     members[0].node.as_ref().unwrap().signal("STOP");
     wait_leader(
         &members[1],
-        Duration::from_millis(TTL_MS + POLL_MS) + START_SLACK,
+        Duration::from_millis(timings().ttl + timings().poll) + START_SLACK,
     );
     let new_gen = members[1].generation();
     assert!(new_gen > old_gen, "{new_gen} > {old_gen}");
@@ -400,11 +426,10 @@ pub fn split_brain_and_db_outage(bin: &str) {
     assert!(reply.accepted, "{reply:?}");
     assert_accepted_status(&status);
     pg.stop();
-    members[1]
-        .node
-        .as_mut()
-        .unwrap()
-        .wait_for("stepping down", Duration::from_millis(TTL_MS) + START_SLACK);
+    members[1].node.as_mut().unwrap().wait_for(
+        "stepping down",
+        Duration::from_millis(timings().ttl) + START_SLACK,
+    );
     std::thread::sleep(Duration::from_secs(2));
     pg.restart();
     one_leader(&members, Duration::from_secs(20));
