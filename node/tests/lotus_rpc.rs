@@ -23,18 +23,17 @@ use dealport_node::chain::{
     miner_info::{self, MinerInfoUpdater, Outcome},
     ChainFactsSource,
 };
-use dealport_node::{
-    cluster::LeaseGate,
-    store::{
-        postgres::{PostgresOptions, PostgresStore},
-        sled::SledStore,
-        Fence, Store, StoreError,
-    },
+use dealport_node::store::{
+    postgres::{PostgresOptions, PostgresStore},
+    sled::SledStore,
+    Fence, Store, StoreError,
 };
 use dealport_testkit::fake_lotus::FakeLotus;
 use fvm_ipld_encoding::{strict_bytes, tuple::*};
 use libp2p::{identity::Keypair, Multiaddr, PeerId};
 use serde_json::{json, Value};
+
+mod common;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 const TOKEN: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJBbGxvdyI6WyJyZWFkIiwic2lnbiJdfQ.fake";
@@ -707,17 +706,7 @@ async fn in_flight_messages_outlive_the_updater(store: Arc<dyn Store>) {
     f.set("StateMinerInfo", miner_info("f01001", None, &[]));
     f.set_fn("MpoolPushMessage", signed_message);
     f.set("StateSearchMsg", Value::Null);
-    let grant = store
-        .try_acquire("holder", None, Duration::from_secs(60))
-        .await
-        .unwrap()
-        .expect("the lease");
-    let fence = Fence {
-        node: "holder".into(),
-        generation: grant.generation,
-    };
-    let gate = Arc::new(LeaseGate::new());
-    gate.open(fence.clone(), Instant::now() + Duration::from_secs(60));
+    let (gate, fence) = common::hold_lease(&store).await;
     let updater = || {
         MinerInfoUpdater::new(
             Arc::new(f.client(short())),
@@ -748,7 +737,7 @@ async fn in_flight_messages_outlive_the_updater(store: Arc<dyn Store>) {
     // A writer whose generation is gone cannot touch the stored set.
     let stale = Fence {
         node: "holder".into(),
-        generation: grant.generation + 7,
+        generation: fence.generation + 7,
     };
     assert!(matches!(
         store

@@ -460,50 +460,74 @@ fn silent_stream_closed_at_the_first_byte_deadline_before_the_read_deadline() {
     });
 }
 
+// ---------------------------------------------------------------- buffer budget
+
+/// A 100 KiB CBOR byte string.
+fn item_100k() -> Vec<u8> {
+    let mut item = vec![0x5a];
+    item.extend_from_slice(&(100u32 << 10).to_be_bytes());
+    item.resize(5 + (100 << 10), 7);
+    item
+}
+
+/// Open a proposal stream and send all of `item` but its last byte: the node holds it.
+async fn hold_partial(c: &mut Client, peer: PeerId, item: &[u8]) -> libp2p::Stream {
+    let mut s = c.open(peer, PROTOCOL_DEAL_1_2_1).await;
+    // A refused stream is closed under the writer: ignore its write errors.
+    let _ = s.write_all(&item[..item.len() - 1]).await;
+    let _ = s.flush().await;
+    s
+}
+
+/// Send `item`'s last byte on a held stream and read the answer.
+async fn finish(mut s: libp2p::Stream, item: &[u8]) -> Vec<u8> {
+    s.write_all(&item[item.len() - 1..]).await.unwrap();
+    s.flush().await.unwrap();
+    let mut out = Vec::new();
+    within(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .unwrap();
+    out
+}
+
+/// The stream was closed without a reply, and this was the only limit hit.
+async fn assert_refused_by(mut s: libp2p::Stream, service: &EchoService, limit: &str) {
+    let mut out = Vec::new();
+    let _ = within(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    assert!(out.is_empty(), "no reply expected, got {} bytes", out.len());
+    assert_eq!(*service.limits_hit.lock().unwrap(), vec![Some(limit)]);
+}
+
+/// A host with this budget and two clients (distinct peers, both on 127.0.0.1).
+async fn budget_host(config: HostConfig) -> (Arc<EchoService>, HostHandle, PeerId, Client, Client) {
+    let service = Arc::new(EchoService::default());
+    let (host, tcp, _) = start(config, service.clone()).await;
+    let peer = host.peer_id();
+    let mut a = Client::new(Security::TlsAndNoise);
+    a.connect(&tcp, peer).await.unwrap();
+    let mut b = Client::new(Security::TlsAndNoise);
+    b.connect(&tcp, peer).await.unwrap();
+    (service, host, peer, a, b)
+}
+
 #[test]
 fn buffer_budget_closes_a_stream_that_would_go_over_it() {
     run(Duration::from_secs(30), async {
         // Room for one partly read 100 KiB item, not for two.
-        let config = HostConfig {
+        let (service, host, peer, mut a, _) = budget_host(HostConfig {
             max_buffered_total: 150 << 10,
             ..loopback_config()
-        };
-        let service = Arc::new(EchoService::default());
-        let (host, tcp, _) = start(config, service.clone()).await;
-        let peer = host.peer_id();
-        let mut client = Client::new(Security::TlsAndNoise);
-        client.connect(&tcp, peer).await.unwrap();
-
-        // A 100 KiB byte string, all but its last byte sent: the node holds ~100 KiB.
-        let mut item = vec![0x5a];
-        item.extend_from_slice(&(100u32 << 10).to_be_bytes());
-        item.resize(5 + (100 << 10), 7);
-        let mut first = client.open(peer, PROTOCOL_DEAL_1_2_1).await;
-        first.write_all(&item[..item.len() - 1]).await.unwrap();
-        first.flush().await.unwrap();
+        })
+        .await;
+        let item = item_100k();
+        let first = hold_partial(&mut a, peer, &item).await;
         Timer::after(Duration::from_millis(300)).await;
-
-        // The same again on a second stream does not fit: closed without reply.
-        let mut second = client.open(peer, PROTOCOL_DEAL_1_2_1).await;
-        let _ = second.write_all(&item[..item.len() - 1]).await;
-        let _ = second.flush().await;
-        let mut out = Vec::new();
-        let _ = within(Duration::from_secs(10), second.read_to_end(&mut out)).await;
-        assert!(out.is_empty(), "no reply expected, got {} bytes", out.len());
-        assert_eq!(
-            *service.limits_hit.lock().unwrap(),
-            vec![Some("buffered_bytes_total")]
-        );
-
+        // The same again on a second stream does not fit.
+        let second = hold_partial(&mut a, peer, &item).await;
+        assert_refused_by(second, &service, "buffered_bytes_total").await;
         // The first completes and is answered; small requests are served all along.
-        first.write_all(&item[item.len() - 1..]).await.unwrap();
-        first.flush().await.unwrap();
-        let mut out = Vec::new();
-        within(Duration::from_secs(10), first.read_to_end(&mut out))
-            .await
-            .unwrap();
-        assert_eq!(out, ok_reply(&item));
-        let reply = client.request(peer, PROTOCOL_STATUS, &ITEM).await.unwrap();
+        assert_eq!(finish(first, &item).await, ok_reply(&item));
+        let reply = a.request(peer, PROTOCOL_STATUS, &ITEM).await.unwrap();
         assert_eq!(reply, ok_reply(&ITEM));
         assert_eq!(host.stats().streams_refused, 1);
         host.shutdown(Duration::from_secs(1)).await;
@@ -514,52 +538,25 @@ fn buffer_budget_closes_a_stream_that_would_go_over_it() {
 fn one_peer_cannot_take_the_whole_buffer_budget() {
     run(Duration::from_secs(30), async {
         // Room in all for several partly read 100 KiB items, for one peer for one.
-        let config = HostConfig {
+        let (service, host, peer, mut greedy, mut other) = budget_host(HostConfig {
             max_buffered_total: 1 << 20,
             max_buffered_per_peer: 150 << 10,
             ..loopback_config()
-        };
-        let service = Arc::new(EchoService::default());
-        let (host, tcp, _) = start(config, service.clone()).await;
-        let peer = host.peer_id();
-        let mut greedy = Client::new(Security::TlsAndNoise);
-        greedy.connect(&tcp, peer).await.unwrap();
-        let mut other = Client::new(Security::TlsAndNoise);
-        other.connect(&tcp, peer).await.unwrap();
-
-        let mut item = vec![0x5a];
-        item.extend_from_slice(&(100u32 << 10).to_be_bytes());
-        item.resize(5 + (100 << 10), 7);
-        let mut first = greedy.open(peer, PROTOCOL_DEAL_1_2_1).await;
-        first.write_all(&item[..item.len() - 1]).await.unwrap();
-        first.flush().await.unwrap();
+        })
+        .await;
+        let item = item_100k();
+        let first = hold_partial(&mut greedy, peer, &item).await;
         Timer::after(Duration::from_millis(300)).await;
-
         // The greedy peer's second large request does not fit in its share…
-        let mut second = greedy.open(peer, PROTOCOL_DEAL_1_2_1).await;
-        let _ = second.write_all(&item[..item.len() - 1]).await;
-        let _ = second.flush().await;
-        let mut out = Vec::new();
-        let _ = within(Duration::from_secs(10), second.read_to_end(&mut out)).await;
-        assert!(out.is_empty(), "no reply expected, got {} bytes", out.len());
-        assert_eq!(
-            *service.limits_hit.lock().unwrap(),
-            vec![Some("buffered_bytes_per_peer")]
-        );
-
+        let second = hold_partial(&mut greedy, peer, &item).await;
+        assert_refused_by(second, &service, "buffered_bytes_per_peer").await;
         // …while another peer's, of the same size and at the same time, is answered.
         let reply = other
             .request(peer, PROTOCOL_DEAL_1_2_1, &item)
             .await
             .unwrap();
         assert_eq!(reply, ok_reply(&item));
-        first.write_all(&item[item.len() - 1..]).await.unwrap();
-        first.flush().await.unwrap();
-        let mut out = Vec::new();
-        within(Duration::from_secs(10), first.read_to_end(&mut out))
-            .await
-            .unwrap();
-        assert_eq!(out, ok_reply(&item));
+        assert_eq!(finish(first, &item).await, ok_reply(&item));
         host.shutdown(Duration::from_secs(1)).await;
     });
 }
@@ -567,7 +564,8 @@ fn one_peer_cannot_take_the_whole_buffer_budget() {
 #[test]
 fn one_address_cannot_take_the_whole_buffer_budget_with_many_identities() {
     run(Duration::from_secs(30), async {
-        let config = HostConfig {
+        // Two peer identities from 127.0.0.1, each well inside its own per-peer share.
+        let (service, host, peer, mut a, mut b) = budget_host(HostConfig {
             max_buffered_total: 1 << 20,
             max_buffered_per_ip: 150 << 10,
             limits: Limits {
@@ -575,43 +573,15 @@ fn one_address_cannot_take_the_whole_buffer_budget_with_many_identities() {
                 ..Limits::default()
             },
             ..loopback_config()
-        };
-        let service = Arc::new(EchoService::default());
-        let (host, tcp, _) = start(config, service.clone()).await;
-        let peer = host.peer_id();
-        // Two peer identities from 127.0.0.1, each well inside its own per-peer share.
-        let mut a = Client::new(Security::TlsAndNoise);
-        a.connect(&tcp, peer).await.unwrap();
-        let mut b = Client::new(Security::TlsAndNoise);
-        b.connect(&tcp, peer).await.unwrap();
-
-        let mut item = vec![0x5a];
-        item.extend_from_slice(&(100u32 << 10).to_be_bytes());
-        item.resize(5 + (100 << 10), 7);
-        let mut first = a.open(peer, PROTOCOL_DEAL_1_2_1).await;
-        first.write_all(&item[..item.len() - 1]).await.unwrap();
-        first.flush().await.unwrap();
+        })
+        .await;
+        let item = item_100k();
+        let first = hold_partial(&mut a, peer, &item).await;
         Timer::after(Duration::from_millis(300)).await;
-
-        let mut second = b.open(peer, PROTOCOL_DEAL_1_2_1).await;
-        let _ = second.write_all(&item[..item.len() - 1]).await;
-        let _ = second.flush().await;
-        let mut out = Vec::new();
-        let _ = within(Duration::from_secs(10), second.read_to_end(&mut out)).await;
-        assert!(out.is_empty(), "no reply expected, got {} bytes", out.len());
-        assert_eq!(
-            *service.limits_hit.lock().unwrap(),
-            vec![Some("buffered_bytes_per_ip")]
-        );
-
+        let second = hold_partial(&mut b, peer, &item).await;
+        assert_refused_by(second, &service, "buffered_bytes_per_ip").await;
         // The first completes; afterwards the address has its share back.
-        first.write_all(&item[item.len() - 1..]).await.unwrap();
-        first.flush().await.unwrap();
-        let mut out = Vec::new();
-        within(Duration::from_secs(10), first.read_to_end(&mut out))
-            .await
-            .unwrap();
-        assert_eq!(out, ok_reply(&item));
+        assert_eq!(finish(first, &item).await, ok_reply(&item));
         let reply = b.request(peer, PROTOCOL_DEAL_1_2_1, &item).await.unwrap();
         assert_eq!(reply, ok_reply(&item));
         host.shutdown(Duration::from_secs(1)).await;

@@ -184,19 +184,7 @@ impl Fixture {
 
     /// Hold the (sled) lease and fence the service's writes with it, as in a node.
     async fn lease_gate(&self) -> (Arc<LeaseGate>, Fence) {
-        let grant = self
-            .svc
-            .store
-            .try_acquire("holder", None, Duration::from_secs(600))
-            .await
-            .unwrap()
-            .expect("the lease");
-        let fence = Fence {
-            node: "holder".into(),
-            generation: grant.generation,
-        };
-        let gate = Arc::new(LeaseGate::new());
-        gate.open(fence.clone(), Instant::now() + Duration::from_secs(600));
+        let (gate, fence) = common::hold_lease(&self.svc.store).await;
         self.svc.service.set_lease_gate(gate.clone());
         (gate, fence)
     }

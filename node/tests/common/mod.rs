@@ -3,7 +3,7 @@
 
 use std::{
     sync::{Arc, OnceLock},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use async_io::Timer;
@@ -11,12 +11,30 @@ use futures::future::{self, Either};
 
 use dealport_node::{
     chain::{ChainFactsSource, OfflineChain},
+    cluster::LeaseGate,
     config::Config,
     metrics::Metrics,
     runtime::{BoxTask, Runtime},
     service::{DealService, ServiceConfig},
-    store::{sled::SledStore, Store},
+    store::{sled::SledStore, Fence, Store},
 };
+
+/// Take `store`'s lease as node "holder" and open a gate with its fence for a minute,
+/// as a node's lease loop does.
+pub async fn hold_lease(store: &Arc<dyn Store>) -> (Arc<LeaseGate>, Fence) {
+    let grant = store
+        .try_acquire("holder", None, Duration::from_secs(600))
+        .await
+        .unwrap()
+        .expect("the lease");
+    let fence = Fence {
+        node: "holder".into(),
+        generation: grant.generation,
+    };
+    let gate = Arc::new(LeaseGate::new());
+    gate.open(fence.clone(), Instant::now() + Duration::from_secs(60));
+    (gate, fence)
+}
 
 /// A runtime that gives every task its own thread: enough for tests, no executor crate.
 pub struct ThreadRuntime;
