@@ -430,6 +430,11 @@ impl Inner {
                 Ok(d) => d,
                 Err(e) => return self.reject_store(protocol, &peer, params.deal_uuid, &e),
             };
+            // This very deal (a retry racing its first attempt) may have landed after the
+            // UUID lookup: it is the UUID's record then, not another deal's duplicate.
+            if by_uuid.is_none() {
+                by_uuid = by_prop.clone().filter(|d| d.uuid == params.deal_uuid);
+            }
             if let Err(r) = decide(&params, &facts, policy, by_uuid.as_ref(), by_prop.as_ref()) {
                 return self.reject(protocol, &peer, &params, r);
             }

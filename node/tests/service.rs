@@ -3,8 +3,9 @@
 use std::{sync::Arc, time::Duration};
 
 use dealport_core::{
+    deal::DealRecord,
     facts::ChainFacts,
-    wire::{Address, Cbor, DealParams, DealResponse, DealStatusResponse},
+    wire::{Address, Cbor, Cid, DealParams, DealResponse, DealStatusResponse, DealUuid},
 };
 use dealport_node::{
     chain::{ChainFactsSource, ChainFuture, OfflineChain},
@@ -150,51 +151,67 @@ fn slow_chain_gets_a_server_error_within_the_budget() {
     assert!(r.message.starts_with("server error: "), "{}", r.message);
 }
 
-/// A store whose writes fail.
-struct BrokenStore(SledStore);
+/// The sled store with two faults to order: inserts that fail, and a deal planted (as a
+/// concurrent proposal would) right after the next UUID lookup has missed it.
+struct HookedStore {
+    inner: SledStore,
+    fail_inserts: bool,
+    plant_after_uuid_lookup: std::sync::Mutex<Option<DealRecord>>,
+}
 
-impl Store for BrokenStore {
+impl HookedStore {
+    fn new(dir: &std::path::Path) -> HookedStore {
+        HookedStore {
+            inner: SledStore::open(dir, Arc::new(ThreadRuntime)).unwrap(),
+            fail_inserts: false,
+            plant_after_uuid_lookup: std::sync::Mutex::new(None),
+        }
+    }
+}
+
+impl Store for HookedStore {
     fn identity_or_create<'a>(
         &'a self,
         g: Box<dyn FnOnce() -> Vec<u8> + Send>,
     ) -> StoreFuture<'a, (Vec<u8>, bool)> {
-        self.0.identity_or_create(g)
+        self.inner.identity_or_create(g)
     }
     fn identity(&self) -> StoreFuture<'_, Option<Vec<u8>>> {
-        self.0.identity()
+        self.inner.identity()
     }
-    fn insert_new_deal<'a>(
-        &'a self,
-        _deal: &'a dealport_core::deal::DealRecord,
-    ) -> StoreFuture<'a, Inserted> {
-        Box::pin(async { Err(StoreError::Backend("disk full".into())) })
+    fn insert_new_deal<'a>(&'a self, deal: &'a DealRecord) -> StoreFuture<'a, Inserted> {
+        if self.fail_inserts {
+            return Box::pin(async { Err(StoreError::Backend("disk full".into())) });
+        }
+        self.inner.insert_new_deal(deal)
     }
-    fn update_deal<'a>(&'a self, deal: &'a dealport_core::deal::DealRecord) -> StoreFuture<'a, ()> {
-        self.0.update_deal(deal)
+    fn update_deal<'a>(&'a self, deal: &'a DealRecord) -> StoreFuture<'a, ()> {
+        self.inner.update_deal(deal)
     }
-    fn deal_by_uuid(
-        &self,
-        uuid: dealport_core::wire::DealUuid,
-    ) -> StoreFuture<'_, Option<dealport_core::deal::DealRecord>> {
-        self.0.deal_by_uuid(uuid)
+    fn deal_by_uuid(&self, uuid: DealUuid) -> StoreFuture<'_, Option<DealRecord>> {
+        Box::pin(async move {
+            let found = self.inner.deal_by_uuid(uuid).await?;
+            let plant = self.plant_after_uuid_lookup.lock().unwrap().take();
+            if let Some(d) = plant {
+                self.inner.insert_new_deal(&d).await?;
+            }
+            Ok(found)
+        })
     }
-    fn deal_by_proposal_cid<'a>(
-        &'a self,
-        cid: &'a dealport_core::wire::Cid,
-    ) -> StoreFuture<'a, Option<dealport_core::deal::DealRecord>> {
-        self.0.deal_by_proposal_cid(cid)
+    fn deal_by_proposal_cid<'a>(&'a self, cid: &'a Cid) -> StoreFuture<'a, Option<DealRecord>> {
+        self.inner.deal_by_proposal_cid(cid)
     }
     fn deal_by_signed_proposal_cid<'a>(
         &'a self,
-        cid: &'a dealport_core::wire::Cid,
-    ) -> StoreFuture<'a, Option<dealport_core::deal::DealRecord>> {
-        self.0.deal_by_signed_proposal_cid(cid)
+        cid: &'a Cid,
+    ) -> StoreFuture<'a, Option<DealRecord>> {
+        self.inner.deal_by_signed_proposal_cid(cid)
     }
-    fn list_deals(&self) -> StoreFuture<'_, Vec<dealport_core::deal::DealRecord>> {
-        self.0.list_deals()
+    fn list_deals(&self) -> StoreFuture<'_, Vec<DealRecord>> {
+        self.inner.list_deals()
     }
     fn describe(&self) -> String {
-        "broken".into()
+        "hooked sled".into()
     }
 }
 
@@ -202,10 +219,39 @@ impl Store for BrokenStore {
 fn store_failure_is_answered_not_dropped() {
     let dir = tempfile::tempdir().unwrap();
     let config = a4_config();
-    let store: Arc<dyn Store> = Arc::new(BrokenStore(
-        SledStore::open(dir.path(), Arc::new(ThreadRuntime)).unwrap(),
-    ));
+    let store: Arc<dyn Store> = Arc::new(HookedStore {
+        fail_inserts: true,
+        ..HookedStore::new(dir.path())
+    });
     let svc = service_with(&config, store, offline(&config));
     let r = futures::executor::block_on(svc.propose(DEAL, golden("A4"), "p".into())).unwrap();
     assert_eq!(r, DealResponse::rejected(SAVE_FAILED));
+}
+
+/// A client's retry racing its first attempt: the same deal lands (from the other
+/// attempt) between this attempt's UUID lookup and its proposal lookup. It is the same
+/// deal, so this attempt is accepted too, not rejected as a duplicate of itself.
+#[test]
+fn the_same_deal_landing_mid_decision_is_accepted_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = a4_config();
+    let hooked = HookedStore::new(dir.path());
+    let a4 = golden("A4");
+    let params = DealParams::from_cbor(&a4).unwrap();
+    *hooked.plant_after_uuid_lookup.lock().unwrap() = Some(DealRecord::new_accepted(
+        a4.clone(),
+        params,
+        "other attempt".into(),
+        0,
+    ));
+    let store: Arc<dyn Store> = Arc::new(hooked);
+    let svc = service_with(&config, store.clone(), offline(&config));
+    let r = futures::executor::block_on(svc.propose(DEAL, a4, "p".into())).unwrap();
+    assert_eq!(r, DealResponse::accepted(), "{}", r.message);
+    assert_eq!(
+        futures::executor::block_on(store.list_deals())
+            .unwrap()
+            .len(),
+        1
+    );
 }
