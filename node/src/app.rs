@@ -274,12 +274,24 @@ fn create_private_dir(dir: &Path) -> CmdResult {
         .map_err(|e| Fail(format!("cannot create data dir {}: {e}", dir.display())))
 }
 
-/// A config file that holds the Lotus API token (a "sign" token: it can spend from the
-/// node's wallets) must not be readable by other users; it may live outside the
-/// owner-only data dir (`--config`).
+/// A config file that holds a token must not be readable by other users: the Lotus API
+/// token (a "sign" token can spend from the node's wallets) or the node's own API token
+/// (it can fail deals and read their data). The file may live outside the owner-only
+/// data dir (`--config`).
 fn refuse_readable_token(path: &Path, config: &Config) -> CmdResult {
     #[cfg(unix)]
-    if !config.chain.lotus.token.is_empty() {
+    {
+        let held: Vec<&str> = [
+            ("chain.lotus.token", &config.chain.lotus.token),
+            ("api.token", &config.api.token),
+        ]
+        .into_iter()
+        .filter(|(_, t)| !t.is_empty())
+        .map(|(key, _)| key)
+        .collect();
+        if held.is_empty() {
+            return Ok(());
+        }
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(path)
             .map_err(|e| Fail(format!("cannot read config file {}: {e}", path.display())))?
@@ -288,8 +300,9 @@ fn refuse_readable_token(path: &Path, config: &Config) -> CmdResult {
             & 0o777;
         if mode & 0o077 != 0 {
             return Err(Fail(format!(
-                "config file {} holds chain.lotus.token and is open to other users (mode {mode:o}); run `chmod 600 {}`",
+                "config file {} holds {} and is open to other users (mode {mode:o}); run `chmod 600 {}`",
                 path.display(),
+                held.join(" and "),
                 path.display()
             )));
         }
