@@ -233,6 +233,12 @@ impl DealRecord {
         self.error.is_some()
     }
 
+    /// True once the deal's downloaded data is of no more use to it: it failed, or its
+    /// piece is in a sector (`AddedPiece` or later).
+    pub fn is_done_with_staged_data(&self) -> bool {
+        self.is_failed() || self.checkpoint >= Checkpoint::AddedPiece
+    }
+
     /// True when nothing more can happen to the deal: it failed or completed.
     pub fn is_terminal(&self) -> bool {
         self.is_failed() || self.checkpoint == Checkpoint::Complete

@@ -448,3 +448,20 @@ fn illegal_transition_errors_name_both_states() {
         EventKind::SealingStatus
     );
 }
+
+#[test]
+fn staged_data_is_needed_until_the_piece_is_in_a_sector_or_the_deal_failed() {
+    for cp in ORDER {
+        let d = at(cp);
+        assert_eq!(
+            d.is_done_with_staged_data(),
+            cp >= Checkpoint::AddedPiece,
+            "{cp:?}"
+        );
+    }
+    let mut failed = at(Checkpoint::Accepted);
+    failed
+        .apply(DealEvent::Failed("data transfer failed".into()))
+        .unwrap();
+    assert!(failed.is_done_with_staged_data());
+}

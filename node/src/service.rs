@@ -29,7 +29,7 @@ use crate::{
     cluster::{LeaseGate, NOT_HOLDER},
     metrics::Metrics,
     p2p::{DenyReason, Reply, StreamFailure, StreamService},
-    store::{Inserted, Store, StoreError},
+    store::{Fence, Inserted, Store, StoreError},
 };
 
 /// Outcome labels besides the rejection rules' own.
@@ -80,6 +80,14 @@ pub enum ApplyError {
     /// This node does not hold the lease (cluster): another node runs the deals now.
     #[error("this node does not hold the lease")]
     NotHolder,
+}
+
+/// A fenced write's outcome: a stale fence means this node no longer holds the lease.
+fn holder_only(written: Result<(), StoreError>) -> Result<(), ApplyError> {
+    match written {
+        Err(StoreError::Fenced { .. }) => Err(ApplyError::NotHolder),
+        r => r.map_err(ApplyError::from),
+    }
 }
 
 /// The [`StreamService`] of a dealport node.
@@ -150,21 +158,10 @@ impl DealService {
     /// Save leader-only state ([`Store::put_leader_state`]) under the fence the deal
     /// writes use. A service with no lease gate (outside a node, in tests) saves nothing.
     pub async fn save_leader_state(&self, name: &str, value: &[u8]) -> Result<(), ApplyError> {
-        let gate = self
-            .0
-            .gate
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let Some(gate) = gate else {
+        let Some(fence) = self.0.write_fence()? else {
             return Ok(());
         };
-        let fence = gate.current().ok_or(ApplyError::NotHolder)?;
-        match self.0.store.put_leader_state(&fence, name, value).await {
-            Ok(()) => Ok(()),
-            Err(StoreError::Fenced { .. }) => Err(ApplyError::NotHolder),
-            Err(e) => Err(e.into()),
-        }
+        holder_only(self.0.store.put_leader_state(&fence, name, value).await)
     }
 
     /// Record one lifecycle event of a stored deal (core's [`DealRecord::apply`]) and
@@ -184,24 +181,11 @@ impl DealService {
             .ok_or(StoreError::NoSuchDeal(uuid))?;
         deal.apply(ev)
             .map_err(|e| ApplyError::Transition(uuid, e))?;
-        let gate = self
-            .0
-            .gate
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let written = match gate {
+        let written = match self.0.write_fence()? {
             None => self.0.store.update_deal(&deal).await,
-            Some(gate) => match gate.current() {
-                Some(fence) => self.0.store.update_deal_fenced(&fence, &deal).await,
-                None => return Err(ApplyError::NotHolder),
-            },
+            Some(fence) => self.0.store.update_deal_fenced(&fence, &deal).await,
         };
-        match written {
-            Ok(()) => Ok(deal),
-            Err(StoreError::Fenced { .. }) => Err(ApplyError::NotHolder),
-            Err(e) => Err(e.into()),
-        }
+        holder_only(written).map(|()| deal)
     }
 
     /// Set the addresses the transports protocol lists (any `/p2p/…` is dropped).
@@ -402,6 +386,16 @@ impl Inner {
         DealResponse::accepted()
     }
 
+    /// The fence writes go under: `None` without a lease gate (unfenced writes),
+    /// [`ApplyError::NotHolder`] while the gate is closed.
+    fn write_fence(&self) -> Result<Option<Fence>, ApplyError> {
+        let gate = self.gate.read().unwrap_or_else(|e| e.into_inner()).clone();
+        match gate {
+            None => Ok(None),
+            Some(gate) => gate.current().map(Some).ok_or(ApplyError::NotHolder),
+        }
+    }
+
     async fn decide_and_store(
         self: Arc<Self>,
         protocol: &'static str,
@@ -447,13 +441,10 @@ impl Inner {
                 peer.clone(),
                 now_unix_nanos(),
             );
-            let gate = self.gate.read().unwrap_or_else(|e| e.into_inner()).clone();
-            let inserted = match gate {
-                None => self.store.insert_new_deal(&record).await,
-                Some(gate) => match gate.current() {
-                    Some(fence) => self.store.insert_new_deal_fenced(&fence, &record).await,
-                    None => return self.not_holder(protocol, &peer, params.deal_uuid),
-                },
+            let inserted = match self.write_fence() {
+                Ok(None) => self.store.insert_new_deal(&record).await,
+                Ok(Some(fence)) => self.store.insert_new_deal_fenced(&fence, &record).await,
+                Err(_) => return self.not_holder(protocol, &peer, params.deal_uuid),
             };
             match inserted {
                 Ok(Inserted::Yes) => {

@@ -317,16 +317,24 @@ async fn failure(e: &Exec, server: &DataServer, good: &[u8]) -> String {
     let st = status_response(&d).deal_status.unwrap();
     assert_eq!(st.error, err, "status shows the error");
     // The runner records the failure first and removes the staged files right after.
+    unstaged_within(
+        e,
+        uuid,
+        Duration::from_secs(10),
+        "a failed deal's staged data",
+    )
+    .await;
+    err
+}
+
+/// Both of `uuid`'s staged files (data and snapshot) are gone within `limit`.
+async fn unstaged_within(e: &Exec, uuid: DealUuid, limit: Duration, what: &str) {
     let staging = &e.transfers.staging;
-    let until = Instant::now() + Duration::from_secs(10);
+    let until = Instant::now() + limit;
     while staging.data_path(uuid).exists() || staging.snapshot_path(uuid).exists() {
-        assert!(
-            Instant::now() < until,
-            "a failed deal's staged data is removed"
-        );
+        assert!(Instant::now() < until, "{what} was not removed");
         async_io::Timer::after(Duration::from_millis(20)).await;
     }
-    err
 }
 
 #[test]
@@ -459,14 +467,13 @@ fn staged_files_left_by_a_failed_deal_are_swept_when_the_runner_starts() {
             std::fs::write(staging.snapshot_path(u), b"snapshot").unwrap();
         }
         let _r = Runner::start(&e.transfers);
-        let until = Instant::now() + Duration::from_secs(10);
-        while staging.data_path(failed).exists() || staging.snapshot_path(failed).exists() {
-            assert!(
-                Instant::now() < until,
-                "the failed deal's files were not swept"
-            );
-            async_io::Timer::after(Duration::from_millis(20)).await;
-        }
+        unstaged_within(
+            &e,
+            failed,
+            Duration::from_secs(10),
+            "the failed deal's files",
+        )
+        .await;
         // A deal still waiting for its data, and files the store cannot place, stay.
         for u in [waiting, unknown] {
             assert!(staging.data_path(u).exists() && staging.snapshot_path(u).exists());

@@ -187,7 +187,7 @@ async fn report(ctx: Arc<ApiContext>, req: ApiRequest, what: Report) -> ApiResul
             e => ApiError::internal(format!("cannot record deal {uuid}: {e}")),
         })?;
     tracing::info!(deal = %uuid, state = %deal.state(), "sealing system reported");
-    if matches!(what, Report::AddedPiece | Report::Failed) {
+    if deal.is_done_with_staged_data() {
         ctx.transfers.drop_staged(uuid);
     }
     Ok(json(StatusCode::OK, &deal_json(&deal)))

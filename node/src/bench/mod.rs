@@ -778,6 +778,7 @@ pub async fn run(
     let mut sorted: Vec<u32> = lat.into_iter().flatten().collect();
     sorted.sort_unstable();
     let requests = sorted.len() as u64;
+    let request_bytes = shared.bytes.load(Ordering::Relaxed);
     let first_error = shared.first_error.lock().expect("first").clone();
     let first_rejection = shared.first_rejection.lock().expect("first").clone();
     let (first_answer_unix_ms, first_answer_hex) =
@@ -798,10 +799,8 @@ pub async fn run(
         first_rejection,
         elapsed_s,
         requests_per_s: requests as f64 / elapsed_s.max(1e-9),
-        request_bytes: shared.bytes.load(Ordering::Relaxed),
-        request_mib_per_s: shared.bytes.load(Ordering::Relaxed) as f64
-            / (1 << 20) as f64
-            / elapsed_s.max(1e-9),
+        request_bytes,
+        request_mib_per_s: request_bytes as f64 / (1 << 20) as f64 / elapsed_s.max(1e-9),
         latency: Latency {
             p50_ms: percentile(&sorted, 0.50),
             p90_ms: percentile(&sorted, 0.90),

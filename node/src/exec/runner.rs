@@ -102,7 +102,7 @@ fn sweep_staging(t: &Transfers, deals: &[DealRecord]) {
         let done = deals
             .iter()
             .find(|d| d.uuid == uuid)
-            .is_some_and(|d| d.is_failed() || d.checkpoint >= Checkpoint::AddedPiece);
+            .is_some_and(DealRecord::is_done_with_staged_data);
         if done {
             tracing::info!(deal = %uuid, "removing staged data left from before");
             t.drop_staged(uuid);

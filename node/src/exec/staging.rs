@@ -142,7 +142,7 @@ impl Staging {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             r => r.map_err(|e| self.explain("list", &self.dir, e))?,
         };
-        let mut deals = Vec::new();
+        let mut deals = std::collections::BTreeSet::new();
         for entry in entries {
             let name = entry
                 .map_err(|e| self.explain("list", &self.dir, e))?
@@ -153,11 +153,9 @@ impl Staging {
                     .or_else(|| n.strip_suffix(".commp"))?;
                 stem.parse::<DealUuid>().ok()
             });
-            if let Some(u) = uuid.filter(|u| !deals.contains(u)) {
-                deals.push(u);
-            }
+            deals.extend(uuid);
         }
-        Ok(deals)
+        Ok(deals.into_iter().collect())
     }
 
     /// The data is complete: its snapshot is no longer needed.

@@ -155,15 +155,11 @@ impl Shared {
     }
 
     fn per_peer(&self) -> std::sync::MutexGuard<'_, HashMap<PeerId, usize>> {
-        self.streams_per_peer
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        lock(&self.streams_per_peer)
     }
 
     fn per_ip(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
-        self.streams_per_ip
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        lock(&self.streams_per_ip)
     }
 
     /// The IP whose streams are counted: `None` when unknown or exempt (loopback).
@@ -320,12 +316,7 @@ impl<K: std::hash::Hash + Eq> Shares<K> {
     }
 
     fn sub(&mut self, k: &K, n: usize) {
-        if let Some(held) = self.held.get_mut(k) {
-            *held = held.saturating_sub(n);
-            if *held == 0 {
-                self.held.remove(k);
-            }
-        }
+        release(&mut self.held, k, n);
     }
 }
 
@@ -610,13 +601,19 @@ fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
     })
 }
 
-fn dec<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: &K) {
-    if let Some(n) = map.get_mut(key) {
-        *n -= 1;
-        if *n == 0 {
+/// Take `n` off `key`'s count, dropping the key at zero (so the map only holds keys
+/// with something counted).
+fn release<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: &K, n: usize) {
+    if let Some(held) = map.get_mut(key) {
+        *held = held.saturating_sub(n);
+        if *held == 0 {
             map.remove(key);
         }
     }
+}
+
+fn dec<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: &K) {
+    release(map, key, 1);
 }
 
 impl ServeBehaviour {

@@ -236,6 +236,7 @@ fn takeover(members: &[Member], not: usize, limit: Duration) -> (usize, Duration
 /// takeovers under the same PeerID, no accepted deal lost, a restarted node stands by.
 /// Returns the measured takeover times (kill -9, SIGTERM).
 pub fn failover(bin: &str) -> (Duration, Duration) {
+    let t = timings();
     let pg = PgServer::start();
     let url = pg.url();
     let mut members: Vec<Member> = ["n0", "n1", "n2"].iter().map(|n| member(bin, n)).collect();
@@ -279,7 +280,7 @@ pub fn failover(bin: &str) -> (Duration, Duration) {
         .node
         .take()
         .map(|mut n| n.wait_exit(Duration::from_secs(5)));
-    let limit = Duration::from_millis(timings().ttl + timings().poll) + START_SLACK;
+    let limit = Duration::from_millis(t.ttl + t.poll) + START_SLACK;
     let (new_leader, kill_takeover) = takeover(&members, leader, limit);
     assert!(members[new_leader].generation() > gen_before);
     let other = (0..3).find(|&i| i != leader && i != new_leader).unwrap();
@@ -290,7 +291,7 @@ pub fn failover(bin: &str) -> (Duration, Duration) {
 
     // The killed node restarted stands by.
     members[leader].start(bin, &url);
-    std::thread::sleep(Duration::from_millis(timings().poll * 3));
+    std::thread::sleep(Duration::from_millis(t.poll * 3));
     assert_eq!(
         leaders(&members),
         vec![new_leader],
@@ -305,7 +306,7 @@ pub fn failover(bin: &str) -> (Duration, Duration) {
         .as_ref()
         .expect("running")
         .signal("TERM");
-    let limit = Duration::from_millis(timings().poll) + START_SLACK;
+    let limit = Duration::from_millis(t.poll) + START_SLACK;
     let (third, term_takeover) = takeover(&members, new_leader, limit);
     assert!(members[third].generation() > gen_before);
     let status = members[new_leader]
@@ -358,6 +359,7 @@ fn wait_leader(m: &Member, limit: Duration) -> Duration {
 /// - The database stopped for a few seconds: the leader steps down, the cluster recovers
 ///   by itself once it is back, and the deal accepted before is still there.
 pub fn split_brain_and_db_outage(bin: &str) {
+    let t = timings();
     let pg = PgServer::start();
     let url = pg.url();
     let mut members: Vec<Member> = ["s0", "s1"].iter().map(|n| member(bin, n)).collect();
@@ -372,7 +374,7 @@ pub fn split_brain_and_db_outage(bin: &str) {
     members[0].node.as_ref().unwrap().signal("STOP");
     wait_leader(
         &members[1],
-        Duration::from_millis(timings().ttl + timings().poll) + START_SLACK,
+        Duration::from_millis(t.ttl + t.poll) + START_SLACK,
     );
     let new_gen = members[1].generation();
     assert!(new_gen > old_gen, "{new_gen} > {old_gen}");
@@ -426,10 +428,11 @@ pub fn split_brain_and_db_outage(bin: &str) {
     assert!(reply.accepted, "{reply:?}");
     assert_accepted_status(&status);
     pg.stop();
-    members[1].node.as_mut().unwrap().wait_for(
-        "stepping down",
-        Duration::from_millis(timings().ttl) + START_SLACK,
-    );
+    members[1]
+        .node
+        .as_mut()
+        .unwrap()
+        .wait_for("stepping down", Duration::from_millis(t.ttl) + START_SLACK);
     std::thread::sleep(Duration::from_secs(2));
     pg.restart();
     one_leader(&members, Duration::from_secs(20));
