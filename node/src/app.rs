@@ -23,7 +23,7 @@ use crate::{
         asks::AskSigner, lotus::LotusClient, ChainFactsSource, LotusChain, MinerInfoUpdater,
         OfflineChain,
     },
-    cluster::{default_node_id, Duties, LeaderTask, LeaseGate, LeaseLoop},
+    cluster::{default_node_id, Duties, LeaseGate, LeaseLoop},
     config::{is_postgres_url, ChainMode, Config},
     exec::{
         publish::{PublishSettings, Publisher},
@@ -33,7 +33,7 @@ use crate::{
     http, identity,
     metrics::Metrics,
     mk12_http::Mk12Http,
-    runtime::Runtime,
+    runtime::{LeaderTask, Runtime},
     service::{DealService, ServiceConfig},
     store::{sled::SledStore, Store, StoreError, StoredDeal},
 };

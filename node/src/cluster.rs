@@ -33,7 +33,7 @@ use crate::{
     front_door::{ws_socket_addr, FrontDoor},
     metrics::Metrics,
     p2p::{Host, HostConfig, HostHandle},
-    runtime::{BoxTask, Runtime},
+    runtime::{LeaderTask, Runtime},
     service::DealService,
     signals::ShutdownSignal,
     store::{Fence, Store, StoreError},
@@ -76,10 +76,6 @@ impl LeaseGate {
         *self.lock() = None;
     }
 }
-
-/// A task run only while this node holds the lease (the miners' on-chain info upkeep,
-/// deal execution). Called anew on every acquisition; aborted on every step-down.
-pub type LeaderTask = Box<dyn Fn() -> BoxTask + Send + Sync>;
 
 /// What a leader runs: the libp2p host and the leader-only background work.
 pub struct Duties {
@@ -311,11 +307,7 @@ impl LeaseLoop {
         let Some(until) = self.until.filter(|_| self.is_leader()) else {
             return Some(op.await);
         };
-        let op = std::pin::pin!(op);
-        match future::select(op, Timer::at(until)).await {
-            Either::Left((r, _)) => Some(r),
-            Either::Right(_) => None,
-        }
+        crate::runtime::deadline(until, op).await
     }
 
     async fn step_down(&mut self, why: &str) {

@@ -6,10 +6,23 @@
 //! (`runtime-smol`, `runtime-asyncstd`, tests) implements it in a few lines and hands an
 //! `Arc<dyn Runtime>` to the node.
 
-use std::{fmt, future::Future, pin::Pin, sync::Arc};
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures::future::{select, Either};
 
 /// A future the runtime runs to completion in the background.
 pub type BoxTask = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A task run only while this node holds the lease (the miners' on-chain info upkeep,
+/// deal execution, publishing). Called anew on every acquisition; aborted on every
+/// step-down. Producers expose one; the app hands them to the lease loop.
+pub type LeaderTask = Box<dyn Fn() -> BoxTask + Send + Sync>;
 
 /// Spawning, the only service the node needs from an executor. Object-safe: use it as
 /// `Arc<dyn Runtime>`.
@@ -51,4 +64,17 @@ where
         let _ = tx.send(f());
     }));
     rx.await.ok()
+}
+
+/// `fut`, or `None` once `limit` has passed. The one "future or timer" in `node/`.
+pub async fn timeout<F: Future>(limit: Duration, fut: F) -> Option<F::Output> {
+    deadline(Instant::now() + limit, fut).await
+}
+
+/// `fut`, or `None` once the monotonic `at` has passed.
+pub async fn deadline<F: Future>(at: Instant, fut: F) -> Option<F::Output> {
+    match select(std::pin::pin!(fut), async_io::Timer::at(at)).await {
+        Either::Left((out, _)) => Some(out),
+        Either::Right(_) => None,
+    }
 }

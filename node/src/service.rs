@@ -9,7 +9,6 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use async_io::Timer;
 use dealport_core::{
     accept::{self, Rejection},
     ask::answer_ask,
@@ -21,7 +20,6 @@ use dealport_core::{
         DealStatusResponse, DealUuid, Network, TransportProtocol, TransportsResponse,
     },
 };
-use futures::future::{self, Either};
 use libp2p::{multiaddr::Protocol as MaProtocol, Multiaddr, PeerId};
 
 use crate::{
@@ -224,13 +222,12 @@ impl DealService {
         };
         let budget = inner.config.proposal_budget;
         let uuid = params.deal_uuid;
-        let work =
-            std::pin::pin!(inner
-                .clone()
-                .decide_and_store(protocol, request, params, peer.clone()));
-        let response = match future::select(work, Timer::after(budget)).await {
-            Either::Left((r, _)) => r,
-            Either::Right(_) => {
+        let work = inner
+            .clone()
+            .decide_and_store(protocol, request, params, peer.clone());
+        let response = match crate::runtime::timeout(budget, work).await {
+            Some(r) => r,
+            None => {
                 tracing::warn!(%peer, deal = %uuid, ?budget, "proposal not decided within its budget");
                 inner.metrics.proposal(protocol, SERVER_ERROR_BUDGET);
                 DealResponse::rejected(format!(

@@ -95,14 +95,9 @@ where
 {
     let url = target.url(request.uri().path());
     let connect = async_net::TcpStream::connect((target.host.as_str(), target.port));
-    let tcp = match future::select(
-        std::pin::pin!(connect),
-        async_io::Timer::after(connect_timeout),
-    )
-    .await
-    {
-        Either::Left((r, _)) => r.map_err(|e| format!("cannot connect to {url}: {e}"))?,
-        Either::Right(_) => {
+    let tcp = match crate::runtime::timeout(connect_timeout, connect).await {
+        Some(r) => r.map_err(|e| format!("cannot connect to {url}: {e}"))?,
+        None => {
             return Err(format!(
                 "cannot connect to {url}: no connection within {} s",
                 connect_timeout.as_secs()

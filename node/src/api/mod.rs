@@ -20,7 +20,7 @@ use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use futures::{
-    future::{self, Either},
+    future::{self},
     StreamExt,
 };
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
@@ -240,14 +240,9 @@ async fn run(
                 };
                 (route.handler)(ctx, req).await
             };
-            match future::select(
-                std::pin::pin!(work),
-                async_io::Timer::after(REQUEST_TIMEOUT),
-            )
-            .await
-            {
-                Either::Left((r, _)) => r,
-                Either::Right(_) => Err(ApiError::new(
+            match crate::runtime::timeout(REQUEST_TIMEOUT, work).await {
+                Some(r) => r,
+                None => Err(ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     format!(
                         "the request was not read and answered within {} s",

@@ -13,7 +13,6 @@
 //! ```
 
 use std::{
-    future::Future,
     io::Write as _,
     pin::pin,
     sync::{
@@ -365,15 +364,6 @@ fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
     })
 }
 
-/// `Some(out)` unless `limit` passed first.
-async fn within<T>(limit: Duration, fut: impl Future<Output = T>) -> Option<T> {
-    let fut = pin!(fut);
-    match futures::future::select(fut, Timer::after(limit)).await {
-        futures::future::Either::Left((t, _)) => Some(t),
-        futures::future::Either::Right(_) => None,
-    }
-}
-
 /// A live connection: its stream control and the handle that stops its swarm task.
 struct Conn {
     control: libp2p_stream::Control,
@@ -435,7 +425,7 @@ async fn connect_once(
             }
         }
     }));
-    match within(Duration::from_secs(30), ready_rx).await {
+    match crate::runtime::timeout(Duration::from_secs(30), ready_rx).await {
         Some(Ok(Ok(()))) => Ok(Conn {
             control,
             peer,
@@ -608,7 +598,7 @@ async fn worker(
             &shared.requests[i as usize % shared.requests.len()]
         };
         let t = Instant::now();
-        let out = within(
+        let out = crate::runtime::timeout(
             timeout,
             one_request(&mut control, peer, protocol.clone(), &workload, request),
         )

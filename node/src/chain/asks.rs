@@ -18,7 +18,7 @@ use dealport_core::{
 };
 
 use super::lotus::{LotusClient, RpcError};
-use crate::cluster::LeaderTask;
+use crate::runtime::LeaderTask;
 
 /// How long a signed ask stays valid, in epochs (go-fil-markets' `DefaultDuration`).
 pub const ASK_DURATION_EPOCHS: i64 = 1_000_000;

@@ -9,7 +9,6 @@
 
 use std::{
     collections::HashMap,
-    future::Future,
     str::FromStr,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -28,7 +27,7 @@ use serde_json::{json, Value};
 use smol_hyper::rt::FuturesIo;
 
 use super::{ChainFactsSource, ChainFuture};
-use crate::config::LotusConfig;
+use crate::{config::LotusConfig, runtime};
 
 /// The market actor, sender of the simulated `AuthenticateMessage` call.
 pub const MARKET_ACTOR_ID: u64 = 5;
@@ -194,14 +193,6 @@ impl Endpoint {
     }
 }
 
-/// `fut`, or `None` once `deadline` has passed.
-async fn until<F: Future>(deadline: Instant, fut: F) -> Option<F::Output> {
-    match future::select(std::pin::pin!(fut), async_io::Timer::at(deadline)).await {
-        Either::Left((out, _)) => Some(out),
-        Either::Right(_) => None,
-    }
-}
-
 /// A tipset key as Lotus writes it: the block CIDs, in order.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TipsetKey(pub Vec<String>);
@@ -356,7 +347,7 @@ impl LotusClient {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let body = json!({ "jsonrpc": "2.0", "method": full, "params": params, "id": id });
         let limit = self.call_timeout;
-        let answer = until(
+        let answer = runtime::deadline(
             Instant::now() + limit,
             self.post(body.to_string().into_bytes()),
         )
@@ -798,7 +789,7 @@ impl LotusChain {
                 tracing::warn!(deal = %params.deal_uuid, "chain: {what}: {e}");
             }
         };
-        let head = match until(deadline, self.head()).await {
+        let head = match runtime::deadline(deadline, self.head()).await {
             Some(Ok(h)) => h,
             Some(Err(e)) => {
                 tracing::warn!(deal = %params.deal_uuid, "chain: head: {e}");
@@ -854,10 +845,10 @@ impl LotusChain {
             r.ok()
         };
         let (ka, bounds, balance, datacap) = futures::join!(
-            until(deadline, key_and_auth),
-            until(deadline, bounds),
-            until(deadline, balance),
-            until(deadline, datacap),
+            runtime::deadline(deadline, key_and_auth),
+            runtime::deadline(deadline, bounds),
+            runtime::deadline(deadline, balance),
+            runtime::deadline(deadline, datacap),
         );
         if [
             ka.is_none(),
@@ -891,7 +882,7 @@ impl ChainFactsSource for LotusChain {
 
     fn head_epoch(&self) -> ChainFuture<'_, Option<i64>> {
         Box::pin(async move {
-            match until(Instant::now() + self.budget, self.head()).await {
+            match runtime::deadline(Instant::now() + self.budget, self.head()).await {
                 Some(Ok(h)) => Some(h.height),
                 Some(Err(e)) => {
                     tracing::warn!("chain: head: {e}");
@@ -904,7 +895,7 @@ impl ChainFactsSource for LotusChain {
 
     fn account_key<'a>(&'a self, addr: &'a Address) -> ChainFuture<'a, Option<Address>> {
         Box::pin(async move {
-            match until(Instant::now() + self.budget, self.key_of(addr, None)).await {
+            match runtime::deadline(Instant::now() + self.budget, self.key_of(addr, None)).await {
                 Some(Ok(k)) => Some(k),
                 Some(Err(e)) => {
                     tracing::warn!(%addr, "chain: StateAccountKey: {e}");

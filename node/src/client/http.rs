@@ -102,11 +102,9 @@ async fn timed<T>(
     what: String,
     f: impl std::future::Future<Output = T>,
 ) -> Result<T, ClientError> {
-    let f = std::pin::pin!(f);
-    match futures::future::select(f, async_io::Timer::after(limit)).await {
-        futures::future::Either::Left((t, _)) => Ok(t),
-        futures::future::Either::Right(_) => Err(ClientError::Timeout(what)),
-    }
+    crate::runtime::timeout(limit, f)
+        .await
+        .ok_or(ClientError::Timeout(what))
 }
 
 /// Send `body` with `method` to `path`; the status code and body of the answer.

@@ -3,9 +3,9 @@
 //! The swarm runs without an executor: its connection tasks are polled by whichever
 //! future of this module is being awaited, so the client needs no runtime of its own.
 
+use crate::runtime::timeout;
 use std::{future::Future, pin::pin, task::Poll, time::Duration};
 
-use async_io::Timer;
 use dealport_core::wire::framer::{Frame, Framer, DEFAULT_MAX_ITEM};
 use futures::{future::poll_fn, AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::{
@@ -80,15 +80,6 @@ async fn drive<T>(
     .await
 }
 
-/// `Some(out)` unless `limit` passed first.
-async fn within<T>(limit: Duration, fut: impl Future<Output = T>) -> Option<T> {
-    let fut = pin!(fut);
-    match futures::future::select(fut, Timer::after(limit)).await {
-        futures::future::Either::Left((t, _)) => Some(t),
-        futures::future::Either::Right(_) => None,
-    }
-}
-
 /// A connection to one provider.
 pub(crate) struct Session {
     swarm: Swarm<ClientBehaviour>,
@@ -140,7 +131,7 @@ impl Session {
         swarm
             .dial(opts)
             .map_err(|e| unreachable(super::dial_error_sentence(&e)))?;
-        let outcome = within(
+        let outcome = timeout(
             timeouts.connect,
             wait_for(&mut swarm, &mut seen, |s| {
                 s.connected.is_some() || s.dial_error.is_some()
@@ -159,7 +150,7 @@ impl Session {
             (None, None) => unreachable!("wait_for returned without an outcome"),
         };
         // Boost's client waits for identify before opening streams; so do we, briefly.
-        let _ = within(
+        let _ = timeout(
             timeouts.identify,
             wait_for(&mut swarm, &mut seen, |s| {
                 s.identify.is_some() || s.identify_error.is_some() || s.closed.is_some()
@@ -229,7 +220,7 @@ impl Session {
             reason: format!("{what}: {}", super::io_sentence(&e)),
         };
         drive(swarm, seen, async {
-            let mut stream = match within(t.write, control.open_stream(peer, proto)).await {
+            let mut stream = match timeout(t.write, control.open_stream(peer, proto)).await {
                 None => {
                     return Err(ClientError::Timeout(format!(
                         "the provider did not open a {protocol} stream within {} s",
@@ -250,7 +241,7 @@ impl Session {
                 }
                 Some(Ok(s)) => s,
             };
-            let wrote = within(t.write, async {
+            let wrote = timeout(t.write, async {
                 stream.write_all(request).await?;
                 stream.flush().await
             })
@@ -265,7 +256,7 @@ impl Session {
                 Some(Err(e)) => return Err(io("sending the request", e)),
                 Some(Ok(())) => {}
             }
-            let read = within(t.read, read_one_item(&mut stream)).await;
+            let read = timeout(t.read, read_one_item(&mut stream)).await;
             let out = match read {
                 None => {
                     return Err(ClientError::Timeout(format!(
@@ -275,7 +266,7 @@ impl Session {
                 }
                 Some(r) => r?,
             };
-            let _ = within(Duration::from_secs(1), stream.close()).await;
+            let _ = timeout(Duration::from_secs(1), stream.close()).await;
             Ok(out)
         })
         .await

@@ -3,11 +3,12 @@
 //! async-net, rustls (ring, webpki roots) for https; the address comes from
 //! [`super::ssrf`], and redirects are refused (a redirect could point anywhere, and
 //! Boost's client-side URL is expected to be the data itself).
+use crate::runtime::timeout;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use dealport_core::wire::HttpRequest;
-use futures::future::{self, AbortHandle, Either};
+use futures::future::{self, AbortHandle};
 use http::{header, Request, StatusCode, Uri};
 use http_body_util::Empty;
 use hyper::body::Incoming;
@@ -56,13 +57,6 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn within<T>(limit: Duration, f: impl std::future::Future<Output = T>) -> Option<T> {
-    match future::select(std::pin::pin!(f), async_io::Timer::after(limit)).await {
-        Either::Left((t, _)) => Some(t),
-        Either::Right(_) => None,
-    }
-}
-
 /// The URL's parts: https?, host (no brackets), port, path and query.
 fn parse_url(url: &str) -> Result<(bool, String, u16, String), FetchError> {
     let bad = |why: &str| FetchError::Fatal(format!("the transfer URL {url:?} {why}"));
@@ -98,7 +92,7 @@ async fn connect(
 ) -> Result<async_net::TcpStream, FetchError> {
     let mut last = String::from("no address");
     for a in addrs {
-        match within(limit, async_net::TcpStream::connect(*a)).await {
+        match timeout(limit, async_net::TcpStream::connect(*a)).await {
             Some(Ok(s)) => return Ok(s),
             Some(Err(e)) => last = io_sentence(&e),
             None => last = format!("no connection within {} s", limit.as_secs()),
@@ -127,7 +121,7 @@ pub async fn fetch(
     let conn: Box<dyn Conn> = if tls {
         let name = futures_rustls::rustls::pki_types::ServerName::try_from(host.clone())
             .map_err(|_| FetchError::Fatal(format!("{host:?} is not a valid TLS server name")))?;
-        let s = within(opts.connect_timeout, tls_connector().connect(name, tcp))
+        let s = timeout(opts.connect_timeout, tls_connector().connect(name, tcp))
             .await
             .ok_or_else(|| {
                 FetchError::Retry(format!("TLS handshake with {url} did not finish in time"))
@@ -164,7 +158,7 @@ pub async fn fetch(
     let request = request
         .body(Empty::new())
         .map_err(|e| FetchError::Fatal(format!("the transfer headers are not valid HTTP: {e}")))?;
-    let response = within(opts.idle_timeout, sender.send_request(request))
+    let response = timeout(opts.idle_timeout, sender.send_request(request))
         .await
         .ok_or_else(|| {
             FetchError::Retry(format!(

@@ -210,10 +210,9 @@ impl Transfers {
         .map_err(staging_error)?;
         let idle = self.settings.idle_timeout;
         loop {
-            let next = std::pin::pin!(body.next());
-            let chunk = match futures::future::select(next, async_io::Timer::after(idle)).await {
-                futures::future::Either::Left((c, _)) => c,
-                futures::future::Either::Right(_) => {
+            let chunk = match crate::runtime::timeout(idle, body.next()).await {
+                Some(c) => c,
+                None => {
                     return Err(ApiError::new(
                         StatusCode::REQUEST_TIMEOUT,
                         format!(

@@ -33,8 +33,8 @@ use dealport_core::{
 
 use crate::{
     chain::lotus::{LotusClient, MsgLookup, UnsignedMessage},
-    cluster::LeaderTask,
     config::PublishConfig,
+    runtime::LeaderTask,
     service::DealService,
 };
 

@@ -22,7 +22,7 @@ use super::{
     ingest::{Ingest, IngestError},
     Transfers,
 };
-use crate::{cluster::LeaderTask, service::ApplyError};
+use crate::{runtime::LeaderTask, service::ApplyError};
 
 /// Progress is recorded at most this often.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
@@ -289,10 +289,9 @@ async fn attempt(
     let mut body = fetched.body;
     let idle = opts.idle_timeout;
     loop {
-        let frame = std::pin::pin!(body.frame());
-        let frame = match futures::future::select(frame, async_io::Timer::after(idle)).await {
-            futures::future::Either::Left((f, _)) => f,
-            futures::future::Either::Right(_) => {
+        let frame = match crate::runtime::timeout(idle, body.frame()).await {
+            Some(f) => f,
+            None => {
                 return Err(Stop::Retry(format!(
                     "no data from {} for {} s after {} of {size} bytes",
                     req.url,

@@ -91,15 +91,6 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Rewound<T> {
     }
 }
 
-/// `fut`, or `None` once `limit` has passed.
-pub(crate) async fn timeout<F: Future>(limit: Duration, fut: F) -> Option<F::Output> {
-    use futures::future::{select, Either};
-    match select(std::pin::pin!(fut), async_io::Timer::after(limit)).await {
-        Either::Left((out, _)) => Some(out),
-        Either::Right(_) => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

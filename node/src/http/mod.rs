@@ -315,7 +315,7 @@ async fn serve_connection(state: &Arc<State>, stream: TcpStream, peer: SocketAdd
         Either::Left((r, _)) => r,
         Either::Right(_) => {
             conn.as_mut().graceful_shutdown();
-            io::timeout(Duration::from_secs(5), conn.as_mut())
+            crate::runtime::timeout(Duration::from_secs(5), conn.as_mut())
                 .await
                 .unwrap_or(Ok(()))
         }

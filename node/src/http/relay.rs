@@ -37,8 +37,8 @@ use tungstenite::{
     Message,
 };
 
-use super::io::timeout;
 use crate::metrics::Metrics;
+use crate::runtime::timeout;
 
 /// How long, after one side's close frame was forwarded, the relay waits for the other
 /// side's answer before dropping both connections.

@@ -6,12 +6,11 @@
 //! connection handler admits or refuses each negotiated stream on the spot (limits are
 //! checked synchronously) and spawns its task directly on the runtime.
 
+use crate::runtime::timeout;
 use std::{
     collections::HashMap,
     convert::Infallible,
-    future::Future,
     net::IpAddr,
-    pin::pin,
     sync::{
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex,
@@ -20,10 +19,9 @@ use std::{
     time::Duration,
 };
 
-use async_io::Timer;
 use dealport_core::wire::framer::{Frame, Framer};
 use futures::{
-    future::{self, Either, Ready},
+    future::{self, Ready},
     AsyncReadExt, AsyncWriteExt,
 };
 use libp2p::{
@@ -390,14 +388,6 @@ impl Drop for BufferShare<'_> {
     }
 }
 
-/// `Some(output)` if `fut` finishes within `limit`.
-async fn within<F: Future>(limit: Duration, fut: F) -> Option<F::Output> {
-    match future::select(pin!(fut), Timer::after(limit)).await {
-        Either::Left((out, _)) => Some(out),
-        Either::Right(_) => None,
-    }
-}
-
 /// Read exactly one CBOR item: never past its end, never waiting for EOF. The first
 /// read must return within `first_byte` (the caller bounds the whole read).
 async fn read_item(
@@ -423,7 +413,7 @@ async fn read_item(
         buf.resize(old + want, 0);
         let read = stream.read(&mut buf[old..]);
         let n = if old == 0 {
-            within(first_byte, read)
+            timeout(first_byte, read)
                 .await
                 .ok_or(StreamFailure::FirstByteTimeout(first_byte))?
         } else {
@@ -459,7 +449,7 @@ async fn serve_stream(
     let peer = slot.peer;
     let protocol = served.protocol.as_ref();
     let request = if served.reads_request {
-        let outcome = within(
+        let outcome = timeout(
             shared.read_deadline,
             read_item(
                 &mut stream,
@@ -480,7 +470,7 @@ async fn serve_stream(
             Ok(r) => r,
             Err(f) => {
                 shared.fail(protocol, peer, f);
-                let _ = within(shared.write_deadline, stream.close()).await;
+                let _ = timeout(shared.write_deadline, stream.close()).await;
                 return;
             }
         }
@@ -500,7 +490,7 @@ async fn serve_stream(
         }
         stream.close().await
     };
-    match within(shared.write_deadline, write).await {
+    match timeout(shared.write_deadline, write).await {
         Some(Ok(())) => {}
         Some(Err(e)) if reply.is_some() => shared.fail(protocol, peer, StreamFailure::WriteIo(e)),
         Some(Err(_)) => {} // closing without reply; the peer may have gone already

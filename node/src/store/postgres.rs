@@ -30,10 +30,10 @@
 //! async-global-executor's threads. `runtime-smol` / `runtime-async-std` would pull the
 //! smol / async-std crates into node/, which must stay runtime-agnostic.
 
-use std::{borrow::Cow, future::Future, time::Duration};
+use crate::runtime::timeout;
+use std::{borrow::Cow, time::Duration};
 
 use dealport_core::{deal::DealRecord, wire::Cid, wire::DealUuid};
-use futures::future::{select, Either};
 use sqlx::{
     migrate::{Migration, MigrationType, Migrator},
     postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow},
@@ -166,15 +166,6 @@ impl Fail {
     }
 }
 
-/// `fut`, or `None` after `limit`.
-async fn timed<T>(limit: Duration, fut: impl Future<Output = T>) -> Option<T> {
-    let fut = std::pin::pin!(fut);
-    match select(fut, async_io::Timer::after(limit)).await {
-        Either::Left((v, _)) => Some(v),
-        Either::Right(_) => None,
-    }
-}
-
 /// The back-off before retry number `attempt` (0-based): base * 2^attempt, capped, ±50 %.
 fn backoff(opts: &PostgresOptions, attempt: u32) -> Duration {
     let exp = opts
@@ -192,7 +183,7 @@ macro_rules! with_retry {
         let store: &PostgresStore = $store;
         let mut attempt = 0u32;
         loop {
-            let outcome = match timed(store.opts.attempt_timeout, $body).await {
+            let outcome = match timeout(store.opts.attempt_timeout, $body).await {
                 Some(r) => r,
                 None => Err(Fail::TimedOut),
             };
@@ -386,7 +377,7 @@ impl PostgresStore {
                 .map_err(|e| open(format!("{describe}: migrations: {e}")))?;
             Ok::<_, StoreError>(pool)
         };
-        let pool = timed(opts.connect_timeout, connecting)
+        let pool = timeout(opts.connect_timeout, connecting)
             .await
             .ok_or_else(|| {
                 open(format!(
