@@ -23,7 +23,7 @@ use crate::{
         asks::AskSigner, lotus::LotusClient, ChainFactsSource, LotusChain, MinerInfoUpdater,
         OfflineChain,
     },
-    cluster::{default_node_id, Duties, LeaseGate, LeaseLoop},
+    cluster::{default_node_id, Duties, LeaseLoop},
     config::{is_postgres_url, ChainMode, Config},
     exec::{
         publish::{PublishSettings, Publisher},
@@ -35,7 +35,7 @@ use crate::{
     mk12_http::Mk12Http,
     runtime::{LeaderTask, Runtime},
     service::{DealService, ServiceConfig},
-    store::{sled::SledStore, Store, StoreError, StoredDeal},
+    store::{sled::SledStore, LeaseGate, Store, StoreError, StoredDeal},
 };
 
 /// What a runtime shell hands to the app.

@@ -12,7 +12,7 @@ use dealport_node::{
         cli::{execute, ClientCommand},
         ClientError, DataTransfer, DealProtocol, DealSpec, Target, Wallet,
     },
-    front_door::FrontDoor,
+    front_door::{FrontDoor, Role, RunningHost},
     http::{self, HttpConfig},
     mk12_http::Mk12Http,
     p2p::{Host, HostConfig, HostHandle, Keypair, Multiaddr},
@@ -211,7 +211,12 @@ fn start_node() -> Node {
     let ws = addrs.iter().find(|a| is_ws(a)).unwrap().clone();
     let door = FrontDoor::new(peer, store, metrics.clone(), Mk12Http::new(service, 50));
     // This node runs the host (the MK12 routes refuse on a standby); no relay is dialled.
-    door.set_relay_target(Some("127.0.0.1:9".parse().unwrap()));
+    door.set_role(Role {
+        generation: 1,
+        host: Some(RunningHost {
+            relay: Some("127.0.0.1:9".parse().unwrap()),
+        }),
+    });
     let http = futures::executor::block_on(http::start(
         runtime(),
         HttpConfig {

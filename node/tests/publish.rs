@@ -20,9 +20,8 @@ use dealport_core::{
 };
 use dealport_node::{
     chain::lotus::{Endpoint, LotusClient},
-    cluster::LeaseGate,
     exec::publish::{PublishSettings, Publisher, Round, INTENT_STATE},
-    store::Fence,
+    store::{Fence, LeaseGate},
 };
 use dealport_testkit::fake_lotus::FakeLotus;
 use serde_json::{json, Value};

@@ -12,7 +12,10 @@ use dealport_node::{
     config::Config,
     metrics::Metrics,
     service::{DealService, ServiceConfig, SAVE_FAILED},
-    store::{sled::SledStore, Inserted, Store, StoreError, StoreFuture},
+    store::{
+        sled::SledStore, Fence, Inserted, LeaseGrant, LeaseRead, RelayTarget, Store, StoreError,
+        StoreFuture,
+    },
 };
 
 mod common;
@@ -212,6 +215,62 @@ impl Store for HookedStore {
     }
     fn describe(&self) -> String {
         "hooked sled".into()
+    }
+    fn insert_new_deal_fenced<'a>(
+        &'a self,
+        fence: &'a Fence,
+        deal: &'a DealRecord,
+    ) -> StoreFuture<'a, Inserted> {
+        if self.fail_inserts {
+            return Box::pin(async { Err(StoreError::Backend("disk full".into())) });
+        }
+        self.inner.insert_new_deal_fenced(fence, deal)
+    }
+    fn update_deal_fenced<'a>(
+        &'a self,
+        fence: &'a Fence,
+        deal: &'a DealRecord,
+    ) -> StoreFuture<'a, ()> {
+        self.inner.update_deal_fenced(fence, deal)
+    }
+    fn read_lease(&self) -> StoreFuture<'_, LeaseRead> {
+        self.inner.read_lease()
+    }
+    fn try_acquire<'a>(
+        &'a self,
+        node: &'a str,
+        expect_generation: Option<u64>,
+        ttl: Duration,
+    ) -> StoreFuture<'a, Option<LeaseGrant>> {
+        self.inner.try_acquire(node, expect_generation, ttl)
+    }
+    fn renew<'a>(&'a self, fence: &'a Fence, ttl: Duration) -> StoreFuture<'a, Option<LeaseGrant>> {
+        self.inner.renew(fence, ttl)
+    }
+    fn release<'a>(&'a self, fence: &'a Fence) -> StoreFuture<'a, bool> {
+        self.inner.release(fence)
+    }
+    fn set_local_listen<'a>(
+        &'a self,
+        fence: &'a Fence,
+        local_listen: &'a str,
+        announce: &'a [String],
+    ) -> StoreFuture<'a, ()> {
+        self.inner.set_local_listen(fence, local_listen, announce)
+    }
+    fn leader_state<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
+        self.inner.leader_state(name)
+    }
+    fn put_leader_state<'a>(
+        &'a self,
+        fence: &'a Fence,
+        name: &'a str,
+        value: &'a [u8],
+    ) -> StoreFuture<'a, ()> {
+        self.inner.put_leader_state(fence, name, value)
+    }
+    fn relay_target(&self) -> StoreFuture<'_, Option<RelayTarget>> {
+        self.inner.relay_target()
     }
 }
 

@@ -23,7 +23,7 @@ use dealport_core::{
 use dealport_node::{
     api::{Api, ApiContext},
     exec::{runner, TransferSettings, Transfers},
-    front_door::FrontDoor,
+    front_door::{FrontDoor, Role, RunningHost},
     http,
     mk12_http::Mk12Http,
 };
@@ -658,7 +658,12 @@ async fn api_node(token: &str) -> ApiNode {
         .with_api(api),
     );
     // As the lease holder does once its host runs.
-    front.set_relay_target(Some("127.0.0.1:9".parse().unwrap()));
+    front.set_role(Role {
+        generation: 1,
+        host: Some(RunningHost {
+            relay: Some("127.0.0.1:9".parse().unwrap()),
+        }),
+    });
     let http = http::start(
         executor_runtime(),
         http::HttpConfig {
@@ -851,7 +856,7 @@ fn api_routes_answer_json_and_a_standby_refuses_writes() {
         );
 
         // A standby reads but does not write.
-        n.front.set_relay_target(None);
+        n.front.set_role(Role::default());
         let (code, body) = raw(&n, "PUT", &format!("/api/v1/deals/{offline}/data"), "t");
         assert_eq!(code, 503, "{body}");
         assert!(

@@ -21,9 +21,8 @@ use serde::Deserialize;
 
 use super::{
     deal_json, file_response, json, uuid_param, ApiContext, ApiError, ApiRequest, ApiResult, Body,
-    Route, STANDBY,
+    Route,
 };
-use crate::service::ApplyError;
 
 pub fn routes() -> Vec<Route> {
     let post = |path, handler| Route {
@@ -178,14 +177,7 @@ async fn report(ctx: Arc<ApiContext>, req: ApiRequest, what: Report) -> ApiResul
         .service
         .apply_event(uuid, event)
         .await
-        .map_err(|e| match e {
-            ApplyError::Transition(..) => ApiError::conflict(e.to_string()),
-            ApplyError::NotHolder => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, STANDBY),
-            ApplyError::Store(crate::store::StoreError::NoSuchDeal(u)) => {
-                ApiError::not_found(format!("no deal with UUID {u}"))
-            }
-            e => ApiError::internal(format!("cannot record deal {uuid}: {e}")),
-        })?;
+        .map_err(|e| ApiError::from_apply(uuid, e))?;
     tracing::info!(deal = %uuid, state = %deal.state(), "sealing system reported");
     if deal.is_done_with_staged_data() {
         ctx.transfers.drop_staged(uuid);

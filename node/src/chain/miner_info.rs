@@ -19,10 +19,7 @@ use dealport_core::{
 use libp2p::{Multiaddr, PeerId};
 
 use super::lotus::{LotusClient, RpcError, UnsignedMessage};
-use crate::{
-    cluster::LeaseGate,
-    store::{Store, StoreError},
-};
+use crate::store::{LeaseGate, Store, StoreError};
 
 /// The store key of the messages in flight ([`Store::leader_state`]).
 pub const IN_FLIGHT_STATE: &str = "miner_info_in_flight";

@@ -3,7 +3,6 @@
 //! The swarm runs without an executor: its connection tasks are polled by whichever
 //! future of this module is being awaited, so the client needs no runtime of its own.
 
-use crate::runtime::timeout;
 use std::{future::Future, pin::pin, task::Poll, time::Duration};
 
 use dealport_core::wire::framer::{Frame, Framer, DEFAULT_MAX_ITEM};
@@ -16,6 +15,7 @@ use libp2p::{
 };
 
 use super::{transport::build_client_transport, ClientError, PeerInfo, Timeouts};
+use crate::runtime::timeout;
 
 #[derive(NetworkBehaviour)]
 #[behaviour(prelude = "libp2p::swarm::derive_prelude")]

@@ -12,6 +12,7 @@
 //!   stream task:     read one item -> service.handle -> write -> close, one per stream
 //! ```
 
+pub mod addr;
 mod host;
 mod serve;
 pub mod tcp;

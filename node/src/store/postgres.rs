@@ -30,7 +30,6 @@
 //! async-global-executor's threads. `runtime-smol` / `runtime-async-std` would pull the
 //! smol / async-std crates into node/, which must stay runtime-agnostic.
 
-use crate::runtime::timeout;
 use std::{borrow::Cow, time::Duration};
 
 use dealport_core::{deal::DealRecord, wire::Cid, wire::DealUuid};
@@ -44,6 +43,7 @@ use super::{
     Fence, Inserted, LeaseGrant, LeaseRead, LeaseRow, RelayTarget, Store, StoreError, StoreFuture,
     StoredDeal,
 };
+use crate::runtime::timeout;
 
 /// Connection and retry settings.
 #[derive(Debug, Clone)]

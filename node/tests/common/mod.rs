@@ -11,12 +11,11 @@ use futures::future::{self, Either};
 
 use dealport_node::{
     chain::{ChainFactsSource, OfflineChain},
-    cluster::LeaseGate,
     config::Config,
     metrics::Metrics,
     runtime::{BoxTask, Runtime},
     service::{DealService, ServiceConfig},
-    store::{sled::SledStore, Fence, Store},
+    store::{sled::SledStore, Fence, LeaseGate, Store},
 };
 
 /// Take `store`'s lease as node "holder" and open a gate with its fence for a minute,
