@@ -9,3 +9,4 @@ pub mod conformance;
 pub mod execution_lifecycle;
 pub mod execution_transfer;
 pub mod harness;
+pub mod tcp_only;

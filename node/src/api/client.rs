@@ -21,6 +21,8 @@ use crate::{
 
 /// Largest answer read.
 const MAX_ANSWER: usize = 1 << 20;
+/// How long an upload waits for `100 Continue` before sending its body anyway.
+const CONTINUE_WAIT: Duration = Duration::from_secs(1);
 
 /// Stream `file` as deal `uuid`'s data to the node at `node` (`http(s)://host:port`).
 /// The HTTP status and the answer's body.
@@ -73,12 +75,33 @@ pub async fn import_file(
             }
         ));
     }
-    let chunks = super::files::read_chunks(runtime, f).map(|c| c.map(Frame::data));
-    let put = request(http::Method::PUT, format!("{path}/data"))
+    // `Expect: 100-continue`: the body waits for the node's go-ahead, so a node that
+    // refuses (a standby, a deal that cannot take data) is heard with its own status and
+    // sentence instead of a connection closed under a body in flight. A server that
+    // never says 100 gets the body after CONTINUE_WAIT, as curl does.
+    let (go, go_ahead) = futures::channel::oneshot::channel::<()>();
+    let go = std::sync::Mutex::new(Some(go));
+    let wait = async move {
+        let _ = crate::runtime::timeout(CONTINUE_WAIT, go_ahead).await;
+        None
+    };
+    let chunks = futures::stream::once(wait)
+        .filter_map(futures::future::ready)
+        .chain(super::files::read_chunks(runtime, f))
+        .map(|c| c.map(Frame::data));
+    let mut put = request(http::Method::PUT, format!("{path}/data"))
         .header(header::CONTENT_LENGTH, len)
         .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::EXPECT, "100-continue")
         .body(StreamBody::new(chunks))
         .map_err(|e| e.to_string())?;
+    hyper::ext::on_informational(&mut put, move |r| {
+        if r.status() == http::StatusCode::CONTINUE {
+            if let Some(go) = go.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                let _ = go.send(());
+            }
+        }
+    });
     exchange(&target, put, connect_timeout).await
 }
 
@@ -134,10 +157,17 @@ where
             .to_bytes();
         Ok((code, String::from_utf8_lossy(&body).into_owned()))
     };
-    // The connection is driven here, beside the exchange, and ends with it.
+    // The connection is driven here, beside the exchange, and ends with it. A node that
+    // answers early and closes ends the connection with an error while the answer is
+    // already in: the exchange still yields it.
     match future::select(std::pin::pin!(exchange), connection).await {
         Either::Left((r, _)) => r,
         Either::Right((Ok(()), exchange)) => exchange.await,
-        Either::Right((Err(e), _)) => Err(format!("HTTP with {url} failed: {e}")),
+        Either::Right((Err(e), exchange)) => {
+            match crate::runtime::timeout(connect_timeout, exchange).await {
+                Some(Ok(answer)) => Ok(answer),
+                _ => Err(format!("HTTP with {url} failed: {e}")),
+            }
+        }
     }
 }
