@@ -15,8 +15,7 @@ use dealport_node::{
     service::DealService,
 };
 
-mod common;
-use common::{a4_config, golden, runtime, service_on_sled, ServiceOnSled};
+use dealport_testkit::node::{a4_config, golden, runtime, service_on_sled, ServiceOnSled};
 
 struct Node {
     door: Arc<FrontDoor>,

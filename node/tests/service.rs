@@ -18,8 +18,7 @@ use dealport_node::{
     },
 };
 
-mod common;
-use common::{a4_config, golden, ThreadRuntime};
+use dealport_testkit::node::{a4_config, golden, ThreadRuntime};
 
 /// Proposals in these tests arrive as on `/fil/storage/mk/1.2.1`.
 const DEAL: &str = "/fil/storage/mk/1.2.1";

@@ -2,7 +2,6 @@
 //! server the test controls (testkit's `DataServer`, real sockets on 127.0.0.1) into a
 //! real staging dir on a real sled store, and offline data comes in through the real
 //! HTTP API. Every case waits for the deal's outcome with bounded polling.
-mod common;
 
 use std::{
     collections::BTreeMap,
@@ -13,7 +12,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{a4_config, executor_runtime, golden, run, service_on_sled, ServiceOnSled};
 use dealport_core::{
     commp::{piece_cid, CommP},
     deal::{Checkpoint, DealEvent, DealRecord},
@@ -28,6 +26,9 @@ use dealport_node::{
     mk12_http::Mk12Http,
 };
 use dealport_testkit::data_server::{DataServer, Declare, Serve};
+use dealport_testkit::node::{
+    a4_config, executor_runtime, golden, run, service_on_sled, ServiceOnSled,
+};
 use futures::future::{AbortHandle, Abortable};
 
 const MIB: usize = 1 << 20;
@@ -682,7 +683,7 @@ async fn import_err(n: &ApiNode, token: &str, uuid: DealUuid, bytes: &[u8]) -> S
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("data.car");
     std::fs::write(&file, bytes).unwrap();
-    dealport_node::api::client::import_file(
+    dealport_client::import::import_file(
         executor_runtime(),
         &format!("http://{}", n.http.local_addr()),
         token,
@@ -703,7 +704,7 @@ async fn import(
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("data.car");
     std::fs::write(&file, bytes).unwrap();
-    let (code, body) = dealport_node::api::client::import_file(
+    let (code, body) = dealport_client::import::import_file(
         executor_runtime(),
         &format!("http://{}", n.http.local_addr()),
         token,

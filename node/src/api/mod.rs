@@ -9,7 +9,6 @@
 //!
 //! Adding routes from another file is one line in [`routes`].
 
-pub mod client;
 mod deals;
 pub mod files;
 mod sealing;

@@ -15,7 +15,7 @@ use smol_hyper::rt::FuturesIo;
 
 use super::ssrf;
 use crate::{
-    client::{http::tls_connector, http::Conn, io_sentence},
+    outbound::{io_sentence, tls_connector, Conn},
     runtime::{timeout, Runtime},
 };
 

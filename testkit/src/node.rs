@@ -1,5 +1,6 @@
-//! Helpers shared by the node's integration tests.
-#![allow(dead_code)] // each test file uses a different subset
+//! Fixtures for tests that drive the node library in-process (node/'s and client/'s
+//! integration tests): the one test runtime, A4's configuration, a deal service on sled,
+//! a held lease, bounded test steps.
 
 use std::{
     sync::{Arc, OnceLock},
@@ -9,6 +10,7 @@ use std::{
 use async_io::Timer;
 use futures::future::{self, Either};
 
+pub use crate::golden::golden;
 use dealport_node::{
     chain::{ChainFactsSource, OfflineChain},
     config::Config,
@@ -97,17 +99,6 @@ pub async fn within<F: std::future::Future>(limit: Duration, f: F) -> F::Output 
         Either::Left((out, _)) => out,
         Either::Right(_) => panic!("step did not finish within {limit:?}"),
     }
-}
-
-/// A golden vector's bytes from core's test data.
-pub fn golden(name: &str) -> Vec<u8> {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../core/tests/data/mk12-golden.json"
-    ))
-    .unwrap();
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    hex::decode(v["vectors"][name]["hex"].as_str().unwrap()).unwrap()
 }
 
 /// The configuration under which golden vector A4 is accepted.

@@ -4,14 +4,13 @@
 use std::{sync::Arc, time::Duration};
 
 use clap::Parser;
+use dealport_client::{
+    self as client,
+    cli::{execute, ClientCommand},
+    ClientError, DataTransfer, DealProtocol, DealSpec, Target, Wallet,
+};
 use dealport_core::wire::{Address, Cbor, Cid, DealUuid, TokenAmount};
 use dealport_node::{
-    app::{Cli, Command},
-    client::{
-        self,
-        cli::{execute, ClientCommand},
-        ClientError, DataTransfer, DealProtocol, DealSpec, Target, Wallet,
-    },
     front_door::{FrontDoor, Role, RunningHost},
     http::{self, HttpConfig},
     mk12_http::Mk12Http,
@@ -19,8 +18,7 @@ use dealport_node::{
 };
 use libp2p::multiaddr::Protocol;
 
-mod common;
-use common::{a4_config, golden, runtime, service_on_sled, ServiceOnSled};
+use dealport_testkit::node::{a4_config, golden, runtime, service_on_sled, ServiceOnSled};
 
 /// `lotus wallet export` of the golden secp256k1 client (secret = sha256("mk12 example
 /// secp256k1 client")).
@@ -377,13 +375,17 @@ fn rejection_and_unreachable_are_sentences() {
 
 // ------------------------------------------------------------ the CLI entry
 
+/// `dealport client <args…>` as the binary parses it.
+#[derive(Debug, Parser)]
+struct ClientCli {
+    #[command(subcommand)]
+    command: ClientCommand,
+}
+
 fn client_command(args: &[&str]) -> ClientCommand {
-    let mut argv = vec!["dealport", "client"];
+    let mut argv = vec!["dealport client"];
     argv.extend_from_slice(args);
-    match Cli::try_parse_from(argv).unwrap().command {
-        Command::Client { command } => command,
-        other => panic!("parsed as {other:?}"),
-    }
+    ClientCli::try_parse_from(argv).unwrap().command
 }
 
 #[test]

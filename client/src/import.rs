@@ -1,4 +1,4 @@
-//! The API's client side for `dealport deals import`: stream a file to
+//! The node API's client side for `dealport deals import`: stream a file to
 //! `PUT /api/v1/deals/<uuid>/data` (hyper's HTTP/1.1 client, the file read in 1 MiB
 //! chunks on the blocking pool) and read the JSON answer.
 use std::{path::Path, sync::Arc, time::Duration};
@@ -14,10 +14,12 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use smol_hyper::rt::FuturesIo;
 
-use crate::{
-    client::http::{tls_connector, Conn, HttpTarget},
+use dealport_node::{
+    outbound::{tls_connector, Conn},
     runtime::Runtime,
 };
+
+use crate::http::HttpTarget;
 
 /// Largest answer read.
 const MAX_ANSWER: usize = 1 << 20;
@@ -82,12 +84,12 @@ pub async fn import_file(
     let (go, go_ahead) = futures::channel::oneshot::channel::<()>();
     let go = std::sync::Mutex::new(Some(go));
     let wait = async move {
-        let _ = crate::runtime::timeout(CONTINUE_WAIT, go_ahead).await;
+        let _ = dealport_node::runtime::timeout(CONTINUE_WAIT, go_ahead).await;
         None
     };
     let chunks = futures::stream::once(wait)
         .filter_map(futures::future::ready)
-        .chain(super::files::read_chunks(runtime, f))
+        .chain(dealport_node::api::files::read_chunks(runtime, f))
         .map(|c| c.map(Frame::data));
     let mut put = request(http::Method::PUT, format!("{path}/data"))
         .header(header::CONTENT_LENGTH, len)
@@ -118,7 +120,7 @@ where
 {
     let url = target.url(request.uri().path());
     let connect = async_net::TcpStream::connect((target.host.as_str(), target.port));
-    let tcp = match crate::runtime::timeout(connect_timeout, connect).await {
+    let tcp = match dealport_node::runtime::timeout(connect_timeout, connect).await {
         Some(r) => r.map_err(|e| format!("cannot connect to {url}: {e}"))?,
         None => {
             return Err(format!(
@@ -164,7 +166,7 @@ where
         Either::Left((r, _)) => r,
         Either::Right((Ok(()), exchange)) => exchange.await,
         Either::Right((Err(e), exchange)) => {
-            match crate::runtime::timeout(connect_timeout, exchange).await {
+            match dealport_node::runtime::timeout(connect_timeout, exchange).await {
                 Some(Ok(answer)) => Ok(answer),
                 _ => Err(format!("HTTP with {url} failed: {e}")),
             }

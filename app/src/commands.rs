@@ -1,0 +1,288 @@
+//! The commands besides `run`: `init`, `info`, `deals` (list, show, import through the
+//! running node's API) and `chain check`.
+
+use std::{path::Path, time::Duration};
+
+use dealport_core::wire::DealUuid;
+use dealport_node::{
+    config::{ChainMode, Config},
+    identity,
+    store::{sled::SledStore, StoreError, StoredDeal},
+};
+use libp2p::Multiaddr;
+
+use crate::{
+    files::{
+        create_private_dir, default_data_dir, locate, open_store, open_store_spec,
+        write_peer_id_file, write_private_file,
+    },
+    run::{lotus_chain, miner_list},
+    CmdResult, DealsCommand, Fail, Location, Shell,
+};
+
+pub(crate) async fn init(shell: Shell, at: Location) -> CmdResult {
+    let dir = at.data_dir.clone().unwrap_or_else(default_data_dir);
+    create_private_dir(&dir)?;
+    let path = at.config.clone().unwrap_or_else(|| dir.join("config.toml"));
+    if path.exists() {
+        eprintln!("config {} already exists; left unchanged", path.display());
+    } else {
+        write_private_file(&path, &dealport_node::config::template())?;
+        eprintln!("wrote config {}", path.display());
+    }
+    let store = open_store(&shell, &dir)?;
+    let (key, created) = identity::load_or_create(&*store).await?;
+    let peer = key.public().to_peer_id();
+    write_peer_id_file(&dir, &peer);
+    eprintln!(
+        "{} identity in {}",
+        if created {
+            "created a new"
+        } else {
+            "kept the existing"
+        },
+        store.describe()
+    );
+    println!("{peer}");
+    Ok(())
+}
+
+pub(crate) async fn chain_check(shell: Shell, at: Location, json: bool) -> CmdResult {
+    let (dir, path, config) = locate(&at)?;
+    let config = config.ok_or_else(|| Fail(format!("no config file at {}", path.display())))?;
+    if config.chain.mode != ChainMode::Lotus {
+        return Err(Fail(format!(
+            "config file {}: `chain check` needs `chain.mode = \"lotus\"`",
+            path.display()
+        )));
+    }
+    let peer = match SledStore::open(&dir, shell.runtime.clone()) {
+        Ok(store) => identity::load(&store)
+            .await?
+            .map(|k| k.public().to_peer_id()),
+        Err(StoreError::InUse(_)) => std::fs::read_to_string(dir.join("peer-id"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok()),
+        Err(e) => return Err(e.into()),
+    }
+    .ok_or_else(|| Fail("no identity yet: run `dealport init` first".to_owned()))?;
+    let lotus = lotus_chain(&config, &path)?;
+    let plans = dealport_node::chain::check::plan(
+        &lotus.client(),
+        &miner_list(&config),
+        &peer,
+        &config.libp2p.announce,
+    )
+    .await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&plans)?);
+        return Ok(());
+    }
+    println!("our PeerID: {peer}");
+    for p in &plans {
+        println!("{}:", p.miner);
+        if let Some(e) = &p.error {
+            println!("  cannot read StateMinerInfo: {e}");
+            continue;
+        }
+        println!(
+            "  on chain: PeerID {}",
+            p.on_chain_peer_id.as_deref().unwrap_or("(none)")
+        );
+        println!("  on chain: multiaddrs {:?}", p.on_chain_multiaddrs);
+        if p.disabled {
+            println!("  disabled in the config: nothing would be sent");
+        } else if p.would_send.is_empty() {
+            println!("  up to date: nothing would be sent");
+        }
+        for m in &p.would_send {
+            println!(
+                "  would send {} (method {}) from {} to {}, params {}",
+                m.change, m.method, m.from, m.to, m.params_hex
+            );
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn info(shell: Shell, at: Location, json: bool) -> CmdResult {
+    let (dir, path, config) = locate(&at)?;
+    let have_config = config.is_some();
+    let config = config.unwrap_or_default();
+    let (peer, store_state) = match SledStore::open(&dir, shell.runtime.clone()) {
+        Ok(store) => match identity::load(&store).await? {
+            Some(k) => (Some(k.public().to_peer_id().to_string()), "ok".to_owned()),
+            None => (None, "no identity yet (run `dealport init`)".to_owned()),
+        },
+        Err(e @ StoreError::InUse(_)) => {
+            let peer = std::fs::read_to_string(dir.join("peer-id"))
+                .ok()
+                .map(|s| s.trim().to_owned());
+            (peer, format!("in use: {e}"))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let store_path = SledStore::path_in(&dir);
+    let strs = |v: &[Multiaddr]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+    if json {
+        let v = serde_json::json!({
+            "peer_id": peer,
+            "data_dir": dir,
+            "config": path,
+            "config_exists": have_config,
+            "store": store_path,
+            "store_state": store_state,
+            "listen": strs(&config.libp2p.listen),
+            "announce": strs(&config.libp2p.announce),
+            "http_listen": config.http.listen.to_string(),
+            "chain_mode": format!("{:?}", config.chain.mode).to_lowercase(),
+            "network": config.chain.network.name(),
+            "miners": config.miners.iter().map(|m| m.address.to_string()).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("PeerID:   {}", peer.as_deref().unwrap_or("(none)"));
+        println!("data dir: {}", dir.display());
+        println!(
+            "config:   {}{}",
+            path.display(),
+            if have_config {
+                ""
+            } else {
+                " (missing: defaults shown)"
+            }
+        );
+        println!("store:    {} ({store_state})", store_path.display());
+        println!("listen:   {}", strs(&config.libp2p.listen).join(" "));
+        println!("announce: {}", strs(&config.libp2p.announce).join(" "));
+        println!("http:     {} (not served yet)", config.http.listen);
+        println!(
+            "chain:    {:?} ({})",
+            config.chain.mode,
+            config.chain.network.name()
+        );
+        println!(
+            "miners:   {}",
+            config
+                .miners
+                .iter()
+                .map(|m| m.address.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
+    Ok(())
+}
+
+pub(crate) async fn deals(shell: Shell, at: Location, command: DealsCommand) -> CmdResult {
+    let (dir, path, config) = locate(&at)?;
+    // Through the running node's API: it holds the store.
+    if let DealsCommand::Import { uuid, file, node } = command {
+        let config = config.ok_or_else(|| {
+            Fail(format!(
+                "no config file at {}: the API token is read from it",
+                path.display()
+            ))
+        })?;
+        return import(shell, &config, &path, &uuid, &file, node).await;
+    }
+    // The config's store: the cluster's database when `store` is a postgres:// URL.
+    let spec = config.map_or_else(|| "sled".to_owned(), |c| c.store);
+    let store = open_store_spec(&shell, &dir, &spec).await?;
+    match command {
+        DealsCommand::List { json } => {
+            let deals = store.list_deals().await?;
+            if json {
+                let v: Vec<_> = deals.iter().map(StoredDeal::from_record).collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            println!(
+                "{:<36}  {:<20}  {:<44}  {:>14}  CREATED (UTC)",
+                "UUID", "STATE", "CLIENT", "PIECE SIZE"
+            );
+            for d in &deals {
+                let p = &d.params.client_deal_proposal.proposal;
+                println!(
+                    "{:<36}  {:<20}  {:<44}  {:>14}  {}",
+                    d.uuid.to_string(),
+                    d.state().to_string(),
+                    p.client.to_string(),
+                    p.piece_size,
+                    dealport_core::accept::go_time_utc(d.created_at_unix_nanos)
+                );
+            }
+            eprintln!("{} deal(s)", deals.len());
+        }
+        DealsCommand::Import { .. } => unreachable!("handled above"),
+        DealsCommand::Show { uuid } => {
+            let id = DealUuid::parse(&uuid)
+                .map_err(|e| Fail(format!("{uuid:?} is not a deal UUID: {e}")))?;
+            let d = store
+                .deal_by_uuid(id)
+                .await?
+                .ok_or_else(|| Fail(format!("no deal with UUID {id} in {}", store.describe())))?;
+            let v = dealport_node::api::deal_json(&d);
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+    }
+    Ok(())
+}
+
+/// `dealport deals import`: stream the file to the node, print the outcome as a sentence.
+async fn import(
+    shell: Shell,
+    config: &Config,
+    path: &Path,
+    uuid: &str,
+    file: &Path,
+    node: Option<String>,
+) -> CmdResult {
+    let id =
+        DealUuid::parse(uuid).map_err(|e| Fail(format!("{uuid:?} is not a deal UUID: {e}")))?;
+    if config.api.token.is_empty() {
+        return Err(Fail(format!(
+            "config file {} has no [api] token: the node's API is off; set one and restart the node",
+            path.display()
+        )));
+    }
+    let node = node.unwrap_or_else(|| {
+        let mut addr = config.http.listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(match addr.ip() {
+                std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        format!("http://{addr}")
+    });
+    let (code, body) = dealport_client::import::import_file(
+        shell.runtime.clone(),
+        &node,
+        &config.api.token,
+        id,
+        file,
+        Duration::from_secs(10),
+    )
+    .await
+    .map_err(Fail)?;
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    if code == 200 {
+        println!(
+            "deal {id} imported from {}: {} bytes, piece CID {} checked; the deal is {}",
+            file.display(),
+            answer["n_bytes_received"],
+            answer["proposal"]["piece_cid"].as_str().unwrap_or("?"),
+            answer["state"].as_str().unwrap_or("?"),
+        );
+        Ok(())
+    } else {
+        let why = answer["error"]
+            .as_str()
+            .map_or_else(|| body.trim().to_owned(), str::to_owned);
+        Err(Fail(format!(
+            "import of deal {id} from {} refused by {node} (HTTP {code}): {why}",
+            file.display()
+        )))
+    }
+}

@@ -1,0 +1,171 @@
+//! Where things live: the data dir (owner-only), the config file (owner-only when it
+//! holds a token) and the store they name.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use dealport_node::{
+    config::{is_postgres_url, Config},
+    store::{
+        postgres::{PostgresOptions, PostgresStore},
+        sled::SledStore,
+        Store,
+    },
+};
+use libp2p::PeerId;
+
+use crate::{CmdResult, Fail, Location, Shell};
+
+pub(crate) fn default_data_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join(".dealport")
+}
+
+/// The data dir, the config path and the config (`None` if the file does not exist and
+/// `--config` was not given).
+pub(crate) fn locate(at: &Location) -> Result<(PathBuf, PathBuf, Option<Config>), Fail> {
+    if let Some(path) = &at.config {
+        let config = Config::load(path)?;
+        let dir = at
+            .data_dir
+            .clone()
+            .or_else(|| config.data_dir.clone())
+            .unwrap_or_else(default_data_dir);
+        return Ok((dir, path.clone(), Some(config)));
+    }
+    let dir = at.data_dir.clone().unwrap_or_else(default_data_dir);
+    let path = dir.join("config.toml");
+    let config = if path.exists() {
+        let c = Config::load(&path)?;
+        Some(c)
+    } else {
+        None
+    };
+    // A data_dir inside the default config only matters when no dir was given.
+    let dir = match (
+        &at.data_dir,
+        config.as_ref().and_then(|c| c.data_dir.clone()),
+    ) {
+        (None, Some(d)) => d,
+        _ => dir,
+    };
+    Ok((dir, path, config))
+}
+
+/// Create `dir` (and parents) with owner-only permissions on the last component.
+pub(crate) fn create_private_dir(dir: &Path) -> CmdResult {
+    if dir.exists() {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            // The identity key lives in the store inside: refuse to use it (not merely
+            // warn) while other users can get at it.
+            if let Ok(m) = std::fs::metadata(dir) {
+                let mode = m.permissions().mode() & 0o777;
+                if mode & 0o077 != 0 {
+                    return Err(Fail(format!(
+                        "data dir {} is open to other users (mode {mode:o}) and holds the identity key; run `chmod 700 {}`",
+                        dir.display(),
+                        dir.display()
+                    )));
+                }
+            }
+        }
+        return Ok(());
+    }
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(dir)
+        .map_err(|e| Fail(format!("cannot create data dir {}: {e}", dir.display())))
+}
+
+/// A config file that holds a token must not be readable by other users: the Lotus API
+/// token (a "sign" token can spend from the node's wallets) or the node's own API token
+/// (it can fail deals and read their data). The file may live outside the owner-only
+/// data dir (`--config`).
+pub(crate) fn refuse_readable_token(path: &Path, config: &Config) -> CmdResult {
+    #[cfg(unix)]
+    {
+        let held: Vec<&str> = [
+            ("chain.lotus.token", &config.chain.lotus.token),
+            ("api.token", &config.api.token),
+        ]
+        .into_iter()
+        .filter(|(_, t)| !t.is_empty())
+        .map(|(key, _)| key)
+        .collect();
+        if held.is_empty() {
+            return Ok(());
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(|e| Fail(format!("cannot read config file {}: {e}", path.display())))?
+            .permissions()
+            .mode()
+            & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(Fail(format!(
+                "config file {} holds {} and is open to other users (mode {mode:o}); run `chmod 600 {}`",
+                path.display(),
+                held.join(" and "),
+                path.display()
+            )));
+        }
+    }
+    let _ = (path, config);
+    Ok(())
+}
+
+pub(crate) fn write_private_file(path: &Path, text: &str) -> CmdResult {
+    use std::io::Write;
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    let mut f = o
+        .open(path)
+        .map_err(|e| Fail(format!("cannot create {}: {e}", path.display())))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| Fail(format!("cannot write {}: {e}", path.display())))
+}
+
+pub(crate) fn open_store(shell: &Shell, dir: &Path) -> Result<Arc<dyn Store>, Fail> {
+    Ok(Arc::new(SledStore::open(dir, shell.runtime.clone())?))
+}
+
+/// The store `spec` names: `sled` (in `dir`) or a `postgres://` URL.
+pub(crate) async fn open_store_spec(
+    shell: &Shell,
+    dir: &Path,
+    spec: &str,
+) -> Result<Arc<dyn Store>, Fail> {
+    if is_postgres_url(spec) {
+        let store = PostgresStore::connect(spec, PostgresOptions::default()).await?;
+        Ok(Arc::new(store))
+    } else if spec == "sled" {
+        open_store(shell, dir)
+    } else {
+        Err(Fail(format!(
+            "--store {spec:?} is neither \"sled\" nor a postgres:// URL"
+        )))
+    }
+}
+
+/// The PeerID is also kept in plain text beside the store, so `info` can show it while
+/// a running node holds the store's lock.
+pub(crate) fn write_peer_id_file(dir: &Path, peer: &PeerId) {
+    let _ = std::fs::write(dir.join("peer-id"), format!("{peer}\n"));
+}
