@@ -8,6 +8,9 @@
 //!
 //! Both go through [`ingest::Ingest`]: core's `Intake` rules (exact size, declared size,
 //! PieceCID), a staging file and its commitment snapshot.
+//!
+//! Layer: execution, above the service: uses `service`, `chain`, `config`, `http` (body
+//! streams), `outbound`, `runtime`. HTTP routes use it, never the other way.
 
 pub mod download;
 pub mod ingest;

@@ -6,6 +6,8 @@
 //! backend talks to a database over the network; the sled backend runs its blocking work
 //! on the runtime's blocking pool. A deal record is stored as the raw DealParams bytes
 //! plus the record fields, in the stable JSON form of [`StoredDeal`].
+//!
+//! Layer: the store, above the runtime seam: uses `runtime` only.
 
 mod fence;
 pub mod postgres;
