@@ -13,22 +13,48 @@ use libp2p::Multiaddr;
 
 use crate::{
     files::{
-        create_private_dir, default_data_dir, locate, open_store, open_store_spec,
-        write_peer_id_file, write_private_file,
+        add_miner, create_private_dir, default_data_dir, has_miner, locate, open_store,
+        open_store_spec, with_network, write_peer_id_file, write_private_file,
     },
     run::{lotus_chain, miner_list},
     CmdResult, DealsCommand, Fail, Location, Shell,
 };
 
-pub(crate) async fn init(shell: Shell, at: Location) -> CmdResult {
+pub(crate) async fn init(
+    shell: Shell,
+    at: Location,
+    miner: Option<String>,
+    network: Option<String>,
+) -> CmdResult {
     let dir = at.data_dir.clone().unwrap_or_else(default_data_dir);
     create_private_dir(&dir)?;
     let path = at.config.clone().unwrap_or_else(|| dir.join("config.toml"));
     if path.exists() {
-        eprintln!("config {} already exists; left unchanged", path.display());
+        if network.is_some() {
+            return Err(Fail(format!(
+                "config {} already exists: change `network` under [chain] in it instead",
+                path.display()
+            )));
+        }
+        if miner.is_none() {
+            eprintln!("config {} already exists; left unchanged", path.display());
+        }
     } else {
-        write_private_file(&path, &dealport_node::config::template())?;
+        let text = with_network(&dealport_node::config::template(), network.as_deref())
+            .map_err(|e| Fail(format!("--network: {e}")))?;
+        write_private_file(&path, &text)?;
         eprintln!("wrote config {}", path.display());
+    }
+    match &miner {
+        Some(m) => add_miner(&path, m)?,
+        None if !has_miner(&path) => eprintln!(
+            "no miner yet: add one with `dealport init --miner f0…{}` before taking deals",
+            at.data_dir
+                .as_ref()
+                .map(|d| format!(" --data-dir {}", d.display()))
+                .unwrap_or_default()
+        ),
+        None => {}
     }
     let store = open_store(&shell, &dir)?;
     let (key, created) = identity::load_or_create(&*store).await?;

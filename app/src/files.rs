@@ -169,3 +169,50 @@ pub(crate) async fn open_store_spec(
 pub(crate) fn write_peer_id_file(dir: &Path, peer: &PeerId) {
     let _ = std::fs::write(dir.join("peer-id"), format!("{peer}\n"));
 }
+
+/// The config template for `network` (mainnet when `None`).
+pub(crate) fn with_network(template: &str, network: Option<&str>) -> Result<String, String> {
+    match network {
+        None | Some("mainnet") => Ok(template.to_owned()),
+        Some("calibnet") => {
+            Ok(template.replacen("network = \"mainnet\"", "network = \"calibnet\"", 1))
+        }
+        Some(other) => Err(format!("{other:?} is neither mainnet nor calibnet")),
+    }
+}
+
+/// Does the config at `path` name a miner?
+pub(crate) fn has_miner(path: &Path) -> bool {
+    Config::load(path).is_ok_and(|c| !c.miners.is_empty())
+}
+
+/// Append a `[[miners]]` block for `miner` to the config at `path`, checked by parsing
+/// the result before it is written (an array-of-tables block may stand at the end).
+pub(crate) fn add_miner(path: &Path, miner: &str) -> CmdResult {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Fail(format!("cannot read config {}: {e}", path.display())))?;
+    let config = Config::parse(&text, path)?;
+    if config.miners.iter().any(|m| m.address.to_string() == miner) {
+        eprintln!("miner {miner} is already in {}", path.display());
+        return Ok(());
+    }
+    let block =
+        format!("\n[[miners]]\naddress = \"{miner}\"   # added by `dealport init --miner`\n");
+    let new_text = format!("{}\n{block}", text.trim_end());
+    Config::parse(&new_text, path).map_err(|e| {
+        Fail(format!(
+            "--miner {miner:?}: {}",
+            e.to_string()
+                .rsplit(": ")
+                .next()
+                .unwrap_or("not a miner ID address")
+        ))
+    })?;
+    let tmp = path.with_extension("toml.new");
+    let _ = std::fs::remove_file(&tmp);
+    write_private_file(&tmp, &new_text)?;
+    std::fs::rename(&tmp, path)
+        .map_err(|e| Fail(format!("cannot replace {}: {e}", path.display())))?;
+    eprintln!("added miner {miner} to {}", path.display());
+    Ok(())
+}
