@@ -14,7 +14,7 @@ use std::{
 };
 
 use dealport_client::{
-    build_deal, car::one_block_car, cli::NetworkArg, commp::commp_file, import::import_file,
+    build_deal, car::one_block_car, cli::NetworkArg, commp::commp_file, node_api::import_file,
     propose, status, status_request, wallet::KeyKind, DataTransfer, DealProtocol, DealSpec, Target,
     Wallet,
 };

@@ -164,6 +164,14 @@ pub(crate) async fn open_store_spec(
     }
 }
 
+/// Where the running node's HTTP server listens, for the commands that ask it (`deals`),
+/// also when `[http] listen` picked a random port.
+pub(crate) const HTTP_ADDRESS_FILE: &str = "http-address";
+
+pub(crate) fn write_http_address_file(dir: &Path, addr: std::net::SocketAddr) {
+    let _ = std::fs::write(dir.join(HTTP_ADDRESS_FILE), format!("http://{addr}\n"));
+}
+
 /// The PeerID is also kept in plain text beside the store, so `info` can show it while
 /// a running node holds the store's lock.
 pub(crate) fn write_peer_id_file(dir: &Path, peer: &PeerId) {

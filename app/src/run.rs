@@ -32,7 +32,8 @@ use futures::future::{self, Either};
 
 use crate::{
     files::{
-        create_private_dir, locate, open_store_spec, refuse_readable_token, write_peer_id_file,
+        create_private_dir, locate, open_store_spec, refuse_readable_token,
+        write_http_address_file, write_peer_id_file,
     },
     CmdResult, Fail, Location, Shell,
 };
@@ -73,7 +74,7 @@ pub(crate) async fn run(shell: Shell, at: Location, store_flag: Option<String>) 
     let policy = config.policy();
     let policy_buffer = policy.sealing_buffer_epochs;
     if policy.miners.is_empty() {
-        tracing::warn!("no [[miners]] configured: every proposal will be rejected");
+        tracing::warn!("no [[miners]] configured: every proposal will be rejected; add one with `dealport init --miner f0…` and restart");
     } else {
         tracing::info!(miners = ?policy.miners.iter().map(ToString::to_string).collect::<Vec<_>>(), "taking deals");
     }
@@ -192,6 +193,7 @@ pub(crate) async fn run(shell: Shell, at: Location, store_flag: Option<String>) 
         }
     };
     tracing::info!("http listening on {}", http.local_addr());
+    write_http_address_file(&dir, http.local_addr());
     if cluster && !lease.is_leader() {
         tracing::info!("standing by: another node holds the lease");
     }

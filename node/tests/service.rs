@@ -212,6 +212,13 @@ impl Store for HookedStore {
     fn list_deals(&self) -> StoreFuture<'_, Vec<DealRecord>> {
         self.inner.list_deals()
     }
+    fn list_deals_page(
+        &self,
+        after: Option<DealUuid>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<DealRecord>> {
+        self.inner.list_deals_page(after, limit)
+    }
     fn describe(&self) -> String {
         "hooked sled".into()
     }

@@ -46,8 +46,12 @@ pub fn quickstart_transcript(bin: &str) {
         &wallets,
         &["init", "--data-dir", d, "--miner", "f01000"],
     );
-    // The README's node listens on the default ports; a test takes free ones.
-    config::edit(&data, config::loopback_random_ports);
+    // The README's node listens on the default ports; a test takes free ones. The API
+    // token lets `deals list|show` ask the running node (after the transcript).
+    config::edit(&data, |t| {
+        config::loopback_random_ports(t);
+        t["api"]["token"] = "quickstart-token".into();
+    });
     let mut node = Node::start(bin, &data);
     node.wait_for(crate::harness::process::READY_LINE, Duration::from_secs(30));
     let http = node.http_addr();
@@ -101,6 +105,21 @@ pub fn quickstart_transcript(bin: &str) {
             && status.contains("Awaiting Offline Data Import"),
         "{status}"
     );
+
+    // While the node runs (and holds the sled store), `deals list|show` ask its API.
+    let listed = ok(bin, &wallets, &["deals", "list", "--data-dir", d]);
+    assert!(
+        listed.contains(uuid) && listed.contains("Accepted"),
+        "{listed}"
+    );
+    let shown: Value = serde_json::from_str(&ok(
+        bin,
+        &wallets,
+        &["deals", "show", uuid, "--data-dir", d],
+    ))
+    .expect("JSON");
+    assert_eq!(shown["uuid"], uuid, "{shown}");
+    assert_eq!(shown["checkpoint"], "Accepted", "{shown}");
 }
 
 /// `dealport demo` reaches Transferred and leaves no directory behind.

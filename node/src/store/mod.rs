@@ -123,6 +123,14 @@ pub trait Store: Send + Sync + 'static {
     /// Every deal, ordered by UUID bytes.
     fn list_deals(&self) -> StoreFuture<'_, Vec<DealRecord>>;
 
+    /// At most `limit` deals whose UUID comes after `after` (from the first when `None`),
+    /// ordered by UUID bytes: a page read by key range, never the whole table.
+    fn list_deals_page(
+        &self,
+        after: Option<DealUuid>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<DealRecord>>;
+
     /// Where the store lives (for `dealport info`).
     fn describe(&self) -> String;
 

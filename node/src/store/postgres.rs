@@ -816,6 +816,32 @@ impl Store for PostgresStore {
         })
     }
 
+    fn list_deals_page(
+        &self,
+        after: Option<DealUuid>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<DealRecord>> {
+        Box::pin(async move {
+            // PostgreSQL orders uuid values by their bytes, as the sled store does.
+            let sql = format!(
+                "SELECT {DEAL_COLUMNS} FROM deals WHERE $1::uuid IS NULL OR deals.uuid > $1::uuid \
+                 ORDER BY deals.uuid LIMIT $2"
+            );
+            let after = after.map(|u| u.to_string());
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rows = with_retry!(self, "list a page of deals", async {
+                Ok::<_, Fail>(
+                    sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                        .bind(after.clone())
+                        .bind(limit)
+                        .fetch_all(&self.pool)
+                        .await?,
+                )
+            })?;
+            rows.iter().map(DealRow::decode).collect()
+        })
+    }
+
     fn describe(&self) -> String {
         self.describe.clone()
     }

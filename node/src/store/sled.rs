@@ -13,6 +13,7 @@
 //! generation 1 at its first poll after every open, and keeps it.
 
 use std::{
+    ops::Bound,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -355,6 +356,28 @@ impl Store for SledStore {
             inner
                 .deals
                 .iter()
+                .map(|kv| {
+                    let (k, v) = kv.map_err(backend)?;
+                    StoredDeal::decode(&hex::encode(&k), &v)
+                })
+                .collect()
+        })
+    }
+
+    fn list_deals_page(
+        &self,
+        after: Option<DealUuid>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<DealRecord>> {
+        self.run(move |inner| {
+            let range = match after {
+                Some(u) => inner
+                    .deals
+                    .range((Bound::Excluded(u.0.to_vec()), Bound::Unbounded)),
+                None => inner.deals.range::<Vec<u8>, _>(..),
+            };
+            range
+                .take(limit)
                 .map(|kv| {
                     let (k, v) = kv.map_err(backend)?;
                     StoredDeal::decode(&hex::encode(&k), &v)
