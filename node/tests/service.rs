@@ -3,7 +3,7 @@
 use std::{sync::Arc, time::Duration};
 
 use dealport_core::{
-    deal::DealRecord,
+    deal::{Checkpoint, DealRecord},
     facts::ChainFacts,
     wire::{Address, Cbor, Cid, DealParams, DealResponse, DealStatusResponse, DealUuid},
 };
@@ -218,6 +218,14 @@ impl Store for HookedStore {
         limit: usize,
     ) -> StoreFuture<'_, Vec<DealRecord>> {
         self.inner.list_deals_page(after, limit)
+    }
+    fn live_deals_at(
+        &self,
+        checkpoint: Checkpoint,
+        after: Option<DealUuid>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<DealRecord>> {
+        self.inner.live_deals_at(checkpoint, after, limit)
     }
     fn describe(&self) -> String {
         "hooked sled".into()

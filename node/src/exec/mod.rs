@@ -46,6 +46,9 @@ use throttle::Throttle;
 /// periodic rescan picks them up.
 const WAKE_QUEUE: usize = 64;
 
+/// Deals a background task reads from the store's live index at once.
+pub const SCAN_PAGE: usize = 500;
+
 /// Why an import (or another request the executor serves) did not go through. The HTTP
 /// API owns the mapping to status codes.
 #[derive(Debug, thiserror::Error)]

@@ -32,7 +32,11 @@
 
 use std::{borrow::Cow, time::Duration};
 
-use dealport_core::{deal::DealRecord, wire::Cid, wire::DealUuid};
+use dealport_core::{
+    deal::{Checkpoint, DealRecord},
+    wire::Cid,
+    wire::DealUuid,
+};
 use sqlx::{
     migrate::{Migration, MigrationType, Migrator},
     postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow},
@@ -93,6 +97,13 @@ fn migrator() -> Migrator {
             Cow::Borrowed("leader state"),
             MigrationType::Simple,
             include_str!("../../migrations/0002_leader_state.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            3,
+            Cow::Borrowed("live deals by checkpoint"),
+            MigrationType::Simple,
+            include_str!("../../migrations/0003_live_deals.sql").into_sql_str(),
             false,
         ),
     ])
@@ -842,6 +853,38 @@ impl Store for PostgresStore {
         })
     }
 
+    fn live_deals_at(
+        &self,
+        checkpoint: Checkpoint,
+        after: Option<DealUuid>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<DealRecord>> {
+        Box::pin(async move {
+            if checkpoint == Checkpoint::Complete {
+                return Ok(Vec::new());
+            }
+            // The predicate repeats the partial index's, so the planner uses it.
+            let sql = format!(
+                "SELECT {DEAL_COLUMNS} FROM deals WHERE error IS NULL AND checkpoint <> 'Complete' \
+                 AND checkpoint = $1 AND ($2::uuid IS NULL OR deals.uuid > $2::uuid) \
+                 ORDER BY deals.uuid LIMIT $3"
+            );
+            let after = after.map(|u| u.to_string());
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rows = with_retry!(self, "list live deals", async {
+                Ok::<_, Fail>(
+                    sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                        .bind(checkpoint.name())
+                        .bind(after.clone())
+                        .bind(limit)
+                        .fetch_all(&self.pool)
+                        .await?,
+                )
+            })?;
+            rows.iter().map(DealRow::decode).collect()
+        })
+    }
+
     fn describe(&self) -> String {
         self.describe.clone()
     }
@@ -965,8 +1008,9 @@ mod tests {
     fn migrations_are_embedded() {
         let m = migrator();
         let sql: Vec<&str> = m.iter().map(|m| m.sql.as_str()).collect();
-        assert_eq!(sql.len(), 2);
+        assert_eq!(sql.len(), 3);
         assert!(sql[0].contains("CREATE TABLE IF NOT EXISTS libp2p"));
         assert!(sql[1].contains("CREATE TABLE IF NOT EXISTS leader_state"));
+        assert!(sql[2].contains("deals_live_by_checkpoint"));
     }
 }
