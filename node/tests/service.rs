@@ -227,6 +227,13 @@ impl Store for HookedStore {
     ) -> StoreFuture<'_, Vec<DealRecord>> {
         self.inner.live_deals_at(checkpoint, after, limit)
     }
+    fn deals_by_piece_cid<'a>(
+        &'a self,
+        piece: &'a Cid,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<DealRecord>> {
+        self.inner.deals_by_piece_cid(piece, limit)
+    }
     fn describe(&self) -> String {
         "hooked sled".into()
     }

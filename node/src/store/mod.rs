@@ -142,6 +142,15 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> StoreFuture<'_, Vec<DealRecord>>;
 
+    /// At most `limit` deals whose proposal names `piece` as its piece CID, ordered by
+    /// UUID bytes, failed ones included: read from an index by piece CID written with the
+    /// deal (`/piece/<cid>` looks pieces up here), never a scan of the deals.
+    fn deals_by_piece_cid<'a>(
+        &'a self,
+        piece: &'a Cid,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<DealRecord>>;
+
     /// Where the store lives (for `dealport info`).
     fn describe(&self) -> String;
 

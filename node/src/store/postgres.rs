@@ -3,7 +3,8 @@
 //!
 //! Schema (`node/migrations/`, embedded and run at [`PostgresStore::connect`]): one
 //! `libp2p` row holding the identity and the leader lease (after Curio's table), and a
-//! `deals` table mirroring the sled record, with UNIQUE proposal and signed-proposal CIDs.
+//! `deals` table mirroring the sled record, with UNIQUE proposal and signed-proposal CIDs
+//! and an indexed `piece_cid` (migration 4).
 //!
 //! Fencing: a leader writes deals and its listen address only through the fenced forms.
 //! Each checks, in the same transaction (deals: `SELECT … FOR SHARE` on the lease row,
@@ -104,6 +105,13 @@ fn migrator() -> Migrator {
             Cow::Borrowed("live deals by checkpoint"),
             MigrationType::Simple,
             include_str!("../../migrations/0003_live_deals.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            4,
+            Cow::Borrowed("deals by piece CID"),
+            MigrationType::Simple,
+            include_str!("../../migrations/0004_deals_by_piece.sql").into_sql_str(),
             false,
         ),
     ])
@@ -386,6 +394,9 @@ impl PostgresStore {
                 .run(&pool)
                 .await
                 .map_err(|e| open(format!("{describe}: migrations: {e}")))?;
+            fill_piece_cids(&pool)
+                .await
+                .map_err(|e| open(format!("{describe}: filling deals.piece_cid: {e}")))?;
             Ok::<_, StoreError>(pool)
         };
         let pool = timeout(opts.connect_timeout, connecting)
@@ -431,6 +442,7 @@ impl PostgresStore {
         deal: &DealRecord,
     ) -> Result<Inserted, StoreError> {
         let d = DealRow::of(deal)?;
+        let piece = deal.params.client_deal_proposal.proposal.piece_cid.to_string();
         let generation = to_i64("generation", fence.generation)?;
         with_retry!(self, "insert deal", async {
             let mut tx = self.pool.begin().await?;
@@ -440,13 +452,14 @@ impl PostgresStore {
                     "INSERT INTO deals (uuid, params, proposal_cid, signed_proposal_cid, \
                  client_peer_id, created_at_unix_nanos, checkpoint, error, n_bytes_received, \
                  publish_cid, chain_deal_id, sector_number, sector_offset, sealing_status, \
-                 writer_generation) \
-                 VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
-                 ON CONFLICT DO NOTHING RETURNING 1",
+                 writer_generation, piece_cid) \
+                 VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+                 $16) ON CONFLICT DO NOTHING RETURNING 1",
                 ),
                 &d,
                 generation,
             )
+            .bind(&piece)
             .fetch_optional(&mut *tx)
             .await?;
             if inserted.is_some() {
@@ -885,6 +898,30 @@ impl Store for PostgresStore {
         })
     }
 
+    fn deals_by_piece_cid<'a>(
+        &'a self,
+        piece: &'a Cid,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<DealRecord>> {
+        Box::pin(async move {
+            let sql = format!(
+                "SELECT {DEAL_COLUMNS} FROM deals WHERE piece_cid = $1 ORDER BY deals.uuid LIMIT $2"
+            );
+            let piece = piece.to_string();
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rows = with_retry!(self, "read deals by piece CID", async {
+                Ok::<_, Fail>(
+                    sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                        .bind(&piece)
+                        .bind(limit)
+                        .fetch_all(&self.pool)
+                        .await?,
+                )
+            })?;
+            rows.iter().map(DealRow::decode).collect()
+        })
+    }
+
     fn describe(&self) -> String {
         self.describe.clone()
     }
@@ -953,6 +990,38 @@ impl Store for PostgresStore {
     }
 }
 
+/// Rows written before migration 4 get their piece CID, read from their params, a batch
+/// at a time (the index finds the NULLs; nothing to do is one indexed query).
+async fn fill_piece_cids(pool: &PgPool) -> Result<(), String> {
+    loop {
+        let rows = sqlx::query(
+            "SELECT uuid::text AS uuid, params FROM deals WHERE piece_cid IS NULL LIMIT 500",
+        )
+        .fetch_all(pool)
+        .await
+        .map_err(|e| e.to_string())?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        for row in rows {
+            let uuid: String = row.try_get("uuid").map_err(|e| e.to_string())?;
+            let params: Vec<u8> = row.try_get("params").map_err(|e| e.to_string())?;
+            let piece = <dealport_core::wire::DealParams as dealport_core::wire::Cbor>::from_cbor(&params)
+                .map_err(|e| format!("deal {uuid}: stored params do not decode: {e}"))?
+                .client_deal_proposal
+                .proposal
+                .piece_cid
+                .to_string();
+            sqlx::query("UPDATE deals SET piece_cid = $2 WHERE uuid = $1::uuid")
+                .bind(&uuid)
+                .bind(&piece)
+                .execute(pool)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+    }
+}
+
 type PgQuery<'q> =
     sqlx::query::Query<'q, sqlx::Postgres, <sqlx::Postgres as sqlx::Database>::Arguments>;
 
@@ -1012,5 +1081,6 @@ mod tests {
         assert!(sql[0].contains("CREATE TABLE IF NOT EXISTS libp2p"));
         assert!(sql[1].contains("CREATE TABLE IF NOT EXISTS leader_state"));
         assert!(sql[2].contains("deals_live_by_checkpoint"));
+        assert!(sql[3].contains("deals_by_piece_cid"));
     }
 }

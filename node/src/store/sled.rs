@@ -1,8 +1,9 @@
 //! The embedded store: sled 0.34 in `<data dir>/store`.
 //!
 //! Trees: `meta` (`identity` -> key bytes), `deals` (16 UUID bytes -> [`StoredDeal`]
-//! JSON), `by_proposal_cid` and `by_signed_proposal_cid` (CID bytes -> UUID bytes). A new
-//! deal goes into all three deal trees in one transaction and is flushed before
+//! JSON), `by_proposal_cid` and `by_signed_proposal_cid` (CID bytes -> UUID bytes),
+//! `live_by_checkpoint` and `by_piece_cid` (indexes, keys only). A new
+//! deal goes into all the deal trees in one transaction and is flushed before
 //! [`Store::insert_new_deal`] returns. sled's calls block, so every operation runs on the
 //! runtime's blocking pool.
 //!
@@ -49,12 +50,26 @@ struct Inner {
     /// Deals still at work: `[checkpoint] ‖ uuid` -> nothing, kept in the same
     /// transaction as the deal (see [`live_key`]).
     live: Tree,
+    /// Deals by their proposal's piece CID: `piece CID bytes ‖ uuid` -> nothing, written
+    /// in the insert's transaction (a deal's piece CID never changes).
+    by_piece_cid: Tree,
     lease: Mutex<LocalLease>,
 }
 
 /// The meta key marking that `live` holds every live deal (built once on the first open
 /// of a store written before the index existed).
 const LIVE_INDEX_BUILT: &[u8] = b"live_index_v1";
+
+/// The meta key marking that `by_piece_cid` holds every deal (built once, as the live
+/// index).
+const PIECE_INDEX_BUILT: &[u8] = b"piece_index_v1";
+
+/// A deal's key in the piece index.
+fn piece_key(piece: &Cid, uuid: &[u8; 16]) -> Vec<u8> {
+    let mut k = piece.as_bytes().to_vec();
+    k.extend_from_slice(uuid);
+    k
+}
 
 /// A deal's key in the live index, or `None` when it is failed or complete.
 fn live_key(checkpoint: Checkpoint, failed: bool, uuid: &[u8; 16]) -> Option<[u8; 17]> {
@@ -186,11 +201,13 @@ impl SledStore {
             by_proposal_cid: tree("by_proposal_cid")?,
             by_signed_proposal_cid: tree("by_signed_proposal_cid")?,
             live: tree("live_by_checkpoint")?,
+            by_piece_cid: tree("by_piece_cid")?,
             lease: Mutex::new(LocalLease::default()),
             path,
             db,
         };
         inner.build_live_index()?;
+        inner.build_piece_index()?;
         Ok(SledStore {
             inner: Arc::new(inner),
             rt,
@@ -278,6 +295,43 @@ impl Inner {
         self.flush()
     }
 
+    /// Fill the piece index from the deals once, for a store written before it existed.
+    fn build_piece_index(&self) -> Result<(), StoreError> {
+        if self.meta.get(PIECE_INDEX_BUILT).map_err(backend)?.is_some() {
+            return Ok(());
+        }
+        for kv in self.deals.iter() {
+            let (k, v) = kv.map_err(backend)?;
+            let Ok(uuid) = <[u8; 16]>::try_from(k.as_ref()) else {
+                continue;
+            };
+            let deal = StoredDeal::decode(&hex::encode(uuid), &v)?;
+            let key = piece_key(&deal.params.client_deal_proposal.proposal.piece_cid, &uuid);
+            self.by_piece_cid.insert(key, &[]).map_err(backend)?;
+        }
+        self.meta.insert(PIECE_INDEX_BUILT, &[]).map_err(backend)?;
+        self.flush()
+    }
+
+    fn by_piece(&self, piece: &Cid, limit: usize) -> Result<Vec<DealRecord>, StoreError> {
+        let prefix = piece.as_bytes();
+        let mut out = Vec::new();
+        for kv in self.by_piece_cid.scan_prefix(prefix) {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, _) = kv.map_err(backend)?;
+            // CIDs are self-delimiting; the length check keeps a longer key out anyway.
+            if k.len() != prefix.len() + 16 {
+                continue;
+            }
+            if let Some(d) = self.get_deal(&k[prefix.len()..])? {
+                out.push(d);
+            }
+        }
+        Ok(out)
+    }
+
     fn live_at(
         &self,
         checkpoint: Checkpoint,
@@ -312,9 +366,10 @@ impl Inner {
             &self.by_proposal_cid,
             &self.by_signed_proposal_cid,
             &self.live,
+            &self.by_piece_cid,
         )
             .transaction(
-                |(deals, by_prop, by_signed, live)| -> ConflictableTransactionResult<Inserted, StoreError> {
+                |(deals, by_prop, by_signed, live, by_piece)| -> ConflictableTransactionResult<Inserted, StoreError> {
                     if deals.get(new.uuid)?.is_some() {
                         return Ok(Inserted::UuidExists);
                     }
@@ -331,6 +386,7 @@ impl Inner {
                     if let Some(k) = new.live {
                         live.insert(&k, &[])?;
                     }
+                    by_piece.insert(new.piece.as_slice(), &[])?;
                     Ok(Inserted::Yes)
                 },
             )
@@ -378,6 +434,7 @@ struct NewDeal {
     prop: Vec<u8>,
     signed: Vec<u8>,
     live: Option<[u8; 17]>,
+    piece: Vec<u8>,
 }
 
 impl NewDeal {
@@ -388,6 +445,7 @@ impl NewDeal {
             prop: deal.proposal_cid.as_bytes().to_vec(),
             signed: deal.signed_proposal_cid.as_bytes().to_vec(),
             live: record_live_key(deal),
+            piece: piece_key(&deal.params.client_deal_proposal.proposal.piece_cid, &deal.uuid.0),
         }
     }
 }
@@ -509,6 +567,15 @@ impl Store for SledStore {
         limit: usize,
     ) -> StoreFuture<'_, Vec<DealRecord>> {
         self.run(move |inner| inner.live_at(checkpoint, after, limit))
+    }
+
+    fn deals_by_piece_cid<'a>(
+        &'a self,
+        piece: &'a Cid,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<DealRecord>> {
+        let piece = piece.clone();
+        self.run(move |inner| inner.by_piece(&piece, limit))
     }
 
     fn describe(&self) -> String {
