@@ -16,6 +16,7 @@ use dealport_node::{
     cluster::{default_node_id, Duties, LeaseLoop},
     config::{is_postgres_url, ChainMode, Config},
     exec::{
+        piece_store::PieceStore,
         publish::{PublishSettings, Publisher},
         TransferSettings, Transfers,
     },
@@ -23,10 +24,11 @@ use dealport_node::{
     http, identity,
     metrics::Metrics,
     mk12_http::Mk12Http,
+    retrieval::{self, PieceServer},
     runtime::LeaderTask,
     service::{DealService, ServiceConfig},
     signals::ShutdownSignal,
-    store::LeaseGate,
+    store::{LeaseGate, Store},
 };
 use futures::future::{self, Either};
 
@@ -102,10 +104,12 @@ pub(crate) async fn run(shell: Shell, at: Location, store_flag: Option<String>) 
     let step_down_grace = host_config.write_deadline;
     let announce = host_config.announce.clone();
     let mk12 = Mk12Http::new(service.clone(), config.http.mk12_requests_per_second);
+    let mut transfer_settings = TransferSettings::from_config(&config.transfer);
+    transfer_settings.keep_pieces_in = config.retrieval.kept_piece_dir(&dir);
     let transfers = Transfers::new(
         shell.runtime.clone(),
         service.clone(),
-        TransferSettings::from_config(&config.transfer),
+        transfer_settings,
         &config.transfer.staging_dir(&dir),
     );
     if config.api.token.is_empty() {
@@ -118,11 +122,15 @@ pub(crate) async fn run(shell: Shell, at: Location, store_flag: Option<String>) 
             transfers: transfers.clone(),
         },
     );
-    let front_door = Arc::new(
-        FrontDoor::new(peer, store.clone(), metrics.clone(), mk12)
-            .with_cluster(cluster)
-            .with_api(api),
-    );
+    let mut front_door = FrontDoor::new(peer, store.clone(), metrics.clone(), mk12)
+        .with_cluster(cluster)
+        .with_api(api);
+    if config.retrieval.serve_pieces {
+        front_door = front_door.with_pieces(piece_server(
+            &config, &dir, &store, &transfers, &shell, &metrics,
+        ));
+    }
+    let front_door = Arc::new(front_door);
     let leader_tasks = leader_tasks(
         &config,
         &service,
@@ -194,6 +202,7 @@ pub(crate) async fn run(shell: Shell, at: Location, store_flag: Option<String>) 
     };
     tracing::info!("http listening on {}", http.local_addr());
     write_http_address_file(&dir, http.local_addr());
+    set_transports(&config, &service, http.local_addr(), &announce);
     if cluster && !lease.is_leader() {
         tracing::info!("standing by: another node holds the lease");
     }
@@ -208,6 +217,55 @@ pub(crate) async fn run(shell: Shell, at: Location, store_flag: Option<String>) 
     drop(service);
     drop(store);
     Ok(())
+}
+
+/// `/piece/<cid>` from the staging directory and the piece store (`[retrieval]`).
+fn piece_server(
+    config: &Config,
+    dir: &Path,
+    store: &Arc<dyn Store>,
+    transfers: &Transfers,
+    shell: &Shell,
+    metrics: &Arc<Metrics>,
+) -> PieceServer {
+    let piece_dir = config
+        .retrieval
+        .piece_dir
+        .clone()
+        .unwrap_or_else(|| dir.join("pieces"));
+    tracing::info!(staging = %transfers.staging.dir().display(), pieces = %piece_dir.display(), "serving GET /piece/<pieceCid>");
+    PieceServer::new(
+        store.clone(),
+        transfers.staging.clone(),
+        PieceStore::new(piece_dir),
+        shell.runtime.clone(),
+        metrics.clone(),
+    )
+}
+
+/// The retrieval transports answer, once the HTTP server's address is known.
+fn set_transports(
+    config: &Config,
+    service: &DealService,
+    http: std::net::SocketAddr,
+    announce: &[Multiaddr],
+) {
+    let r = &config.retrieval;
+    let own = r
+        .serve_pieces
+        .then(|| retrieval::transports::own_http(r, http, announce))
+        .flatten();
+    if r.serve_pieces && r.http.is_empty() && own.is_none() {
+        tracing::warn!("serving /piece/ but this node's HTTP address for clients is unknown (HTTP listens on all addresses and [libp2p] announce names no host): set [retrieval] http_announce; the retrieval transports answer lists no http entry until then");
+    }
+    let answer = retrieval::transports::answer(r, own.as_ref());
+    let listed: Vec<String> = answer
+        .protocols
+        .iter()
+        .map(|p| format!("{} x{}", p.name, p.addresses.len()))
+        .collect();
+    tracing::info!(?listed, "retrieval transports answer");
+    service.set_transports(&answer);
 }
 
 /// The chain facts and, in Lotus mode, the client to the Lotus node.

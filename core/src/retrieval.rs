@@ -225,7 +225,10 @@ mod tests {
         assert!(e.to_string().contains("not a piece CID"), "{e}");
         for garbage in ["", "nonsense", "b!!!!", "baga6ea4sea", &"b".repeat(300)] {
             let e = parse_piece_cid(garbage).unwrap_err();
-            assert!(matches!(e, PieceCidError::NotACid { .. }), "{garbage}: {e:?}");
+            assert!(
+                matches!(e, PieceCidError::NotACid { .. }),
+                "{garbage}: {e:?}"
+            );
         }
     }
 }

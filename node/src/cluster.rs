@@ -135,8 +135,6 @@ impl Duties {
         } else {
             tracing::warn!("no WebSocket listener: the HTTP relays cannot reach this node");
         }
-        self.service
-            .set_transport_addrs(if announce.is_empty() { addrs } else { announce });
         let tasks = self
             .leader_tasks
             .iter()

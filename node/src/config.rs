@@ -45,6 +45,7 @@ pub struct Config {
     pub transfer: TransferConfig,
     pub api: ApiConfig,
     pub publish: PublishConfig,
+    pub retrieval: RetrievalConfig,
 }
 
 impl Default for Config {
@@ -62,6 +63,7 @@ impl Default for Config {
             transfer: TransferConfig::default(),
             api: ApiConfig::default(),
             publish: PublishConfig::default(),
+            retrieval: RetrievalConfig::default(),
         }
     }
 }
@@ -113,6 +115,41 @@ impl TransferConfig {
         self.staging_dir
             .clone()
             .unwrap_or_else(|| data_dir.join("staging"))
+    }
+}
+
+/// `[retrieval]`: the endpoints the retrieval transports answer lists, and `/piece/`
+/// (`retrieval/`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrievalConfig {
+    /// Serve `GET`/`HEAD /piece/<pieceCid>` on the HTTP server.
+    pub serve_pieces: bool,
+    /// When a deal's piece is in a sector, move its staged data into `piece_dir` instead
+    /// of deleting it, so `/piece/` can still serve it.
+    pub keep_pieces: bool,
+    /// Where kept pieces live (`<piece CID>` files). Default `<data dir>/pieces`.
+    pub piece_dir: Option<PathBuf>,
+    /// This node's HTTP server as clients reach it (listed as `http` when serving pieces
+    /// and no `http` endpoint is configured). Unset: see `retrieval::transports::own_http`.
+    pub http_announce: Option<Multiaddr>,
+    /// `http` retrieval endpoints (`/dns/sp.example.com/tcp/443/https`): booster-http,
+    /// Curio, or this node behind a TLS proxy.
+    pub http: Vec<Multiaddr>,
+    /// `libp2p` (graphsync) endpoints of another retrieval server. dealport serves none.
+    pub libp2p: Vec<Multiaddr>,
+    /// `bitswap` endpoints of another retrieval server. dealport serves none.
+    pub bitswap: Vec<Multiaddr>,
+}
+
+impl RetrievalConfig {
+    /// The piece store directory, when pieces are kept.
+    pub fn kept_piece_dir(&self, data_dir: &Path) -> Option<PathBuf> {
+        self.keep_pieces.then(|| {
+            self.piece_dir
+                .clone()
+                .unwrap_or_else(|| data_dir.join("pieces"))
+        })
     }
 }
 
@@ -1098,6 +1135,28 @@ poll_secs = 30
 # Bearer token of the HTTP API under /api/v1/ (offline import with
 # `dealport deals import`, deal state, the sealing hand-off). Empty: the API is off.
 token = ""
+
+[retrieval]
+# Serve GET and HEAD /piece/<pieceCid> on the HTTP server: a deal's data as received, while
+# it is staged or, with keep_pieces, after sealing. Every node of a cluster serves it
+# (the staging and piece directories must then be on storage every node sees).
+serve_pieces = false
+# Once a deal's piece is in a sector, move its staged data into piece_dir (default
+# "<data dir>/pieces") instead of deleting it.
+keep_pieces = false
+# piece_dir = "/var/lib/dealport/pieces"
+# This node's HTTP server as clients reach it, listed by the retrieval transports answer
+# when serve_pieces is on and `http` below is empty. Unset: the HTTP listen address if it
+# names an IP; else from [libp2p] announce (a /dns/<d>/tcp/443/wss address, the TLS proxy
+# in front of this server, gives /dns/<d>/tcp/443/https).
+# http_announce = "/dns/sp.example.com/tcp/443/https"
+# What the /fil/retrieval/transports/1.0.0 answer lists. http: where /piece/<cid> is
+# served (booster-http, Curio, or this node behind a proxy).
+http = []
+# dealport serves neither graphsync nor bitswap: list these only for a retrieval server
+# you run beside it (e.g. booster-bitswap).
+libp2p = []
+bitswap = []
 "#;
 
 #[cfg(test)]

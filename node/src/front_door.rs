@@ -71,6 +71,8 @@ pub struct FrontDoor {
     cluster: bool,
     /// The HTTP API under `/api/v1/` (absent: every API path is 404).
     api: Option<Api>,
+    /// `/piece/<cid>` (absent, `serve_pieces` off: 404). Any node serves it.
+    pieces: Option<Arc<crate::retrieval::PieceServer>>,
 }
 
 impl FrontDoor {
@@ -83,12 +85,19 @@ impl FrontDoor {
             mk12,
             cluster: false,
             api: None,
+            pieces: None,
         }
     }
 
     /// Serve the HTTP API under `/api/v1/`.
     pub fn with_api(mut self, api: Api) -> Self {
         self.api = Some(api);
+        self
+    }
+
+    /// Serve `/piece/<cid>` (`[retrieval] serve_pieces`), on every node.
+    pub fn with_pieces(mut self, pieces: crate::retrieval::PieceServer) -> Self {
+        self.pieces = Some(Arc::new(pieces));
         self
     }
 
@@ -189,6 +198,9 @@ impl HttpBackend for FrontDoor {
         headers: &HeaderMap,
         client_ip: std::net::IpAddr,
     ) -> Option<StreamRoute> {
+        if crate::retrieval::PieceServer::is_piece_path(path) {
+            return self.pieces.as_ref().map(|p| p.route(method, path, headers));
+        }
         if !Api::is_api_path(path) {
             return None;
         }

@@ -50,6 +50,15 @@ pub struct Metrics {
     store_latency: Family<Labels1, Histogram, fn() -> Histogram>,
     http_requests: Family<Labels2, Counter>,
     limit_hits: Family<Labels1, Counter>,
+    pieces: PieceCounters,
+}
+
+/// `/piece/` retrieval: answers with data, payload bytes sent, pieces not held.
+#[derive(Default)]
+struct PieceCounters {
+    served: Counter,
+    bytes: Counter,
+    not_found: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -157,7 +166,24 @@ impl Metrics {
             "Connections, streams and requests cut off by a configured limit, by limit",
             limit_hits.clone(),
         );
+        let pieces = PieceCounters::default();
+        registry.register(
+            "pieces_served",
+            "GET /piece/ requests answered with the piece's data (200 or 206)",
+            pieces.served.clone(),
+        );
+        registry.register(
+            "piece_bytes_served",
+            "Piece bytes sent by GET /piece/",
+            pieces.bytes.clone(),
+        );
+        registry.register(
+            "piece_not_found",
+            "GET or HEAD /piece/ requests for a piece this node does not hold (404)",
+            pieces.not_found.clone(),
+        );
         Self {
+            pieces,
             registry,
             proposals,
             status,
@@ -231,6 +257,20 @@ impl Metrics {
 
     pub fn set_libp2p_streams(&self, n: i64) {
         self.libp2p_streams.set(n);
+    }
+
+    /// A `GET /piece/` answered with data (the bytes are counted as they go).
+    pub fn piece_served(&self) {
+        self.pieces.served.inc();
+    }
+
+    pub fn piece_bytes(&self, n: u64) {
+        self.pieces.bytes.inc_by(n);
+    }
+
+    /// A `/piece/` request for a piece this node does not hold.
+    pub fn piece_not_found(&self) {
+        self.pieces.not_found.inc();
     }
 
     /// A WebSocket relay was established (the client got its 101).

@@ -20,10 +20,10 @@ use dealport_core::{
     status::{answer_status_on, VerifyCache},
     wire::{
         protocols, AskRequest, AskResponse, Cbor, DealParams, DealResponse, DealStatusRequest,
-        DealStatusResponse, DealUuid, Network, TransportProtocol, TransportsResponse,
+        DealStatusResponse, DealUuid, Network, TransportsResponse,
     },
 };
-use libp2p::{multiaddr::Protocol as MaProtocol, Multiaddr, PeerId};
+use libp2p::{Multiaddr, PeerId};
 
 use crate::{
     chain::{asks::AskSigner, ChainFactsSource},
@@ -56,8 +56,8 @@ struct Inner {
     config: ServiceConfig,
     metrics: Arc<Metrics>,
     verify_cache: Mutex<VerifyCache>,
-    /// The addresses listed by the transports protocol (set once the host listens).
-    transport_addrs: RwLock<Vec<Multiaddr>>,
+    /// The transports answer, encoded (`[retrieval]`, set by the app; empty list until).
+    transports: RwLock<Vec<u8>>,
     /// The lease gate (store/fence.rs): when set, every deal write is fenced with its current
     /// fence and refused without one. Unset (tests): unfenced writes.
     gate: RwLock<Option<Arc<LeaseGate>>>,
@@ -128,7 +128,7 @@ impl DealService {
             config,
             metrics,
             verify_cache: Mutex::new(cache),
-            transport_addrs: RwLock::new(Vec::new()),
+            transports: RwLock::new(TransportsResponse::default().to_cbor()),
             gate: RwLock::new(None),
             events: futures::lock::Mutex::new(()),
             accepted: Mutex::new(None),
@@ -191,21 +191,9 @@ impl DealService {
         holder_only(written).map(|()| deal)
     }
 
-    /// Set the addresses the transports protocol lists (any `/p2p/…` is dropped).
-    pub fn set_transport_addrs(&self, addrs: Vec<Multiaddr>) {
-        let addrs = addrs
-            .into_iter()
-            .map(|a| {
-                a.into_iter()
-                    .filter(|p| !matches!(p, MaProtocol::P2p(_)))
-                    .collect()
-            })
-            .collect();
-        *self
-            .0
-            .transport_addrs
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = addrs;
+    /// What the transports protocol answers from now on (`retrieval::transports`).
+    pub fn set_transports(&self, answer: &TransportsResponse) {
+        *self.0.transports.write().unwrap_or_else(|e| e.into_inner()) = answer.to_cbor();
     }
 
     /// Answer one proposal (the bytes of one DealParams item) that arrived on
@@ -325,19 +313,11 @@ impl DealService {
     }
 
     fn transports(&self) -> Vec<u8> {
-        let addrs = self
-            .0
-            .transport_addrs
+        self.0
+            .transports
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        TransportsResponse {
-            protocols: vec![TransportProtocol {
-                name: "libp2p".to_owned(),
-                addresses: addrs.iter().map(|a| a.to_vec()).collect(),
-            }],
-        }
-        .to_cbor()
+            .clone()
     }
 }
 

@@ -35,7 +35,10 @@ fn piece_cid(n: u8) -> Cid {
 /// Deals 1, 2, 3 hold piece 1 (2 failed), deal 4 holds piece 2.
 async fn write(store: &dyn Store, fence: &Fence) {
     for (b, p) in [(1, 1), (2, 1), (3, 1), (4, 2)] {
-        store.insert_new_deal_fenced(fence, &deal(b, p)).await.unwrap();
+        store
+            .insert_new_deal_fenced(fence, &deal(b, p))
+            .await
+            .unwrap();
     }
     let mut failed = deal(2, 1);
     failed
@@ -51,13 +54,26 @@ fn uuids(deals: &[DealRecord]) -> BTreeSet<u8> {
 async fn check(store: &dyn Store) {
     let one = store.deals_by_piece_cid(&piece_cid(1), 100).await.unwrap();
     assert_eq!(uuids(&one), BTreeSet::from([1, 2, 3]));
-    assert!(one.iter().all(|d| d.params.client_deal_proposal.proposal.piece_cid == piece_cid(1)));
-    assert!(one.iter().any(|d| d.uuid.0[0] == 2 && d.is_failed()), "the failed deal as stored");
+    assert!(one
+        .iter()
+        .all(|d| d.params.client_deal_proposal.proposal.piece_cid == piece_cid(1)));
+    assert!(
+        one.iter().any(|d| d.uuid.0[0] == 2 && d.is_failed()),
+        "the failed deal as stored"
+    );
     let two = store.deals_by_piece_cid(&piece_cid(2), 100).await.unwrap();
     assert_eq!(uuids(&two), BTreeSet::from([4]));
-    assert!(store.deals_by_piece_cid(&piece_cid(9), 100).await.unwrap().is_empty());
+    assert!(store
+        .deals_by_piece_cid(&piece_cid(9), 100)
+        .await
+        .unwrap()
+        .is_empty());
     let limited = store.deals_by_piece_cid(&piece_cid(1), 2).await.unwrap();
-    assert_eq!(uuids(&limited), BTreeSet::from([1, 2]), "the first two by UUID");
+    assert_eq!(
+        uuids(&limited),
+        BTreeSet::from([1, 2]),
+        "the first two by UUID"
+    );
 }
 
 fn reopen(dir: &std::path::Path) -> SledStore {
@@ -91,7 +107,10 @@ fn sled_finds_deals_by_piece_across_a_restart_and_builds_the_index_for_an_old_st
     {
         let mut n = 0;
         let db = loop {
-            match sled::Config::new().path(SledStore::path_in(dir.path())).open() {
+            match sled::Config::new()
+                .path(SledStore::path_in(dir.path()))
+                .open()
+            {
                 Ok(db) => break db,
                 Err(_) if n < 100 => {
                     n += 1;
@@ -101,7 +120,10 @@ fn sled_finds_deals_by_piece_across_a_restart_and_builds_the_index_for_an_old_st
             }
         };
         db.drop_tree("by_piece_cid").unwrap();
-        db.open_tree("meta").unwrap().remove("piece_index_v1").unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .remove("piece_index_v1")
+            .unwrap();
         db.flush().unwrap();
     }
     block_on(check(&reopen(dir.path())));
@@ -123,7 +145,11 @@ fn postgres_finds_deals_by_piece_and_fills_rows_from_before_the_column() {
             .execute(&pool)
             .await
             .unwrap();
-        assert!(store.deals_by_piece_cid(&piece_cid(1), 100).await.unwrap().is_empty());
+        assert!(store
+            .deals_by_piece_cid(&piece_cid(1), 100)
+            .await
+            .unwrap()
+            .is_empty());
         let again: Arc<dyn Store> = Arc::new(connect().await.unwrap());
         check(&*again).await;
         check(&*store).await;

@@ -354,13 +354,44 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> StreamResponse {
     crate::http::boxed(r)
 }
 
+/// How [`file_response_with`] labels a file's bytes.
+#[derive(Debug, Clone)]
+pub struct FileMeta {
+    pub content_type: &'static str,
+    /// Sent as `ETag` (quoted) when set.
+    pub etag: Option<String>,
+    /// A `HEAD` request: the headers of the `GET` answer, no body (nothing is read).
+    pub head: bool,
+}
+
+impl Default for FileMeta {
+    fn default() -> Self {
+        FileMeta {
+            content_type: "application/octet-stream",
+            etag: None,
+            head: false,
+        }
+    }
+}
+
 /// A response streaming `file` (e.g. a staged piece), whole or the one byte range that
 /// `range` (the request's `Range` header) asks for (206; 416 when nothing fits). The file
 /// is read in 1 MiB chunks on the runtime's blocking pool.
 pub fn file_response(
     runtime: Arc<dyn crate::runtime::Runtime>,
+    file: std::fs::File,
+    range: Option<&HeaderValue>,
+) -> Result<StreamResponse, ApiError> {
+    file_response_with(runtime, file, range, &FileMeta::default())
+}
+
+/// [`file_response`] with its content type, `ETag` and `HEAD` given: the one file
+/// response of the node (the sealing hand-off and `/piece/` both answer with it).
+pub fn file_response_with(
+    runtime: Arc<dyn crate::runtime::Runtime>,
     mut file: std::fs::File,
     range: Option<&HeaderValue>,
+    meta: &FileMeta,
 ) -> Result<StreamResponse, ApiError> {
     let len = file
         .metadata()
@@ -384,22 +415,37 @@ pub fn file_response(
             return Ok(r);
         }
     };
-    if start > 0 {
-        files::seek_to(&mut file, start)
-            .map_err(|e| ApiError::internal(format!("cannot seek in the file: {e}")))?;
-    }
-    let body: ResponseBody = http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(
-        files::read_chunks_limited(runtime, file, count).map(|c| c.map(hyper::body::Frame::data)),
-    ));
+    let body: ResponseBody = if meta.head {
+        use http_body_util::BodyExt;
+        http_body_util::Empty::<Bytes>::new()
+            .map_err(|never| match never {})
+            .boxed()
+    } else {
+        if start > 0 {
+            files::seek_to(&mut file, start)
+                .map_err(|e| ApiError::internal(format!("cannot seek in the file: {e}")))?;
+        }
+        http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(
+            files::read_chunks_limited(runtime, file, count)
+                .map(|c| c.map(hyper::body::Frame::data)),
+        ))
+    };
     let mut r = Response::new(body);
     *r.status_mut() = status;
     let h = r.headers_mut();
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
     h.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
+        HeaderValue::from_static(meta.content_type),
     );
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Some(tag) = meta
+        .etag
+        .as_ref()
+        .and_then(|t| HeaderValue::try_from(format!("\"{t}\"")).ok())
+    {
+        h.insert(header::ETAG, tag);
+    }
     if status == StatusCode::PARTIAL_CONTENT {
         let value = format!("bytes {start}-{}/{len}", start + count - 1);
         h.insert(

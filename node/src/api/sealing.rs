@@ -9,7 +9,8 @@
 //!
 //! Each report is a lifecycle event (core's transition rules); one the deal cannot take
 //! now answers 409 with the reason. The staged data is removed once the piece is in a
-//! sector or the deal failed, unless `[transfer] keep_staging`.
+//! sector or the deal failed, unless `[transfer] keep_staging` (with `[retrieval]
+//! keep_pieces` a sealed deal's data moves into the piece store instead).
 use std::sync::Arc;
 
 use dealport_core::{
@@ -181,7 +182,7 @@ async fn report(ctx: Arc<ApiContext>, req: ApiRequest, what: Report) -> ApiResul
         .map_err(|e| ApiError::from_apply(uuid, e))?;
     tracing::info!(deal = %uuid, state = %deal.state(), "sealing system reported");
     if deal.is_done_with_staged_data() {
-        ctx.transfers.drop_staged(uuid);
+        ctx.transfers.drop_staged(&deal);
     }
     Ok(json(StatusCode::OK, &deal_json(&deal)))
 }

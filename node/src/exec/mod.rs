@@ -14,6 +14,7 @@
 
 pub mod download;
 pub mod ingest;
+pub mod piece_store;
 pub mod publish;
 pub mod runner;
 pub mod ssrf;
@@ -87,6 +88,9 @@ pub struct TransferSettings {
     pub max_retries: u32,
     pub retry_backoff: Duration,
     pub keep_staging: bool,
+    /// `[retrieval] keep_pieces`: the piece store a sealed deal's data moves into instead
+    /// of being deleted (see [`Transfers::drop_staged`]).
+    pub keep_pieces_in: Option<std::path::PathBuf>,
     /// How often the runner rescans the store for accepted deals (a backstop to the
     /// notification on accept).
     pub rescan: Duration,
@@ -103,6 +107,7 @@ impl TransferSettings {
             max_retries: c.max_retries,
             retry_backoff: Duration::from_millis(c.retry_backoff_ms),
             keep_staging: c.keep_staging,
+            keep_pieces_in: None,
             rescan: Duration::from_secs(30),
         }
     }
@@ -174,9 +179,27 @@ impl Transfers {
     }
 
     /// The deal is done with its staged data (failed, or its piece is in a sector):
-    /// remove it unless `keep_staging`.
-    pub fn drop_staged(&self, uuid: DealUuid) {
+    /// remove it unless `keep_staging`; with a piece store (`keep_pieces`) a sealed
+    /// deal's data moves there instead. The one place staged data goes.
+    pub fn drop_staged(&self, deal: &DealRecord) {
+        let uuid = deal.uuid;
         if self.settings.keep_staging {
+            return;
+        }
+        if let (Some(dir), false) = (&self.settings.keep_pieces_in, deal.is_failed()) {
+            // On the blocking pool: across file systems keeping is a copy.
+            let store = piece_store::PieceStore::new(dir.clone());
+            let staging = self.staging.clone();
+            let piece = deal.params.client_deal_proposal.proposal.piece_cid.clone();
+            self.runtime.spawn_blocking(Box::new(move || {
+                match store.keep(&staging.data_path(uuid), &piece) {
+                    Ok(()) => tracing::info!(deal = %uuid, %piece, "piece kept for retrieval"),
+                    Err(e) => tracing::warn!(deal = %uuid, %piece, "cannot keep the piece: {e}"),
+                }
+                if let Err(e) = staging.remove(uuid) {
+                    tracing::warn!(deal = %uuid, "cannot remove the staged data: {e}");
+                }
+            }));
             return;
         }
         if let Err(e) = self.staging.remove(uuid) {
@@ -187,11 +210,10 @@ impl Transfers {
     /// Record the deal's failure (what its client will read in status).
     async fn fail(&self, uuid: DealUuid, why: String) {
         tracing::warn!(deal = %uuid, reason = %why, "deal failed");
-        if let Err(e) = self.service.apply_event(uuid, DealEvent::Failed(why)).await {
-            tracing::warn!(deal = %uuid, error = %e, "cannot record the failure");
-            return;
+        match self.service.apply_event(uuid, DealEvent::Failed(why)).await {
+            Ok(deal) => self.drop_staged(&deal),
+            Err(e) => tracing::warn!(deal = %uuid, error = %e, "cannot record the failure"),
         }
-        self.drop_staged(uuid);
     }
 
     /// An offline deal's data, streamed in (`PUT /api/v1/deals/<uuid>/data`). Data that

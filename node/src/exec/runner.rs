@@ -106,7 +106,7 @@ async fn sweep_staging(t: &Transfers) {
         match store.deal_by_uuid(uuid).await {
             Ok(Some(d)) if d.is_done_with_staged_data() => {
                 tracing::info!(deal = %uuid, "removing staged data left from before");
-                t.drop_staged(uuid);
+                t.drop_staged(&d);
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(deal = %uuid, error = %e, "cannot read a staged deal"),

@@ -424,7 +424,12 @@ async fn other_routes(
                 .into_data_stream()
                 .map_err(std::io::Error::other),
         );
-        return ("api", route(body).await);
+        let label = if path.starts_with("/piece/") {
+            "piece"
+        } else {
+            "api"
+        };
+        return (label, route(body).await);
     }
     // Reading the body and answering share one deadline, as Curio's TimeoutHandler.
     let work = std::pin::pin!(read_and_route(state, req, path, peer));

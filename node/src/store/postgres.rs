@@ -442,7 +442,12 @@ impl PostgresStore {
         deal: &DealRecord,
     ) -> Result<Inserted, StoreError> {
         let d = DealRow::of(deal)?;
-        let piece = deal.params.client_deal_proposal.proposal.piece_cid.to_string();
+        let piece = deal
+            .params
+            .client_deal_proposal
+            .proposal
+            .piece_cid
+            .to_string();
         let generation = to_i64("generation", fence.generation)?;
         with_retry!(self, "insert deal", async {
             let mut tx = self.pool.begin().await?;
@@ -1006,12 +1011,13 @@ async fn fill_piece_cids(pool: &PgPool) -> Result<(), String> {
         for row in rows {
             let uuid: String = row.try_get("uuid").map_err(|e| e.to_string())?;
             let params: Vec<u8> = row.try_get("params").map_err(|e| e.to_string())?;
-            let piece = <dealport_core::wire::DealParams as dealport_core::wire::Cbor>::from_cbor(&params)
-                .map_err(|e| format!("deal {uuid}: stored params do not decode: {e}"))?
-                .client_deal_proposal
-                .proposal
-                .piece_cid
-                .to_string();
+            let piece =
+                <dealport_core::wire::DealParams as dealport_core::wire::Cbor>::from_cbor(&params)
+                    .map_err(|e| format!("deal {uuid}: stored params do not decode: {e}"))?
+                    .client_deal_proposal
+                    .proposal
+                    .piece_cid
+                    .to_string();
             sqlx::query("UPDATE deals SET piece_cid = $2 WHERE uuid = $1::uuid")
                 .bind(&uuid)
                 .bind(&piece)

@@ -445,7 +445,10 @@ impl NewDeal {
             prop: deal.proposal_cid.as_bytes().to_vec(),
             signed: deal.signed_proposal_cid.as_bytes().to_vec(),
             live: record_live_key(deal),
-            piece: piece_key(&deal.params.client_deal_proposal.proposal.piece_cid, &deal.uuid.0),
+            piece: piece_key(
+                &deal.params.client_deal_proposal.proposal.piece_cid,
+                &deal.uuid.0,
+            ),
         }
     }
 }

@@ -1,0 +1,13 @@
+//! Retrieval: the transports answer `[retrieval]` gives and this node's HTTP announce
+//! address, and `GET`/`HEAD /piece/<cid>` (from staged data or the piece store that
+//! `exec` moves a sealed deal's data into with `keep_pieces`).
+//!
+//! Layer: beside the API. Uses core's `retrieval` decisions, `config` (`[retrieval]`),
+//! `store` (deals by piece CID), `exec` (staging and piece store paths),
+//! `api::file_response_with` (the one Range-serving file response), `metrics` and
+//! `runtime`. Only `front_door` and the app use it.
+
+pub mod piece;
+pub mod transports;
+
+pub use piece::PieceServer;
