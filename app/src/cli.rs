@@ -107,6 +107,9 @@ pub enum DealsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Fill the store (no node may run on it) with N signed synthetic deals, mostly
+    /// history, for benchmarks: 90 % Complete, 5 % failed, 5 % at work.
+    Populate { count: u64 },
     /// Everything stored about one deal, as JSON.
     Show { uuid: String },
     /// Bring an offline deal's data in: stream FILE to the running node's API

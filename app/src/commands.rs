@@ -5,9 +5,13 @@ use std::{path::Path, time::Duration};
 
 use dealport_core::{deal::DealRecord, wire::DealUuid};
 use dealport_node::{
-    config::{ChainMode, Config},
+    config::{is_postgres_url, ChainMode, Config},
     identity,
-    store::{sled::SledStore, StoreError, StoredDeal},
+    store::{
+        postgres::{PostgresOptions, PostgresStore},
+        sled::SledStore,
+        StoreError, StoredDeal,
+    },
 };
 use libp2p::Multiaddr;
 
@@ -212,6 +216,10 @@ pub(crate) async fn deals(shell: Shell, at: Location, command: DealsCommand) -> 
         })?;
         return import(shell, &dir, &config, &path, &uuid, &file, node).await;
     }
+    if let DealsCommand::Populate { count } = command {
+        let spec = config.map_or_else(|| "sled".to_owned(), |c| c.store);
+        return populate_store(&shell, &dir, &spec, count).await;
+    }
     // The config's store: the cluster's database when `store` is a postgres:// URL. A
     // running node holds a sled store: ask it through its API instead.
     let spec = config
@@ -241,7 +249,9 @@ pub(crate) async fn deals(shell: Shell, at: Location, command: DealsCommand) -> 
             }
             list.end();
         }
-        DealsCommand::Import { .. } => unreachable!("handled above"),
+        DealsCommand::Import { .. } | DealsCommand::Populate { .. } => {
+            unreachable!("handled above")
+        }
         DealsCommand::Show { uuid } => {
             let id = DealUuid::parse(&uuid)
                 .map_err(|e| Fail(format!("{uuid:?} is not a deal UUID: {e}")))?;
@@ -253,6 +263,27 @@ pub(crate) async fn deals(shell: Shell, at: Location, command: DealsCommand) -> 
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
     }
+    Ok(())
+}
+
+/// `deals populate`: straight into the concrete store, one transaction per batch.
+async fn populate_store(shell: &Shell, dir: &Path, spec: &str, count: u64) -> CmdResult {
+    let written = if is_postgres_url(spec) {
+        let store = PostgresStore::connect(spec, PostgresOptions::default()).await?;
+        crate::populate::populate(count, |batch| {
+            let store = store.clone();
+            async move { Ok(store.bulk_load(&batch).await?) }
+        })
+        .await?
+    } else {
+        let store = SledStore::open(dir, shell.runtime.clone())?;
+        crate::populate::populate(count, |batch| {
+            let store = store.clone();
+            async move { Ok(store.bulk_load(batch).await?) }
+        })
+        .await?
+    };
+    println!("{written} deals written");
     Ok(())
 }
 
@@ -374,7 +405,9 @@ async fn deals_through_api(
             }
             list.end();
         }
-        DealsCommand::Import { .. } => unreachable!("handled by the caller"),
+        DealsCommand::Import { .. } | DealsCommand::Populate { .. } => {
+            unreachable!("handled by the caller")
+        }
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ pub mod cli;
 mod commands;
 mod demo;
 mod files;
+mod populate;
 mod run;
 
 use std::{io::IsTerminal, process::ExitCode, sync::Arc};

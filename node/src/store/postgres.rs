@@ -264,6 +264,8 @@ struct DealRow {
     sector_number: Option<i64>,
     sector_offset: Option<i64>,
     sealing_status: String,
+    /// Only written by the insert (`deals_by_piece_cid`).
+    piece_cid: String,
 }
 
 const DEAL_COLUMNS: &str = "uuid::text AS uuid, params, proposal_cid, signed_proposal_cid, \
@@ -288,6 +290,7 @@ impl DealRow {
             sector_number: opt("sector_number", d.sector_number)?,
             sector_offset: opt("sector_offset", d.sector_offset)?,
             sealing_status: d.sealing_status.clone(),
+            piece_cid: d.params.client_deal_proposal.proposal.piece_cid.to_string(),
         })
     }
 
@@ -436,37 +439,41 @@ impl PostgresStore {
         row.as_ref().map(DealRow::decode).transpose()
     }
 
+    /// Load `deals` in one transaction, skipping any already known: an administrative
+    /// load (benchmarks, imports) made while no node holds the lease, so unfenced.
+    /// How many were written.
+    pub async fn bulk_load(&self, deals: &[DealRecord]) -> Result<usize, StoreError> {
+        let rows = deals
+            .iter()
+            .map(DealRow::of)
+            .collect::<Result<Vec<_>, _>>()?;
+        let db = |e: sqlx::Error| StoreError::Backend(format!("bulk load: {e}"));
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut written = 0;
+        for d in &rows {
+            let done = bind_new_deal(sqlx::query(INSERT_DEAL), d, 0)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
+            written += usize::from(done.is_some());
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(written)
+    }
+
     async fn insert_fenced(
         &self,
         fence: &Fence,
         deal: &DealRecord,
     ) -> Result<Inserted, StoreError> {
         let d = DealRow::of(deal)?;
-        let piece = deal
-            .params
-            .client_deal_proposal
-            .proposal
-            .piece_cid
-            .to_string();
         let generation = to_i64("generation", fence.generation)?;
         with_retry!(self, "insert deal", async {
             let mut tx = self.pool.begin().await?;
             check_fence(&mut tx, fence, generation).await?;
-            let inserted = bind_deal(
-                sqlx::query(
-                    "INSERT INTO deals (uuid, params, proposal_cid, signed_proposal_cid, \
-                 client_peer_id, created_at_unix_nanos, checkpoint, error, n_bytes_received, \
-                 publish_cid, chain_deal_id, sector_number, sector_offset, sealing_status, \
-                 writer_generation, piece_cid) \
-                 VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
-                 $16) ON CONFLICT DO NOTHING RETURNING 1",
-                ),
-                &d,
-                generation,
-            )
-            .bind(&piece)
-            .fetch_optional(&mut *tx)
-            .await?;
+            let inserted = bind_new_deal(sqlx::query(INSERT_DEAL), &d, generation)
+                .fetch_optional(&mut *tx)
+                .await?;
             if inserted.is_some() {
                 tx.commit().await?;
                 return Ok(Inserted::Yes);
@@ -1032,6 +1039,20 @@ type PgQuery<'q> =
     sqlx::query::Query<'q, sqlx::Postgres, <sqlx::Postgres as sqlx::Database>::Arguments>;
 
 /// Bind a deal row as `$1..$15`, the column order of both the insert and the update.
+/// One deal row, bound by [`bind_deal`]; nothing written when it conflicts.
+const INSERT_DEAL: &str = "INSERT INTO deals (uuid, params, proposal_cid, signed_proposal_cid, \
+     client_peer_id, created_at_unix_nanos, checkpoint, error, n_bytes_received, \
+     publish_cid, chain_deal_id, sector_number, sector_offset, sealing_status, \
+     writer_generation, piece_cid) \
+     VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+     ON CONFLICT DO NOTHING RETURNING 1";
+
+/// [`bind_deal`] and the piece CID as `$16`: a new row (the piece CID never changes, so
+/// the update leaves it).
+fn bind_new_deal<'q>(q: PgQuery<'q>, d: &'q DealRow, generation: i64) -> PgQuery<'q> {
+    bind_deal(q, d, generation).bind(&d.piece_cid)
+}
+
 fn bind_deal<'q>(q: PgQuery<'q>, d: &'q DealRow, generation: i64) -> PgQuery<'q> {
     q.bind(&d.uuid)
         .bind(&d.params)

@@ -166,6 +166,20 @@ fn is_lock_error(e: &::sled::Error) -> bool {
 }
 
 impl SledStore {
+    /// Load `deals` with one flush at the end, skipping any already known: an
+    /// administrative load (benchmarks, imports) into a store no node runs on. How many
+    /// were written.
+    pub fn bulk_load(&self, deals: Vec<DealRecord>) -> StoreFuture<'_, usize> {
+        self.run(move |inner| {
+            let mut written = 0;
+            for d in &deals {
+                written += usize::from(inner.insert_unflushed(&NewDeal::of(d))? == Inserted::Yes);
+            }
+            inner.flush()?;
+            Ok(written)
+        })
+    }
+
     /// The store directory inside a data dir.
     pub fn path_in(data_dir: &Path) -> PathBuf {
         data_dir.join("store")
@@ -361,7 +375,15 @@ impl Inner {
     }
 
     fn insert(&self, new: &NewDeal) -> Result<Inserted, StoreError> {
-        let outcome = (
+        let outcome = self.insert_unflushed(new)?;
+        if outcome == Inserted::Yes {
+            self.flush()?;
+        }
+        Ok(outcome)
+    }
+
+    fn insert_unflushed(&self, new: &NewDeal) -> Result<Inserted, StoreError> {
+        (
             &self.deals,
             &self.by_proposal_cid,
             &self.by_signed_proposal_cid,
@@ -390,11 +412,7 @@ impl Inner {
                     Ok(Inserted::Yes)
                 },
             )
-            .map_err(tx_error)?;
-        if outcome == Inserted::Yes {
-            self.flush()?;
-        }
-        Ok(outcome)
+            .map_err(tx_error)
     }
 
     fn update(
