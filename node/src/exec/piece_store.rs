@@ -44,7 +44,10 @@ impl PieceStore {
         match fs::rename(staged, &dest) {
             Ok(()) => return sync_dir(&self.dir),
             Err(e) if e.kind() == io::ErrorKind::CrossesDevices => {}
-            Err(e) => return Err(explain("move the staged data to", &dest, e)),
+            Err(e) => {
+                let what = format!("move {} to", staged.display());
+                return Err(explain(&what, &dest, e));
+            }
         }
         let tmp = self.dir.join(format!(".{piece}.partial"));
         fs::copy(staged, &tmp).map_err(|e| explain("copy the staged data to", &tmp, e))?;

@@ -1104,7 +1104,7 @@ mod tests {
     fn migrations_are_embedded() {
         let m = migrator();
         let sql: Vec<&str> = m.iter().map(|m| m.sql.as_str()).collect();
-        assert_eq!(sql.len(), 3);
+        assert_eq!(sql.len(), 4);
         assert!(sql[0].contains("CREATE TABLE IF NOT EXISTS libp2p"));
         assert!(sql[1].contains("CREATE TABLE IF NOT EXISTS leader_state"));
         assert!(sql[2].contains("deals_live_by_checkpoint"));
