@@ -11,6 +11,7 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use base64::Engine as _;
@@ -135,6 +136,8 @@ pub fn online_deal_goes_from_accepted_to_complete(bin: &str) {
         t["api"]["token"] = TOKEN.into();
         t["publish"]["period_secs"] = 0.into();
         t["publish"]["poll_secs"] = 1.into();
+        t["retrieval"]["serve_pieces"] = true.into();
+        t["retrieval"]["keep_pieces"] = true.into();
     });
     let wallet = d.path.join("client.key");
     std::fs::write(&wallet, A4_CLIENT_KEY_FILE).expect("write the key file");
@@ -257,7 +260,13 @@ pub fn online_deal_goes_from_accepted_to_complete(bin: &str) {
         let s = status(bin, &p2p, &wallet, UUID);
         assert_eq!(checkpoint(&s), want, "{s}");
         if what == "added-piece" {
-            assert!(!staged.exists(), "staged data removed once in a sector");
+            // keep_pieces: the staged data moves into the piece store (off the request path).
+            let kept = d.path.join("pieces").join(&piece.0);
+            let until = std::time::Instant::now() + Duration::from_secs(20);
+            while staged.exists() || !kept.exists() {
+                assert!(std::time::Instant::now() < until, "the piece was not kept");
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
     }
     assert!(
@@ -270,5 +279,9 @@ pub fn online_deal_goes_from_accepted_to_complete(bin: &str) {
         1,
         "published exactly once"
     );
+    // Sealed and complete: still retrievable from the piece store.
+    let r = request(http, "GET", &format!("/piece/{}", piece.0), None, None);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(r.body == bytes, "the kept piece is the data received");
     drop(node);
 }

@@ -10,4 +10,5 @@ pub mod execution_lifecycle;
 pub mod execution_transfer;
 pub mod first_five_minutes;
 pub mod harness;
+pub mod retrieval;
 pub mod tcp_only;

@@ -6,14 +6,23 @@ use std::{
     time::Duration,
 };
 
-/// A response: status code and the (de-chunked) body.
+/// A response: status code, headers and the (de-chunked) body.
 #[derive(Debug)]
 pub struct Answer {
     pub status: u16,
+    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
 impl Answer {
+    /// The first header named `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
@@ -75,8 +84,15 @@ pub fn request_raw(
         l.to_ascii_lowercase()
             .starts_with("transfer-encoding: chunked")
     });
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
     Answer {
         status,
+        headers,
         body: if chunked { dechunk(&rest) } else { rest },
     }
 }
