@@ -184,6 +184,10 @@ pub fn pieces_are_served_by_range_and_head_never_a_failed_deals(bin: &str) {
     );
     assert_eq!(r.header("accept-ranges"), Some("bytes"));
     assert_eq!(
+        r.header("cache-control"),
+        Some("public, max-age=29030400, immutable")
+    );
+    assert_eq!(
         piece_cid_of(&r.body),
         good_piece.0,
         "the bytes hash to the piece CID"

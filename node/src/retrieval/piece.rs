@@ -30,6 +30,8 @@ pub const LOOKUP_BOUND: Duration = Duration::from_secs(5);
 const MAX_DEALS: usize = 64;
 /// What `/piece/` answers with.
 pub const CONTENT_TYPE: &str = "application/piece";
+/// Its `Cache-Control`.
+const IMMUTABLE: &str = "public, max-age=29030400, immutable";
 
 /// Serves `/piece/` from the staging directory and the piece store.
 pub struct PieceServer {
@@ -151,7 +153,12 @@ impl PieceServer {
             etag: Some(piece.to_string()),
             head,
         };
-        let r = file_response_with(self.runtime.clone(), file, range, &meta)?;
+        let mut r = file_response_with(self.runtime.clone(), file, range, &meta)?;
+        if r.status().is_success() {
+            // A piece CID names its bytes forever (booster-http and Curio send the same).
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
+        }
         Ok(self.counted(r, head))
     }
 
