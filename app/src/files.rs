@@ -8,6 +8,7 @@ use std::{
 
 use dealport_node::{
     config::{is_postgres_url, Config},
+    private_fs::{private_dir, write_private_file as node_write_private_file},
     store::{
         postgres::{PostgresOptions, PostgresStore},
         sled::SledStore,
@@ -56,36 +57,9 @@ pub(crate) fn locate(at: &Location) -> Result<(PathBuf, PathBuf, Option<Config>)
     Ok((dir, path, config))
 }
 
-/// Create `dir` (and parents) with owner-only permissions on the last component.
+/// Create the data dir owner-only, or refuse one open to other users.
 pub(crate) fn create_private_dir(dir: &Path) -> CmdResult {
-    if dir.exists() {
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            // The identity key lives in the store inside: refuse to use it (not merely
-            // warn) while other users can get at it.
-            if let Ok(m) = std::fs::metadata(dir) {
-                let mode = m.permissions().mode() & 0o777;
-                if mode & 0o077 != 0 {
-                    return Err(Fail(format!(
-                        "data dir {} is open to other users (mode {mode:o}) and holds the identity key; run `chmod 700 {}`",
-                        dir.display(),
-                        dir.display()
-                    )));
-                }
-            }
-        }
-        return Ok(());
-    }
-    let mut b = std::fs::DirBuilder::new();
-    b.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        b.mode(0o700);
-    }
-    b.create(dir)
-        .map_err(|e| Fail(format!("cannot create data dir {}: {e}", dir.display())))
+    private_dir(dir, "data dir", "the identity key").map_err(Fail)
 }
 
 /// A config file that holds a token must not be readable by other users: the Lotus API
@@ -126,20 +100,7 @@ pub(crate) fn refuse_readable_token(path: &Path, config: &Config) -> CmdResult {
 }
 
 pub(crate) fn write_private_file(path: &Path, text: &str) -> CmdResult {
-    use std::io::Write;
-    let mut o = std::fs::OpenOptions::new();
-    o.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        o.mode(0o600);
-    }
-    let mut f = o
-        .open(path)
-        .map_err(|e| Fail(format!("cannot create {}: {e}", path.display())))?;
-    f.write_all(text.as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(|e| Fail(format!("cannot write {}: {e}", path.display())))
+    node_write_private_file(path, text).map_err(Fail)
 }
 
 pub(crate) fn open_store(shell: &Shell, dir: &Path) -> Result<Arc<dyn Store>, Fail> {

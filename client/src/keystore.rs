@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use dealport_core::wire::Address;
+use dealport_node::private_fs::{private_dir, write_private_file};
 
 use crate::wallet::{KeyKind, Wallet, WalletError};
 
@@ -39,11 +40,11 @@ impl KeyStore {
 
     /// Create a key of `kind`, write it owner-only; its address and file.
     pub fn create(&self, kind: KeyKind) -> Result<(Address, PathBuf), WalletError> {
-        private_dir(&self.dir)?;
+        private_dir(&self.dir, "wallet dir", "client keys").map_err(err)?;
         let wallet = Wallet::generate(kind)?;
         let address = wallet.address();
         let path = self.file(&address);
-        write_private(&path, &wallet.to_lotus_export())?;
+        write_private_file(&path, &wallet.to_lotus_export()).map_err(err)?;
         Ok((address, path))
     }
 
@@ -99,50 +100,4 @@ impl KeyStore {
             },
         }
     }
-}
-
-/// Create `dir` owner-only, or check an existing one is not open to others.
-fn private_dir(dir: &Path) -> Result<(), WalletError> {
-    let mut b = std::fs::DirBuilder::new();
-    b.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-        b.mode(0o700);
-        b.create(dir)
-            .map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
-        let mode = std::fs::metadata(dir)
-            .map_err(|e| err(format!("cannot read {}: {e}", dir.display())))?
-            .permissions()
-            .mode()
-            & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(err(format!(
-                "wallet dir {} is open to other users (mode {mode:o}); run `chmod 700 {}`",
-                dir.display(),
-                dir.display()
-            )));
-        }
-        Ok(())
-    }
-    #[cfg(not(unix))]
-    b.create(dir)
-        .map_err(|e| err(format!("cannot create {}: {e}", dir.display())))
-}
-
-fn write_private(path: &Path, text: &str) -> Result<(), WalletError> {
-    use std::io::Write;
-    let mut o = std::fs::OpenOptions::new();
-    o.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        o.mode(0o600);
-    }
-    let mut f = o
-        .open(path)
-        .map_err(|e| err(format!("cannot create {}: {e}", path.display())))?;
-    f.write_all(text.as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(|e| err(format!("cannot write {}: {e}", path.display())))
 }

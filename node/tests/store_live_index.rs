@@ -5,7 +5,7 @@ use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use dealport_core::{
     deal::{Checkpoint, DealEvent, DealRecord},
-    wire::{Cbor, Cid, DealParams, DealUuid},
+    wire::{Cid, DealUuid},
 };
 use dealport_node::store::{
     postgres::{PostgresOptions, PostgresStore},
@@ -13,17 +13,10 @@ use dealport_node::store::{
     Fence, Store, CHECKPOINTS,
 };
 use dealport_testkit::{
-    node::{golden, hold_lease, runtime, within},
+    node::{a4_deal, hold_lease, runtime, within},
     postgres::PgServer,
 };
 use futures::executor::block_on;
-
-fn deal(b: u8) -> DealRecord {
-    let mut params = DealParams::from_cbor(&golden("A4")).unwrap();
-    params.deal_uuid = DealUuid([b; 16]);
-    params.client_deal_proposal.proposal.start_epoch += b as i64;
-    DealRecord::new_accepted(params.to_cbor(), params, String::new(), 1)
-}
 
 /// The events that take a deal (A4: online, 30 GB) from Accepted to each next checkpoint.
 fn step(to: Checkpoint) -> DealEvent {
@@ -74,7 +67,7 @@ async fn assert_index(store: &dyn Store, deals: &[DealRecord]) {
 /// Seven deals, each moved to another checkpoint, one failed on the way; the index
 /// checked after every write.
 async fn walk(store: &dyn Store, fence: &Fence) -> Vec<DealRecord> {
-    let mut deals: Vec<DealRecord> = (1..=7).map(deal).collect();
+    let mut deals: Vec<DealRecord> = (1..=7).map(a4_deal).collect();
     for d in &deals {
         store.insert_new_deal_fenced(fence, d).await.unwrap();
     }

@@ -2,28 +2,17 @@
 //! in UUID byte order, `limit` at a time.
 use std::{sync::Arc, time::Duration};
 
-use dealport_core::{
-    deal::DealRecord,
-    wire::{Cbor, DealParams, DealUuid},
-};
+use dealport_core::wire::DealUuid;
 use dealport_node::store::{
     postgres::{PostgresOptions, PostgresStore},
     sled::SledStore,
     Store,
 };
 use dealport_testkit::{
-    node::{golden, hold_lease, runtime},
+    node::{a4_deal, hold_lease, runtime},
     postgres::PgServer,
 };
 use futures::executor::block_on;
-
-/// A deal under UUID `[b; 16]` with its own proposal.
-fn deal(b: u8) -> DealRecord {
-    let mut params = DealParams::from_cbor(&golden("A4")).unwrap();
-    params.deal_uuid = DealUuid([b; 16]);
-    params.client_deal_proposal.proposal.start_epoch += b as i64;
-    DealRecord::new_accepted(params.to_cbor(), params, String::new(), 1)
-}
 
 async fn pages_walk_every_deal_once_in_order(store: Arc<dyn Store>) {
     let (_gate, fence) = hold_lease(&store).await;
@@ -31,7 +20,7 @@ async fn pages_walk_every_deal_once_in_order(store: Arc<dyn Store>) {
     let ids: Vec<u8> = vec![0x90, 0x01, 0x7f, 0xff, 0x33, 0x80, 0x10];
     for b in &ids {
         store
-            .insert_new_deal_fenced(&fence, &deal(*b))
+            .insert_new_deal_fenced(&fence, &a4_deal(*b))
             .await
             .unwrap();
     }
@@ -53,7 +42,7 @@ async fn pages_walk_every_deal_once_in_order(store: Arc<dyn Store>) {
     }
     assert_eq!(
         store.list_deals_page(None, 2).await.unwrap(),
-        vec![deal(0x01), deal(0x10)]
+        vec![a4_deal(0x01), a4_deal(0x10)]
     );
     assert!(store
         .list_deals_page(Some(DealUuid([0xff; 16])), 10)

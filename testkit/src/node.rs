@@ -101,6 +101,16 @@ pub async fn within<F: std::future::Future>(limit: Duration, f: F) -> F::Output 
     }
 }
 
+/// Golden vector A4 as an accepted deal under UUID `[b; 16]`, with its own proposal
+/// (the start epoch moved by `b`), so many can share a store.
+pub fn a4_deal(b: u8) -> dealport_core::deal::DealRecord {
+    use dealport_core::wire::{Cbor, DealParams, DealUuid};
+    let mut params = DealParams::from_cbor(&golden("A4")).expect("A4 decodes");
+    params.deal_uuid = DealUuid([b; 16]);
+    params.client_deal_proposal.proposal.start_epoch += b as i64;
+    dealport_core::deal::DealRecord::new_accepted(params.to_cbor(), params, String::new(), 1)
+}
+
 /// The configuration under which golden vector A4 is accepted.
 pub fn a4_config() -> Config {
     Config::parse(

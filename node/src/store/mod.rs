@@ -10,6 +10,7 @@
 //! Layer: the store, above the runtime seam: uses `runtime` only.
 
 mod fence;
+mod group_flush;
 pub mod postgres;
 pub mod sled;
 

@@ -29,6 +29,7 @@ use dealport_core::{
     wire::{Cid, DealUuid},
 };
 
+use super::group_flush::GroupFlush;
 use super::{
     checkpoint_from_name, is_live, DbMillis, Fence, Inserted, LeaseGrant, LeaseRead, LeaseRow,
     RelayTarget, Store, StoreError, StoreFuture, StoredDeal, CHECKPOINTS,
@@ -54,6 +55,7 @@ struct Inner {
     /// in the insert's transaction (a deal's piece CID never changes).
     by_piece_cid: Tree,
     lease: Mutex<LocalLease>,
+    group_flush: GroupFlush,
 }
 
 /// The meta key marking that `live` holds every live deal (built once on the first open
@@ -217,6 +219,7 @@ impl SledStore {
             live: tree("live_by_checkpoint")?,
             by_piece_cid: tree("by_piece_cid")?,
             lease: Mutex::new(LocalLease::default()),
+            group_flush: GroupFlush::new(),
             path,
             db,
         };
@@ -283,8 +286,10 @@ impl Inner {
         }
     }
 
+    /// Durable before returning; concurrent writers share one fsync (group commit).
     fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map(|_| ()).map_err(backend)
+        self.group_flush
+            .flush(|| self.db.flush().map(|_| ()).map_err(backend))
     }
 
     fn lease(&self) -> MutexGuard<'_, LocalLease> {
@@ -421,6 +426,16 @@ impl Inner {
         value: &[u8],
         new_live: Option<[u8; 17]>,
     ) -> Result<(), StoreError> {
+        self.update_unflushed(uuid, value, new_live)?;
+        self.flush()
+    }
+
+    fn update_unflushed(
+        &self,
+        uuid: DealUuid,
+        value: &[u8],
+        new_live: Option<[u8; 17]>,
+    ) -> Result<(), StoreError> {
         (&self.deals, &self.live)
             .transaction(
                 |(deals, live)| -> ConflictableTransactionResult<(), StoreError> {
@@ -440,8 +455,7 @@ impl Inner {
                     Ok(())
                 },
             )
-            .map_err(tx_error)?;
-        self.flush()
+            .map_err(tx_error)
     }
 }
 
@@ -603,8 +617,9 @@ impl Store for SledStore {
         format!("sled at {}", self.inner.path.display())
     }
 
-    // The lease lock is held across the check and the write (and its flush), so a write
-    // can never land after the lease it was made under was lost.
+    // The lease lock is held across the check and the write, so a write can never land
+    // after the lease it was made under was lost. The flush comes after the lock (the
+    // write already landed, in order, in sled's log), so concurrent writers share it.
     fn insert_new_deal_fenced<'a>(
         &'a self,
         fence: &'a Fence,
@@ -613,9 +628,15 @@ impl Store for SledStore {
         let new = NewDeal::of(deal);
         let fence = fence.clone();
         self.run(move |inner| {
-            let lease = inner.lease();
-            lease.check(&fence)?;
-            inner.insert(&new)
+            let outcome = {
+                let lease = inner.lease();
+                lease.check(&fence)?;
+                inner.insert_unflushed(&new)?
+            };
+            if outcome == Inserted::Yes {
+                inner.flush()?;
+            }
+            Ok(outcome)
         })
     }
 
@@ -629,9 +650,12 @@ impl Store for SledStore {
         let live = record_live_key(deal);
         let fence = fence.clone();
         self.run(move |inner| {
-            let lease = inner.lease();
-            lease.check(&fence)?;
-            inner.update(uuid, &value, live)
+            {
+                let lease = inner.lease();
+                lease.check(&fence)?;
+                inner.update_unflushed(uuid, &value, live)?;
+            }
+            inner.flush()
         })
     }
 
