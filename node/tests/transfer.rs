@@ -62,6 +62,7 @@ fn settings() -> TransferSettings {
         max_retries: 3,
         retry_backoff: Duration::from_millis(50),
         keep_staging: false,
+        keep_pieces_in: None,
         rescan: Duration::from_secs(30),
     }
 }
