@@ -39,6 +39,10 @@ const IDENTITY_KEY: &[u8] = b"identity";
 /// How long `open` retries a held lock before saying the data dir is in use. A store
 /// just dropped in this process releases its lock when sled's flusher thread ends.
 const LOCK_RETRY: Duration = Duration::from_millis(600);
+/// sled's page cache (its default is 1 GiB, which a store of a million deals fills: the
+/// node's memory then follows the history). The background work reads only the live
+/// index and status reads one deal, so a small cache serves both.
+const CACHE_BYTES: u64 = 64 << 20;
 
 struct Inner {
     path: PathBuf,
@@ -178,7 +182,11 @@ impl SledStore {
         let path = Self::path_in(data_dir);
         let started = Instant::now();
         let db = loop {
-            match ::sled::Config::new().path(&path).open() {
+            match ::sled::Config::new()
+                .path(&path)
+                .cache_capacity(CACHE_BYTES)
+                .open()
+            {
                 Ok(db) => break db,
                 Err(e) if is_lock_error(&e) => {
                     if started.elapsed() >= LOCK_RETRY {
