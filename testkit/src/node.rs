@@ -11,6 +11,10 @@ use async_io::Timer;
 use futures::future::{self, Either};
 
 pub use crate::golden::golden;
+use dealport_core::{
+    deal::DealRecord,
+    wire::{Cbor, DealParams, DealUuid},
+};
 use dealport_node::{
     chain::{ChainFactsSource, OfflineChain},
     config::Config,
@@ -35,6 +39,42 @@ pub async fn hold_lease(store: &Arc<dyn Store>) -> (Arc<LeaseGate>, Fence) {
     let gate = Arc::new(LeaseGate::new());
     gate.open(fence.clone(), Instant::now() + Duration::from_secs(60));
     (gate, fence)
+}
+
+/// Golden vector A4 as a freshly accepted deal record.
+pub fn a4_record() -> DealRecord {
+    let bytes = golden("A4");
+    let params = DealParams::from_cbor(&bytes).unwrap();
+    DealRecord::new_accepted(
+        bytes,
+        params,
+        "12D3KooWtest".into(),
+        1_700_000_000_123_456_789,
+    )
+}
+
+/// A4 under UUID `[uuid; 16]` and another proposal (start epoch + `uuid`): a deal that
+/// collides with A4 in nothing.
+pub fn other_record(uuid: u8) -> DealRecord {
+    let mut params = DealParams::from_cbor(&golden("A4")).unwrap();
+    params.deal_uuid = DealUuid([uuid; 16]);
+    params.client_deal_proposal.proposal.start_epoch += uuid as i64;
+    let bytes = params.to_cbor();
+    DealRecord::new_accepted(bytes, params, String::new(), 5)
+}
+
+/// Wait until `store` says its lease has expired, by the store's clock (the database's
+/// for PostgreSQL), polling; the store's time of that read.
+pub async fn until_expired(store: &dyn Store) -> i64 {
+    let started = Instant::now();
+    loop {
+        let read = store.read_lease().await.unwrap();
+        if !read.row.as_ref().unwrap().is_live(read.now) {
+            return read.now;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "never expired");
+        Timer::after(Duration::from_millis(50)).await;
+    }
 }
 
 /// A runtime that gives every task its own thread: enough for tests, no executor crate.
