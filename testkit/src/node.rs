@@ -109,18 +109,29 @@ impl Runtime for ExecutorRuntime {
 
 pub fn executor_runtime() -> Arc<dyn Runtime> {
     static EX: OnceLock<Arc<async_executor::Executor<'static>>> = OnceLock::new();
-    let ex = EX.get_or_init(|| {
-        let ex = Arc::new(async_executor::Executor::new());
-        for i in 0..2 {
-            let ex = ex.clone();
-            std::thread::Builder::new()
-                .name(format!("test-exec-{i}"))
-                .spawn(move || async_io::block_on(ex.run(future::pending::<()>())))
-                .expect("spawn executor thread");
-        }
-        ex
-    });
-    Arc::new(ExecutorRuntime(ex.clone()))
+    Arc::new(ExecutorRuntime(
+        EX.get_or_init(|| executor_on_threads(2)).clone(),
+    ))
+}
+
+/// A runtime on a new executor with one thread of its own, so that another task's work
+/// in the same test process (an attacker's, say) does not slow its tasks down, or the
+/// other way round.
+pub fn isolated_executor_runtime() -> Arc<dyn Runtime> {
+    Arc::new(ExecutorRuntime(executor_on_threads(1)))
+}
+
+/// A new executor run by `threads` threads of its own.
+fn executor_on_threads(threads: usize) -> Arc<async_executor::Executor<'static>> {
+    let ex = Arc::new(async_executor::Executor::new());
+    for i in 0..threads {
+        let ex = ex.clone();
+        std::thread::Builder::new()
+            .name(format!("test-exec-{i}"))
+            .spawn(move || async_io::block_on(ex.run(future::pending::<()>())))
+            .expect("spawn executor thread");
+    }
+    ex
 }
 
 /// Run a test body with an overall bound so a hang fails instead of blocking CI.
