@@ -13,6 +13,10 @@ use clap::{Args, Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Log at info level. The client and bench commands otherwise log only warnings;
+    /// `RUST_LOG` overrides both.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -32,6 +36,13 @@ pub enum Command {
     Init {
         #[command(flatten)]
         at: Location,
+        /// The miner actor to take deals for (an ID address, e.g. f01000): adds its
+        /// `[[miners]]` block to the config. Can be given again later to add another.
+        #[arg(long)]
+        miner: Option<String>,
+        /// The network for a new config: mainnet or calibnet.
+        #[arg(long)]
+        network: Option<String>,
     },
     /// Serve the MK12 protocols until SIGINT or SIGTERM.
     Run {
@@ -69,6 +80,9 @@ pub enum Command {
         #[command(subcommand)]
         command: dealport_client::cli::ClientCommand,
     },
+    /// One offline deal on this machine, start to `Transferred`, through a throwaway
+    /// node: what dealport does, in under a minute, leaving nothing behind.
+    Demo,
     /// Load-test a provider: status, ask or fresh signed deals over N connections and
     /// M streams each; prints throughput and latency percentiles.
     Bench(dealport_client::bench::BenchArgs),
@@ -93,6 +107,9 @@ pub enum DealsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Fill the store (no node may run on it) with N signed synthetic deals, mostly
+    /// history, for benchmarks: 90 % Complete, 5 % failed, 5 % at work.
+    Populate { count: u64 },
     /// Everything stored about one deal, as JSON.
     Show { uuid: String },
     /// Bring an offline deal's data in: stream FILE to the running node's API

@@ -3,32 +3,62 @@
 
 use std::{path::Path, time::Duration};
 
-use dealport_core::wire::DealUuid;
+use dealport_core::{deal::DealRecord, wire::DealUuid};
 use dealport_node::{
-    config::{ChainMode, Config},
+    config::{is_postgres_url, ChainMode, Config},
     identity,
-    store::{sled::SledStore, StoreError, StoredDeal},
+    store::{
+        postgres::{PostgresOptions, PostgresStore},
+        sled::SledStore,
+        StoreError, StoredDeal,
+    },
 };
 use libp2p::Multiaddr;
 
 use crate::{
     files::{
-        create_private_dir, default_data_dir, locate, open_store, open_store_spec,
-        write_peer_id_file, write_private_file,
+        add_miner, create_private_dir, default_data_dir, has_miner, locate, open_store,
+        open_store_spec, with_network, write_peer_id_file, write_private_file, HTTP_ADDRESS_FILE,
     },
     run::{lotus_chain, miner_list},
     CmdResult, DealsCommand, Fail, Location, Shell,
 };
 
-pub(crate) async fn init(shell: Shell, at: Location) -> CmdResult {
+pub(crate) async fn init(
+    shell: Shell,
+    at: Location,
+    miner: Option<String>,
+    network: Option<String>,
+) -> CmdResult {
     let dir = at.data_dir.clone().unwrap_or_else(default_data_dir);
     create_private_dir(&dir)?;
     let path = at.config.clone().unwrap_or_else(|| dir.join("config.toml"));
     if path.exists() {
-        eprintln!("config {} already exists; left unchanged", path.display());
+        if network.is_some() {
+            return Err(Fail(format!(
+                "config {} already exists: change `network` under [chain] in it instead",
+                path.display()
+            )));
+        }
+        if miner.is_none() {
+            eprintln!("config {} already exists; left unchanged", path.display());
+        }
     } else {
-        write_private_file(&path, &dealport_node::config::template())?;
+        let text = with_network(&dealport_node::config::template(), network.as_deref())
+            .map_err(|e| Fail(format!("--network: {e}")))?;
+        write_private_file(&path, &text)?;
         eprintln!("wrote config {}", path.display());
+    }
+    match &miner {
+        Some(m) => add_miner(&path, m)?,
+        None if !has_miner(&path) => eprintln!(
+            "no miner yet: add one with `dealport init --miner f0…{}` before taking deals",
+            at.data_dir
+                .as_ref()
+                .map(|d| format!(" --data-dir {}", d.display()))
+                .unwrap_or_default()
+        ),
+        None => {}
     }
     let store = open_store(&shell, &dir)?;
     let (key, created) = identity::load_or_create(&*store).await?;
@@ -184,37 +214,44 @@ pub(crate) async fn deals(shell: Shell, at: Location, command: DealsCommand) -> 
                 path.display()
             ))
         })?;
-        return import(shell, &config, &path, &uuid, &file, node).await;
+        return import(shell, &dir, &config, &path, &uuid, &file, node).await;
     }
-    // The config's store: the cluster's database when `store` is a postgres:// URL.
-    let spec = config.map_or_else(|| "sled".to_owned(), |c| c.store);
-    let store = open_store_spec(&shell, &dir, &spec).await?;
+    if let DealsCommand::Populate { count } = command {
+        let spec = config.map_or_else(|| "sled".to_owned(), |c| c.store);
+        return populate_store(&shell, &dir, &spec, count).await;
+    }
+    // The config's store: the cluster's database when `store` is a postgres:// URL. A
+    // running node holds a sled store: ask it through its API instead.
+    let spec = config
+        .as_ref()
+        .map_or_else(|| "sled".to_owned(), |c| c.store.clone());
+    let store = match open_store_spec(&shell, &dir, &spec).await {
+        Ok(s) => s,
+        Err(e) if e.0.contains("in use by another dealport process") => {
+            let config = config.ok_or(e)?;
+            return deals_through_api(&dir, &config, &path, command).await;
+        }
+        Err(e) => return Err(e),
+    };
     match command {
         DealsCommand::List { json } => {
-            let deals = store.list_deals().await?;
-            if json {
-                let v: Vec<_> = deals.iter().map(StoredDeal::from_record).collect();
-                println!("{}", serde_json::to_string_pretty(&v)?);
-                return Ok(());
+            let mut list = DealList::new(json);
+            let mut after = None;
+            loop {
+                let page = store.list_deals_page(after, DEALS_PAGE).await?;
+                for d in &page {
+                    list.row(d);
+                }
+                match page.last() {
+                    Some(d) if page.len() == DEALS_PAGE => after = Some(d.uuid),
+                    _ => break,
+                }
             }
-            println!(
-                "{:<36}  {:<20}  {:<44}  {:>14}  CREATED (UTC)",
-                "UUID", "STATE", "CLIENT", "PIECE SIZE"
-            );
-            for d in &deals {
-                let p = &d.params.client_deal_proposal.proposal;
-                println!(
-                    "{:<36}  {:<20}  {:<44}  {:>14}  {}",
-                    d.uuid.to_string(),
-                    d.state().to_string(),
-                    p.client.to_string(),
-                    p.piece_size,
-                    dealport_core::accept::go_time_utc(d.created_at_unix_nanos)
-                );
-            }
-            eprintln!("{} deal(s)", deals.len());
+            list.end();
         }
-        DealsCommand::Import { .. } => unreachable!("handled above"),
+        DealsCommand::Import { .. } | DealsCommand::Populate { .. } => {
+            unreachable!("handled above")
+        }
         DealsCommand::Show { uuid } => {
             let id = DealUuid::parse(&uuid)
                 .map_err(|e| Fail(format!("{uuid:?} is not a deal UUID: {e}")))?;
@@ -229,9 +266,180 @@ pub(crate) async fn deals(shell: Shell, at: Location, command: DealsCommand) -> 
     Ok(())
 }
 
+/// `deals populate`: straight into the concrete store, one transaction per batch.
+async fn populate_store(shell: &Shell, dir: &Path, spec: &str, count: u64) -> CmdResult {
+    let written = if is_postgres_url(spec) {
+        let store = PostgresStore::connect(spec, PostgresOptions::default()).await?;
+        crate::populate::populate(count, |batch| {
+            let store = store.clone();
+            async move { Ok(store.bulk_load(&batch).await?) }
+        })
+        .await?
+    } else {
+        let store = SledStore::open(dir, shell.runtime.clone())?;
+        crate::populate::populate(count, |batch| {
+            let store = store.clone();
+            async move { Ok(store.bulk_load(batch).await?) }
+        })
+        .await?
+    };
+    println!("{written} deals written");
+    Ok(())
+}
+
+/// Deals read from the store per page.
+const DEALS_PAGE: usize = 1000;
+
+/// `deals list` output, printed as the pages come.
+struct DealList {
+    json: bool,
+    count: usize,
+}
+
+impl DealList {
+    fn new(json: bool) -> DealList {
+        if json {
+            println!("[");
+        } else {
+            println!(
+                "{:<36}  {:<20}  {:<44}  {:>14}  CREATED (UTC)",
+                "UUID", "STATE", "CLIENT", "PIECE SIZE"
+            );
+        }
+        DealList { json, count: 0 }
+    }
+
+    fn row(&mut self, d: &DealRecord) {
+        if self.json {
+            let v = serde_json::to_string_pretty(&StoredDeal::from_record(d))
+                .expect("a stored deal serializes");
+            println!("{}{v}", if self.count > 0 { "," } else { "" });
+        } else {
+            self.line(
+                &d.uuid.to_string(),
+                &d.state().to_string(),
+                &d.params.client_deal_proposal.proposal.client.to_string(),
+                d.params.client_deal_proposal.proposal.piece_size,
+                &dealport_core::accept::go_time_utc(d.created_at_unix_nanos),
+            );
+        }
+        self.count += 1;
+    }
+
+    fn line(&self, uuid: &str, state: &str, client: &str, piece_size: u64, created: &str) {
+        println!("{uuid:<36}  {state:<20}  {client:<44}  {piece_size:>14}  {created}");
+    }
+
+    fn end(self) {
+        if self.json {
+            println!("]");
+        } else {
+            eprintln!("{} deal(s)", self.count);
+        }
+    }
+}
+
+/// `deals list|show` while the node runs and holds the store: its API answers.
+async fn deals_through_api(
+    dir: &Path,
+    config: &Config,
+    path: &Path,
+    command: DealsCommand,
+) -> CmdResult {
+    if config.api.token.is_empty() {
+        return Err(Fail(format!(
+            "the store is in use by the running node, and config file {} has no [api] token \
+             to ask the node with; set one and restart the node",
+            path.display()
+        )));
+    }
+    let node = node_url(dir, config);
+    let get = |p: String| {
+        let node = node.clone();
+        let token = config.api.token.clone();
+        async move {
+            let (code, body) =
+                dealport_client::node_api::get(&node, &token, &p, Duration::from_secs(10))
+                    .await
+                    .map_err(Fail)?;
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            if code != 200 {
+                let why = v["error"].as_str().unwrap_or(body.trim()).to_owned();
+                return Err(Fail(format!("{node} answered HTTP {code}: {why}")));
+            }
+            Ok(v)
+        }
+    };
+    match command {
+        DealsCommand::Show { uuid } => {
+            let v = get(format!("deals/{uuid}")).await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        DealsCommand::List { json } => {
+            // Through the API, --json prints the API's deal objects (as `deals show`).
+            let mut page = get("deals".to_owned()).await?;
+            let mut list = DealList::new(json);
+            let mut first = true;
+            loop {
+                for d in page["deals"].as_array().into_iter().flatten() {
+                    if json {
+                        let v = serde_json::to_string_pretty(d)?;
+                        println!("{}{v}", if first { "" } else { "," });
+                        first = false;
+                    } else {
+                        let p = &d["proposal"];
+                        list.line(
+                            d["uuid"].as_str().unwrap_or("?"),
+                            d["state"].as_str().unwrap_or("?"),
+                            p["client"].as_str().unwrap_or("?"),
+                            p["piece_size"].as_u64().unwrap_or(0),
+                            d["created_at"].as_str().unwrap_or("?"),
+                        );
+                    }
+                    list.count += 1;
+                }
+                match page["next"].as_str() {
+                    Some(next) => page = get(format!("deals/after/{next}")).await?,
+                    None => break,
+                }
+            }
+            list.end();
+        }
+        DealsCommand::Import { .. } | DealsCommand::Populate { .. } => {
+            unreachable!("handled by the caller")
+        }
+    }
+    Ok(())
+}
+
+/// The running node's HTTP address: what it wrote at start, else the config's (an
+/// unspecified address means this machine).
+fn node_url(dir: &Path, config: &Config) -> String {
+    if let Ok(written) = std::fs::read_to_string(dir.join(HTTP_ADDRESS_FILE)) {
+        let written = written.trim();
+        if !written.is_empty() {
+            let mut url = written.to_owned();
+            // 0.0.0.0 / [::] is where it listens, not where to dial.
+            url = url
+                .replace("://0.0.0.0:", "://127.0.0.1:")
+                .replace("://[::]:", "://[::1]:");
+            return url;
+        }
+    }
+    let mut addr = config.http.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr.ip() {
+            std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    format!("http://{addr}")
+}
+
 /// `dealport deals import`: stream the file to the node, print the outcome as a sentence.
 async fn import(
     shell: Shell,
+    dir: &Path,
     config: &Config,
     path: &Path,
     uuid: &str,
@@ -246,17 +454,8 @@ async fn import(
             path.display()
         )));
     }
-    let node = node.unwrap_or_else(|| {
-        let mut addr = config.http.listen;
-        if addr.ip().is_unspecified() {
-            addr.set_ip(match addr.ip() {
-                std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-                std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-            });
-        }
-        format!("http://{addr}")
-    });
-    let (code, body) = dealport_client::import::import_file(
+    let node = node.unwrap_or_else(|| node_url(dir, config));
+    let (code, body) = dealport_client::node_api::import_file(
         shell.runtime.clone(),
         &node,
         &config.api.token,

@@ -8,6 +8,7 @@ use std::{
 
 use dealport_node::{
     config::{is_postgres_url, Config},
+    private_fs::{private_dir, write_private_file as node_write_private_file},
     store::{
         postgres::{PostgresOptions, PostgresStore},
         sled::SledStore,
@@ -56,36 +57,9 @@ pub(crate) fn locate(at: &Location) -> Result<(PathBuf, PathBuf, Option<Config>)
     Ok((dir, path, config))
 }
 
-/// Create `dir` (and parents) with owner-only permissions on the last component.
+/// Create the data dir owner-only, or refuse one open to other users.
 pub(crate) fn create_private_dir(dir: &Path) -> CmdResult {
-    if dir.exists() {
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            // The identity key lives in the store inside: refuse to use it (not merely
-            // warn) while other users can get at it.
-            if let Ok(m) = std::fs::metadata(dir) {
-                let mode = m.permissions().mode() & 0o777;
-                if mode & 0o077 != 0 {
-                    return Err(Fail(format!(
-                        "data dir {} is open to other users (mode {mode:o}) and holds the identity key; run `chmod 700 {}`",
-                        dir.display(),
-                        dir.display()
-                    )));
-                }
-            }
-        }
-        return Ok(());
-    }
-    let mut b = std::fs::DirBuilder::new();
-    b.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        b.mode(0o700);
-    }
-    b.create(dir)
-        .map_err(|e| Fail(format!("cannot create data dir {}: {e}", dir.display())))
+    private_dir(dir, "data dir", "the identity key").map_err(Fail)
 }
 
 /// A config file that holds a token must not be readable by other users: the Lotus API
@@ -126,20 +100,7 @@ pub(crate) fn refuse_readable_token(path: &Path, config: &Config) -> CmdResult {
 }
 
 pub(crate) fn write_private_file(path: &Path, text: &str) -> CmdResult {
-    use std::io::Write;
-    let mut o = std::fs::OpenOptions::new();
-    o.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        o.mode(0o600);
-    }
-    let mut f = o
-        .open(path)
-        .map_err(|e| Fail(format!("cannot create {}: {e}", path.display())))?;
-    f.write_all(text.as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(|e| Fail(format!("cannot write {}: {e}", path.display())))
+    node_write_private_file(path, text).map_err(Fail)
 }
 
 pub(crate) fn open_store(shell: &Shell, dir: &Path) -> Result<Arc<dyn Store>, Fail> {
@@ -164,8 +125,63 @@ pub(crate) async fn open_store_spec(
     }
 }
 
+/// Where the running node's HTTP server listens, for the commands that ask it (`deals`),
+/// also when `[http] listen` picked a random port.
+pub(crate) const HTTP_ADDRESS_FILE: &str = "http-address";
+
+pub(crate) fn write_http_address_file(dir: &Path, addr: std::net::SocketAddr) {
+    let _ = std::fs::write(dir.join(HTTP_ADDRESS_FILE), format!("http://{addr}\n"));
+}
+
 /// The PeerID is also kept in plain text beside the store, so `info` can show it while
 /// a running node holds the store's lock.
 pub(crate) fn write_peer_id_file(dir: &Path, peer: &PeerId) {
     let _ = std::fs::write(dir.join("peer-id"), format!("{peer}\n"));
+}
+
+/// The config template for `network` (mainnet when `None`).
+pub(crate) fn with_network(template: &str, network: Option<&str>) -> Result<String, String> {
+    match network {
+        None | Some("mainnet") => Ok(template.to_owned()),
+        Some("calibnet") => {
+            Ok(template.replacen("network = \"mainnet\"", "network = \"calibnet\"", 1))
+        }
+        Some(other) => Err(format!("{other:?} is neither mainnet nor calibnet")),
+    }
+}
+
+/// Does the config at `path` name a miner?
+pub(crate) fn has_miner(path: &Path) -> bool {
+    Config::load(path).is_ok_and(|c| !c.miners.is_empty())
+}
+
+/// Append a `[[miners]]` block for `miner` to the config at `path`, checked by parsing
+/// the result before it is written (an array-of-tables block may stand at the end).
+pub(crate) fn add_miner(path: &Path, miner: &str) -> CmdResult {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Fail(format!("cannot read config {}: {e}", path.display())))?;
+    let config = Config::parse(&text, path)?;
+    if config.miners.iter().any(|m| m.address.to_string() == miner) {
+        eprintln!("miner {miner} is already in {}", path.display());
+        return Ok(());
+    }
+    let block =
+        format!("\n[[miners]]\naddress = \"{miner}\"   # added by `dealport init --miner`\n");
+    let new_text = format!("{}\n{block}", text.trim_end());
+    Config::parse(&new_text, path).map_err(|e| {
+        Fail(format!(
+            "--miner {miner:?}: {}",
+            e.to_string()
+                .rsplit(": ")
+                .next()
+                .unwrap_or("not a miner ID address")
+        ))
+    })?;
+    let tmp = path.with_extension("toml.new");
+    let _ = std::fs::remove_file(&tmp);
+    write_private_file(&tmp, &new_text)?;
+    std::fs::rename(&tmp, path)
+        .map_err(|e| Fail(format!("cannot replace {}: {e}", path.display())))?;
+    eprintln!("added miner {miner} to {}", path.display());
+    Ok(())
 }

@@ -11,7 +11,9 @@
 
 pub mod cli;
 mod commands;
+mod demo;
 mod files;
+mod populate;
 mod run;
 
 use std::{io::IsTerminal, process::ExitCode, sync::Arc};
@@ -43,7 +45,17 @@ pub(crate) type CmdResult = Result<(), Fail>;
 /// Parse the command line, set up logging, run the command.
 pub async fn main(shell: Shell) -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // A client's user wants the answer, not libp2p's log lines; a node's operator wants
+    // the log.
+    let quiet = matches!(
+        cli.command,
+        Command::Client { .. } | Command::Bench(_) | Command::Demo
+    );
+    init_logging(if quiet && !cli.verbose {
+        "warn"
+    } else {
+        "info"
+    });
     match run_command(shell, cli.command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(Fail(msg)) => {
@@ -53,9 +65,9 @@ pub async fn main(shell: Shell) -> ExitCode {
     }
 }
 
-fn init_logging() {
+fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -65,7 +77,7 @@ fn init_logging() {
 
 async fn run_command(shell: Shell, command: Command) -> CmdResult {
     match command {
-        Command::Init { at } => commands::init(shell, at).await,
+        Command::Init { at, miner, network } => commands::init(shell, at, miner, network).await,
         Command::Run { at, store } => run::run(shell, at, store).await,
         Command::Info { at, json } => commands::info(shell, at, json).await,
         Command::Deals { at, command } => commands::deals(shell, at, command).await,
@@ -73,6 +85,7 @@ async fn run_command(shell: Shell, command: Command) -> CmdResult {
             at,
             command: ChainCommand::Check { json },
         } => commands::chain_check(shell, at, json).await,
+        Command::Demo => demo::demo(shell).await,
         Command::Client { command } => Ok(dealport_client::cli::run(command).await?),
         Command::Bench(args) => {
             Ok(dealport_client::bench::run_cli(shell.runtime.clone(), args).await?)

@@ -3,6 +3,8 @@
 
 use std::{path::Path, sync::Arc, time::Duration};
 
+use libp2p::{Multiaddr, PeerId};
+
 use async_io::Timer;
 use dealport_core::facts::AskTerms;
 use dealport_node::{
@@ -23,12 +25,15 @@ use dealport_node::{
     mk12_http::Mk12Http,
     runtime::LeaderTask,
     service::{DealService, ServiceConfig},
+    signals::ShutdownSignal,
     store::LeaseGate,
 };
+use futures::future::{self, Either};
 
 use crate::{
     files::{
-        create_private_dir, locate, open_store_spec, refuse_readable_token, write_peer_id_file,
+        create_private_dir, locate, open_store_spec, refuse_readable_token,
+        write_http_address_file, write_peer_id_file,
     },
     CmdResult, Fail, Location, Shell,
 };
@@ -64,26 +69,12 @@ pub(crate) async fn run(shell: Shell, at: Location, store_flag: Option<String>) 
         "dealport {} starting",
         env!("CARGO_PKG_VERSION")
     );
-    let (chain, lotus_client): (Arc<dyn ChainFactsSource>, Option<Arc<LotusClient>>) =
-        match config.chain.mode {
-            ChainMode::Offline => {
-                let chain = OfflineChain::new(config.chain.network, config.chain.offline.clone());
-                tracing::warn!("{}", chain.describe());
-                tracing::warn!("offline chain: transferred deals are not published");
-                (Arc::new(chain), None)
-            }
-            ChainMode::Lotus => {
-                let lotus = lotus_chain(&config, &path)?;
-                tracing::info!("{}", lotus.describe());
-                let client = lotus.client();
-                (Arc::new(lotus), Some(client))
-            }
-        };
+    let (chain, lotus_client) = open_chain(&config, &path)?;
 
     let policy = config.policy();
     let policy_buffer = policy.sealing_buffer_epochs;
     if policy.miners.is_empty() {
-        tracing::warn!("no [[miners]] configured: every proposal will be rejected");
+        tracing::warn!("no [[miners]] configured: every proposal will be rejected; add one with `dealport init --miner f0…` and restart");
     } else {
         tracing::info!(miners = ?policy.miners.iter().map(ToString::to_string).collect::<Vec<_>>(), "taking deals");
     }
@@ -132,31 +123,16 @@ pub(crate) async fn run(shell: Shell, at: Location, store_flag: Option<String>) 
             .with_cluster(cluster)
             .with_api(api),
     );
-    // Deals' data is downloaded, and the miners' on-chain info kept right, only by the
-    // lease holder.
-    let mut leader_tasks: Vec<LeaderTask> =
-        vec![dealport_node::exec::runner::leader_task(transfers)];
-    if let Some(lotus) = &lotus_client {
-        let terms = ask_terms(&config);
-        if !terms.is_empty() {
-            let signer = AskSigner::new(lotus.clone(), terms);
-            service.set_ask_signer(signer.clone());
-            leader_tasks.push(dealport_node::chain::asks::leader_task(signer));
-        }
-        let settings = PublishSettings::from_config(&config.publish, policy_buffer);
-        let publisher = Publisher::new(service.clone(), lotus.clone(), settings);
-        leader_tasks.push(dealport_node::exec::publish::leader_task(publisher));
-    }
-    leader_tasks.extend(upkeep.map(|u| {
-        let u = Arc::new(u);
-        let miners = miner_list(&config);
-        let every = Duration::from_secs(config.chain.lotus.miner_info_check_secs);
-        let announce = announce.clone();
-        Box::new(move || -> dealport_node::runtime::BoxTask {
-            let (u, miners, announce) = (u.clone(), miners.clone(), announce.clone());
-            Box::pin(async move { u.run(&miners, &peer, &announce, every).await })
-        }) as LeaderTask
-    }));
+    let leader_tasks = leader_tasks(
+        &config,
+        &service,
+        transfers,
+        lotus_client.as_ref(),
+        upkeep,
+        peer,
+        &announce,
+        policy_buffer,
+    );
     let duties = Arc::new(Duties::new(
         shell.runtime.clone(),
         key,
@@ -217,29 +193,12 @@ pub(crate) async fn run(shell: Shell, at: Location, store_flag: Option<String>) 
         }
     };
     tracing::info!("http listening on {}", http.local_addr());
+    write_http_address_file(&dir, http.local_addr());
     if cluster && !lease.is_leader() {
         tracing::info!("standing by: another node holds the lease");
     }
-    let gauges = report_host_gauges(&duties, metrics.clone());
     tracing::info!("ready");
-
-    let signal = {
-        let first = Timer::after(first_wait);
-        let gauges = std::pin::pin!(gauges);
-        let stopped = async {
-            if let futures::future::Either::Left((s, _)) =
-                futures::future::select(stop.as_mut(), first).await
-            {
-                return s;
-            }
-            lease.run(&mut stop).await
-        };
-        let stopped = std::pin::pin!(stopped);
-        match futures::future::select(stopped, gauges).await {
-            futures::future::Either::Left((signal, _)) => signal,
-            futures::future::Either::Right(((), _)) => unreachable!("the gauges never end"),
-        }
-    };
+    let signal = serve_until_stopped(&mut lease, &mut stop, first_wait, &duties, metrics).await;
     tracing::info!(signal = %signal, grace = ?SHUTDOWN_GRACE, "stopping");
     // Give the lease up first so a standby takes over at its next poll.
     lease.release().await;
@@ -249,6 +208,90 @@ pub(crate) async fn run(shell: Shell, at: Location, store_flag: Option<String>) 
     drop(service);
     drop(store);
     Ok(())
+}
+
+/// The chain facts and, in Lotus mode, the client to the Lotus node.
+type Chain = (Arc<dyn ChainFactsSource>, Option<Arc<LotusClient>>);
+
+/// The chain facts: offline (from the config) or a Lotus node, whose client the
+/// publisher, the ask signer and the on-chain upkeep also use.
+fn open_chain(config: &Config, path: &Path) -> Result<Chain, Fail> {
+    Ok(match config.chain.mode {
+        ChainMode::Offline => {
+            let chain = OfflineChain::new(config.chain.network, config.chain.offline.clone());
+            tracing::warn!("{}", chain.describe());
+            tracing::warn!("offline chain: transferred deals are not published");
+            (Arc::new(chain), None)
+        }
+        ChainMode::Lotus => {
+            let lotus = lotus_chain(config, path)?;
+            tracing::info!("{}", lotus.describe());
+            let client = lotus.client();
+            (Arc::new(lotus), Some(client))
+        }
+    })
+}
+
+/// What only the lease holder runs: downloads always; with Lotus, signed asks,
+/// publishing and the miners' on-chain peer info.
+#[allow(clippy::too_many_arguments)]
+fn leader_tasks(
+    config: &Config,
+    service: &DealService,
+    transfers: Arc<Transfers>,
+    lotus_client: Option<&Arc<LotusClient>>,
+    upkeep: Option<MinerInfoUpdater>,
+    peer: PeerId,
+    announce: &[Multiaddr],
+    policy_buffer: i64,
+) -> Vec<LeaderTask> {
+    let mut leader_tasks: Vec<LeaderTask> =
+        vec![dealport_node::exec::runner::leader_task(transfers)];
+    if let Some(lotus) = lotus_client {
+        let terms = ask_terms(config);
+        if !terms.is_empty() {
+            let signer = AskSigner::new(lotus.clone(), terms);
+            service.set_ask_signer(signer.clone());
+            leader_tasks.push(dealport_node::chain::asks::leader_task(signer));
+        }
+        let settings = PublishSettings::from_config(&config.publish, policy_buffer);
+        let publisher = Publisher::new(service.clone(), lotus.clone(), settings);
+        leader_tasks.push(dealport_node::exec::publish::leader_task(publisher));
+    }
+    leader_tasks.extend(upkeep.map(|u| {
+        let u = Arc::new(u);
+        let miners = miner_list(config);
+        let every = Duration::from_secs(config.chain.lotus.miner_info_check_secs);
+        let announce = announce.to_vec();
+        Box::new(move || -> dealport_node::runtime::BoxTask {
+            let (u, miners, announce) = (u.clone(), miners.clone(), announce.clone());
+            Box::pin(async move { u.run(&miners, &peer, &announce, every).await })
+        }) as LeaderTask
+    }));
+    leader_tasks
+}
+
+/// Serve until SIGINT or SIGTERM: the lease loop (its first wait already decided) and
+/// the host gauges; the signal's name.
+async fn serve_until_stopped(
+    lease: &mut LeaseLoop,
+    stop: &mut ShutdownSignal,
+    first_wait: Duration,
+    duties: &Duties,
+    metrics: Arc<Metrics>,
+) -> String {
+    let gauges = std::pin::pin!(report_host_gauges(duties, metrics));
+    let first = Timer::after(first_wait);
+    let stopped = async {
+        if let Either::Left((s, _)) = future::select(stop.as_mut(), first).await {
+            return s;
+        }
+        lease.run(stop).await
+    };
+    match future::select(std::pin::pin!(stopped), gauges).await {
+        Either::Left((signal, _)) => signal,
+        Either::Right(((), _)) => unreachable!("the gauges never end"),
+    }
 }
 
 /// The Lotus chain from `[chain.lotus]` or `FULLNODE_API_INFO`.

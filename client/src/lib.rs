@@ -18,9 +18,12 @@
 //! Deadlines follow Boost's client: 10 s to write a request, 60 s to read the answer.
 
 pub mod bench;
+pub mod car;
 pub mod cli;
+pub mod commp;
 pub mod http;
-pub mod import;
+pub mod keystore;
+pub mod node_api;
 mod p2p;
 pub mod transport;
 pub mod wallet;

@@ -434,14 +434,21 @@ fn cli_deal_status_info_with_json() {
         assert_ne!(uuid, UUID);
 
         let out = execute(client_command(&[
-            "status", &provider, &uuid, "--wallet", &wallet, "--json",
+            "status",
+            "--provider",
+            &provider,
+            "--uuid",
+            &uuid,
+            "--wallet",
+            &wallet,
+            "--json",
         ]))
         .await;
         out.result.unwrap();
         let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
         assert_eq!(v["deal_status"]["status"], "Accepted", "{}", out.stdout);
 
-        let out = execute(client_command(&["info", &provider, "--json"])).await;
+        let out = execute(client_command(&["info", "--provider", &provider, "--json"])).await;
         out.result.unwrap();
         let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
         let protocols = v["protocols"].as_array().unwrap();
@@ -457,7 +464,13 @@ fn cli_deal_status_info_with_json() {
 
         // Human output of status.
         let out = execute(client_command(&[
-            "status", &provider, &uuid, "--wallet", &wallet,
+            "status",
+            "--provider",
+            &provider,
+            "--uuid",
+            &uuid,
+            "--wallet",
+            &wallet,
         ]))
         .await;
         out.result.unwrap();

@@ -4,6 +4,9 @@
 //! With one node (sled), the host always runs here and the relay goes to it. In cluster
 //! mode every node relays to the current lease holder's internal WebSocket address, read
 //! from the shared store (only while its lease is live).
+//!
+//! Layer: what the HTTP server serves, above the routes: uses `api`, `mk12_http`,
+//! `http`, `p2p` (address helpers), `store`, `metrics`. The lease loop sets its [`Role`].
 use std::{
     net::SocketAddr,
     sync::{Arc, RwLock},

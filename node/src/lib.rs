@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod mk12_http;
 pub mod outbound;
 pub mod p2p;
+pub mod private_fs;
 pub mod runtime;
 pub mod service;
 pub mod signals;

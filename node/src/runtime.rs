@@ -5,6 +5,8 @@
 //! reactor works under any executor, so the trait only needs to spawn work. Each shell
 //! (`runtime-smol`, `runtime-asyncstd`, tests) implements it in a few lines and hands an
 //! `Arc<dyn Runtime>` to the node.
+//!
+//! Layer: the runtime seam, the bottom of `node/`: uses no other module.
 
 use std::{
     fmt,

@@ -2,7 +2,11 @@
 //!
 //! One [`DealService`] serves all five protocols for the libp2p host. Every proposal is
 //! answered within the configured budget: if the chain or the store is slower the client
-//! gets a `server error: …` rejection rather than a silent reset (DESIGN.md point 4).
+//! gets a `server error: …` rejection rather than a silent reset (docs/design.md
+//! §Promises, point 4).
+//!
+//! Layer: the deal service, above chain and store: uses `chain`, `store`, `p2p` (its
+//! `StreamService` seam), `config`, `metrics`, `runtime`. Nothing below uses it.
 
 use std::{
     sync::{Arc, Mutex, RwLock},

@@ -6,7 +6,7 @@ use std::{
 };
 
 use dealport_core::{
-    deal::{DealEvent, DealRecord},
+    deal::{Checkpoint, DealEvent, DealRecord},
     facts::ChainFacts,
     wire::{Address, Cbor, Cid, DealParams, DealResponse, DealStatusResponse, DealUuid},
 };
@@ -214,6 +214,21 @@ impl Store for HookedStore {
     }
     fn list_deals(&self) -> StoreFuture<'_, Vec<DealRecord>> {
         self.inner.list_deals()
+    }
+    fn list_deals_page(
+        &self,
+        after: Option<DealUuid>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<DealRecord>> {
+        self.inner.list_deals_page(after, limit)
+    }
+    fn live_deals_at(
+        &self,
+        checkpoint: Checkpoint,
+        after: Option<DealUuid>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<DealRecord>> {
+        self.inner.live_deals_at(checkpoint, after, limit)
     }
     fn describe(&self) -> String {
         "hooked sled".into()

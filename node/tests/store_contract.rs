@@ -24,7 +24,7 @@ use dealport_node::{
 use futures::executor::block_on;
 
 use dealport_testkit::{
-    node::{a4_record, other_record, runtime, until_expired},
+    node::{a4_deal, a4_record, runtime, until_expired},
     postgres::PgServer,
 };
 
@@ -188,7 +188,7 @@ async fn deals_and_identity(store: &dyn Store, writes: Writes) -> Keypair {
     );
     assert_eq!(store.deal_by_uuid(same_proposal.uuid).await.unwrap(), None);
 
-    let other = other_record(7);
+    let other = a4_deal(7);
     assert_eq!(w.insert(&other).await.unwrap(), Inserted::Yes);
     let listed = store.list_deals().await.unwrap();
     assert_eq!(listed.len(), 2);
@@ -249,7 +249,7 @@ async fn another_handle_sees_the_same(store: &dyn Store, key: &Keypair) {
     assert_eq!(d.params_bytes, deal.params_bytes);
     assert_eq!(
         store
-            .deal_by_proposal_cid(&other_record(7).proposal_cid)
+            .deal_by_proposal_cid(&a4_deal(7).proposal_cid)
             .await
             .unwrap()
             .map(|d| d.uuid),
@@ -328,9 +328,7 @@ async fn lease_acquire_expire_fence_release(a: &dyn Store, b: &dyn Store) {
         })
     );
     // Even with no one else around, A's expired lease fences its writes.
-    assert!(is_fenced(
-        a.insert_new_deal_fenced(&fa, &other_record(3)).await
-    ));
+    assert!(is_fenced(a.insert_new_deal_fenced(&fa, &a4_deal(3)).await));
     assert!(is_fenced(a.update_deal_fenced(&fa, &deal).await));
     assert_eq!(a.renew(&fa, short).await.unwrap(), None);
 
@@ -349,9 +347,7 @@ async fn lease_acquire_expire_fence_release(a: &dyn Store, b: &dyn Store) {
         .apply(DealEvent::Transferring { bytes_received: 5 })
         .unwrap();
     assert!(is_fenced(a.update_deal_fenced(&fa, &updated).await));
-    assert!(is_fenced(
-        a.insert_new_deal_fenced(&fa, &other_record(4)).await
-    ));
+    assert!(is_fenced(a.insert_new_deal_fenced(&fa, &a4_deal(4)).await));
     assert!(is_fenced(
         a.set_local_listen(&fa, "/ip4/127.0.0.1/tcp/9999/ws", &[])
             .await

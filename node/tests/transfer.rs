@@ -683,7 +683,7 @@ async fn import_err(n: &ApiNode, token: &str, uuid: DealUuid, bytes: &[u8]) -> S
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("data.car");
     std::fs::write(&file, bytes).unwrap();
-    dealport_client::import::import_file(
+    dealport_client::node_api::import_file(
         executor_runtime(),
         &format!("http://{}", n.http.local_addr()),
         token,
@@ -704,7 +704,7 @@ async fn import(
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("data.car");
     std::fs::write(&file, bytes).unwrap();
-    let (code, body) = dealport_client::import::import_file(
+    let (code, body) = dealport_client::node_api::import_file(
         executor_runtime(),
         &format!("http://{}", n.http.local_addr()),
         token,

@@ -1,6 +1,7 @@
 //! Fixtures shared by the integration tests of node/, client/ and the tests/ crate.
 //! Only [`node`] knows dealport's types (testkit depends on the node library; node's own
 //! unit tests never use testkit, so there is one node library in every test build).
+pub mod commp;
 pub mod data_server;
 pub mod fake_lotus;
 pub mod golden;

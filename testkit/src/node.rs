@@ -13,7 +13,7 @@ use futures::future::{self, Either};
 pub use crate::golden::golden;
 use dealport_core::{
     deal::DealRecord,
-    wire::{Cbor, DealParams, DealUuid},
+    wire::{Cbor, DealParams},
 };
 use dealport_node::{
     chain::{ChainFactsSource, OfflineChain},
@@ -51,16 +51,6 @@ pub fn a4_record() -> DealRecord {
         "12D3KooWtest".into(),
         1_700_000_000_123_456_789,
     )
-}
-
-/// A4 under UUID `[uuid; 16]` and another proposal (start epoch + `uuid`): a deal that
-/// collides with A4 in nothing.
-pub fn other_record(uuid: u8) -> DealRecord {
-    let mut params = DealParams::from_cbor(&golden("A4")).unwrap();
-    params.deal_uuid = DealUuid([uuid; 16]);
-    params.client_deal_proposal.proposal.start_epoch += uuid as i64;
-    let bytes = params.to_cbor();
-    DealRecord::new_accepted(bytes, params, String::new(), 5)
 }
 
 /// Wait until `store` says its lease has expired, by the store's clock (the database's
@@ -150,6 +140,16 @@ pub async fn within<F: std::future::Future>(limit: Duration, f: F) -> F::Output 
         Either::Left((out, _)) => out,
         Either::Right(_) => panic!("step did not finish within {limit:?}"),
     }
+}
+
+/// Golden vector A4 as an accepted deal under UUID `[b; 16]`, with its own proposal
+/// (the start epoch moved by `b`), so many can share a store.
+pub fn a4_deal(b: u8) -> dealport_core::deal::DealRecord {
+    use dealport_core::wire::{Cbor, DealParams, DealUuid};
+    let mut params = DealParams::from_cbor(&golden("A4")).expect("A4 decodes");
+    params.deal_uuid = DealUuid([b; 16]);
+    params.client_deal_proposal.proposal.start_epoch += b as i64;
+    dealport_core::deal::DealRecord::new_accepted(params.to_cbor(), params, String::new(), 1)
 }
 
 /// The configuration under which golden vector A4 is accepted.

@@ -8,6 +8,9 @@
 //! within the route's idle bound.
 //!
 //! Adding routes from another file is one line in [`routes`].
+//!
+//! Layer: HTTP routes, above execution: uses `exec`, `service`, `store`, `http`,
+//! `runtime`; owns the one mapping of execution and lifecycle errors to HTTP.
 
 mod deals;
 pub mod files;

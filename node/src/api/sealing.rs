@@ -24,6 +24,9 @@ use super::{
     Route,
 };
 
+/// Deals `GET sealing/deals` answers with at most.
+const READY_PAGE: usize = 1000;
+
 pub fn routes() -> Vec<Route> {
     let post = |path, handler| Route {
         method: Method::POST,
@@ -66,17 +69,15 @@ pub fn routes() -> Vec<Route> {
 }
 
 async fn ready_deals(ctx: Arc<ApiContext>) -> ApiResult {
+    // The live index's deals at PublishConfirmed, at most one page: a sealing system
+    // takes them a batch at a time.
     let deals = ctx
         .service
         .store()
-        .list_deals()
+        .live_deals_at(Checkpoint::PublishConfirmed, None, READY_PAGE)
         .await
         .map_err(|e| ApiError::internal(format!("cannot list deals: {e}")))?;
-    let ready: Vec<serde_json::Value> = deals
-        .iter()
-        .filter(|d| !d.is_failed() && d.checkpoint == Checkpoint::PublishConfirmed)
-        .map(deal_json)
-        .collect();
+    let ready: Vec<serde_json::Value> = deals.iter().map(deal_json).collect();
     Ok(json(StatusCode::OK, &serde_json::json!({ "deals": ready })))
 }
 

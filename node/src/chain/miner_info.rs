@@ -1,4 +1,5 @@
-//! Keeping the miners' on-chain PeerID and multiaddrs right (DESIGN point 7).
+//! Keeping the miners' on-chain PeerID and multiaddrs right (docs/design.md §Promises,
+//! point 7).
 //!
 //! The decision (what to send, the params bytes) is `dealport_core::miner_info`; this is
 //! the I/O around it: `StateMinerInfo`, `MpoolPushMessage` from the worker, and the

@@ -8,6 +8,9 @@
 //!
 //! Both go through [`ingest::Ingest`]: core's `Intake` rules (exact size, declared size,
 //! PieceCID), a staging file and its commitment snapshot.
+//!
+//! Layer: execution, above the service: uses `service`, `chain`, `config`, `http` (body
+//! streams), `outbound`, `runtime`. HTTP routes use it, never the other way.
 
 pub mod download;
 pub mod ingest;
@@ -42,6 +45,9 @@ use throttle::Throttle;
 /// Newly accepted deals waiting for the runner to notice them; past this the runner's
 /// periodic rescan picks them up.
 const WAKE_QUEUE: usize = 64;
+
+/// Deals a background task reads from the store's live index at once.
+pub const SCAN_PAGE: usize = 500;
 
 /// Why an import (or another request the executor serves) did not go through. The HTTP
 /// API owns the mapping to status codes.

@@ -6,8 +6,11 @@
 //! backend talks to a database over the network; the sled backend runs its blocking work
 //! on the runtime's blocking pool. A deal record is stored as the raw DealParams bytes
 //! plus the record fields, in the stable JSON form of [`StoredDeal`].
+//!
+//! Layer: the store, above the runtime seam: uses `runtime` only.
 
 mod fence;
+mod group_flush;
 pub mod postgres;
 pub mod sled;
 
@@ -121,6 +124,25 @@ pub trait Store: Send + Sync + 'static {
     /// Every deal, ordered by UUID bytes.
     fn list_deals(&self) -> StoreFuture<'_, Vec<DealRecord>>;
 
+    /// At most `limit` deals whose UUID comes after `after` (from the first when `None`),
+    /// ordered by UUID bytes: a page read by key range, never the whole table.
+    fn list_deals_page(
+        &self,
+        after: Option<DealUuid>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<DealRecord>>;
+
+    /// At most `limit` deals at `checkpoint` that have not failed, after `after` in UUID
+    /// byte order: the work the background tasks do, read from an index that holds only
+    /// deals still at work (never failed or `Complete` ones), so its cost follows the
+    /// work in flight, not the history. `Complete` gives none.
+    fn live_deals_at(
+        &self,
+        checkpoint: Checkpoint,
+        after: Option<DealUuid>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<DealRecord>>;
+
     /// Where the store lives (for `dealport info`).
     fn describe(&self) -> String;
 
@@ -223,20 +245,51 @@ pub struct StoredDeal {
     pub sealing_status: String,
 }
 
+/// Every checkpoint, in order.
+pub const CHECKPOINTS: [Checkpoint; 7] = [
+    Checkpoint::Accepted,
+    Checkpoint::Transferred,
+    Checkpoint::Published,
+    Checkpoint::PublishConfirmed,
+    Checkpoint::AddedPiece,
+    Checkpoint::IndexedAndAnnounced,
+    Checkpoint::Complete,
+];
+
+/// Is a deal at `checkpoint`, failed or not, still at work (in the live index)?
+pub fn is_live(checkpoint: Checkpoint, failed: bool) -> bool {
+    !failed && checkpoint != Checkpoint::Complete
+}
+
+/// Page through [`Store::live_deals_at`] for `checkpoint`, `page` deals at a time,
+/// handing each page to `each`; how many deals were seen. The background tasks' one
+/// way to find their work.
+pub async fn for_each_live_page<F>(
+    store: &dyn Store,
+    checkpoint: Checkpoint,
+    page: usize,
+    mut each: F,
+) -> Result<usize, StoreError>
+where
+    F: FnMut(Vec<DealRecord>),
+{
+    let mut after = None;
+    let mut seen = 0;
+    loop {
+        let deals = store.live_deals_at(checkpoint, after, page).await?;
+        let n = deals.len();
+        seen += n;
+        after = deals.last().map(|d| d.uuid);
+        each(deals);
+        if n < page.max(1) {
+            return Ok(seen);
+        }
+    }
+}
+
 /// Parse a checkpoint from its Boost name.
 pub fn checkpoint_from_name(name: &str) -> Option<Checkpoint> {
-    use Checkpoint::*;
-    [
-        Accepted,
-        Transferred,
-        Published,
-        PublishConfirmed,
-        AddedPiece,
-        IndexedAndAnnounced,
-        Complete,
-    ]
-    .into_iter()
-    .find(|c| c.name() == name)
+    CHECKPOINTS.into_iter().find(|c| c.name() == name)
 }
 
 impl StoredDeal {

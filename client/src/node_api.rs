@@ -1,6 +1,7 @@
-//! The node API's client side for `dealport deals import`: stream a file to
-//! `PUT /api/v1/deals/<uuid>/data` (hyper's HTTP/1.1 client, the file read in 1 MiB
-//! chunks on the blocking pool) and read the JSON answer.
+//! The node API's client side (hyper's HTTP/1.1 client, one request per connection):
+//! [`get`] for `dealport deals list|show` while the node runs, and [`import_file`] for
+//! `dealport deals import`, streaming a file to `PUT /api/v1/deals/<uuid>/data` (read in
+//! 1 MiB chunks on the blocking pool).
 use std::{path::Path, sync::Arc, time::Duration};
 
 use bytes::Bytes;
@@ -25,6 +26,25 @@ use crate::http::HttpTarget;
 const MAX_ANSWER: usize = 1 << 20;
 /// How long an upload waits for `100 Continue` before sending its body anyway.
 const CONTINUE_WAIT: Duration = Duration::from_secs(1);
+
+/// `GET /api/v1/<path>` on the node at `node` (`http(s)://host:port`) with the bearer
+/// `token`: the HTTP status and the answer's body.
+pub async fn get(
+    node: &str,
+    token: &str,
+    path: &str,
+    connect_timeout: Duration,
+) -> Result<(u16, String), String> {
+    let target = HttpTarget::parse(node).map_err(|e| e.to_string())?;
+    let request = Request::builder()
+        .method(http::Method::GET)
+        .uri(format!("{}/api/v1/{path}", target.base))
+        .header(header::HOST, format!("{}:{}", target.host, target.port))
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(http_body_util::Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    exchange(&target, request, connect_timeout).await
+}
 
 /// Stream `file` as deal `uuid`'s data to the node at `node` (`http(s)://host:port`).
 /// The HTTP status and the answer's body.
