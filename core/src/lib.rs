@@ -14,6 +14,7 @@ pub mod lease;
 pub mod miner_info;
 pub mod publish;
 pub mod rate_limit;
+pub mod sealing;
 pub mod sig;
 pub mod status;
 pub mod transfer;
