@@ -284,6 +284,10 @@ fn refuse_readable_token(path: &Path, config: &Config) -> CmdResult {
         let held: Vec<&str> = [
             ("chain.lotus.token", &config.chain.lotus.token),
             ("api.token", &config.api.token),
+            (
+                "sealing.lotus_miner.token",
+                &config.sealing.lotus_miner.token,
+            ),
         ]
         .into_iter()
         .filter(|(_, t)| !t.is_empty())
@@ -478,14 +482,27 @@ async fn run(shell: Shell, at: Location, store_flag: Option<String>) -> CmdResul
             transfers: transfers.clone(),
         },
     );
-    let front_door = Arc::new(
-        FrontDoor::new(peer, store.clone(), metrics.clone(), mk12)
-            .with_cluster(cluster)
-            .with_api(api),
-    );
+    // [sealing] mode = "lotus-miner": piece URLs on the HTTP server, the hand-off on
+    // the lease holder.
+    let miner_api_info = std::env::var("MINER_API_INFO").ok();
+    let lotus_miner = crate::sealing::lotus_miner_mode(
+        &config,
+        miner_api_info.as_deref(),
+        service.clone(),
+        transfers.clone(),
+    )
+    .map_err(|e| Fail(format!("config file {}: {e}", path.display())))?;
+    let mut front_door = FrontDoor::new(peer, store.clone(), metrics.clone(), mk12)
+        .with_cluster(cluster)
+        .with_api(api);
+    if let Some(m) = &lotus_miner {
+        front_door = front_door.with_pieces(m.pieces.clone());
+    }
+    let front_door = Arc::new(front_door);
     // Deals' data is downloaded, and the miners' on-chain info kept right, only by the
     // lease holder.
     let mut leader_tasks: Vec<LeaderTask> = vec![crate::exec::runner::leader_task(transfers)];
+    leader_tasks.extend(lotus_miner.map(|m| m.task));
     if let Some(lotus) = &lotus_client {
         let terms = ask_terms(&config);
         if !terms.is_empty() {

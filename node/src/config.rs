@@ -43,6 +43,8 @@ pub struct Config {
     pub transfer: TransferConfig,
     pub api: ApiConfig,
     pub publish: PublishConfig,
+    /// `[sealing]`: who takes published deals on (see `crate::sealing`).
+    pub sealing: crate::sealing::config::SealingConfig,
 }
 
 impl Default for Config {
@@ -60,6 +62,7 @@ impl Default for Config {
             transfer: TransferConfig::default(),
             api: ApiConfig::default(),
             publish: PublishConfig::default(),
+            sealing: Default::default(),
         }
     }
 }

@@ -39,6 +39,8 @@ pub struct FrontDoor {
     lease: RwLock<Option<(bool, u64)>>,
     /// The HTTP API under `/api/v1/` (absent: every API path is 404).
     api: Option<Api>,
+    /// The piece URLs lotus-miner fetches from (`[sealing] mode = "lotus-miner"`).
+    pieces: Option<Arc<crate::sealing::piece_url::PieceUrls>>,
 }
 
 impl FrontDoor {
@@ -52,7 +54,14 @@ impl FrontDoor {
             cluster: false,
             lease: RwLock::new(None),
             api: None,
+            pieces: None,
         }
+    }
+
+    /// Serve the piece URLs under `/piece/`.
+    pub fn with_pieces(mut self, pieces: Arc<crate::sealing::piece_url::PieceUrls>) -> Self {
+        self.pieces = Some(pieces);
+        self
     }
 
     /// Serve the HTTP API under `/api/v1/`.
@@ -191,6 +200,13 @@ impl HttpBackend for FrontDoor {
         headers: &HeaderMap,
         client_ip: std::net::IpAddr,
     ) -> Option<StreamRoute> {
+        if let Some(r) = self
+            .pieces
+            .as_ref()
+            .and_then(|p| p.route(method, path, headers))
+        {
+            return Some(r);
+        }
         if !Api::is_api_path(path) {
             return None;
         }

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod mk12_http;
 pub mod p2p;
 pub mod runtime;
+pub mod sealing;
 pub mod service;
 pub mod signals;
 pub mod store;

@@ -329,13 +329,25 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> StreamResponse {
 /// is read in 1 MiB chunks on the runtime's blocking pool.
 pub fn file_response(
     runtime: Arc<dyn crate::runtime::Runtime>,
-    mut file: std::fs::File,
+    file: std::fs::File,
     range: Option<&HeaderValue>,
 ) -> Result<StreamResponse, ApiError> {
-    let len = file
+    file_response_padded(runtime, file, 0, range)
+}
+
+/// [`file_response`] of `file` followed by zero bytes up to `pad_to` bytes in all (a
+/// piece handed to a sealer: the data, then zeros up to the unpadded piece size).
+pub fn file_response_padded(
+    runtime: Arc<dyn crate::runtime::Runtime>,
+    mut file: std::fs::File,
+    pad_to: u64,
+    range: Option<&HeaderValue>,
+) -> Result<StreamResponse, ApiError> {
+    let file_len = file
         .metadata()
         .map_err(|e| ApiError::internal(format!("cannot read the file's length: {e}")))?
         .len();
+    let len = file_len.max(pad_to);
     let ask = files::range_ask(range.and_then(|v| v.to_str().ok()), len);
     let (status, start, count) = match ask {
         files::RangeAsk::Whole => (StatusCode::OK, 0, len),
@@ -354,12 +366,15 @@ pub fn file_response(
             return Ok(r);
         }
     };
-    if start > 0 {
+    if start > 0 && start < file_len {
         files::seek_to(&mut file, start)
             .map_err(|e| ApiError::internal(format!("cannot seek in the file: {e}")))?;
     }
+    let from_file = count.min(file_len.saturating_sub(start));
+    let chunks =
+        files::read_chunks_limited(runtime, file, from_file).chain(files::zeros(count - from_file));
     let body: ResponseBody = http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(
-        files::read_chunks_limited(runtime, file, count).map(|c| c.map(hyper::body::Frame::data)),
+        chunks.map(|c| c.map(hyper::body::Frame::data)),
     ));
     let mut r = Response::new(body);
     *r.status_mut() = status;
