@@ -502,6 +502,7 @@ async fn run(shell: Shell, at: Location, store_flag: Option<String>) -> CmdResul
     // Deals' data is downloaded, and the miners' on-chain info kept right, only by the
     // lease holder.
     let mut leader_tasks: Vec<LeaderTask> = vec![crate::exec::runner::leader_task(transfers)];
+    let piece_urls = lotus_miner.as_ref().map(|m| m.pieces.clone());
     leader_tasks.extend(lotus_miner.map(|m| m.task));
     if let Some(lotus) = &lotus_client {
         let terms = ask_terms(&config);
@@ -584,6 +585,9 @@ async fn run(shell: Shell, at: Location, store_flag: Option<String>) -> CmdResul
         }
     };
     tracing::info!("http listening on {}", http.local_addr());
+    if let Some(p) = &piece_urls {
+        p.http_bound(http.local_addr());
+    }
     if cluster && !lease.is_leader() {
         tracing::info!("standing by: another node holds the lease");
     }

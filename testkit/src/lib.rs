@@ -2,4 +2,5 @@
 //! dealport's types, so both can depend on it without a cycle.
 pub mod data_server;
 pub mod fake_lotus;
+pub mod fake_miner;
 pub mod postgres;

@@ -7,5 +7,6 @@
 
 pub mod conformance;
 pub mod execution_lifecycle;
+pub mod execution_sealing;
 pub mod execution_transfer;
 pub mod harness;

@@ -42,7 +42,8 @@ pub struct LotusMinerConfig {
     /// How often sectors and waiting deals are checked.
     pub poll_secs: u64,
     /// The base URL lotus-miner fetches pieces from (this node's HTTP server as
-    /// lotus-miner reaches it). Empty: `http://127.0.0.1:<[http] listen port>`.
+    /// lotus-miner reaches it). Empty: the address `[http] listen` binds (127.0.0.1
+    /// for a wildcard address), right when lotus-miner runs on the same machine.
     pub piece_url_base: String,
     /// How long a piece URL works after it is handed out.
     pub piece_url_ttl_secs: u64,

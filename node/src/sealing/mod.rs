@@ -49,19 +49,9 @@ pub fn lotus_miner_mode(
         LotusClient::new(endpoint, network, c.call_timeout()),
         network,
     ));
-    let base = if c.piece_url_base.is_empty() {
-        let listen = config.http.listen;
-        let ip = if listen.ip().is_unspecified() {
-            "127.0.0.1".to_owned()
-        } else {
-            listen.ip().to_string()
-        };
-        format!("http://{ip}:{}", listen.port())
-    } else {
-        c.piece_url_base.clone()
-    };
+    let base = &c.piece_url_base;
     let pieces = PieceUrls::new(
-        &base,
+        base,
         Duration::from_secs(c.piece_url_ttl_secs.max(1)),
         transfers.runtime(),
         transfers.staging.clone(),
@@ -79,7 +69,7 @@ pub fn lotus_miner_mode(
         max_concurrent_add_piece: c.max_concurrent_add_piece.max(1),
         poll,
     };
-    tracing::info!(miner = %miner.describe(), piece_urls = %base, "sealing through lotus-miner");
+    tracing::info!(miner = %miner.describe(), piece_url_base = %base, "sealing through lotus-miner");
     let handoff = Handoff::new(service, transfers, miner, pieces.clone(), settings);
     Ok(Some(LotusMinerMode {
         pieces,

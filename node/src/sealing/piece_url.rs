@@ -37,7 +37,8 @@ struct Grant {
 }
 
 pub struct PieceUrls {
-    base: String,
+    /// `None`: this node's HTTP address once bound ([`PieceUrls::http_bound`]).
+    base: Mutex<Option<String>>,
     ttl: Duration,
     runtime: Arc<dyn Runtime>,
     staging: Staging,
@@ -45,7 +46,8 @@ pub struct PieceUrls {
 }
 
 impl PieceUrls {
-    /// `base`: this node's HTTP server as lotus-miner reaches it (`http://host:port`).
+    /// `base`: this node's HTTP server as lotus-miner reaches it (`http://host:port`);
+    /// empty: the address the HTTP server binds (loopback for a wildcard).
     pub fn new(
         base: &str,
         ttl: Duration,
@@ -53,12 +55,28 @@ impl PieceUrls {
         staging: Staging,
     ) -> Arc<Self> {
         Arc::new(PieceUrls {
-            base: base.trim_end_matches('/').to_owned(),
+            base: Mutex::new((!base.is_empty()).then(|| base.trim_end_matches('/').to_owned())),
             ttl,
             runtime,
             staging,
             grants: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The HTTP server is bound to `addr`: the base, unless one was configured.
+    pub fn http_bound(&self, addr: std::net::SocketAddr) {
+        let mut b = self.base.lock().unwrap_or_else(|e| e.into_inner());
+        if b.is_none() {
+            let ip = if addr.ip().is_unspecified() {
+                std::net::IpAddr::from([127, 0, 0, 1])
+            } else {
+                addr.ip()
+            };
+            *b = Some(format!(
+                "http://{}",
+                std::net::SocketAddr::new(ip, addr.port())
+            ));
+        }
     }
 
     fn grants(&self) -> std::sync::MutexGuard<'_, HashMap<String, Grant>> {
@@ -91,7 +109,9 @@ impl PieceUrls {
                 size,
             },
         );
-        Ok(format!("{}{PREFIX}{uuid}/{token}", self.base))
+        let base = self.base.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let base = base.ok_or_else(|| std::io::Error::other("the HTTP server is not bound yet"))?;
+        Ok(format!("{base}{PREFIX}{uuid}/{token}"))
     }
 
     /// Every URL of `uuid` stops working.
