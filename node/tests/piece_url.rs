@@ -14,6 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use ::http::{HeaderMap, Method};
 use common::runtime;
 use dealport_core::wire::DealUuid;
 use dealport_node::{
@@ -22,7 +23,6 @@ use dealport_node::{
     metrics::Metrics,
     sealing::piece_url::PieceUrls,
 };
-use ::http::{HeaderMap, Method};
 
 const A: &str = "5b0e4f86-7c1d-4a7e-9a51-0d2c3e4f5a01";
 const B: &str = "5b0e4f86-7c1d-4a7e-9a51-0d2c3e4f5a02";

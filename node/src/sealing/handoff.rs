@@ -270,7 +270,7 @@ impl Handoff {
     }
 
     /// Make the add-piece call for a recorded intent and act on the answer.
-    async fn add(self: Arc<Self>, job: AddJobHandle) {
+    pub async fn add(self: Arc<Self>, job: AddJobHandle) {
         let AddJob { deal, intent } = job.0;
         let uuid = deal.uuid;
         let size = unpadded(deal.params.client_deal_proposal.proposal.piece_size);
