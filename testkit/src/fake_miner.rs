@@ -330,7 +330,7 @@ pub fn http_get(url: &str) -> Result<Vec<u8>, String> {
 /// tree whose every node has its top two bits cleared. `data` must be a whole unpadded
 /// piece (127 * 2^k bytes).
 pub fn naive_commp(data: &[u8]) -> [u8; 32] {
-    assert!(data.len() % 127 == 0 && (data.len() / 127).is_power_of_two());
+    assert!(data.len().is_multiple_of(127) && (data.len() / 127).is_power_of_two());
     let bit = |b: &[u8], i: usize| (b[i / 8] >> (i % 8)) & 1;
     let mut leaves: Vec<[u8; 32]> = Vec::with_capacity(data.len() / 127 * 4);
     for block in data.chunks(127) {
