@@ -5,8 +5,6 @@
 //!
 //! `DEALPORT_PIECE_BENCH_MIB=<n> cargo test --release -p dealport-node --test piece_url
 //! -- --ignored --nocapture` measures one connection's throughput from staging.
-mod common;
-
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpStream},
@@ -15,7 +13,6 @@ use std::{
 };
 
 use ::http::{HeaderMap, Method};
-use common::runtime;
 use dealport_core::wire::DealUuid;
 use dealport_node::{
     exec::staging::Staging,
@@ -23,6 +20,7 @@ use dealport_node::{
     metrics::Metrics,
     sealing::piece_url::PieceUrls,
 };
+use dealport_testkit::node::runtime;
 
 const A: &str = "5b0e4f86-7c1d-4a7e-9a51-0d2c3e4f5a01";
 const B: &str = "5b0e4f86-7c1d-4a7e-9a51-0d2c3e4f5a02";

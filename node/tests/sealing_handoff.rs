@@ -4,14 +4,11 @@
 //! HTTP server, the sled store under a lease fence, and the Lotus chain over FakeLotus
 //! (`### ChainHead`). One round at a time, each failure and back-pressure sentence as
 //! the deal's client reads it.
-mod common;
-
 use std::{
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use common::{a4_config, golden, runtime};
 use dealport_core::{
     deal::{Checkpoint, DealEvent, DealRecord},
     publish::expired_error,
@@ -34,9 +31,11 @@ use dealport_node::{
     service::{DealService, ServiceConfig},
     store::{sled::SledStore, Store},
 };
+use dealport_testkit::node::{a4_config, golden, hold_lease, runtime};
 use dealport_testkit::{
+    commp::naive_commp,
     fake_lotus::FakeLotus,
-    fake_miner::{commp_cid, naive_commp, FakeMiner},
+    fake_miner::{commp_cid, FakeMiner},
 };
 use serde_json::json;
 
@@ -84,9 +83,7 @@ fn data() -> Vec<u8> {
 }
 
 fn piece_cid_of(bytes: &[u8]) -> Cid {
-    let mut full = bytes.to_vec();
-    full.resize((PADDED - PADDED / 128) as usize, 0);
-    Cid::parse(&commp_cid(&naive_commp(&full))).unwrap()
+    Cid::parse(&commp_cid(&naive_commp(bytes, PADDED))).unwrap()
 }
 
 /// A4 as a 2 KiB piece of [`data`], at `PublishConfirmed` with `DEAL_ID`; `staged`: what
@@ -142,7 +139,7 @@ async fn fixture(miner: &FakeMiner, token: &str, staged: &[u8], head_from_start:
         },
         Arc::new(Metrics::new()),
     );
-    let (gate, _fence) = common::hold_lease(&store).await;
+    let (gate, _fence) = hold_lease(&store).await;
     service.set_lease_gate(gate);
     let staging = dir.path().join("staging");
     let transfers = Transfers::new(

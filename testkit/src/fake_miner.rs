@@ -2,7 +2,7 @@
 //! lotus-miner runs here). It does the work a check needs: `SectorAddPieceToAny` really
 //! GETs the piece from the `{"Type":"http","Info":<url>}` reader it is handed, checks the
 //! byte count equals the unpadded size, computes the piece commitment of what it received
-//! with its own naive code (below; not dealport's) and refuses a mismatch as lotus does;
+//! with testkit's bit-by-bit CommP (`crate::commp`, no code shared with dealport's) and refuses a mismatch as lotus does;
 //! each accepted piece opens a sector that walks through lotus's sealing states over time
 //! (or into `FailedUnrecoverable` for deals marked failing). It counts add-piece calls
 //! per deal. JSON shapes from filecoin-project/lotus
@@ -17,7 +17,6 @@ use std::{
 };
 
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 /// The states a good sector walks through, one per `step` (lotus sector_state.go names).
 pub const GOOD_WALK: &[&str] = &[
@@ -245,7 +244,7 @@ fn add_piece(st: &Arc<Mutex<State>>, p: &Value) -> Result<Value, String> {
                 data.len()
             ));
         }
-        let got = commp_cid(&naive_commp(&data));
+        let got = commp_cid(&crate::commp::naive_commp(&data, padded));
         if got != piece_cid {
             return Err(format!(
                 "got unexpected piece CID: expected:{piece_cid}, got:{got}"
@@ -323,39 +322,6 @@ pub fn http_get(url: &str) -> Result<Vec<u8>, String> {
         return Err(format!("HTTP {status}"));
     }
     Ok(all[end + 4..].to_vec())
-}
-
-/// Piece commitment, the slow obvious way: fr32-pad every 127 bytes into 128 (four
-/// 254-bit runs, each in 32 bytes with the top two bits zero), then a SHA-256 binary
-/// tree whose every node has its top two bits cleared. `data` must be a whole unpadded
-/// piece (127 * 2^k bytes).
-pub fn naive_commp(data: &[u8]) -> [u8; 32] {
-    assert!(data.len().is_multiple_of(127) && (data.len() / 127).is_power_of_two());
-    let bit = |b: &[u8], i: usize| (b[i / 8] >> (i % 8)) & 1;
-    let mut leaves: Vec<[u8; 32]> = Vec::with_capacity(data.len() / 127 * 4);
-    for block in data.chunks(127) {
-        for run in 0..4 {
-            let mut leaf = [0u8; 32];
-            for k in 0..254 {
-                leaf[k / 8] |= bit(block, run * 254 + k) << (k % 8);
-            }
-            leaves.push(leaf);
-        }
-    }
-    while leaves.len() > 1 {
-        leaves = leaves
-            .chunks(2)
-            .map(|pair| {
-                let mut h = Sha256::new();
-                h.update(pair[0]);
-                h.update(pair[1]);
-                let mut out: [u8; 32] = h.finalize().into();
-                out[31] &= 0x3f;
-                out
-            })
-            .collect();
-    }
-    leaves[0]
 }
 
 /// The piece CID string (`baga6ea4sea…`): CIDv1, fil-commitment-unsealed (0xf101),

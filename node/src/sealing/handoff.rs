@@ -20,7 +20,12 @@ use dealport_core::{
 use futures::{stream::FuturesUnordered, FutureExt, StreamExt};
 
 use super::{miner::MinerClient, piece_url::PieceUrls};
-use crate::{exec::Transfers, runtime::LeaderTask, service::DealService};
+use crate::{
+    exec::{Transfers, SCAN_PAGE},
+    runtime::LeaderTask,
+    service::DealService,
+    store::for_each_live_page,
+};
 
 /// Actions taken for one deal in one round at most (search, then add or record).
 const MAX_STEPS: usize = 4;
@@ -122,13 +127,17 @@ impl Handoff {
 
     /// One pass over the deals; returns the add-piece calls to start (intents recorded).
     pub async fn round(&self) -> Vec<AddJobHandle> {
-        let deals = match self.service.store().list_deals().await {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::warn!("sealing hand-off: cannot list deals: {e}");
+        // Only the deals the hand-off acts on, from the store's live index a page at a time.
+        let mut deals = Vec::new();
+        for checkpoint in [Checkpoint::PublishConfirmed, Checkpoint::AddedPiece] {
+            let store = self.service.store();
+            let read =
+                for_each_live_page(&*store, checkpoint, SCAN_PAGE, |page| deals.extend(page)).await;
+            if let Err(e) = read {
+                tracing::warn!("sealing hand-off: cannot read the deals at {checkpoint}: {e}");
                 return Vec::new();
             }
-        };
+        }
         let head = self.service.chain().head_epoch().await;
         let mut jobs = Vec::new();
         let now = Instant::now();

@@ -4,12 +4,11 @@
 pub mod binary;
 pub mod cluster;
 pub mod config;
-pub mod golden;
 pub mod honest;
 pub mod http;
 pub mod js;
 pub mod mint;
-pub use dealport_testkit::postgres;
+pub use dealport_testkit::{golden, postgres};
 pub mod probe;
 pub mod process;
 pub mod rust_client;
