@@ -72,6 +72,10 @@ pub(crate) fn refuse_readable_token(path: &Path, config: &Config) -> CmdResult {
         let held: Vec<&str> = [
             ("chain.lotus.token", &config.chain.lotus.token),
             ("api.token", &config.api.token),
+            (
+                "sealing.lotus_miner.token",
+                &config.sealing.lotus_miner.token,
+            ),
         ]
         .into_iter()
         .filter(|(_, t)| !t.is_empty())

@@ -122,16 +122,30 @@ pub(crate) async fn run(shell: Shell, at: Location, store_flag: Option<String>) 
             transfers: transfers.clone(),
         },
     );
+    // [sealing] mode = "lotus-miner": piece URLs on the HTTP server, the hand-off on
+    // the lease holder.
+    let miner_api_info = std::env::var("MINER_API_INFO").ok();
+    let lotus_miner = dealport_node::sealing::lotus_miner_mode(
+        &config,
+        miner_api_info.as_deref(),
+        service.clone(),
+        transfers.clone(),
+    )
+    .map_err(|e| Fail(format!("config file {}: {e}", path.display())))?;
     let mut front_door = FrontDoor::new(peer, store.clone(), metrics.clone(), mk12)
         .with_cluster(cluster)
         .with_api(api);
+    let piece_urls = lotus_miner.as_ref().map(|m| m.pieces.clone());
+    if let Some(p) = &piece_urls {
+        front_door = front_door.with_pieces(p.clone());
+    }
     if config.retrieval.serve_pieces {
-        front_door = front_door.with_pieces(piece_server(
+        front_door = front_door.with_piece_retrieval(piece_server(
             &config, &dir, &store, &transfers, &shell, &metrics,
         ));
     }
     let front_door = Arc::new(front_door);
-    let leader_tasks = leader_tasks(
+    let mut leader_tasks = leader_tasks(
         &config,
         &service,
         transfers,
@@ -141,6 +155,7 @@ pub(crate) async fn run(shell: Shell, at: Location, store_flag: Option<String>) 
         &announce,
         policy_buffer,
     );
+    leader_tasks.extend(lotus_miner.map(|m| m.task));
     let duties = Arc::new(Duties::new(
         shell.runtime.clone(),
         key,
@@ -201,6 +216,9 @@ pub(crate) async fn run(shell: Shell, at: Location, store_flag: Option<String>) 
         }
     };
     tracing::info!("http listening on {}", http.local_addr());
+    if let Some(p) = &piece_urls {
+        p.http_bound(http.local_addr());
+    }
     write_http_address_file(&dir, http.local_addr());
     set_transports(&config, &service, http.local_addr(), &announce);
     if cluster && !lease.is_leader() {

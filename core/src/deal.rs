@@ -256,7 +256,8 @@ impl DealRecord {
     /// Apply one lifecycle event.
     ///
     /// Checkpoints advance one step at a time: `Accepted → Transferred → Published →
-    /// PublishConfirmed → AddedPiece → IndexedAndAnnounced → Complete`. `Transferring`
+    /// PublishConfirmed → AddedPiece → IndexedAndAnnounced → Complete` (or `AddedPiece
+    /// → Complete` when nothing indexes). `Transferring`
     /// progress is only taken while `Accepted` (non-decreasing, and for online deals never
     /// above `Transfer.Size`); `SealingStatus` any time before `Complete`; `Failed` from
     /// any state but `Complete` (it sets the error and keeps the checkpoint). Nothing is
@@ -324,7 +325,11 @@ impl DealRecord {
                 self.checkpoint = Checkpoint::IndexedAndAnnounced;
             }
             DealEvent::Complete => {
-                step(Checkpoint::IndexedAndAnnounced)?;
+                // From `AddedPiece` too: the lotus-miner hand-off seals without indexing
+                // (IndexedAndAnnounced is for the indexing work still to come).
+                if at != Checkpoint::AddedPiece {
+                    step(Checkpoint::IndexedAndAnnounced)?;
+                }
                 self.checkpoint = Checkpoint::Complete;
             }
             DealEvent::SealingStatus(s) => self.sealing_status = s,

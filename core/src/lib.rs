@@ -15,6 +15,7 @@ pub mod miner_info;
 pub mod publish;
 pub mod rate_limit;
 pub mod retrieval;
+pub mod sealing;
 pub mod sig;
 pub mod status;
 pub mod transfer;

@@ -45,6 +45,8 @@ pub struct Config {
     pub transfer: TransferConfig,
     pub api: ApiConfig,
     pub publish: PublishConfig,
+    /// `[sealing]`: who takes published deals on (see `crate::sealing`).
+    pub sealing: crate::sealing::config::SealingConfig,
     pub retrieval: RetrievalConfig,
 }
 
@@ -63,6 +65,7 @@ impl Default for Config {
             transfer: TransferConfig::default(),
             api: ApiConfig::default(),
             publish: PublishConfig::default(),
+            sealing: Default::default(),
             retrieval: RetrievalConfig::default(),
         }
     }
@@ -1136,6 +1139,30 @@ poll_secs = 30
 # `dealport deals import`, deal state, the sealing hand-off). Empty: the API is off.
 token = ""
 
+[sealing]
+# Who takes PublishConfirmed deals on: "api" (a sealing system pulls them through
+# /api/v1/sealing/...) or "lotus-miner" (dealport hands each deal to lotus-miner with
+# SectorAddPieceToAny and follows its sector to Complete; needs chain.mode = "lotus").
+mode = "api"
+
+[sealing.lotus_miner]
+# lotus-miner's JSON-RPC v0 and an admin token (`lotus-miner auth create-token --perm
+# admin`). Empty: both from MINER_API_INFO (<token>:/ip4/<ip>/tcp/<port>/http). A
+# config holding the token must be owner-only (chmod 600).
+url = ""
+token = ""
+# Bound on one call (SectorAddPieceToAny returns once lotus-miner has read the piece).
+call_timeout_secs = 1800
+max_concurrent_add_piece = 4
+# How often sectors and waiting deals are checked.
+poll_secs = 60
+# Where lotus-miner fetches pieces: this node's HTTP server as lotus-miner reaches it.
+# Empty: the address [http] listen binds (127.0.0.1 for 0.0.0.0).
+piece_url_base = ""
+piece_url_ttl_secs = 3600
+# "too many sectors sealing": retry every 5 minutes for at most 6 hours (as Boost).
+too_many_backoff_secs = 300
+too_many_give_up_secs = 21600
 [retrieval]
 # Serve GET and HEAD /piece/<pieceCid> on the HTTP server: a deal's data as received, while
 # it is staged or, with keep_pieces, after sealing. Every node of a cluster serves it

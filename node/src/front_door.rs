@@ -71,8 +71,10 @@ pub struct FrontDoor {
     cluster: bool,
     /// The HTTP API under `/api/v1/` (absent: every API path is 404).
     api: Option<Api>,
+    /// The piece URLs lotus-miner fetches from (`[sealing] mode = "lotus-miner"`).
+    pieces: Option<Arc<crate::sealing::piece_url::PieceUrls>>,
     /// `/piece/<cid>` (absent, `serve_pieces` off: 404). Any node serves it.
-    pieces: Option<Arc<crate::retrieval::PieceServer>>,
+    retrieval: Option<Arc<crate::retrieval::PieceServer>>,
 }
 
 impl FrontDoor {
@@ -86,7 +88,14 @@ impl FrontDoor {
             cluster: false,
             api: None,
             pieces: None,
+            retrieval: None,
         }
+    }
+
+    /// Serve the piece URLs under `/piece/`.
+    pub fn with_pieces(mut self, pieces: Arc<crate::sealing::piece_url::PieceUrls>) -> Self {
+        self.pieces = Some(pieces);
+        self
     }
 
     /// Serve the HTTP API under `/api/v1/`.
@@ -96,8 +105,8 @@ impl FrontDoor {
     }
 
     /// Serve `/piece/<cid>` (`[retrieval] serve_pieces`), on every node.
-    pub fn with_pieces(mut self, pieces: crate::retrieval::PieceServer) -> Self {
-        self.pieces = Some(Arc::new(pieces));
+    pub fn with_piece_retrieval(mut self, pieces: crate::retrieval::PieceServer) -> Self {
+        self.retrieval = Some(Arc::new(pieces));
         self
     }
 
@@ -198,8 +207,18 @@ impl HttpBackend for FrontDoor {
         headers: &HeaderMap,
         client_ip: std::net::IpAddr,
     ) -> Option<StreamRoute> {
+        if let Some(r) = self
+            .pieces
+            .as_ref()
+            .and_then(|p| p.route(method, path, headers))
+        {
+            return Some(r);
+        }
         if crate::retrieval::PieceServer::is_piece_path(path) {
-            return self.pieces.as_ref().map(|p| p.route(method, path, headers));
+            return self
+                .retrieval
+                .as_ref()
+                .map(|p| p.route(method, path, headers));
         }
         if !Api::is_api_path(path) {
             return None;

@@ -17,6 +17,7 @@ pub mod p2p;
 pub mod private_fs;
 pub mod retrieval;
 pub mod runtime;
+pub mod sealing;
 pub mod service;
 pub mod signals;
 pub mod store;

@@ -4,6 +4,7 @@
 pub mod commp;
 pub mod data_server;
 pub mod fake_lotus;
+pub mod fake_miner;
 pub mod golden;
 pub mod node;
 pub mod postgres;

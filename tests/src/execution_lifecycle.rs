@@ -35,19 +35,19 @@ use crate::{
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 const TOKEN: &str = "sealing-secret";
 const UUID: &str = "5b0e4f86-7c1d-4a7e-9a51-0d2c3e4f5a71";
-const DEAL_ID: u64 = 4_242;
+pub(crate) const DEAL_ID: u64 = 4_242;
 const HEAD: i64 = 4_490_000;
 
 /// Messages pushed to the fake (CID -> params), and the PublishStorageDeals ones landed.
 #[derive(Default)]
-struct Mpool {
-    pushed: HashMap<String, (Value, Vec<u8>)>,
-    publish: Vec<String>,
-    landed: bool,
+pub(crate) struct Mpool {
+    pub(crate) pushed: HashMap<String, (Value, Vec<u8>)>,
+    pub(crate) publish: Vec<String>,
+    pub(crate) landed: bool,
 }
 
 /// A FakeLotus under which A4's client and terms are acceptable, taking pushes.
-fn fake_lotus(mpool: Arc<Mutex<Mpool>>) -> FakeLotus {
+pub(crate) fn fake_lotus(mpool: Arc<Mutex<Mpool>>) -> FakeLotus {
     let f = FakeLotus::start();
     // `### ChainHead`: `{"Cids":[{"/":…}],"Blocks":[…],"Height":4863283}`.
     f.set(

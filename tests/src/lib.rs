@@ -7,6 +7,7 @@
 
 pub mod conformance;
 pub mod execution_lifecycle;
+pub mod execution_sealing;
 pub mod execution_transfer;
 pub mod first_five_minutes;
 pub mod harness;

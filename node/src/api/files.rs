@@ -55,6 +55,21 @@ pub fn read_chunks_limited(
     })
 }
 
+/// `n` zero bytes, [`CHUNK`] at a time (all chunks share one buffer).
+pub fn zeros(n: u64) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    let block = Bytes::from(vec![0u8; CHUNK]);
+    futures::stream::unfold(n, move |left| {
+        let block = block.clone();
+        async move {
+            if left == 0 {
+                return None;
+            }
+            let take = usize::try_from(left).unwrap_or(CHUNK).min(CHUNK);
+            Some((Ok(block.slice(..take)), left - take as u64))
+        }
+    })
+}
+
 /// What a `Range` request header asks of a file of `len` bytes (RFC 9110 section 14).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RangeAsk {

@@ -362,6 +362,8 @@ pub struct FileMeta {
     pub etag: Option<String>,
     /// A `HEAD` request: the headers of the `GET` answer, no body (nothing is read).
     pub head: bool,
+    /// Zero bytes follow the file up to this length in all (0: the file alone).
+    pub pad_to: u64,
 }
 
 impl Default for FileMeta {
@@ -370,6 +372,7 @@ impl Default for FileMeta {
             content_type: "application/octet-stream",
             etag: None,
             head: false,
+            pad_to: 0,
         }
     }
 }
@@ -385,18 +388,34 @@ pub fn file_response(
     file_response_with(runtime, file, range, &FileMeta::default())
 }
 
-/// [`file_response`] with its content type, `ETag` and `HEAD` given: the one file
-/// response of the node (the sealing hand-off and `/piece/` both answer with it).
+/// [`file_response`] of `file` followed by zero bytes up to `pad_to` bytes in all (a
+/// piece handed to a sealer: the data, then zeros up to the unpadded piece size).
+pub fn file_response_padded(
+    runtime: Arc<dyn crate::runtime::Runtime>,
+    file: std::fs::File,
+    pad_to: u64,
+    range: Option<&HeaderValue>,
+) -> Result<StreamResponse, ApiError> {
+    let meta = FileMeta {
+        pad_to,
+        ..FileMeta::default()
+    };
+    file_response_with(runtime, file, range, &meta)
+}
+
+/// The one file response of the node (the sealing hand-off, the piece URLs and
+/// `/piece/` answer with it): content type, `ETag`, `HEAD` and zero padding from `meta`.
 pub fn file_response_with(
     runtime: Arc<dyn crate::runtime::Runtime>,
     mut file: std::fs::File,
     range: Option<&HeaderValue>,
     meta: &FileMeta,
 ) -> Result<StreamResponse, ApiError> {
-    let len = file
+    let file_len = file
         .metadata()
         .map_err(|e| ApiError::internal(format!("cannot read the file's length: {e}")))?
         .len();
+    let len = file_len.max(meta.pad_to);
     let ask = files::range_ask(range.and_then(|v| v.to_str().ok()), len);
     let (status, start, count) = match ask {
         files::RangeAsk::Whole => (StatusCode::OK, 0, len),
@@ -421,13 +440,15 @@ pub fn file_response_with(
             .map_err(|never| match never {})
             .boxed()
     } else {
-        if start > 0 {
+        if start > 0 && start < file_len {
             files::seek_to(&mut file, start)
                 .map_err(|e| ApiError::internal(format!("cannot seek in the file: {e}")))?;
         }
+        let from_file = count.min(file_len.saturating_sub(start));
+        let chunks = files::read_chunks_limited(runtime, file, from_file)
+            .chain(files::zeros(count - from_file));
         http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(
-            files::read_chunks_limited(runtime, file, count)
-                .map(|c| c.map(hyper::body::Frame::data)),
+            chunks.map(|c| c.map(hyper::body::Frame::data)),
         ))
     };
     let mut r = Response::new(body);

@@ -152,6 +152,7 @@ impl PieceServer {
             content_type: CONTENT_TYPE,
             etag: Some(piece.to_string()),
             head,
+            pad_to: 0,
         };
         let mut r = file_response_with(self.runtime.clone(), file, range, &meta)?;
         if r.status().is_success() {

@@ -1,0 +1,7 @@
+//! Sealing through lotus-miner against this shell's binary (tests/src/execution_sealing.rs).
+#[test]
+fn deal_goes_from_proposal_to_complete_through_lotus_miner() {
+    dealport_tests::execution_sealing::deal_goes_from_proposal_to_complete_through_lotus_miner(
+        env!("CARGO_BIN_EXE_dealport"),
+    );
+}

@@ -1,0 +1,347 @@
+//! `FakeMiner`: a TEST DOUBLE of lotus-miner's JSON-RPC v0 endpoint on 127.0.0.1 (no
+//! lotus-miner runs here). It does the work a check needs: `SectorAddPieceToAny` really
+//! GETs the piece from the `{"Type":"http","Info":<url>}` reader it is handed, checks the
+//! byte count equals the unpadded size, computes the piece commitment of what it received
+//! with testkit's bit-by-bit CommP (`crate::commp`, no code shared with dealport's) and refuses a mismatch as lotus does;
+//! each accepted piece opens a sector that walks through lotus's sealing states over time
+//! (or into `FailedUnrecoverable` for deals marked failing). It counts add-piece calls
+//! per deal. JSON shapes from filecoin-project/lotus
+//! `documentation/en/api-v0-methods-miner.md` (`### SectorAddPieceToAny`,
+//! `### SectorsStatus`, `### SectorsList`, `### SectorsListInStates`).
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use serde_json::{json, Value};
+
+/// The states a good sector walks through, one per `step` (lotus sector_state.go names).
+pub const GOOD_WALK: &[&str] = &[
+    "WaitDeals",
+    "PreCommit1",
+    "PreCommit2",
+    "WaitSeed",
+    "Committing",
+    "Proving",
+];
+/// A failing sector's walk.
+pub const FAILING_WALK: &[&str] = &["WaitDeals", "PreCommit1", "FailedUnrecoverable"];
+/// lotus's refusal while its sealing pipeline is full.
+pub const TOO_MANY: &str = "too many sectors sealing";
+
+#[derive(Debug, Clone)]
+struct Sector {
+    opened: Instant,
+    failing: bool,
+    deal_id: u64,
+    padded: u64,
+    piece_cid: String,
+}
+
+#[derive(Default)]
+struct State {
+    token: Option<String>,
+    step: Duration,
+    too_many: u32,
+    lose_answers: u32,
+    failing: HashSet<u64>,
+    next_sector: u64,
+    sectors: BTreeMap<u64, Sector>,
+    add_calls: HashMap<u64, u32>,
+    errors: Vec<String>,
+    urls: Vec<String>,
+}
+
+/// TEST DOUBLE of lotus-miner (see the module doc).
+#[derive(Clone)]
+pub struct FakeMiner {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+}
+
+impl FakeMiner {
+    /// Sectors move one state per `step`.
+    pub fn start(step: Duration) -> FakeMiner {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(Mutex::new(State {
+            step,
+            next_sector: 12,
+            ..State::default()
+        }));
+        let st = state.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let st = st.clone();
+                std::thread::spawn(move || {
+                    let _ = serve(conn, st);
+                });
+            }
+        });
+        FakeMiner { addr, state }
+    }
+
+    fn st(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Requests must carry `Authorization: Bearer <token>` (else 401, as lotus-miner).
+    pub fn require_token(&self, token: &str) {
+        self.st().token = Some(token.to_owned());
+    }
+    /// Refuse the next `n` add-piece calls with lotus's "too many sectors sealing".
+    pub fn refuse_too_many(&self, n: u32) {
+        self.st().too_many = n;
+    }
+    /// Take the next `n` pieces, then close the connection without answering (a crash
+    /// between lotus-miner taking the piece and dealport hearing of it).
+    pub fn lose_answers(&self, n: u32) {
+        self.st().lose_answers = n;
+    }
+    /// The sector that takes `deal_id` will fail.
+    pub fn fail_deal(&self, deal_id: u64) {
+        self.st().failing.insert(deal_id);
+    }
+    /// `SectorAddPieceToAny` calls seen for `deal_id` (taken or refused).
+    pub fn add_calls(&self, deal_id: u64) -> u32 {
+        self.st().add_calls.get(&deal_id).copied().unwrap_or(0)
+    }
+    /// The errors the double answered add-piece calls with.
+    pub fn errors(&self) -> Vec<String> {
+        self.st().errors.clone()
+    }
+    /// The piece URLs handed to the double, in order.
+    pub fn urls(&self) -> Vec<String> {
+        self.st().urls.clone()
+    }
+    /// `token:/ip4/127.0.0.1/tcp/<port>/http`, as `MINER_API_INFO`.
+    pub fn api_info(&self, token: &str) -> String {
+        format!("{token}:/ip4/127.0.0.1/tcp/{}/http", self.addr.port())
+    }
+}
+
+fn state_of(s: &Sector, step: Duration, now: Instant) -> &'static str {
+    let walk = if s.failing { FAILING_WALK } else { GOOD_WALK };
+    let i = (now.duration_since(s.opened).as_millis() / step.as_millis().max(1)) as usize;
+    walk[i.min(walk.len() - 1)]
+}
+
+fn serve(conn: TcpStream, st: Arc<Mutex<State>>) -> std::io::Result<()> {
+    let mut r = BufReader::new(conn.try_clone()?);
+    let mut w = conn;
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let (mut len, mut auth) = (0usize, None);
+        loop {
+            let mut h = String::new();
+            r.read_line(&mut h)?;
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                match k.to_ascii_lowercase().as_str() {
+                    "content-length" => len = v.trim().parse().unwrap_or(0),
+                    "authorization" => auth = Some(v.trim().to_owned()),
+                    _ => {}
+                }
+            }
+        }
+        let mut body = vec![0; len];
+        r.read_exact(&mut body)?;
+        let want = st.lock().unwrap().token.clone();
+        if want.is_some_and(|t| auth.as_deref() != Some(&format!("Bearer {t}"))) {
+            write!(w, "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n")?;
+            w.flush()?;
+            continue;
+        }
+        if !line.starts_with("POST /rpc/v0 ") {
+            write!(w, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")?;
+            continue;
+        }
+        let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let method = req["method"].as_str().unwrap_or("").to_owned();
+        let answer = match method.as_str() {
+            "Filecoin.SectorAddPieceToAny" => add_piece(&st, &req["params"]),
+            "Filecoin.SectorsStatus" => sectors_status(&st, &req["params"]),
+            "Filecoin.SectorsList" => {
+                Ok(json!(st.lock().unwrap().sectors.keys().collect::<Vec<_>>()))
+            }
+            "Filecoin.SectorsListInStates" => {
+                let states: Vec<String> =
+                    serde_json::from_value(req["params"][0].clone()).unwrap_or_default();
+                let s = st.lock().unwrap();
+                let now = Instant::now();
+                Ok(json!(s
+                    .sectors
+                    .iter()
+                    .filter(|(_, x)| states.iter().any(|w| w == state_of(x, s.step, now)))
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()))
+            }
+            _ => Err(format!("method '{method}' not found")),
+        };
+        let answer = match answer {
+            Ok(Value::Null) if method == "Filecoin.SectorAddPieceToAny" => return Ok(()), // answer lost
+            Ok(v) => json!({"jsonrpc": "2.0", "id": req["id"], "result": v}),
+            Err(m) => {
+                json!({"jsonrpc": "2.0", "id": req["id"], "error": {"code": 1, "message": m}})
+            }
+        };
+        let text = answer.to_string();
+        write!(
+            w,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
+            text.len()
+        )?;
+        w.flush()?;
+    }
+}
+
+/// `Null` = take the piece and lose the answer.
+fn add_piece(st: &Arc<Mutex<State>>, p: &Value) -> Result<Value, String> {
+    let size = p[0].as_u64().ok_or("size is not a number")?;
+    let info = &p[2];
+    let deal_id = info["DealID"].as_u64().ok_or("no DealID")?;
+    let padded = info["DealProposal"]["PieceSize"]
+        .as_u64()
+        .ok_or("no PieceSize")?;
+    let piece_cid = info["DealProposal"]["PieceCID"]["/"]
+        .as_str()
+        .ok_or("no PieceCID")?
+        .to_owned();
+    let result = (|| {
+        {
+            let mut s = st.lock().unwrap();
+            *s.add_calls.entry(deal_id).or_default() += 1;
+            if s.too_many > 0 {
+                s.too_many -= 1;
+                return Err(format!("{TOO_MANY} (curSealing: 8, maxSealing: 8)"));
+            }
+        }
+        // lotus: the deal's padded size must be the unpadded size's padding.
+        if padded - padded / 128 != size {
+            return Err(format!(
+                "piece size mismatch: size {size} is not the unpadded size of {padded}"
+            ));
+        }
+        if p[1]["Type"] != "http" {
+            return Err(format!("unsupported reader type {}", p[1]["Type"]));
+        }
+        let url = p[1]["Info"].as_str().ok_or("no reader URL")?;
+        st.lock().unwrap().urls.push(url.to_owned());
+        let data = http_get(url).map_err(|e| format!("reading piece: {e}"))?;
+        if data.len() as u64 != size {
+            return Err(format!(
+                "reading piece: got {} bytes, expected {size}",
+                data.len()
+            ));
+        }
+        let got = commp_cid(&crate::commp::naive_commp(&data, padded));
+        if got != piece_cid {
+            return Err(format!(
+                "got unexpected piece CID: expected:{piece_cid}, got:{got}"
+            ));
+        }
+        let mut s = st.lock().unwrap();
+        let n = s.next_sector;
+        s.next_sector += 1;
+        let failing = s.failing.contains(&deal_id);
+        s.sectors.insert(
+            n,
+            Sector {
+                opened: Instant::now(),
+                failing,
+                deal_id,
+                padded,
+                piece_cid,
+            },
+        );
+        if s.lose_answers > 0 {
+            s.lose_answers -= 1;
+            return Ok(Value::Null);
+        }
+        // `### SectorAddPieceToAny` Response: `{"Sector": 9, "Offset": 1032}`.
+        Ok(json!({"Sector": n, "Offset": 0}))
+    })();
+    if let Err(e) = &result {
+        st.lock().unwrap().errors.push(e.clone());
+    }
+    result
+}
+
+fn sectors_status(st: &Arc<Mutex<State>>, p: &Value) -> Result<Value, String> {
+    let n = p[0].as_u64().ok_or("sector is not a number")?;
+    let s = st.lock().unwrap();
+    let x = s
+        .sectors
+        .get(&n)
+        .ok_or_else(|| format!("sector {n} not found"))?;
+    // `### SectorsStatus` Response (abridged to the fields read): `{"SectorID": 9,
+    // "State": "Proving", "Deals": [5432], "Pieces": [{"Piece": {"Size": 1032,
+    // "PieceCID": {...}}, "DealInfo": {...}}], ...}`.
+    Ok(json!({
+        "SectorID": n,
+        "State": state_of(x, s.step, Instant::now()),
+        "CommD": null, "CommR": null, "Proof": "",
+        "Deals": [x.deal_id],
+        "Pieces": [{"Piece": {"Size": x.padded, "PieceCID": {"/": x.piece_cid}},
+                    "DealInfo": {"PublishCid": null, "DealID": x.deal_id}}],
+        "Log": null, "SealProof": 8, "Activation": 0, "Expiration": 0,
+        "DealWeight": "0", "VerifiedDealWeight": "0", "InitialPledge": "0",
+        "OnTime": 0, "Early": 0
+    }))
+}
+
+/// A plain GET (no headers beyond Host, as lotus-miner's http reader), the whole body.
+pub fn http_get(url: &str) -> Result<Vec<u8>, String> {
+    let rest = url.strip_prefix("http://").ok_or("not an http URL")?;
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let mut c = TcpStream::connect(host).map_err(|e| e.to_string())?;
+    write!(
+        c,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut all = Vec::new();
+    c.read_to_end(&mut all).map_err(|e| e.to_string())?;
+    let end = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("no header end")?;
+    let head = String::from_utf8_lossy(&all[..end]).to_string();
+    let status = head.split(' ').nth(1).unwrap_or("");
+    if status != "200" {
+        return Err(format!("HTTP {status}"));
+    }
+    Ok(all[end + 4..].to_vec())
+}
+
+/// The piece CID string (`baga6ea4sea…`): CIDv1, fil-commitment-unsealed (0xf101),
+/// sha2-256-trunc254-padded (0x1012), base32 lowercase with the `b` prefix.
+pub fn commp_cid(digest: &[u8; 32]) -> String {
+    let mut bytes = vec![0x01, 0x81, 0xe2, 0x03, 0x92, 0x20, 0x20];
+    bytes.extend_from_slice(digest);
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let mut out = String::from("b");
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for &b in &bytes {
+        acc = (acc << 8) | u32::from(b);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(ALPHABET[((acc >> bits) & 31) as usize] as char);
+        }
+    }
+    if bits > 0 {
+        out.push(ALPHABET[((acc << (5 - bits)) & 31) as usize] as char);
+    }
+    out
+}
