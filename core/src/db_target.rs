@@ -371,9 +371,9 @@ fn split_host_port(spec: &str) -> Result<(&str, &str), String> {
             .ok_or_else(|| format!("database URL: unterminated IPv6 address in \"{spec}\""))?;
         let port = match after {
             "" => "",
-            p => p.strip_prefix(':').ok_or_else(|| {
-                format!("database URL: unexpected \"{p}\" after an IPv6 address")
-            })?,
+            p => p
+                .strip_prefix(':')
+                .ok_or_else(|| format!("database URL: unexpected \"{p}\" after an IPv6 address"))?,
         };
         Ok((host, port))
     } else {
@@ -448,15 +448,15 @@ fn parse_key_value(s: &str) -> Result<DbTarget, String> {
                         )
                     }
                     Some('\'') => break,
-                    Some('\\') => match chars.next() {
-                        Some(c) => value.push(c),
-                        None => {
-                            return Err(
+                    Some('\\') => {
+                        match chars.next() {
+                            Some(c) => value.push(c),
+                            None => return Err(
                                 "database URL: unterminated quoted string in the connection string"
                                     .into(),
-                            )
+                            ),
                         }
-                    },
+                    }
                     Some(c) => value.push(c),
                 }
             }
@@ -512,8 +512,10 @@ mod tests {
 
     #[test]
     fn uri_defaults_and_encoding() {
-        let t = parse("postgresql://us%40er:p%3Ass@[::1],db2/my%20db?connect_timeout=1&sslmode=require")
-            .unwrap();
+        let t = parse(
+            "postgresql://us%40er:p%3Ass@[::1],db2/my%20db?connect_timeout=1&sslmode=require",
+        )
+        .unwrap();
         assert_eq!(t.hosts, vec![hs("::1", 5432), hs("db2", 5432)]);
         assert_eq!(t.user.as_deref(), Some("us@er"));
         assert_eq!(t.password.as_deref(), Some("p:ss"));
@@ -522,7 +524,10 @@ mod tests {
         assert_eq!(t.sslmode, Some(SslMode::Require));
         assert_eq!(t.session_attrs, SessionAttrs::Any, "libpq's default");
         assert_eq!(t.hosts[0].to_string(), "[::1]:5432");
-        assert!(!format!("{t:?}").contains("p:ss"), "Debug hides the password");
+        assert!(
+            !format!("{t:?}").contains("p:ss"),
+            "Debug hides the password"
+        );
     }
 
     #[test]
@@ -553,14 +558,29 @@ mod tests {
     #[test]
     fn bad_strings_have_clear_errors() {
         let cases = [
-            ("host=a,b,c port=1,2", "could not match 2 port numbers to 3 hosts"),
+            (
+                "host=a,b,c port=1,2",
+                "could not match 2 port numbers to 3 hosts",
+            ),
             ("postgres://db1:x/db", "invalid port number \"x\""),
             ("postgres://db1:70000/db", "invalid port number"),
-            ("postgres://db1/db?target_session_attrs=standby", "cannot carry a writer"),
-            ("postgres://db1/db?target_session_attrs=rw", "invalid target_session_attrs"),
+            (
+                "postgres://db1/db?target_session_attrs=standby",
+                "cannot carry a writer",
+            ),
+            (
+                "postgres://db1/db?target_session_attrs=rw",
+                "invalid target_session_attrs",
+            ),
             ("postgres://db1/db?sslmode=maybe", "invalid sslmode"),
-            ("postgres://db1/db?connect_timeout=soon", "invalid connect_timeout"),
-            ("postgres://db1/db?bogus=1", "invalid connection option \"bogus\""),
+            (
+                "postgres://db1/db?connect_timeout=soon",
+                "invalid connect_timeout",
+            ),
+            (
+                "postgres://db1/db?bogus=1",
+                "invalid connection option \"bogus\"",
+            ),
             ("postgres://db1/db?x", "has no '='"),
             ("postgres://[::1/db", "unterminated IPv6"),
             ("postgres://db1/d%zz", "invalid percent-encoding"),

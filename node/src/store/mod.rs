@@ -7,6 +7,7 @@
 //! on the runtime's blocking pool. A deal record is stored as the raw DealParams bytes
 //! plus the record fields, in the stable JSON form of [`StoredDeal`].
 
+pub mod pg_connect;
 pub mod postgres;
 pub mod sled;
 
@@ -131,6 +132,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Where the store lives (for `dealport info`).
     fn describe(&self) -> String;
+
+    /// The database server in use now and whether it took writes when last asked
+    /// (`/health`, metrics); `None` for a store with no server.
+    fn server(&self) -> Option<(String, bool)> {
+        None
+    }
 
     // ---- Fenced deal writes -------------------------------------------------------
     // A cluster leader writes only through these: each succeeds only if the lease row

@@ -31,14 +31,25 @@
 //! smol / async-std crates into node/, which must stay runtime-agnostic.
 
 use crate::runtime::timeout;
-use std::{borrow::Cow, time::Duration};
+use std::{
+    borrow::Cow,
+    sync::{Arc, RwLock},
+    time::{Duration, Instant},
+};
 
-use dealport_core::{deal::DealRecord, wire::Cid, wire::DealUuid};
+use dealport_core::{
+    db_target::{DbTarget, HostSpec, SessionAttrs},
+    deal::DealRecord,
+    wire::Cid,
+    wire::DealUuid,
+};
 use sqlx::{
     migrate::{Migration, MigrationType, Migrator},
-    postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow},
+    postgres::{PgPool, PgPoolOptions, PgRow},
     Row, SqlSafeStr,
 };
+
+use super::pg_connect;
 
 use super::{
     Fence, Inserted, LeaseGrant, LeaseRead, LeaseRow, RelayTarget, Store, StoreError, StoreFuture,
@@ -78,6 +89,38 @@ impl Default for PostgresOptions {
     }
 }
 
+/// Least time between two walks of the host list.
+const RESELECT_EVERY: Duration = Duration::from_millis(200);
+
+/// One pool's settings. Each new connection is asked its role and dropped if the
+/// connection string's `target_session_attrs` refuses it (a server demoted after it
+/// was chosen), so the pool never lends a connection to a server it must not use.
+fn pool_options(opts: &PostgresOptions, attrs: SessionAttrs) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(opts.max_connections.max(1))
+        .min_connections(0)
+        .acquire_timeout(opts.acquire_timeout)
+        .idle_timeout(Duration::from_secs(60))
+        .max_lifetime(Duration::from_secs(30 * 60))
+        .test_before_acquire(true)
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                if attrs == SessionAttrs::Any {
+                    return Ok(());
+                }
+                let role = pg_connect::role_of(conn).await?;
+                if attrs.accepts(role) {
+                    Ok(())
+                } else {
+                    Err(sqlx::Error::Protocol(format!(
+                        "server not acceptable for target_session_attrs={}",
+                        attrs.as_str()
+                    )))
+                }
+            })
+        })
+}
+
 /// The migrations, embedded so the binary needs no files beside it.
 fn migrator() -> Migrator {
     Migrator::with_migrations(vec![
@@ -98,10 +141,21 @@ fn migrator() -> Migrator {
     ])
 }
 
+/// The server the store is talking to now, and its pool.
+struct Current {
+    pool: PgPool,
+    host: HostSpec,
+    writable: bool,
+}
+
 /// The PostgreSQL backend of [`Store`].
 #[derive(Clone)]
 pub struct PostgresStore {
-    pool: PgPool,
+    current: Arc<RwLock<Current>>,
+    target: Arc<DbTarget>,
+    /// Held while the hosts are walked; the instant of the last walk, so a burst of
+    /// failures walks once.
+    reselecting: Arc<futures::lock::Mutex<Option<Instant>>>,
     opts: PostgresOptions,
     describe: String,
 }
@@ -138,7 +192,14 @@ impl From<StoreError> for Fail {
 /// SQLSTATEs worth another attempt: serialization failure, deadlock, connection
 /// exceptions (class 08), the server shutting down or starting up.
 fn retryable_code(code: &str) -> bool {
-    matches!(code, "40001" | "40P01" | "57P01" | "57P02" | "57P03") || code.starts_with("08")
+    matches!(code, "40001" | "40P01" | "57P01" | "57P02" | "57P03") || lost_server_code(code)
+}
+
+/// SQLSTATEs that say this server cannot take our writes any more: connection
+/// exceptions (class 08), shutdown (57P01-57P03), a read-only transaction (25006: the
+/// server was demoted). Worth walking the hosts again.
+fn lost_server_code(code: &str) -> bool {
+    matches!(code, "57P01" | "57P02" | "57P03" | "25006") || code.starts_with("08")
 }
 
 impl Fail {
@@ -152,6 +213,19 @@ impl Fail {
                 | sqlx::Error::PoolTimedOut
                 | sqlx::Error::WorkerCrashed
                 | sqlx::Error::BeginFailed => true,
+                _ => false,
+            },
+        }
+    }
+
+    /// Whether the failure may mean the server is gone or no longer the primary.
+    fn lost_server(&self) -> bool {
+        match self {
+            Fail::TimedOut => true,
+            Fail::Store(_) => false,
+            Fail::Sql(e) => match e {
+                sqlx::Error::Database(db) => db.code().is_some_and(|c| lost_server_code(&c)),
+                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed => true,
                 _ => false,
             },
         }
@@ -191,6 +265,9 @@ macro_rules! with_retry {
                 Ok(v) => break Ok(v),
                 Err(f) if f.retryable() && attempt + 1 < store.opts.max_attempts => {
                     tracing::debug!(what = $what, attempt, error = ?f, "store: retrying");
+                    if f.lost_server() {
+                        store.reselect().await;
+                    }
                     async_io::Timer::after(backoff(&store.opts, attempt)).await;
                     attempt += 1;
                 }
@@ -346,38 +423,28 @@ fn grant_of(row: &PgRow) -> Result<LeaseGrant, Fail> {
 }
 
 impl PostgresStore {
-    /// Connect to `url` (`postgres://user:pass@host:port/db?…`), check the server
-    /// answers, and run the migrations.
+    /// Connect to `url` (a libpq connection string: URI or key=value, one host or
+    /// several), walk the hosts in order to the first acceptable one, and run the
+    /// migrations there.
     pub async fn connect(url: &str, opts: PostgresOptions) -> Result<PostgresStore, StoreError> {
-        let connect_opts: PgConnectOptions = url
-            .parse()
-            .map_err(|e| StoreError::Backend(format!("database URL: {e}")))?;
-        let connect_opts = connect_opts.application_name("dealport");
-        let describe = format!(
-            "postgres at {}:{}/{}",
-            connect_opts.get_host(),
-            connect_opts.get_port(),
-            connect_opts.get_database().unwrap_or("")
-        );
+        let target = pg_connect::parse(url).map_err(StoreError::Backend)?;
+        let describe = format!("postgres at {}", target.describe());
         let open = StoreError::Backend;
         let connecting = async {
-            let pool = PgPoolOptions::new()
-                .max_connections(opts.max_connections.max(1))
-                .min_connections(0)
-                .acquire_timeout(opts.acquire_timeout)
-                .idle_timeout(Duration::from_secs(60))
-                .max_lifetime(Duration::from_secs(30 * 60))
-                .test_before_acquire(true)
-                .connect_with(connect_opts)
+            let chosen = pg_connect::choose(&target)
                 .await
                 .map_err(|e| open(format!("{describe}: {e}")))?;
+            let pool = pool_options(&opts, target.session_attrs)
+                .connect_with(pg_connect::options_for(&target, &chosen.host))
+                .await
+                .map_err(|e| open(format!("{describe}: {}: {e}", chosen.host)))?;
             migrator()
                 .run(&pool)
                 .await
                 .map_err(|e| open(format!("{describe}: migrations: {e}")))?;
-            Ok::<_, StoreError>(pool)
+            Ok::<_, StoreError>((pool, chosen))
         };
-        let pool = timeout(opts.connect_timeout, connecting)
+        let (pool, chosen) = timeout(opts.connect_timeout, connecting)
             .await
             .ok_or_else(|| {
                 open(format!(
@@ -385,16 +452,67 @@ impl PostgresStore {
                     opts.connect_timeout
                 ))
             })??;
+        tracing::info!(host = %chosen.host, writable = chosen.role.writable(), "store: connected");
         Ok(PostgresStore {
-            pool,
+            current: Arc::new(RwLock::new(Current {
+                pool,
+                host: chosen.host,
+                writable: chosen.role.writable(),
+            })),
+            target: Arc::new(target),
+            reselecting: Arc::new(futures::lock::Mutex::new(None)),
             opts,
             describe,
         })
     }
 
+    /// The pool of the server chosen now.
+    fn pool(&self) -> PgPool {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .pool
+            .clone()
+    }
+
+    /// The host talked to now and whether it took writes when last asked.
+    pub fn server(&self) -> (String, bool) {
+        let c = self.current.read().unwrap_or_else(|e| e.into_inner());
+        (c.host.to_string(), c.writable)
+    }
+
+    /// After a failure that may mean the server is lost or demoted: walk the hosts
+    /// again (libpq's order and rule) and move the pool to the first acceptable one.
+    /// Connections already open to the old server are left to fail on their own (the
+    /// pool pings each before lending it); new ones go to the new server. One walk at
+    /// a time, at most one per [`RESELECT_EVERY`].
+    async fn reselect(&self) {
+        let mut last = self.reselecting.lock().await;
+        if last.is_some_and(|t| t.elapsed() < RESELECT_EVERY) {
+            return;
+        }
+        let chosen = pg_connect::choose(&self.target).await;
+        *last = Some(Instant::now());
+        let chosen = match chosen {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "store: no acceptable database server");
+                return;
+            }
+        };
+        let mut cur = self.current.write().unwrap_or_else(|e| e.into_inner());
+        cur.writable = chosen.role.writable();
+        if cur.host != chosen.host {
+            tracing::warn!(from = %cur.host, to = %chosen.host, "store: moving to another database server");
+            cur.pool = pool_options(&self.opts, self.target.session_attrs)
+                .connect_lazy_with(pg_connect::options_for(&self.target, &chosen.host));
+            cur.host = chosen.host;
+        }
+    }
+
     /// Close the pool's connections.
     pub async fn close(&self) {
-        self.pool.close().await;
+        self.pool().close().await;
     }
 
     async fn deal_where(
@@ -407,7 +525,7 @@ impl PostgresStore {
             Ok::<_, Fail>(
                 sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
                     .bind(&key)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&self.pool())
                     .await?,
             )
         })?;
@@ -422,7 +540,7 @@ impl PostgresStore {
         let d = DealRow::of(deal)?;
         let generation = to_i64("generation", fence.generation)?;
         with_retry!(self, "insert deal", async {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.pool().begin().await?;
             check_fence(&mut tx, fence, generation).await?;
             let inserted = bind_deal(
                 sqlx::query(
@@ -478,7 +596,7 @@ impl PostgresStore {
         let d = DealRow::of(deal)?;
         let generation = to_i64("generation", fence.generation)?;
         with_retry!(self, "update deal", async {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.pool().begin().await?;
             check_fence(&mut tx, fence, generation).await?;
             let done = bind_deal(
                 sqlx::query(
@@ -522,7 +640,7 @@ impl PostgresStore {
                 )
                 .bind(&key)
                 .bind(&peer)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.pool())
                 .await?,
             )
         })?;
@@ -541,7 +659,7 @@ impl PostgresStore {
         let key: Option<Option<Vec<u8>>> = with_retry!(self, "read identity", async {
             Ok::<_, Fail>(
                 sqlx::query_scalar("SELECT priv_key FROM libp2p WHERE singleton")
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&self.pool())
                     .await?,
             )
         })?;
@@ -557,7 +675,7 @@ impl PostgresStore {
         let row = with_retry!(self, "read lease", async {
             Ok::<_, Fail>(
                 sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-                    .fetch_one(&self.pool)
+                    .fetch_one(&self.pool())
                     .await?,
             )
         })?;
@@ -614,7 +732,7 @@ impl PostgresStore {
             if let Some(g) = expect {
                 q = q.bind(g);
             }
-            match q.fetch_optional(&self.pool).await? {
+            match q.fetch_optional(&self.pool()).await? {
                 Some(row) => grant_of(&row).map(Some),
                 None => Ok(None),
             }
@@ -639,7 +757,7 @@ impl PostgresStore {
                 .bind(&fence.node)
                 .bind(generation)
                 .bind(ttl_ms(ttl))
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.pool())
                 .await?
             {
                 Some(row) => grant_of(&row).map(Some),
@@ -659,7 +777,7 @@ impl PostgresStore {
                 )
                 .bind(&fence.node)
                 .bind(generation)
-                .execute(&self.pool)
+                .execute(&self.pool())
                 .await?,
             )
         })?;
@@ -683,7 +801,7 @@ impl PostgresStore {
                 .bind(generation)
                 .bind(local_listen)
                 .bind(announce)
-                .execute(&self.pool)
+                .execute(&self.pool())
                 .await?,
             )
         })?;
@@ -702,7 +820,7 @@ impl PostgresStore {
             Ok::<_, Fail>(
                 sqlx::query_scalar("SELECT value FROM leader_state WHERE name = $1")
                     .bind(name)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&self.pool())
                     .await?,
             )
         })
@@ -728,7 +846,7 @@ impl PostgresStore {
                 .bind(generation)
                 .bind(name)
                 .bind(value)
-                .execute(&self.pool)
+                .execute(&self.pool())
                 .await?,
             )
         })?;
@@ -750,7 +868,7 @@ impl PostgresStore {
                      (holder IS NOT NULL AND expires_at IS NOT NULL AND expires_at > now()) AS live \
                      FROM libp2p WHERE singleton AND local_listen IS NOT NULL",
                 )
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.pool())
                 .await?,
             )
         })?;
@@ -808,7 +926,7 @@ impl Store for PostgresStore {
             let rows = with_retry!(self, "list deals", async {
                 Ok::<_, Fail>(
                     sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-                        .fetch_all(&self.pool)
+                        .fetch_all(&self.pool())
                         .await?,
                 )
             })?;
@@ -818,6 +936,10 @@ impl Store for PostgresStore {
 
     fn describe(&self) -> String {
         self.describe.clone()
+    }
+
+    fn server(&self) -> Option<(String, bool)> {
+        Some(PostgresStore::server(self))
     }
 
     fn insert_new_deal_fenced<'a>(
