@@ -4,6 +4,7 @@
 pub mod binary;
 pub mod cluster;
 pub mod config;
+pub mod db_failover;
 pub mod golden;
 pub mod honest;
 pub mod http;
