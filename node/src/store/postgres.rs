@@ -90,7 +90,18 @@ impl Default for PostgresOptions {
 }
 
 /// Least time between two walks of the host list.
-const RESELECT_EVERY: Duration = Duration::from_millis(200);
+const RESELECT_EVERY: Duration = Duration::from_millis(500);
+
+/// Starts a walk of the hosts when an operation is dropped before it finished.
+struct CancelGuard<'a>(Option<&'a PostgresStore>);
+
+impl Drop for CancelGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(store) = self.0 {
+            store.reselect();
+        }
+    }
+}
 
 /// One pool's settings. Each new connection is asked its role and dropped if the
 /// connection string's `target_session_attrs` refuses it (a server demoted after it
@@ -153,9 +164,10 @@ struct Current {
 pub struct PostgresStore {
     current: Arc<RwLock<Current>>,
     target: Arc<DbTarget>,
-    /// Held while the hosts are walked; the instant of the last walk, so a burst of
+    /// A walk of the hosts is under way, and when the last one started: a burst of
     /// failures walks once.
-    reselecting: Arc<futures::lock::Mutex<Option<Instant>>>,
+    walking: Arc<std::sync::atomic::AtomicBool>,
+    last_walk: Arc<std::sync::Mutex<Option<Instant>>>,
     opts: PostgresOptions,
     describe: String,
 }
@@ -209,8 +221,11 @@ impl Fail {
             Fail::Store(_) => false,
             Fail::Sql(e) => match e {
                 sqlx::Error::Database(db) => db.code().is_some_and(|c| retryable_code(&c)),
+                // PoolClosed: the pool of a server we moved away from; the next
+                // attempt takes the new one.
                 sqlx::Error::Io(_)
                 | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
                 | sqlx::Error::WorkerCrashed
                 | sqlx::Error::BeginFailed => true,
                 _ => false,
@@ -256,7 +271,10 @@ macro_rules! with_retry {
     ($store:expr, $what:expr, $body:expr) => {{
         let store: &PostgresStore = $store;
         let mut attempt = 0u32;
-        loop {
+        // A caller's bound may drop this operation mid-attempt (a server that stopped
+        // answering): the guard then starts a walk of the hosts anyway.
+        let mut guard = CancelGuard(Some(store));
+        let result = loop {
             let outcome = match timeout(store.opts.attempt_timeout, $body).await {
                 Some(r) => r,
                 None => Err(Fail::TimedOut),
@@ -266,14 +284,21 @@ macro_rules! with_retry {
                 Err(f) if f.retryable() && attempt + 1 < store.opts.max_attempts => {
                     tracing::debug!(what = $what, attempt, error = ?f, "store: retrying");
                     if f.lost_server() {
-                        store.reselect().await;
+                        store.reselect();
                     }
                     async_io::Timer::after(backoff(&store.opts, attempt)).await;
                     attempt += 1;
                 }
-                Err(f) => break Err(f.into_store($what)),
+                Err(f) => {
+                    if f.lost_server() {
+                        store.reselect();
+                    }
+                    break Err(f.into_store($what));
+                }
             }
-        }
+        };
+        guard.0 = None;
+        result
     }};
 }
 
@@ -460,7 +485,8 @@ impl PostgresStore {
                 writable: chosen.role.writable(),
             })),
             target: Arc::new(target),
-            reselecting: Arc::new(futures::lock::Mutex::new(None)),
+            walking: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            last_walk: Arc::new(std::sync::Mutex::new(None)),
             opts,
             describe,
         })
@@ -482,32 +508,59 @@ impl PostgresStore {
     }
 
     /// After a failure that may mean the server is lost or demoted: walk the hosts
-    /// again (libpq's order and rule) and move the pool to the first acceptable one.
-    /// Connections already open to the old server are left to fail on their own (the
-    /// pool pings each before lending it); new ones go to the new server. One walk at
-    /// a time, at most one per [`RESELECT_EVERY`].
-    async fn reselect(&self) {
-        let mut last = self.reselecting.lock().await;
-        if last.is_some_and(|t| t.elapsed() < RESELECT_EVERY) {
-            return;
+    /// again (libpq's order and rule) and move to the first acceptable one. Runs on a
+    /// thread of its own, so a caller whose bound drops its operation does not cut the
+    /// walk short; one walk at a time, at most one per [`RESELECT_EVERY`].
+    fn reselect(&self) {
+        use std::sync::atomic::Ordering;
+        {
+            let mut last = self.last_walk.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|t| t.elapsed() < RESELECT_EVERY)
+                || self.walking.swap(true, Ordering::AcqRel)
+            {
+                return;
+            }
+            *last = Some(Instant::now());
         }
-        let chosen = pg_connect::choose(&self.target).await;
-        *last = Some(Instant::now());
-        let chosen = match chosen {
+        let me = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("dealport-db-walk".into())
+            .spawn(move || {
+                async_io::block_on(me.walk());
+                me.walking.store(false, Ordering::Release);
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "store: cannot start a walk of the database hosts");
+            self.walking.store(false, Ordering::Release);
+        }
+    }
+
+    /// One walk. On a new host: the current pool's connect options move there (its
+    /// connection attempts under way land on the new server), and a fresh pool takes
+    /// over, so no idle connection to a demoted server is lent again; the old pool is
+    /// closed once its connections come back (bounded).
+    async fn walk(&self) {
+        let chosen = match pg_connect::choose(&self.target).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "store: no acceptable database server");
                 return;
             }
         };
-        let mut cur = self.current.write().unwrap_or_else(|e| e.into_inner());
-        cur.writable = chosen.role.writable();
-        if cur.host != chosen.host {
+        let old = {
+            let mut cur = self.current.write().unwrap_or_else(|e| e.into_inner());
+            cur.writable = chosen.role.writable();
+            if cur.host == chosen.host {
+                return;
+            }
             tracing::warn!(from = %cur.host, to = %chosen.host, "store: moving to another database server");
-            cur.pool = pool_options(&self.opts, self.target.session_attrs)
-                .connect_lazy_with(pg_connect::options_for(&self.target, &chosen.host));
+            let opts = pg_connect::options_for(&self.target, &chosen.host);
+            cur.pool.set_connect_options(opts.clone());
+            let fresh = pool_options(&self.opts, self.target.session_attrs).connect_lazy_with(opts);
             cur.host = chosen.host;
-        }
+            std::mem::replace(&mut cur.pool, fresh)
+        };
+        let _ = timeout(Duration::from_secs(10), old.close()).await;
     }
 
     /// Close the pool's connections.

