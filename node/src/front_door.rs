@@ -26,7 +26,7 @@ use crate::{
 
 /// How long `/health` and the relay's holder lookup wait for the store: `/health`
 /// answers within a second whatever the database does.
-const HEALTH_STORE_BOUND: std::time::Duration = std::time::Duration::from_millis(900);
+const HEALTH_STORE_BOUND: std::time::Duration = std::time::Duration::from_millis(700);
 
 /// The single-node front door.
 pub struct FrontDoor {

@@ -215,6 +215,34 @@ impl PgServer {
     }
 }
 
+impl PgServer {
+    /// SIGSTOP (`freeze = true`) or SIGCONT the postmaster and its children: the server
+    /// keeps its sockets but answers nothing, like a partition that drops packets.
+    pub fn freeze(&self, freeze: bool) {
+        let pid_file = std::fs::read_to_string(self.data.join("postmaster.pid"))
+            .expect("postmaster.pid of a running server");
+        let pm = pid_file.lines().next().unwrap_or("").trim().to_owned();
+        let mut pids = vec![pm.clone()];
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            // pid (comm) state ppid …: the ppid is the second field after the comm.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1));
+            if ppid == Some(pm.as_str()) {
+                pids.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+        let sig = if freeze { "-STOP" } else { "-CONT" };
+        let out = Command::new("kill")
+            .arg(sig)
+            .args(&pids)
+            .output()
+            .expect("run kill");
+        assert!(out.status.success(), "kill {sig} {pids:?}: {out:?}");
+    }
+}
+
 fn remove_primary_conninfo(data: &Path) {
     let auto = data.join("postgresql.auto.conf");
     if let Ok(text) = std::fs::read_to_string(&auto) {
