@@ -24,6 +24,11 @@
 //! the node's own name with a fresh generation, renewals, releases and updates are
 //! idempotent.
 //!
+//! Servers: the URL is a libpq connection string, one host or several
+//! (`target_session_attrs`, `connect_timeout`, `sslmode`); `pg_connect` picks the first
+//! acceptable host, and a failure that may mean the server is lost or demoted walks the
+//! hosts again and moves the pool (docs/database-failover.md).
+//!
 //! Runtime: sqlx's `runtime-async-global-executor` feature. Its sockets and timers are
 //! async-io's (the reactor the rest of node/ uses, under smol and async-std alike); the
 //! few tasks sqlx spawns (returning connections to the pool, closing them) run on
