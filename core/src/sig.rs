@@ -1,6 +1,6 @@
 //! Filecoin signature verification: secp256k1 and BLS (min-pk), plus address derivation.
 //!
-//! This follows Lotus `lib/sigs` (see `spec/mk12-wire.md` §5):
+//! This follows Lotus `lib/sigs` (see `docs/mk12-wire.md` §Signatures):
 //!
 //! - **secp256k1** (type 1): the signature is `r ‖ s ‖ v` (65 bytes) over
 //!   `blake2b-256(message)`; the public key is recovered, hashed to a protocol-1 address

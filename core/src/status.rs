@@ -1,5 +1,5 @@
 //! Answering `/fil/storage/status/1.2.0`: Boost's checks, in Boost's order, and the
-//! deal's real state (DESIGN.md point 2).
+//! deal's real state (docs/design.md §Promises, point 2).
 //!
 //! Boost `storagemarket/lp2pimpl/net.go` `getDealStatus`: look the deal up by UUID,
 //! resolve its client to a key address, verify the request signature over the 16 raw

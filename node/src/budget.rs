@@ -1,6 +1,8 @@
 //! A count of bytes held against a maximum, shared by every reader of one kind of request
 //! (libp2p request buffers, HTTP request bodies), so memory for them is bounded however
 //! many arrive at once.
+//!
+//! Layer: bottom; uses no other module of the node.
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 #[derive(Debug)]

@@ -5,15 +5,20 @@
 //! with the store's clock, asks [`dealport_core::lease::decide`] what to do, and does it:
 //!
 //! - **Acquire**: take the row, start the host with the shared key, write its internal
-//!   WebSocket address (fenced), and only then open the [`LeaseGate`] (count as leader).
+//!   WebSocket address (fenced), and only then open the [`LeaseGate`] and tell the front
+//!   door's [`Role`] that this node serves.
 //! - **Renew**: extend the row; the gate stays open until [`lease::accept_until`] of the
 //!   last successful renewal, measured on this node's monotonic clock, so a node that
 //!   cannot reach the store stops taking deals by itself before the row can expire.
 //! - **Step down**: close the gate at once, then close the host with the stream write
 //!   deadline as grace (in-flight proposals are refused by the closed gate and by the
 //!   store's fenced writes).
-//! - **Shutdown** (SIGTERM/SIGINT): close the gate, release the row so a standby takes
-//!   over at its next poll, then close the host.
+//! - **Shutdown** (SIGTERM/SIGINT): close the gate, ask `decide` with `shutting_down`
+//!   and release the row as it says so a standby takes over at its next poll, then close
+//!   the host.
+//!
+//! Sits above the service, execution and the HTTP routes: it may use all of them, and
+//! none of them uses it.
 //!
 //! The embedded sled store keeps the same lease in memory, so a single node runs this very
 //! loop and simply always holds the lease.
@@ -27,55 +32,20 @@ use std::{
 use async_io::Timer;
 use dealport_core::lease::{self, Action, Belief, Inputs, LeaseConfig};
 use futures::future::{self, AbortHandle, Either};
-use libp2p::{identity::Keypair, multiaddr::Protocol, Multiaddr, PeerId};
+use libp2p::{identity::Keypair, PeerId};
 
 use crate::{
-    front_door::{ws_socket_addr, FrontDoor},
+    front_door::{FrontDoor, Role, RunningHost},
     metrics::Metrics,
-    p2p::{Host, HostConfig, HostHandle},
+    p2p::{
+        addr::{internal_ws_multiaddr, with_p2p, ws_socket_addr},
+        Host, HostConfig, HostHandle,
+    },
     runtime::{LeaderTask, Runtime},
     service::DealService,
     signals::ShutdownSignal,
-    store::{Fence, Store, StoreError},
+    store::{Fence, LeaseGate, Store, StoreError},
 };
-
-/// The rejection a proposal gets on a node that does not (or no longer) hold the lease.
-pub const NOT_HOLDER: &str = "server error: this node is not the lease holder, retry";
-
-/// The fence every deal write uses, and until when (local monotonic time) it may be used.
-#[derive(Debug, Default)]
-pub struct LeaseGate {
-    state: Mutex<Option<(Fence, Instant)>>,
-}
-
-impl LeaseGate {
-    pub fn new() -> LeaseGate {
-        LeaseGate::default()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(Fence, Instant)>> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The fence to write under now; `None` when this node is not the holder or its last
-    /// renewal is too old (self-fencing).
-    pub fn current(&self) -> Option<Fence> {
-        match &*self.lock() {
-            Some((f, until)) if Instant::now() < *until => Some(f.clone()),
-            _ => None,
-        }
-    }
-
-    /// Open (or extend) the gate for `fence` until `until`.
-    pub fn open(&self, fence: Fence, until: Instant) {
-        *self.lock() = Some((fence, until));
-    }
-
-    /// Close the gate: no more deal writes.
-    pub fn close(&self) {
-        *self.lock() = None;
-    }
-}
 
 /// What a leader runs: the libp2p host and the leader-only background work.
 pub struct Duties {
@@ -125,8 +95,9 @@ impl Duties {
         }
     }
 
-    /// Start the host and record its internal WebSocket address under `fence`.
-    async fn start(&self, store: &dyn Store, fence: &Fence) -> Result<(), String> {
+    /// Start the host and record its internal WebSocket address under `fence`; the
+    /// host's WebSocket listener for the relay, if it has one.
+    async fn start(&self, store: &dyn Store, fence: &Fence) -> Result<Option<SocketAddr>, String> {
         let peer = self.peer();
         let announce = self.host_config.announce.clone();
         let host = Host::start(
@@ -166,7 +137,6 @@ impl Duties {
         }
         self.service
             .set_transport_addrs(if announce.is_empty() { addrs } else { announce });
-        self.front_door.set_relay_target(local_ws);
         let tasks = self
             .leader_tasks
             .iter()
@@ -179,13 +149,12 @@ impl Duties {
             })
             .collect();
         *self.host.lock().unwrap_or_else(|e| e.into_inner()) = Some((host, tasks));
-        Ok(())
+        Ok(local_ws)
     }
 
     /// Stop the leader-only work and close the host, letting streams in flight finish
     /// within `grace`.
     pub async fn stop(&self, grace: Duration) {
-        self.front_door.set_relay_target(None);
         let running = self.host.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some((host, tasks)) = running {
             for t in tasks {
@@ -195,31 +164,6 @@ impl Duties {
             tracing::info!("libp2p host closed");
         }
     }
-}
-
-fn with_p2p(addr: &Multiaddr, peer: PeerId) -> Multiaddr {
-    if addr.iter().any(|p| matches!(p, Protocol::P2p(_))) {
-        addr.clone()
-    } else {
-        addr.clone().with(Protocol::P2p(peer))
-    }
-}
-
-fn internal_ws_multiaddr(host: IpAddr, port: u16) -> Multiaddr {
-    let ip = match host {
-        IpAddr::V4(v) => Protocol::Ip4(v),
-        IpAddr::V6(v) => Protocol::Ip6(v),
-    };
-    Multiaddr::empty()
-        .with(ip)
-        .with(Protocol::Tcp(port))
-        .with(Protocol::Ws("/".into()))
-}
-
-/// The relay target written by a holder, as a socket address.
-pub fn relay_socket_addr(local_listen: &str) -> Option<SocketAddr> {
-    let ma: Multiaddr = local_listen.parse().ok()?;
-    ws_socket_addr(&[ma])
 }
 
 /// A default node id: `hostname:pid`.
@@ -292,10 +236,14 @@ impl LeaseLoop {
         }
     }
 
-    fn set_role(&self, role: &str) {
-        self.duties
-            .front_door
-            .set_lease(role == "leader", self.generation);
+    /// Tell the front door and the metrics what this node is now: serving with `host`
+    /// (after an acquisition) or standing by (`None`).
+    fn set_role(&self, host: Option<RunningHost>) {
+        self.duties.front_door.set_role(Role {
+            generation: self.generation,
+            host,
+        });
+        let role = if host.is_some() { "leader" } else { "standby" };
         self.metrics.set_lease(role, self.generation as i64);
     }
 
@@ -315,7 +263,7 @@ impl LeaseLoop {
         let was_leader = self.is_leader();
         self.belief = Belief::Standby;
         self.until = None;
-        self.set_role("standby");
+        self.set_role(None);
         if was_leader {
             tracing::warn!(generation = self.generation, reason = why, "stepping down");
         }
@@ -380,13 +328,16 @@ impl LeaseLoop {
         };
         let fence = self.fence(grant.generation);
         self.generation = grant.generation;
-        if let Err(e) = self.duties.start(&*self.store, &fence).await {
-            tracing::error!(error = %e, "took the lease but cannot serve: giving it up");
-            self.start_error = Some(e);
-            self.duties.stop(Duration::ZERO).await;
-            let _ = self.store.release(&fence).await;
-            return poll;
-        }
+        let relay = match self.duties.start(&*self.store, &fence).await {
+            Ok(relay) => relay,
+            Err(e) => {
+                tracing::error!(error = %e, "took the lease but cannot serve: giving it up");
+                self.start_error = Some(e);
+                self.duties.stop(Duration::ZERO).await;
+                let _ = self.store.release(&fence).await;
+                return poll;
+            }
+        };
         let until = lease::accept_until(sent, &self.config);
         self.belief = Belief::Leader {
             generation: grant.generation,
@@ -394,7 +345,7 @@ impl LeaseLoop {
         };
         self.until = Some(until);
         self.gate.open(fence, until);
-        self.set_role("leader");
+        self.set_role(Some(RunningHost { relay }));
         tracing::info!(node = %self.me, generation = grant.generation, "holding the lease: serving libp2p");
         self.config.renew_interval.saturating_sub(sent.elapsed())
     }
@@ -444,20 +395,54 @@ impl LeaseLoop {
     }
 
     /// Graceful shutdown, first half: stop taking deals and give the lease up at once so
-    /// a standby takes over at its next poll. Then call [`Duties::stop`].
+    /// a standby takes over at its next poll, as `decide` says with `shutting_down`. Then
+    /// call [`Duties::stop`].
     pub async fn release(&mut self) {
         self.gate.close();
-        if let Belief::Leader { generation, .. } = self.belief {
-            let fence = self.fence(generation);
-            match self.store.release(&fence).await {
-                Ok(true) => tracing::info!(generation, "released the lease"),
-                Ok(false) => tracing::info!(generation, "the lease was no longer ours"),
-                Err(e) => tracing::warn!(error = %e, "cannot release the lease"),
+        let action = match crate::runtime::timeout(
+            self.config.renew_interval,
+            self.store.read_lease(),
+        )
+        .await
+        {
+            Some(Ok(read)) => lease::decide(Inputs {
+                me: &self.me,
+                now: read.now,
+                row: read.row.as_ref(),
+                belief: self.belief,
+                config: &self.config,
+                shutting_down: true,
+            }),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "cannot read the lease to release it: it expires by itself");
+                Action::StandBy {
+                    next_check_after: Duration::ZERO,
+                }
             }
+            None => {
+                tracing::warn!("no answer reading the lease to release it: it expires by itself");
+                Action::StandBy {
+                    next_check_after: Duration::ZERO,
+                }
+            }
+        };
+        match action {
+            Action::Release { generation } => {
+                let fence = self.fence(generation);
+                match self.store.release(&fence).await {
+                    Ok(true) => tracing::info!(generation, "released the lease"),
+                    Ok(false) => tracing::info!(generation, "the lease was no longer ours"),
+                    Err(e) => tracing::warn!(error = %e, "cannot release the lease"),
+                }
+            }
+            Action::StepDown { reason } => {
+                tracing::info!(%reason, "the lease was no longer ours");
+            }
+            _ => {}
         }
         self.belief = Belief::Standby;
         self.until = None;
-        self.set_role("standby");
+        self.set_role(None);
     }
 }
 
@@ -465,35 +450,8 @@ impl LeaseLoop {
 mod tests {
     use super::*;
 
-    fn fence(generation: u64) -> Fence {
-        Fence {
-            node: "a".into(),
-            generation,
-        }
-    }
-
     #[test]
-    fn the_gate_is_shut_without_a_fence_and_after_its_deadline() {
-        let gate = LeaseGate::new();
-        assert_eq!(gate.current(), None);
-        gate.open(fence(3), Instant::now() + Duration::from_secs(60));
-        assert_eq!(gate.current(), Some(fence(3)));
-        gate.open(fence(3), Instant::now() - Duration::from_millis(1));
-        assert_eq!(gate.current(), None, "self-fenced after accept_until");
-        gate.open(fence(4), Instant::now() + Duration::from_secs(60));
-        gate.close();
-        assert_eq!(gate.current(), None);
-    }
-
-    #[test]
-    fn the_relay_target_parses_the_written_address() {
-        let ma = internal_ws_multiaddr("10.0.0.7".parse().unwrap(), 4001);
-        assert_eq!(ma.to_string(), "/ip4/10.0.0.7/tcp/4001/ws");
-        assert_eq!(
-            relay_socket_addr(&ma.to_string()),
-            Some("10.0.0.7:4001".parse().unwrap())
-        );
-        assert_eq!(relay_socket_addr("/ip4/10.0.0.7/tcp/4001"), None);
+    fn the_default_node_id_names_this_process() {
         assert!(default_node_id().ends_with(&format!(":{}", std::process::id())));
     }
 }

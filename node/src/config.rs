@@ -1,5 +1,7 @@
 //! The TOML configuration: every key has a default, unknown keys are errors, and every
 //! error is one sentence naming the file, the line and the key.
+//!
+//! Layer: configuration: uses `p2p` and `http` for their config types only.
 
 use std::{
     net::SocketAddr,

@@ -2,6 +2,8 @@
 //! descriptor, and the usual soft limit (1024) sits below the default connection limits.
 //! At start the soft limit is raised to the hard one, as go-libp2p's rcmgr and many
 //! servers do, so the configured limits (not EMFILE) decide who is refused.
+//!
+//! Layer: bottom; uses no other module of the node.
 
 /// The soft open-file limit before and after the raise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

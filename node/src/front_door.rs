@@ -4,13 +4,16 @@
 //! With one node (sled), the host always runs here and the relay goes to it. In cluster
 //! mode every node relays to the current lease holder's internal WebSocket address, read
 //! from the shared store (only while its lease is live).
+//!
+//! Layer: what the HTTP server serves, above the routes: uses `api`, `mk12_http`,
+//! `http`, `p2p` (address helpers), `store`, `metrics`. The lease loop sets its [`Role`].
 use std::{
     net::SocketAddr,
     sync::{Arc, RwLock},
     time::Instant,
 };
 
-use libp2p::{multiaddr::Protocol, Multiaddr, PeerId};
+use libp2p::PeerId;
 use serde_json::json;
 
 use bytes::Bytes;
@@ -21,6 +24,7 @@ use crate::{
     http::{BoxFuture, HttpBackend, HttpResponse, StreamRoute},
     metrics::Metrics,
     mk12_http::Mk12Http,
+    p2p::addr::relay_socket_addr,
     store::Store,
 };
 
@@ -28,19 +32,47 @@ use crate::{
 /// answers within a second whatever the database does.
 const HEALTH_STORE_BOUND: std::time::Duration = std::time::Duration::from_millis(700);
 
+/// What this node is doing, as the lease loop last set it: the one answer to "does this
+/// node hold the lease and run the libp2p host?" that health, MK12-HTTP, the API and the
+/// relay all read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Role {
+    /// The lease generation this node last held.
+    pub generation: u64,
+    /// `Some` while this node holds the lease and its libp2p host runs.
+    pub host: Option<RunningHost>,
+}
+
+/// The libp2p host this node runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunningHost {
+    /// The host's own WebSocket listener, the relay's target; `None` when the host
+    /// listens on TCP only (then the relay is the one thing this node cannot serve).
+    pub relay: Option<SocketAddr>,
+}
+
+impl Role {
+    /// Does this node hold the lease and run the libp2p host?
+    pub fn serving(&self) -> bool {
+        self.host.is_some()
+    }
+}
+
+/// Why a holder without a WebSocket listener refuses relay upgrades.
+pub const NO_WS_LISTENER: &str = "this node runs the libp2p host without a WebSocket listener \
+     (no /ws address in [libp2p] listen): dial it over TCP, the relay is not available";
+
 /// The single-node front door.
 pub struct FrontDoor {
     peer: PeerId,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
-    /// The host's own WebSocket listener, while the host runs.
-    relay_target: RwLock<Option<SocketAddr>>,
+    /// Set by the lease loop on every acquisition and step-down.
+    role: RwLock<Role>,
     /// MK12 over plain HTTP, served where deals are taken.
     mk12: Mk12Http,
     /// Cluster mode: relay to the holder named by the store.
     cluster: bool,
-    /// `(leader, generation)` as the lease loop last set it.
-    lease: RwLock<Option<(bool, u64)>>,
     /// The HTTP API under `/api/v1/` (absent: every API path is 404).
     api: Option<Api>,
 }
@@ -51,10 +83,9 @@ impl FrontDoor {
             peer,
             store,
             metrics,
-            relay_target: RwLock::new(None),
+            role: RwLock::new(Role::default()),
             mk12,
             cluster: false,
-            lease: RwLock::new(None),
             api: None,
         }
     }
@@ -65,62 +96,32 @@ impl FrontDoor {
         self
     }
 
-    /// Does this node run the libp2p host (hold the lease) now?
-    fn serving(&self) -> bool {
-        self.relay_target
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
-    }
-
     /// Cluster mode: relay to whichever node holds the lease (from the store).
     pub fn with_cluster(mut self, cluster: bool) -> Self {
         self.cluster = cluster;
         self
     }
 
-    /// The lease loop's view: whether this node leads, and the generation.
-    pub fn set_lease(&self, leader: bool, generation: u64) {
-        *self.lease.write().unwrap_or_else(|e| e.into_inner()) = Some((leader, generation));
+    /// The lease loop's view: set on every acquisition (with the running host) and
+    /// every step-down (without).
+    pub fn set_role(&self, role: Role) {
+        *self.role.write().unwrap_or_else(|e| e.into_inner()) = role;
     }
 
-    /// The host started (`Some`, its WebSocket listener) or stopped (`None`).
-    pub fn set_relay_target(&self, target: Option<SocketAddr>) {
-        *self.relay_target.write().unwrap_or_else(|e| e.into_inner()) = target;
+    pub fn role(&self) -> Role {
+        *self.role.read().unwrap_or_else(|e| e.into_inner())
     }
-}
 
-/// The WebSocket listener to relay to, from the host's listen addresses: the loopback
-/// one if there is one (the relay runs on this machine), else the first.
-pub fn ws_socket_addr(listen: &[Multiaddr]) -> Option<SocketAddr> {
-    let ws: Vec<SocketAddr> = listen
-        .iter()
-        .filter_map(|a| {
-            let mut ip = None;
-            let mut port = None;
-            let mut is_ws = false;
-            for p in a.iter() {
-                match p {
-                    Protocol::Ip4(v) => ip = Some(std::net::IpAddr::V4(v)),
-                    Protocol::Ip6(v) => ip = Some(std::net::IpAddr::V6(v)),
-                    Protocol::Tcp(n) => port = Some(n),
-                    Protocol::Ws(_) => is_ws = true,
-                    _ => {}
-                }
-            }
-            Some(SocketAddr::new(ip?, port?)).filter(|_| is_ws)
-        })
-        .collect();
-    ws.iter()
-        .find(|s| s.ip().is_loopback())
-        .or(ws.first())
-        .copied()
+    /// Does this node hold the lease and run the libp2p host now?
+    fn serving(&self) -> bool {
+        self.role().serving()
+    }
 }
 
 impl HttpBackend for FrontDoor {
     fn relay_target(&self) -> BoxFuture<Result<SocketAddr, String>> {
-        let target = *self.relay_target.read().unwrap_or_else(|e| e.into_inner());
-        if self.cluster {
+        let role = self.role();
+        if self.cluster && role.host != Some(RunningHost { relay: None }) {
             let store = self.store.clone();
             return Box::pin(async move {
                 let found = crate::runtime::timeout(HEALTH_STORE_BOUND, store.relay_target())
@@ -131,34 +132,31 @@ impl HttpBackend for FrontDoor {
                         ))
                     });
                 match found {
-                    Ok(Some(t)) if t.live => crate::cluster::relay_socket_addr(&t.local_listen)
-                        .ok_or_else(|| {
-                            format!(
-                                "the lease holder's address {} is not usable",
-                                t.local_listen
-                            )
-                        }),
+                    Ok(Some(t)) if t.live => relay_socket_addr(&t.local_listen).ok_or_else(|| {
+                        format!(
+                            "the lease holder's address {} is not usable",
+                            t.local_listen
+                        )
+                    }),
                     Ok(_) => Err("no node holds the lease right now, retry".to_owned()),
                     Err(e) => Err(format!("cannot find the lease holder: {e}")),
                 }
             });
         }
-        Box::pin(async move {
-            target.ok_or_else(|| "the libp2p host is not running on this node".to_owned())
-        })
+        let target = match role.host {
+            Some(RunningHost { relay: Some(ws) }) => Ok(ws),
+            Some(RunningHost { relay: None }) => Err(NO_WS_LISTENER.to_owned()),
+            None => Err("the libp2p host is not running on this node".to_owned()),
+        };
+        Box::pin(async move { target })
     }
 
     fn health(&self) -> BoxFuture<(bool, serde_json::Value)> {
         let store = self.store.clone();
         let metrics = self.metrics.clone();
         let peer = self.peer.to_string();
-        let serving = self
-            .relay_target
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some();
-        let lease = *self.lease.read().unwrap_or_else(|e| e.into_inner());
-        let (leader, generation) = lease.unwrap_or((serving, 0));
+        let role = self.role();
+        let serving = role.serving();
         let cluster = self.cluster;
         Box::pin(async move {
             let started = Instant::now();
@@ -174,9 +172,9 @@ impl HttpBackend for FrontDoor {
             // A standby is healthy in a cluster: its relay reaches the holder.
             let ok = store_ok && (serving || cluster);
             let body = json!({
-                "role": if leader { "leader" } else { "standby" },
+                "role": if serving { "leader" } else { "standby" },
                 "peer_id": peer,
-                "lease_generation": generation,
+                "lease_generation": role.generation,
                 "cluster": cluster,
                 "store_ok": store_ok,
                 "db_host": db_host,

@@ -1,5 +1,7 @@
 //! The node's libp2p identity: an Ed25519 key created once and kept in the store in
 //! libp2p's protobuf encoding (`08 01 12 40 …`).
+//!
+//! Layer: beside the store: uses `store` only.
 
 use libp2p::identity::Keypair;
 

@@ -1,11 +1,8 @@
 //! dealport-node: the I/O around the pure core, written against futures-io and async-io only.
 
 pub mod api;
-pub mod app;
-pub mod bench;
 pub mod budget;
 pub mod chain;
-pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod exec;
@@ -15,7 +12,9 @@ pub mod http;
 pub mod identity;
 pub mod metrics;
 pub mod mk12_http;
+pub mod outbound;
 pub mod p2p;
+pub mod private_fs;
 pub mod runtime;
 pub mod service;
 pub mod signals;

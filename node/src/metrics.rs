@@ -4,6 +4,8 @@
 //! (atomic updates) and never fails. Label values passed in must come from small fixed
 //! sets (protocol ids, rejection rule labels, route names), never from client input, so
 //! the number of series stays bounded.
+//!
+//! Layer: bottom; uses no other module of the node.
 
 use prometheus_client::{
     encoding::text::encode,

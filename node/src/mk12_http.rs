@@ -6,6 +6,8 @@
 //! (stored empty); an undecodable body gets 400 with the decode error instead of a
 //! silent close; an ask that cannot be answered is HTTP 500. Requests are limited per
 //! client IP (429 past the limit).
+//!
+//! Layer: an HTTP route set, above the service: uses `service` and `http`.
 use std::{net::IpAddr, sync::Mutex, time::Instant};
 
 use bytes::Bytes;

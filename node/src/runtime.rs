@@ -5,16 +5,17 @@
 //! reactor works under any executor, so the trait only needs to spawn work. Each shell
 //! (`runtime-smol`, `runtime-asyncstd`, tests) implements it in a few lines and hands an
 //! `Arc<dyn Runtime>` to the node.
+//!
+//! Layer: the runtime seam, the bottom of `node/`: uses no other module.
 
 use std::{
     fmt,
     future::Future,
     pin::Pin,
     sync::Arc,
+    task::{Context, Poll},
     time::{Duration, Instant},
 };
-
-use futures::future::{select, Either};
 
 /// A future the runtime runs to completion in the background.
 pub type BoxTask = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -67,14 +68,41 @@ where
 }
 
 /// `fut`, or `None` once `limit` has passed. The one "future or timer" in `node/`.
-pub async fn timeout<F: Future>(limit: Duration, fut: F) -> Option<F::Output> {
-    deadline(Instant::now() + limit, fut).await
+pub fn timeout<F: Future>(limit: Duration, fut: F) -> Deadline<F> {
+    deadline(Instant::now() + limit, fut)
 }
 
 /// `fut`, or `None` once the monotonic `at` has passed.
-pub async fn deadline<F: Future>(at: Instant, fut: F) -> Option<F::Output> {
-    match select(std::pin::pin!(fut), async_io::Timer::at(at)).await {
-        Either::Left((out, _)) => Some(out),
-        Either::Right(_) => None,
+pub fn deadline<F: Future>(at: Instant, fut: F) -> Deadline<F> {
+    Deadline {
+        fut,
+        timer: async_io::Timer::at(at),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future [`timeout`] and [`deadline`] return: a plain struct rather than an
+    /// `async fn`, so wrapping a future does not double its size (an async fn keeps its
+    /// argument and the future it awaits side by side).
+    #[must_use = "futures do nothing unless awaited"]
+    pub struct Deadline<F> {
+        #[pin]
+        fut: F,
+        timer: async_io::Timer,
+    }
+}
+
+impl<F: Future> Future for Deadline<F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(out) = this.fut.poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        match Pin::new(this.timer).poll(cx) {
+            Poll::Ready(_) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }

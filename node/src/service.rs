@@ -2,7 +2,11 @@
 //!
 //! One [`DealService`] serves all five protocols for the libp2p host. Every proposal is
 //! answered within the configured budget: if the chain or the store is slower the client
-//! gets a `server error: …` rejection rather than a silent reset (DESIGN.md point 4).
+//! gets a `server error: …` rejection rather than a silent reset (docs/design.md
+//! §Promises, point 4).
+//!
+//! Layer: the deal service, above chain and store: uses `chain`, `store`, `p2p` (its
+//! `StreamService` seam), `config`, `metrics`, `runtime`. Nothing below uses it.
 
 use std::{
     sync::{Arc, Mutex, RwLock},
@@ -24,10 +28,9 @@ use libp2p::{multiaddr::Protocol as MaProtocol, Multiaddr, PeerId};
 
 use crate::{
     chain::{asks::AskSigner, ChainFactsSource},
-    cluster::{LeaseGate, NOT_HOLDER},
     metrics::Metrics,
     p2p::{DenyReason, Reply, StreamFailure, StreamService},
-    store::{Fence, Inserted, Store, StoreError},
+    store::{Fence, Inserted, LeaseGate, Store, StoreError},
 };
 
 /// Outcome labels besides the rejection rules' own.
@@ -56,7 +59,7 @@ struct Inner {
     verify_cache: Mutex<VerifyCache>,
     /// The addresses listed by the transports protocol (set once the host listens).
     transport_addrs: RwLock<Vec<Multiaddr>>,
-    /// The lease gate (cluster.rs): when set, every deal write is fenced with its current
+    /// The lease gate (store/fence.rs): when set, every deal write is fenced with its current
     /// fence and refused without one. Unset (tests): unfenced writes.
     gate: RwLock<Option<Arc<LeaseGate>>>,
     /// Serializes [`DealService::apply_event`]'s read-modify-write of deal records.
@@ -105,6 +108,9 @@ pub fn now_unix_nanos() -> i64 {
         .map(|d| d.as_nanos() as i64)
         .unwrap_or(0)
 }
+
+/// The rejection a proposal gets on a node that does not (or no longer) hold the lease.
+pub const NOT_HOLDER: &str = "server error: this node is not the lease holder, retry";
 
 /// The message a client gets when its proposal could not be saved.
 pub const SAVE_FAILED: &str = "server error: save to db";

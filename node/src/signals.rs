@@ -1,5 +1,7 @@
 //! Stop signals. async-signal runs on async-io's reactor, so this works under any
 //! executor and neither runtime shell needs its own copy.
+//!
+//! Layer: bottom; uses no other module of the node.
 use std::{future::Future, pin::Pin};
 
 use async_signal::{Signal, Signals};

@@ -42,8 +42,7 @@ use tungstenite::{
 
 // ---------------------------------------------------------------- runtime
 
-mod common;
-use common::{executor_runtime as runtime, run, within};
+use dealport_testkit::node::{executor_runtime as runtime, run, within};
 
 // ---------------------------------------------------------------- libp2p host
 

@@ -33,8 +33,6 @@ use fvm_ipld_encoding::{strict_bytes, tuple::*};
 use libp2p::{identity::Keypair, Multiaddr, PeerId};
 use serde_json::{json, Value};
 
-mod common;
-
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 const TOKEN: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJBbGxvdyI6WyJyZWFkIiwic2lnbiJdfQ.fake";
 const HEAD_CID_1: &str = "bafy2bzacea3wsdh6y3a36tb3skempjoxqpuyompjbmfeyf34fi3uy6uue42v4";
@@ -706,7 +704,7 @@ async fn in_flight_messages_outlive_the_updater(store: Arc<dyn Store>) {
     f.set("StateMinerInfo", miner_info("f01001", None, &[]));
     f.set_fn("MpoolPushMessage", signed_message);
     f.set("StateSearchMsg", Value::Null);
-    let (gate, fence) = common::hold_lease(&store).await;
+    let (gate, fence) = dealport_testkit::node::hold_lease(&store).await;
     let updater = || {
         MinerInfoUpdater::new(
             Arc::new(f.client(short())),

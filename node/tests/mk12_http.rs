@@ -8,15 +8,14 @@ use std::{
 
 use dealport_core::wire::{Cbor, DealResponse, DealStatusResponse};
 use dealport_node::{
-    front_door::FrontDoor,
+    front_door::{FrontDoor, Role, RunningHost},
     http::{self, HttpConfig},
     metrics::Metrics,
     mk12_http::Mk12Http,
     service::DealService,
 };
 
-mod common;
-use common::{a4_config, golden, runtime, service_on_sled, ServiceOnSled};
+use dealport_testkit::node::{a4_config, golden, runtime, service_on_sled, ServiceOnSled};
 
 struct Node {
     door: Arc<FrontDoor>,
@@ -49,7 +48,12 @@ fn start_with(per_second: u32, http_config: HttpConfig) -> Node {
         Mk12Http::new(service.clone(), per_second),
     );
     // This node runs the host (its WebSocket listener is not dialled by these tests).
-    door.set_relay_target(Some("127.0.0.1:9".parse().unwrap()));
+    door.set_role(Role {
+        generation: 1,
+        host: Some(RunningHost {
+            relay: Some("127.0.0.1:9".parse().unwrap()),
+        }),
+    });
     let door = Arc::new(door);
     let http_config = HttpConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -275,7 +279,7 @@ fn the_per_ip_rate_limit_answers_429() {
 fn a_standby_answers_503_with_a_reason() {
     let n = start(50);
     // The host stops here (another node holds the lease): the routes refuse, clearly.
-    n.door.set_relay_target(None);
+    n.door.set_role(Role::default());
     for (method, path, body) in [
         ("POST", "/market/mk12/store", golden("A4")),
         ("GET", "/market/mk12/status", golden("S1")),

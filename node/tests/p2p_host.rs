@@ -33,8 +33,7 @@ use libp2p::{
 
 // ---------------------------------------------------------------- runtime
 
-mod common;
-use common::{executor_runtime as runtime, run, within};
+use dealport_testkit::node::{executor_runtime as runtime, run, within};
 
 // ---------------------------------------------------------------- service
 

@@ -20,15 +20,13 @@ use dealport_core::{
 };
 use dealport_node::{
     chain::lotus::{Endpoint, LotusClient},
-    cluster::LeaseGate,
     exec::publish::{PublishSettings, Publisher, Round, INTENT_STATE},
-    store::Fence,
+    store::{Fence, LeaseGate},
 };
 use dealport_testkit::fake_lotus::FakeLotus;
 use serde_json::{json, Value};
 
-mod common;
-use common::{a4_config, golden, service_on_sled, ServiceOnSled};
+use dealport_testkit::node::{a4_config, golden, service_on_sled, ServiceOnSled};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 const WORKER: &str = "f01001";
@@ -184,7 +182,7 @@ impl Fixture {
 
     /// Hold the (sled) lease and fence the service's writes with it, as in a node.
     async fn lease_gate(&self) -> (Arc<LeaseGate>, Fence) {
-        let (gate, fence) = common::hold_lease(&self.svc.store).await;
+        let (gate, fence) = dealport_testkit::node::hold_lease(&self.svc.store).await;
         self.svc.service.set_lease_gate(gate.clone());
         (gate, fence)
     }
@@ -196,7 +194,7 @@ fn start(a4: &DealParams) -> i64 {
 
 #[test]
 fn ten_deals_go_out_as_eight_now_and_get_their_deal_ids_once_landed() {
-    common::run(Duration::from_secs(60), async {
+    dealport_testkit::node::run(Duration::from_secs(60), async {
         let f = Fixture::new(start(&DealParams::from_cbor(&golden("A4")).unwrap()) - 10_000);
         let mut deals = Vec::new();
         for n in 1..=10 {
@@ -247,7 +245,7 @@ fn ten_deals_go_out_as_eight_now_and_get_their_deal_ids_once_landed() {
 
 #[test]
 fn a_partial_batch_goes_out_once_its_period_has_passed() {
-    common::run(Duration::from_secs(60), async {
+    dealport_testkit::node::run(Duration::from_secs(60), async {
         let f = Fixture::new(start(&DealParams::from_cbor(&golden("A4")).unwrap()) - 10_000);
         f.transferred(1).await;
         f.transferred(2).await;
@@ -262,7 +260,7 @@ fn a_partial_batch_goes_out_once_its_period_has_passed() {
 
 #[test]
 fn a_deal_too_close_to_its_start_fails_without_a_message() {
-    common::run(Duration::from_secs(60), async {
+    dealport_testkit::node::run(Duration::from_secs(60), async {
         let a4 = DealParams::from_cbor(&golden("A4")).unwrap();
         let head = start(&a4) - 2000; // inside the 2880-epoch sealing buffer
         let f = Fixture::new(head);
@@ -277,7 +275,7 @@ fn a_deal_too_close_to_its_start_fails_without_a_message() {
 
 #[test]
 fn a_failed_message_fails_its_deals_and_invalid_deals_fail_alone() {
-    common::run(Duration::from_secs(60), async {
+    dealport_testkit::node::run(Duration::from_secs(60), async {
         let f = Fixture::new(start(&DealParams::from_cbor(&golden("A4")).unwrap()) - 10_000);
         for n in 1..=3 {
             f.transferred(n).await;
@@ -309,7 +307,7 @@ fn a_failed_message_fails_its_deals_and_invalid_deals_fail_alone() {
 
 #[test]
 fn a_new_publisher_waits_for_the_message_already_sent() {
-    common::run(Duration::from_secs(60), async {
+    dealport_testkit::node::run(Duration::from_secs(60), async {
         let f = Fixture::new(start(&DealParams::from_cbor(&golden("A4")).unwrap()) - 10_000);
         for n in 1..=3 {
             f.transferred(n).await;
@@ -337,7 +335,7 @@ fn a_new_publisher_waits_for_the_message_already_sent() {
 /// so no deal is in two messages (the second would fail it on chain).
 #[test]
 fn a_batch_pushed_but_not_recorded_is_not_published_twice() {
-    common::run(Duration::from_secs(60), async {
+    dealport_testkit::node::run(Duration::from_secs(60), async {
         let f = Fixture::new(start(&DealParams::from_cbor(&golden("A4")).unwrap()) - 10_000);
         let (gate, fence) = f.lease_gate().await;
         for n in 1..=2 {
@@ -383,7 +381,7 @@ fn a_batch_pushed_but_not_recorded_is_not_published_twice() {
 
 #[test]
 fn a_failing_push_is_retried_and_shown_in_sealing_status() {
-    common::run(Duration::from_secs(60), async {
+    dealport_testkit::node::run(Duration::from_secs(60), async {
         let f = Fixture::new(start(&DealParams::from_cbor(&golden("A4")).unwrap()) - 10_000);
         f.transferred(1).await;
         f.fake.fail("MpoolPushMessage");
@@ -405,7 +403,7 @@ fn a_failing_push_is_retried_and_shown_in_sealing_status() {
 
 #[test]
 fn the_configured_wallet_sends_instead_of_the_worker() {
-    common::run(Duration::from_secs(60), async {
+    dealport_testkit::node::run(Duration::from_secs(60), async {
         let f = Fixture::new(start(&DealParams::from_cbor(&golden("A4")).unwrap()) - 10_000);
         f.transferred(1).await;
         let endpoint = Endpoint::from_api_info(&f.fake.api_info("token")).unwrap();

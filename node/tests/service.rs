@@ -3,7 +3,7 @@
 use std::{sync::Arc, time::Duration};
 
 use dealport_core::{
-    deal::DealRecord,
+    deal::{Checkpoint, DealRecord},
     facts::ChainFacts,
     wire::{Address, Cbor, Cid, DealParams, DealResponse, DealStatusResponse, DealUuid},
 };
@@ -12,11 +12,13 @@ use dealport_node::{
     config::Config,
     metrics::Metrics,
     service::{DealService, ServiceConfig, SAVE_FAILED},
-    store::{sled::SledStore, Inserted, Store, StoreError, StoreFuture},
+    store::{
+        sled::SledStore, Fence, Inserted, LeaseGrant, LeaseRead, RelayTarget, Store, StoreError,
+        StoreFuture,
+    },
 };
 
-mod common;
-use common::{a4_config, golden, ThreadRuntime};
+use dealport_testkit::node::{a4_config, golden, ThreadRuntime};
 
 /// Proposals in these tests arrive as on `/fil/storage/mk/1.2.1`.
 const DEAL: &str = "/fil/storage/mk/1.2.1";
@@ -210,8 +212,79 @@ impl Store for HookedStore {
     fn list_deals(&self) -> StoreFuture<'_, Vec<DealRecord>> {
         self.inner.list_deals()
     }
+    fn list_deals_page(
+        &self,
+        after: Option<DealUuid>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<DealRecord>> {
+        self.inner.list_deals_page(after, limit)
+    }
+    fn live_deals_at(
+        &self,
+        checkpoint: Checkpoint,
+        after: Option<DealUuid>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<DealRecord>> {
+        self.inner.live_deals_at(checkpoint, after, limit)
+    }
     fn describe(&self) -> String {
         "hooked sled".into()
+    }
+    fn insert_new_deal_fenced<'a>(
+        &'a self,
+        fence: &'a Fence,
+        deal: &'a DealRecord,
+    ) -> StoreFuture<'a, Inserted> {
+        if self.fail_inserts {
+            return Box::pin(async { Err(StoreError::Backend("disk full".into())) });
+        }
+        self.inner.insert_new_deal_fenced(fence, deal)
+    }
+    fn update_deal_fenced<'a>(
+        &'a self,
+        fence: &'a Fence,
+        deal: &'a DealRecord,
+    ) -> StoreFuture<'a, ()> {
+        self.inner.update_deal_fenced(fence, deal)
+    }
+    fn read_lease(&self) -> StoreFuture<'_, LeaseRead> {
+        self.inner.read_lease()
+    }
+    fn try_acquire<'a>(
+        &'a self,
+        node: &'a str,
+        expect_generation: Option<u64>,
+        ttl: Duration,
+    ) -> StoreFuture<'a, Option<LeaseGrant>> {
+        self.inner.try_acquire(node, expect_generation, ttl)
+    }
+    fn renew<'a>(&'a self, fence: &'a Fence, ttl: Duration) -> StoreFuture<'a, Option<LeaseGrant>> {
+        self.inner.renew(fence, ttl)
+    }
+    fn release<'a>(&'a self, fence: &'a Fence) -> StoreFuture<'a, bool> {
+        self.inner.release(fence)
+    }
+    fn set_local_listen<'a>(
+        &'a self,
+        fence: &'a Fence,
+        local_listen: &'a str,
+        announce: &'a [String],
+    ) -> StoreFuture<'a, ()> {
+        self.inner.set_local_listen(fence, local_listen, announce)
+    }
+    fn leader_state<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
+        self.inner.leader_state(name)
+    }
+    fn put_leader_state<'a>(
+        &'a self,
+        fence: &'a Fence,
+        name: &'a str,
+        value: &'a [u8],
+    ) -> StoreFuture<'a, ()> {
+        self.inner.put_leader_state(fence, name, value)
+    }
+    fn relay_target(&self) -> StoreFuture<'_, Option<RelayTarget>> {
+        self.inner.relay_target()
     }
 }
 

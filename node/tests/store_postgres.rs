@@ -18,8 +18,7 @@ use dealport_node::{
 };
 use futures::executor::block_on;
 
-mod common;
-use common::golden;
+use dealport_testkit::node::golden;
 use dealport_testkit::postgres::PgServer;
 
 fn a4_record() -> DealRecord {

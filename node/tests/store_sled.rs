@@ -9,8 +9,7 @@ use dealport_node::{
     store::{sled::SledStore, Inserted, Store, StoreError},
 };
 
-mod common;
-use common::{golden, runtime as rt};
+use dealport_testkit::node::{golden, runtime as rt};
 
 fn a4_record() -> DealRecord {
     let bytes = golden("A4");

@@ -2,7 +2,6 @@
 //! server the test controls (testkit's `DataServer`, real sockets on 127.0.0.1) into a
 //! real staging dir on a real sled store, and offline data comes in through the real
 //! HTTP API. Every case waits for the deal's outcome with bounded polling.
-mod common;
 
 use std::{
     collections::BTreeMap,
@@ -13,7 +12,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{a4_config, executor_runtime, golden, run, service_on_sled, ServiceOnSled};
 use dealport_core::{
     commp::{piece_cid, CommP},
     deal::{Checkpoint, DealEvent, DealRecord},
@@ -23,11 +21,14 @@ use dealport_core::{
 use dealport_node::{
     api::{Api, ApiContext},
     exec::{runner, TransferSettings, Transfers},
-    front_door::FrontDoor,
+    front_door::{FrontDoor, Role, RunningHost},
     http,
     mk12_http::Mk12Http,
 };
 use dealport_testkit::data_server::{DataServer, Declare, Serve};
+use dealport_testkit::node::{
+    a4_config, executor_runtime, golden, run, service_on_sled, ServiceOnSled,
+};
 use futures::future::{AbortHandle, Abortable};
 
 const MIB: usize = 1 << 20;
@@ -658,7 +659,12 @@ async fn api_node(token: &str) -> ApiNode {
         .with_api(api),
     );
     // As the lease holder does once its host runs.
-    front.set_relay_target(Some("127.0.0.1:9".parse().unwrap()));
+    front.set_role(Role {
+        generation: 1,
+        host: Some(RunningHost {
+            relay: Some("127.0.0.1:9".parse().unwrap()),
+        }),
+    });
     let http = http::start(
         executor_runtime(),
         http::HttpConfig {
@@ -677,7 +683,7 @@ async fn import_err(n: &ApiNode, token: &str, uuid: DealUuid, bytes: &[u8]) -> S
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("data.car");
     std::fs::write(&file, bytes).unwrap();
-    dealport_node::api::client::import_file(
+    dealport_client::node_api::import_file(
         executor_runtime(),
         &format!("http://{}", n.http.local_addr()),
         token,
@@ -698,7 +704,7 @@ async fn import(
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("data.car");
     std::fs::write(&file, bytes).unwrap();
-    let (code, body) = dealport_node::api::client::import_file(
+    let (code, body) = dealport_client::node_api::import_file(
         executor_runtime(),
         &format!("http://{}", n.http.local_addr()),
         token,
@@ -851,7 +857,7 @@ fn api_routes_answer_json_and_a_standby_refuses_writes() {
         );
 
         // A standby reads but does not write.
-        n.front.set_relay_target(None);
+        n.front.set_role(Role::default());
         let (code, body) = raw(&n, "PUT", &format!("/api/v1/deals/{offline}/data"), "t");
         assert_eq!(code, 503, "{body}");
         assert!(

@@ -5,10 +5,8 @@
 
 use std::{process::ExitCode, sync::Arc};
 
-use dealport_node::{
-    app::{self, Shell},
-    runtime::{BoxTask, Runtime},
-};
+use dealport_app::Shell;
+use dealport_node::runtime::{BoxTask, Runtime};
 
 struct AsyncStd;
 
@@ -28,5 +26,5 @@ fn main() -> ExitCode {
         runtime: Arc::new(AsyncStd),
         runtime_name: "async-std",
     };
-    async_std::task::block_on(app::main(shell))
+    async_std::task::block_on(dealport_app::main(shell))
 }

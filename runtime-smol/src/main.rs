@@ -1,15 +1,13 @@
 //! `dealport` on smol: the executor and the blocking pool. Everything else, signals
-//! included, is in `dealport_node`.
+//! included, is in `dealport_app` and `dealport_node`.
 
 use std::{
     process::ExitCode,
     sync::{Arc, OnceLock},
 };
 
-use dealport_node::{
-    app::{self, Shell},
-    runtime::{BoxTask, Runtime},
-};
+use dealport_app::Shell;
+use dealport_node::runtime::{BoxTask, Runtime};
 use smol::Executor;
 
 /// One executor, run by one thread per core (at least two), for the whole process.
@@ -46,5 +44,5 @@ fn main() -> ExitCode {
         runtime: Arc::new(Smol),
         runtime_name: "smol",
     };
-    smol::block_on(app::main(shell))
+    smol::block_on(dealport_app::main(shell))
 }

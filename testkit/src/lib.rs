@@ -1,5 +1,9 @@
-//! Fixtures shared by node/'s integration tests and the tests/ crate. Nothing here knows
-//! dealport's types, so both can depend on it without a cycle.
+//! Fixtures shared by the integration tests of node/, client/ and the tests/ crate.
+//! Only [`node`] knows dealport's types (testkit depends on the node library; node's own
+//! unit tests never use testkit, so there is one node library in every test build).
+pub mod commp;
 pub mod data_server;
 pub mod fake_lotus;
+pub mod golden;
+pub mod node;
 pub mod postgres;

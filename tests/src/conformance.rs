@@ -490,7 +490,16 @@ pub fn client_cli_deal_and_status_through_the_relay(bin: &str) {
         "--json",
     ]);
     assert_eq!(deal["accepted"], true, "{deal}");
-    let status = client(&["status", &relay, A4_UUID, "--wallet", wallet, "--json"]);
+    let status = client(&[
+        "status",
+        "--provider",
+        &relay,
+        "--uuid",
+        A4_UUID,
+        "--wallet",
+        wallet,
+        "--json",
+    ]);
     assert_eq!(status["deal_status"]["status"], "Accepted", "{status}");
     // The flags built exactly golden vector A4: resending the vector's own bytes is an
     // identical retry (R1), and S1 reports the deal the CLI made.

@@ -109,7 +109,9 @@ pub(crate) fn status(bin: &str, provider: &str, wallet: &Path, uuid: &str) -> Va
         &[
             "client",
             "status",
+            "--provider",
             provider,
+            "--uuid",
             uuid,
             "--wallet",
             wallet.to_str().expect("utf-8 path"),

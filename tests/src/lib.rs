@@ -8,4 +8,6 @@
 pub mod conformance;
 pub mod execution_lifecycle;
 pub mod execution_transfer;
+pub mod first_five_minutes;
 pub mod harness;
+pub mod tcp_only;

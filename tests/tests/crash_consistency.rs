@@ -19,11 +19,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use dealport_client::{propose_with, DealProtocol, Target, Timeouts};
 use dealport_core::wire::{Cbor, DealUuid};
-use dealport_node::{
-    client::{propose_with, DealProtocol, Target, Timeouts},
-    p2p::Multiaddr,
-};
+use dealport_node::p2p::Multiaddr;
 use dealport_tests::harness::{
     binary::dealport_bin,
     cluster, config,

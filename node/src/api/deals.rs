@@ -1,15 +1,40 @@
-//! `GET /api/v1/deals/<uuid>`: the deal as stored. `PUT /api/v1/deals/<uuid>/data`:
-//! an offline deal's data, streamed into staging with its piece commitment checked.
+//! `GET /api/v1/deals/<uuid>`: the deal as stored. `GET /api/v1/deals` and
+//! `GET /api/v1/deals/after/<uuid>`: a page of deals in UUID order, `{"deals": […],
+//! "next": <uuid of the last, or null at the end>}`, read by key range from the store.
+//! `PUT /api/v1/deals/<uuid>/data`: an offline deal's data, streamed into staging with
+//! its piece commitment checked.
 
 use std::sync::Arc;
 
-use dealport_core::deal::DealRecord;
+use dealport_core::{deal::DealRecord, wire::DealUuid};
 use http::{Method, StatusCode};
 
 use super::{json, uuid_param, ApiContext, ApiError, ApiRequest, ApiResult, Body, Route};
 
+/// Deals per page of `GET /api/v1/deals`.
+pub const PAGE: usize = 500;
+
 pub fn routes() -> Vec<Route> {
     vec![
+        Route {
+            method: Method::GET,
+            path: "deals",
+            leader_only: false,
+            body: Body::Whole,
+            handler: |ctx, _req| Box::pin(page(ctx, None)),
+        },
+        Route {
+            method: Method::GET,
+            path: "deals/after/{}",
+            leader_only: false,
+            body: Body::Whole,
+            handler: |ctx, req| {
+                Box::pin(async move {
+                    let after = uuid_param(&req, 0)?;
+                    page(ctx, Some(after)).await
+                })
+            },
+        },
         Route {
             method: Method::GET,
             path: "deals/{}",
@@ -37,6 +62,23 @@ async fn get_deal(ctx: Arc<ApiContext>, req: ApiRequest) -> ApiResult {
         .map_err(|e| ApiError::internal(format!("cannot read deal {uuid}: {e}")))?
         .ok_or_else(|| ApiError::not_found(format!("no deal with UUID {uuid}")))?;
     Ok(json(StatusCode::OK, &deal_json(&deal)))
+}
+
+async fn page(ctx: Arc<ApiContext>, after: Option<DealUuid>) -> ApiResult {
+    let deals = ctx
+        .service
+        .store()
+        .list_deals_page(after, PAGE)
+        .await
+        .map_err(|e| ApiError::internal(format!("cannot read the deals: {e}")))?;
+    let next = (deals.len() == PAGE)
+        .then(|| deals.last().map(|d| d.uuid.to_string()))
+        .flatten();
+    let deals: Vec<_> = deals.iter().map(deal_json).collect();
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "deals": deals, "next": next }),
+    ))
 }
 
 async fn put_data(ctx: Arc<ApiContext>, req: ApiRequest) -> ApiResult {

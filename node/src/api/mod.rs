@@ -8,8 +8,10 @@
 //! within the route's idle bound.
 //!
 //! Adding routes from another file is one line in [`routes`].
+//!
+//! Layer: HTTP routes, above execution: uses `exec`, `service`, `store`, `http`,
+//! `runtime`; owns the one mapping of execution and lifecycle errors to HTTP.
 
-pub mod client;
 mod deals;
 pub mod files;
 mod sealing;
@@ -19,17 +21,16 @@ pub use deals::deal_json;
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use futures::{
-    future::{self},
-    StreamExt,
-};
+use dealport_core::wire::DealUuid;
+use futures::{future, StreamExt};
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 use http_body_util::Full;
 
 use crate::{
-    exec::Transfers,
+    exec::{ExecError, Transfers},
     http::{BodyStream, BoxFuture, ResponseBody, StreamResponse, StreamRoute},
-    service::DealService,
+    service::{ApplyError, DealService},
+    store::StoreError,
 };
 
 /// Every API path starts with this.
@@ -93,6 +94,35 @@ impl ApiError {
     }
     pub fn into_response(self) -> StreamResponse {
         json(self.status, &serde_json::json!({ "error": self.message }))
+    }
+}
+
+/// The one mapping of a lifecycle event's failure to HTTP.
+impl ApiError {
+    pub fn from_apply(uuid: DealUuid, e: ApplyError) -> ApiError {
+        match e {
+            ApplyError::Transition(..) => ApiError::conflict(e.to_string()),
+            ApplyError::NotHolder => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, STANDBY),
+            ApplyError::Store(StoreError::NoSuchDeal(u)) => {
+                ApiError::not_found(format!("no deal with UUID {u}"))
+            }
+            e => ApiError::internal(format!("cannot record deal {uuid}: {e}")),
+        }
+    }
+}
+
+/// The executor's failures as HTTP: what the client did wrong is 4xx, ours 5xx.
+impl From<ExecError> for ApiError {
+    fn from(e: ExecError) -> ApiError {
+        match e {
+            ExecError::NoSuchDeal(_) => ApiError::not_found(e.to_string()),
+            ExecError::Conflict(m) => ApiError::conflict(m),
+            ExecError::BadUpload(m) => ApiError::bad_request(m),
+            ExecError::Stalled(m) => ApiError::new(StatusCode::REQUEST_TIMEOUT, m),
+            ExecError::DataRejected(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, m),
+            ExecError::Internal(m) => ApiError::internal(m),
+            ExecError::Apply(uuid, e) => ApiError::from_apply(uuid, e),
+        }
     }
 }
 

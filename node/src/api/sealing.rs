@@ -21,9 +21,11 @@ use serde::Deserialize;
 
 use super::{
     deal_json, file_response, json, uuid_param, ApiContext, ApiError, ApiRequest, ApiResult, Body,
-    Route, STANDBY,
+    Route,
 };
-use crate::service::ApplyError;
+
+/// Deals `GET sealing/deals` answers with at most.
+const READY_PAGE: usize = 1000;
 
 pub fn routes() -> Vec<Route> {
     let post = |path, handler| Route {
@@ -67,17 +69,15 @@ pub fn routes() -> Vec<Route> {
 }
 
 async fn ready_deals(ctx: Arc<ApiContext>) -> ApiResult {
+    // The live index's deals at PublishConfirmed, at most one page: a sealing system
+    // takes them a batch at a time.
     let deals = ctx
         .service
         .store()
-        .list_deals()
+        .live_deals_at(Checkpoint::PublishConfirmed, None, READY_PAGE)
         .await
         .map_err(|e| ApiError::internal(format!("cannot list deals: {e}")))?;
-    let ready: Vec<serde_json::Value> = deals
-        .iter()
-        .filter(|d| !d.is_failed() && d.checkpoint == Checkpoint::PublishConfirmed)
-        .map(deal_json)
-        .collect();
+    let ready: Vec<serde_json::Value> = deals.iter().map(deal_json).collect();
     Ok(json(StatusCode::OK, &serde_json::json!({ "deals": ready })))
 }
 
@@ -178,14 +178,7 @@ async fn report(ctx: Arc<ApiContext>, req: ApiRequest, what: Report) -> ApiResul
         .service
         .apply_event(uuid, event)
         .await
-        .map_err(|e| match e {
-            ApplyError::Transition(..) => ApiError::conflict(e.to_string()),
-            ApplyError::NotHolder => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, STANDBY),
-            ApplyError::Store(crate::store::StoreError::NoSuchDeal(u)) => {
-                ApiError::not_found(format!("no deal with UUID {u}"))
-            }
-            e => ApiError::internal(format!("cannot record deal {uuid}: {e}")),
-        })?;
+        .map_err(|e| ApiError::from_apply(uuid, e))?;
     tracing::info!(deal = %uuid, state = %deal.state(), "sealing system reported");
     if deal.is_done_with_staged_data() {
         ctx.transfers.drop_staged(uuid);

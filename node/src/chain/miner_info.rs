@@ -1,4 +1,5 @@
-//! Keeping the miners' on-chain PeerID and multiaddrs right (DESIGN point 7).
+//! Keeping the miners' on-chain PeerID and multiaddrs right (docs/design.md §Promises,
+//! point 7).
 //!
 //! The decision (what to send, the params bytes) is `dealport_core::miner_info`; this is
 //! the I/O around it: `StateMinerInfo`, `MpoolPushMessage` from the worker, and the
@@ -19,10 +20,7 @@ use dealport_core::{
 use libp2p::{Multiaddr, PeerId};
 
 use super::lotus::{LotusClient, RpcError, UnsignedMessage};
-use crate::{
-    cluster::LeaseGate,
-    store::{Store, StoreError},
-};
+use crate::store::{LeaseGate, Store, StoreError};
 
 /// The store key of the messages in flight ([`Store::leader_state`]).
 pub const IN_FLIGHT_STATE: &str = "miner_info_in_flight";

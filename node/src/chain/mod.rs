@@ -1,4 +1,6 @@
 //! Where chain facts come from: a Lotus node or the offline configuration.
+//!
+//! Layer: chain facts, above the store: uses `store`, `config`, `runtime`.
 
 pub mod asks;
 pub mod check;

@@ -3,7 +3,6 @@
 //! async-net, rustls (ring, webpki roots) for https; the address comes from
 //! [`super::ssrf`], and redirects are refused (a redirect could point anywhere, and
 //! Boost's client-side URL is expected to be the data itself).
-use crate::runtime::timeout;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
@@ -16,8 +15,8 @@ use smol_hyper::rt::FuturesIo;
 
 use super::ssrf;
 use crate::{
-    client::{http::tls_connector, http::Conn, io_sentence},
-    runtime::Runtime,
+    outbound::{io_sentence, tls_connector, Conn},
+    runtime::{timeout, Runtime},
 };
 
 /// What a failed request means for the deal.

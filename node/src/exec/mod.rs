@@ -8,6 +8,9 @@
 //!
 //! Both go through [`ingest::Ingest`]: core's `Intake` rules (exact size, declared size,
 //! PieceCID), a staging file and its commitment snapshot.
+//!
+//! Layer: execution, above the service: uses `service`, `chain`, `config`, `http` (body
+//! streams), `outbound`, `runtime`. HTTP routes use it, never the other way.
 
 pub mod download;
 pub mod ingest;
@@ -24,20 +27,17 @@ use std::{
     time::Duration,
 };
 
-use dealport_core::{
-    deal::{Checkpoint, DealEvent, DealRecord},
-    wire::DealUuid,
-};
-use futures::{channel::mpsc, StreamExt};
-use http::StatusCode;
-
 use crate::{
-    api::{ApiError, STANDBY},
     config::TransferConfig,
     http::BodyStream,
     runtime::Runtime,
     service::{ApplyError, DealService},
 };
+use dealport_core::{
+    deal::{Checkpoint, DealEvent, DealRecord},
+    wire::DealUuid,
+};
+use futures::{channel::mpsc, StreamExt};
 use ingest::{Ingest, IngestError};
 use staging::Staging;
 use throttle::Throttle;
@@ -45,6 +45,36 @@ use throttle::Throttle;
 /// Newly accepted deals waiting for the runner to notice them; past this the runner's
 /// periodic rescan picks them up.
 const WAKE_QUEUE: usize = 64;
+
+/// Deals a background task reads from the store's live index at once.
+pub const SCAN_PAGE: usize = 500;
+
+/// Why an import (or another request the executor serves) did not go through. The HTTP
+/// API owns the mapping to status codes.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// No deal with that UUID.
+    #[error("no deal with UUID {0}")]
+    NoSuchDeal(DealUuid),
+    /// The deal cannot take this now (an online deal, failed, past it, busy).
+    #[error("{0}")]
+    Conflict(String),
+    /// The upload was empty or broke off: nothing recorded, send it again.
+    #[error("{0}")]
+    BadUpload(String),
+    /// No data within the idle limit: nothing recorded.
+    #[error("{0}")]
+    Stalled(String),
+    /// The data is not the deal's: the deal failed with this sentence.
+    #[error("{0}")]
+    DataRejected(String),
+    /// The store or the staging area failed.
+    #[error("{0}")]
+    Internal(String),
+    /// Recording the outcome failed.
+    #[error("cannot record deal {0}: {1}")]
+    Apply(DealUuid, ApplyError),
+}
 
 /// `[transfer]` as the executor uses it.
 #[derive(Debug, Clone)]
@@ -171,33 +201,33 @@ impl Transfers {
         self: &Arc<Self>,
         uuid: DealUuid,
         mut body: BodyStream,
-    ) -> Result<DealRecord, ApiError> {
+    ) -> Result<DealRecord, ExecError> {
         let deal = self
             .service
             .store()
             .deal_by_uuid(uuid)
             .await
-            .map_err(|e| ApiError::internal(format!("cannot read deal {uuid}: {e}")))?
-            .ok_or_else(|| ApiError::not_found(format!("no deal with UUID {uuid}")))?;
+            .map_err(|e| ExecError::Internal(format!("cannot read deal {uuid}: {e}")))?
+            .ok_or(ExecError::NoSuchDeal(uuid))?;
         if !deal.params.is_offline {
-            return Err(ApiError::conflict(format!(
+            return Err(ExecError::Conflict(format!(
                 "deal {uuid} is an online deal: its data is downloaded from its transfer URL, not imported"
             )));
         }
         if let Some(e) = &deal.error {
-            return Err(ApiError::conflict(format!("deal {uuid} has failed: {e}")));
+            return Err(ExecError::Conflict(format!("deal {uuid} has failed: {e}")));
         }
         if deal.checkpoint != Checkpoint::Accepted {
-            return Err(ApiError::conflict(format!(
+            return Err(ExecError::Conflict(format!(
                 "deal {uuid} is already {}: its data is in",
                 deal.checkpoint
             )));
         }
         let _claim = self.claim(uuid).ok_or_else(|| {
-            ApiError::conflict(format!("an import of deal {uuid} is already running"))
+            ExecError::Conflict(format!("an import of deal {uuid} is already running"))
         })?;
         let proposal = &deal.params.client_deal_proposal.proposal;
-        let staging_error = |e: IngestError| ApiError::internal(format!("deal {uuid}: {e}"));
+        let staging_error = |e: IngestError| ExecError::Internal(format!("deal {uuid}: {e}"));
         let mut ingest = Ingest::open(
             self.runtime.clone(),
             self.staging.clone(),
@@ -213,21 +243,18 @@ impl Transfers {
             let chunk = match crate::runtime::timeout(idle, body.next()).await {
                 Some(c) => c,
                 None => {
-                    return Err(ApiError::new(
-                        StatusCode::REQUEST_TIMEOUT,
-                        format!(
-                            "no data for {} s after {} bytes: import of deal {uuid} abandoned, nothing recorded",
-                            idle.as_secs(),
-                            ingest.offset()
-                        ),
-                    ))
+                    return Err(ExecError::Stalled(format!(
+                        "no data for {} s after {} bytes: import of deal {uuid} abandoned, nothing recorded",
+                        idle.as_secs(),
+                        ingest.offset()
+                    )))
                 }
             };
             let chunk = match chunk {
                 None => break,
                 Some(Ok(c)) => c,
                 Some(Err(e)) => {
-                    return Err(ApiError::bad_request(format!(
+                    return Err(ExecError::BadUpload(format!(
                     "the upload broke off after {} bytes ({e}): nothing recorded, send it again",
                     ingest.offset()
                 )))
@@ -240,7 +267,7 @@ impl Transfers {
             }
         }
         if ingest.offset() == 0 {
-            return Err(ApiError::bad_request(format!(
+            return Err(ExecError::BadUpload(format!(
                 "the upload for deal {uuid} carried no data: nothing recorded"
             )));
         }
@@ -253,22 +280,16 @@ impl Transfers {
         self.service
             .apply_event(uuid, DealEvent::Transferred { bytes })
             .await
-            .map_err(|e| apply_error(uuid, e))
+            .map_err(|e| ExecError::Apply(uuid, e))
     }
 
-    async fn reject_data(&self, uuid: DealUuid, e: dealport_core::transfer::DataError) -> ApiError {
+    async fn reject_data(
+        &self,
+        uuid: DealUuid,
+        e: dealport_core::transfer::DataError,
+    ) -> ExecError {
         let why = e.to_string();
         self.fail(uuid, why.clone()).await;
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("deal {uuid} failed: {why}"),
-        )
-    }
-}
-
-fn apply_error(uuid: DealUuid, e: ApplyError) -> ApiError {
-    match e {
-        ApplyError::NotHolder => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, STANDBY),
-        e => ApiError::internal(format!("cannot record deal {uuid}: {e}")),
+        ExecError::DataRejected(format!("deal {uuid} failed: {why}"))
     }
 }

@@ -31,11 +31,13 @@ use dealport_core::{
     },
 };
 
+use super::SCAN_PAGE;
 use crate::{
     chain::lotus::{LotusClient, MsgLookup, UnsignedMessage},
     config::PublishConfig,
     runtime::LeaderTask,
     service::DealService,
+    store::for_each_live_page,
 };
 
 /// The store key of the batch being pushed ([`crate::store::Store::leader_state`]).
@@ -130,13 +132,18 @@ impl Publisher {
     /// One round: settle sent messages, then fail or send waiting deals.
     pub async fn round(&self) -> Round {
         let mut round = Round::default();
-        let deals = match self.service.store().list_deals().await {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::warn!("publisher: cannot list deals: {e}");
+        // Only the deals the publisher acts on: waiting to publish, or sent and not yet
+        // confirmed; read from the store's live index, a page at a time.
+        let mut deals = Vec::new();
+        for checkpoint in [Checkpoint::Transferred, Checkpoint::Published] {
+            let store = self.service.store();
+            let read =
+                for_each_live_page(&*store, checkpoint, SCAN_PAGE, |page| deals.extend(page)).await;
+            if let Err(e) = read {
+                tracing::warn!("publisher: cannot read the deals at {checkpoint}: {e}");
                 return round;
             }
-        };
+        }
         self.settle(&deals, &mut round).await;
         let resumed = self.resume_intent(&deals, &mut round).await;
         self.publish_waiting(&deals, &resumed, &mut round).await;

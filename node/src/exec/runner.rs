@@ -20,9 +20,9 @@ use http_body_util::BodyExt;
 use super::{
     download::{self, FetchError, FetchOptions},
     ingest::{Ingest, IngestError},
-    Transfers,
+    Transfers, SCAN_PAGE,
 };
-use crate::{runtime::LeaderTask, service::ApplyError};
+use crate::{runtime::LeaderTask, service::ApplyError, store::for_each_live_page};
 
 /// Progress is recorded at most this often.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
@@ -54,15 +54,18 @@ pub async fn run(t: Arc<Transfers>) {
     );
     loop {
         if Instant::now() >= next_scan {
-            match t.service.store().list_deals().await {
-                Ok(deals) => {
-                    for d in deals.iter().filter(|d| wants_download(d)) {
-                        enqueue(&mut queued, &mut known, d.uuid);
-                    }
-                    sweep_staging(&t, &deals);
+            // The accepted deals only (the store's live index), a page at a time.
+            let store = t.service.store();
+            let read = for_each_live_page(&*store, Checkpoint::Accepted, SCAN_PAGE, |page| {
+                for d in page.iter().filter(|d| wants_download(d)) {
+                    enqueue(&mut queued, &mut known, d.uuid);
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot list deals to download"),
+            })
+            .await;
+            if let Err(e) = read {
+                tracing::warn!(error = %e, "cannot read the deals to download");
             }
+            sweep_staging(&t).await;
             next_scan = Instant::now() + t.settings.rescan;
         }
         while running.len() < t.settings.max_concurrent {
@@ -88,9 +91,9 @@ pub async fn run(t: Arc<Transfers>) {
 
 /// Remove staged files of deals that no longer need them (failed, or their piece is in a
 /// sector): left behind when a node stopped between recording the outcome and removing
-/// the files. Files of deals missing from `deals` are left alone: they may belong to a
-/// deal accepted since the list was read.
-fn sweep_staging(t: &Transfers, deals: &[DealRecord]) {
+/// the files. Each staged deal is looked up by UUID, so the cost follows the staging
+/// directory, not the store; files of deals the store does not know are left alone.
+async fn sweep_staging(t: &Transfers) {
     if t.settings.keep_staging {
         return;
     }
@@ -98,14 +101,15 @@ fn sweep_staging(t: &Transfers, deals: &[DealRecord]) {
         Ok(s) => s,
         Err(e) => return tracing::warn!(error = %e, "cannot list the staging directory"),
     };
+    let store = t.service.store();
     for uuid in staged {
-        let done = deals
-            .iter()
-            .find(|d| d.uuid == uuid)
-            .is_some_and(DealRecord::is_done_with_staged_data);
-        if done {
-            tracing::info!(deal = %uuid, "removing staged data left from before");
-            t.drop_staged(uuid);
+        match store.deal_by_uuid(uuid).await {
+            Ok(Some(d)) if d.is_done_with_staged_data() => {
+                tracing::info!(deal = %uuid, "removing staged data left from before");
+                t.drop_staged(uuid);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(deal = %uuid, error = %e, "cannot read a staged deal"),
         }
     }
 }

@@ -3,7 +3,7 @@
 //! admin pages). The host is resolved once, every address is checked, and the download
 //! connects to a checked address (never resolving again, so DNS rebinding cannot slip a
 //! private address in between). Curio does the same at download time
-//! (`Ingest.DisableSSRFProtection`, curio-reference.md §3.2).
+//! (`Ingest.DisableSSRFProtection`, docs/curio-reference.md §After acceptance).
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// Why an address is not public, or `None` when it is.

@@ -12,6 +12,9 @@
 //! GET /metrics -> 200 OpenMetrics text
 //! anything else -> backend.route(..) or 404
 //! ```
+//!
+//! Layer: the HTTP server, above the runtime seam: uses `runtime`, `budget`, `metrics`;
+//! knows nothing about deals (routes come from an [`HttpBackend`]).
 
 mod io;
 mod relay;

@@ -1,7 +1,7 @@
 //! The WebSocket relay: a client's WebSocket on the HTTP port, bridged message by message
 //! to the libp2p host's internal WebSocket listener.
 //!
-//! Differences from Curio's relay (spec/curio-reference.md §5), on purpose:
+//! Differences from Curio's relay (docs/curio-reference.md §Relay), on purpose:
 //! - Upgrade detection reads `Connection` as a token list (`keep-alive, Upgrade` works).
 //! - Ping, pong and close frames are relayed, not swallowed.
 //! - The only time limit is an idle limit over *both* directions (default 10 min), not a

@@ -11,7 +11,11 @@
 //!   connection task: yamux + multistream-select, one per connection (swarm executor)
 //!   stream task:     read one item -> service.handle -> write -> close, one per stream
 //! ```
+//!
+//! Layer: the p2p host, above the runtime seam: uses `runtime` and `budget`; knows
+//! nothing about deals.
 
+pub mod addr;
 mod host;
 mod serve;
 pub mod tcp;

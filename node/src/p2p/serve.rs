@@ -6,7 +6,6 @@
 //! connection handler admits or refuses each negotiated stream on the spot (limits are
 //! checked synchronously) and spawns its task directly on the runtime.
 
-use crate::runtime::timeout;
 use std::{
     collections::HashMap,
     convert::Infallible,
@@ -26,7 +25,6 @@ use futures::{
 };
 use libp2p::{
     core::{
-        multiaddr::Protocol,
         transport::PortUse,
         upgrade::{DeniedUpgrade, InboundUpgrade, UpgradeInfo},
         Endpoint,
@@ -41,9 +39,13 @@ use libp2p::{
 };
 
 use super::{
-    DenyReason, HostConfig, Limits, RefuseReason, ServedProtocol, StreamFailure, StreamService,
+    addr::ip_of, DenyReason, HostConfig, Limits, RefuseReason, ServedProtocol, StreamFailure,
+    StreamService,
 };
-use crate::{budget::ByteBudget, runtime::Runtime};
+use crate::{
+    budget::ByteBudget,
+    runtime::{timeout, Runtime},
+};
 
 /// Largest single read while collecting a request: memory grows with bytes received,
 /// not with lengths a peer merely announces.
@@ -581,14 +583,6 @@ pub(crate) struct ServeBehaviour {
     established: HashMap<ConnectionId, (PeerId, Option<IpAddr>)>,
     per_ip: HashMap<IpAddr, usize>,
     per_peer: HashMap<PeerId, usize>,
-}
-
-fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
-    addr.iter().find_map(|p| match p {
-        Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
-        Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
-        _ => None,
-    })
 }
 
 /// Take `n` off `key`'s count, dropping the key at zero (so the map only holds keys

@@ -6,7 +6,11 @@
 //! backend talks to a database over the network; the sled backend runs its blocking work
 //! on the runtime's blocking pool. A deal record is stored as the raw DealParams bytes
 //! plus the record fields, in the stable JSON form of [`StoredDeal`].
+//!
+//! Layer: the store, above the runtime seam: uses `runtime` only.
 
+mod fence;
+mod group_flush;
 pub mod pg_connect;
 pub mod postgres;
 pub mod sled;
@@ -20,6 +24,7 @@ use dealport_core::{
 use serde::{Deserialize, Serialize};
 
 pub use dealport_core::lease::{DbMillis, LeaseRow};
+pub use fence::{Fence, LeaseGate};
 
 /// The future every store method returns.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -49,16 +54,6 @@ pub enum StoreError {
     /// A write that needs a lease (cluster store) made without one.
     #[error("store: {0} needs the lease in a cluster store; use the fenced form")]
     NeedsLease(&'static str),
-    /// The store keeps no lease (a test double).
-    #[error("store: {0} keeps no leader lease")]
-    NoLease(String),
-}
-
-/// The writer of a fenced write: a node and the lease generation it believes it holds.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Fence {
-    pub node: String,
-    pub generation: u64,
 }
 
 /// The lease row as read, with the database's time of the read.
@@ -130,6 +125,25 @@ pub trait Store: Send + Sync + 'static {
     /// Every deal, ordered by UUID bytes.
     fn list_deals(&self) -> StoreFuture<'_, Vec<DealRecord>>;
 
+    /// At most `limit` deals whose UUID comes after `after` (from the first when `None`),
+    /// ordered by UUID bytes: a page read by key range, never the whole table.
+    fn list_deals_page(
+        &self,
+        after: Option<DealUuid>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<DealRecord>>;
+
+    /// At most `limit` deals at `checkpoint` that have not failed, after `after` in UUID
+    /// byte order: the work the background tasks do, read from an index that holds only
+    /// deals still at work (never failed or `Complete` ones), so its cost follows the
+    /// work in flight, not the history. `Complete` gives none.
+    fn live_deals_at(
+        &self,
+        checkpoint: Checkpoint,
+        after: Option<DealUuid>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<DealRecord>>;
+
     /// Where the store lives (for `dealport info`).
     fn describe(&self) -> String;
 
@@ -143,37 +157,28 @@ pub trait Store: Send + Sync + 'static {
     // A cluster leader writes only through these: each succeeds only if the lease row
     // still names `fence.node` at `fence.generation` and is unexpired (database time),
     // checked in the same transaction as the write; otherwise [`StoreError::Fenced`].
-    // The defaults delegate to the unfenced forms (right for a store no other process
-    // shares); both real backends override them.
+    // No defaults: a backend that forgets one of these does not compile (a default that
+    // wrote unfenced would silently break the fencing).
 
     /// [`Store::insert_new_deal`], fenced.
     fn insert_new_deal_fenced<'a>(
         &'a self,
         fence: &'a Fence,
         deal: &'a DealRecord,
-    ) -> StoreFuture<'a, Inserted> {
-        let _ = fence;
-        self.insert_new_deal(deal)
-    }
+    ) -> StoreFuture<'a, Inserted>;
 
     /// [`Store::update_deal`], fenced.
     fn update_deal_fenced<'a>(
         &'a self,
         fence: &'a Fence,
         deal: &'a DealRecord,
-    ) -> StoreFuture<'a, ()> {
-        let _ = fence;
-        self.update_deal(deal)
-    }
+    ) -> StoreFuture<'a, ()>;
 
     // ---- The leader lease (see `dealport_core::lease`) -----------------------------
-    // Every statement is conditional and uses the database's clock. The defaults refuse
-    // ([`StoreError::NoLease`]); both real backends override them.
+    // Every statement is conditional and uses the database's clock.
 
     /// The lease row and the database's time.
-    fn read_lease(&self) -> StoreFuture<'_, LeaseRead> {
-        Box::pin(async move { Err(StoreError::NoLease(self.describe())) })
-    }
+    fn read_lease(&self) -> StoreFuture<'_, LeaseRead>;
 
     /// Take the lease for `node` for `ttl`, bumping the generation: insert the row if the
     /// table is empty (`expect_generation: None`), else take the row if its generation is
@@ -184,25 +189,16 @@ pub trait Store: Send + Sync + 'static {
         node: &'a str,
         expect_generation: Option<u64>,
         ttl: Duration,
-    ) -> StoreFuture<'a, Option<LeaseGrant>> {
-        let _ = (node, expect_generation, ttl);
-        Box::pin(async move { Err(StoreError::NoLease(self.describe())) })
-    }
+    ) -> StoreFuture<'a, Option<LeaseGrant>>;
 
     /// Extend `fence`'s lease to now + `ttl` if it is still held and unexpired. `None`:
     /// lost (step down).
-    fn renew<'a>(&'a self, fence: &'a Fence, ttl: Duration) -> StoreFuture<'a, Option<LeaseGrant>> {
-        let _ = (fence, ttl);
-        Box::pin(async move { Err(StoreError::NoLease(self.describe())) })
-    }
+    fn renew<'a>(&'a self, fence: &'a Fence, ttl: Duration) -> StoreFuture<'a, Option<LeaseGrant>>;
 
     /// Give the lease up (graceful shutdown) and clear the listen address, if `fence`
     /// still holds it. `true` if released. The generation stays; the next acquisition
     /// bumps it.
-    fn release<'a>(&'a self, fence: &'a Fence) -> StoreFuture<'a, bool> {
-        let _ = fence;
-        Box::pin(async move { Err(StoreError::NoLease(self.describe())) })
-    }
+    fn release<'a>(&'a self, fence: &'a Fence) -> StoreFuture<'a, bool>;
 
     /// Record the holder's internal WebSocket listen multiaddr and its announce
     /// multiaddrs, fenced like the deal writes ([`StoreError::Fenced`] otherwise).
@@ -211,17 +207,11 @@ pub trait Store: Send + Sync + 'static {
         fence: &'a Fence,
         local_listen: &'a str,
         announce: &'a [String],
-    ) -> StoreFuture<'a, ()> {
-        let _ = (fence, local_listen, announce);
-        Box::pin(async move { Err(StoreError::NoLease(self.describe())) })
-    }
+    ) -> StoreFuture<'a, ()>;
 
     /// A lease holder's named piece of state (e.g. the miner-info messages in flight),
     /// `None` if never written.
-    fn leader_state<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
-        let _ = name;
-        Box::pin(async move { Err(StoreError::NoLease(self.describe())) })
-    }
+    fn leader_state<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<Vec<u8>>>;
 
     /// Replace the named state, fenced like the deal writes ([`StoreError::Fenced`]
     /// otherwise); durable before returning.
@@ -230,16 +220,11 @@ pub trait Store: Send + Sync + 'static {
         fence: &'a Fence,
         name: &'a str,
         value: &'a [u8],
-    ) -> StoreFuture<'a, ()> {
-        let _ = (fence, name, value);
-        Box::pin(async move { Err(StoreError::NoLease(self.describe())) })
-    }
+    ) -> StoreFuture<'a, ()>;
 
     /// Where to relay to: the last listen address a holder wrote (cleared on release and
     /// on every acquisition), and whether its lease is live now.
-    fn relay_target(&self) -> StoreFuture<'_, Option<RelayTarget>> {
-        Box::pin(async move { Err(StoreError::NoLease(self.describe())) })
-    }
+    fn relay_target(&self) -> StoreFuture<'_, Option<RelayTarget>>;
 }
 
 /// The stable stored form of a [`DealRecord`] (format version 1).
@@ -267,20 +252,51 @@ pub struct StoredDeal {
     pub sealing_status: String,
 }
 
+/// Every checkpoint, in order.
+pub const CHECKPOINTS: [Checkpoint; 7] = [
+    Checkpoint::Accepted,
+    Checkpoint::Transferred,
+    Checkpoint::Published,
+    Checkpoint::PublishConfirmed,
+    Checkpoint::AddedPiece,
+    Checkpoint::IndexedAndAnnounced,
+    Checkpoint::Complete,
+];
+
+/// Is a deal at `checkpoint`, failed or not, still at work (in the live index)?
+pub fn is_live(checkpoint: Checkpoint, failed: bool) -> bool {
+    !failed && checkpoint != Checkpoint::Complete
+}
+
+/// Page through [`Store::live_deals_at`] for `checkpoint`, `page` deals at a time,
+/// handing each page to `each`; how many deals were seen. The background tasks' one
+/// way to find their work.
+pub async fn for_each_live_page<F>(
+    store: &dyn Store,
+    checkpoint: Checkpoint,
+    page: usize,
+    mut each: F,
+) -> Result<usize, StoreError>
+where
+    F: FnMut(Vec<DealRecord>),
+{
+    let mut after = None;
+    let mut seen = 0;
+    loop {
+        let deals = store.live_deals_at(checkpoint, after, page).await?;
+        let n = deals.len();
+        seen += n;
+        after = deals.last().map(|d| d.uuid);
+        each(deals);
+        if n < page.max(1) {
+            return Ok(seen);
+        }
+    }
+}
+
 /// Parse a checkpoint from its Boost name.
 pub fn checkpoint_from_name(name: &str) -> Option<Checkpoint> {
-    use Checkpoint::*;
-    [
-        Accepted,
-        Transferred,
-        Published,
-        PublishConfirmed,
-        AddedPiece,
-        IndexedAndAnnounced,
-        Complete,
-    ]
-    .into_iter()
-    .find(|c| c.name() == name)
+    CHECKPOINTS.into_iter().find(|c| c.name() == name)
 }
 
 impl StoredDeal {

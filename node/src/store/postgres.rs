@@ -35,7 +35,6 @@
 //! async-global-executor's threads. `runtime-smol` / `runtime-async-std` would pull the
 //! smol / async-std crates into node/, which must stay runtime-agnostic.
 
-use crate::runtime::timeout;
 use std::{
     borrow::Cow,
     sync::{Arc, RwLock},
@@ -44,7 +43,7 @@ use std::{
 
 use dealport_core::{
     db_target::{DbTarget, HostSpec, SessionAttrs},
-    deal::DealRecord,
+    deal::{Checkpoint, DealRecord},
     wire::Cid,
     wire::DealUuid,
 };
@@ -60,6 +59,7 @@ use super::{
     Fence, Inserted, LeaseGrant, LeaseRead, LeaseRow, RelayTarget, Store, StoreError, StoreFuture,
     StoredDeal,
 };
+use crate::runtime::timeout;
 
 /// Connection and retry settings.
 #[derive(Debug, Clone)]
@@ -152,6 +152,13 @@ fn migrator() -> Migrator {
             Cow::Borrowed("leader state"),
             MigrationType::Simple,
             include_str!("../../migrations/0002_leader_state.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            3,
+            Cow::Borrowed("live deals by checkpoint"),
+            MigrationType::Simple,
+            include_str!("../../migrations/0003_live_deals.sql").into_sql_str(),
             false,
         ),
     ])
@@ -590,6 +597,28 @@ impl PostgresStore {
         row.as_ref().map(DealRow::decode).transpose()
     }
 
+    /// Load `deals` in one transaction, skipping any already known: an administrative
+    /// load (benchmarks, imports) made while no node holds the lease, so unfenced.
+    /// How many were written.
+    pub async fn bulk_load(&self, deals: &[DealRecord]) -> Result<usize, StoreError> {
+        let rows = deals
+            .iter()
+            .map(DealRow::of)
+            .collect::<Result<Vec<_>, _>>()?;
+        let db = |e: sqlx::Error| StoreError::Backend(format!("bulk load: {e}"));
+        let mut tx = self.pool().begin().await.map_err(db)?;
+        let mut written = 0;
+        for d in &rows {
+            let done = bind_deal(sqlx::query(INSERT_DEAL), d, 0)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
+            written += usize::from(done.is_some());
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(written)
+    }
+
     async fn insert_fenced(
         &self,
         fence: &Fence,
@@ -600,20 +629,9 @@ impl PostgresStore {
         with_retry!(self, "insert deal", async {
             let mut tx = self.pool().begin().await?;
             check_fence(&mut tx, fence, generation).await?;
-            let inserted = bind_deal(
-                sqlx::query(
-                    "INSERT INTO deals (uuid, params, proposal_cid, signed_proposal_cid, \
-                 client_peer_id, created_at_unix_nanos, checkpoint, error, n_bytes_received, \
-                 publish_cid, chain_deal_id, sector_number, sector_offset, sealing_status, \
-                 writer_generation) \
-                 VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
-                 ON CONFLICT DO NOTHING RETURNING 1",
-                ),
-                &d,
-                generation,
-            )
-            .fetch_optional(&mut *tx)
-            .await?;
+            let inserted = bind_deal(sqlx::query(INSERT_DEAL), &d, generation)
+                .fetch_optional(&mut *tx)
+                .await?;
             if inserted.is_some() {
                 tx.commit().await?;
                 return Ok(Inserted::Yes);
@@ -992,6 +1010,64 @@ impl Store for PostgresStore {
         })
     }
 
+    fn list_deals_page(
+        &self,
+        after: Option<DealUuid>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<DealRecord>> {
+        Box::pin(async move {
+            // PostgreSQL orders uuid values by their bytes, as the sled store does.
+            let sql = format!(
+                "SELECT {DEAL_COLUMNS} FROM deals WHERE $1::uuid IS NULL OR deals.uuid > $1::uuid \
+                 ORDER BY deals.uuid LIMIT $2"
+            );
+            let after = after.map(|u| u.to_string());
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rows = with_retry!(self, "list a page of deals", async {
+                Ok::<_, Fail>(
+                    sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                        .bind(after.clone())
+                        .bind(limit)
+                        .fetch_all(&self.pool())
+                        .await?,
+                )
+            })?;
+            rows.iter().map(DealRow::decode).collect()
+        })
+    }
+
+    fn live_deals_at(
+        &self,
+        checkpoint: Checkpoint,
+        after: Option<DealUuid>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<DealRecord>> {
+        Box::pin(async move {
+            if checkpoint == Checkpoint::Complete {
+                return Ok(Vec::new());
+            }
+            // The predicate repeats the partial index's, so the planner uses it.
+            let sql = format!(
+                "SELECT {DEAL_COLUMNS} FROM deals WHERE error IS NULL AND checkpoint <> 'Complete' \
+                 AND checkpoint = $1 AND ($2::uuid IS NULL OR deals.uuid > $2::uuid) \
+                 ORDER BY deals.uuid LIMIT $3"
+            );
+            let after = after.map(|u| u.to_string());
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rows = with_retry!(self, "list live deals", async {
+                Ok::<_, Fail>(
+                    sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                        .bind(checkpoint.name())
+                        .bind(after.clone())
+                        .bind(limit)
+                        .fetch_all(&self.pool())
+                        .await?,
+                )
+            })?;
+            rows.iter().map(DealRow::decode).collect()
+        })
+    }
+
     fn describe(&self) -> String {
         self.describe.clone()
     }
@@ -1068,6 +1144,14 @@ type PgQuery<'q> =
     sqlx::query::Query<'q, sqlx::Postgres, <sqlx::Postgres as sqlx::Database>::Arguments>;
 
 /// Bind a deal row as `$1..$15`, the column order of both the insert and the update.
+/// One deal row, bound by [`bind_deal`]; nothing written when it conflicts.
+const INSERT_DEAL: &str = "INSERT INTO deals (uuid, params, proposal_cid, signed_proposal_cid, \
+     client_peer_id, created_at_unix_nanos, checkpoint, error, n_bytes_received, \
+     publish_cid, chain_deal_id, sector_number, sector_offset, sealing_status, \
+     writer_generation) \
+     VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+     ON CONFLICT DO NOTHING RETURNING 1";
+
 fn bind_deal<'q>(q: PgQuery<'q>, d: &'q DealRow, generation: i64) -> PgQuery<'q> {
     q.bind(&d.uuid)
         .bind(&d.params)
@@ -1119,8 +1203,9 @@ mod tests {
     fn migrations_are_embedded() {
         let m = migrator();
         let sql: Vec<&str> = m.iter().map(|m| m.sql.as_str()).collect();
-        assert_eq!(sql.len(), 2);
+        assert_eq!(sql.len(), 3);
         assert!(sql[0].contains("CREATE TABLE IF NOT EXISTS libp2p"));
         assert!(sql[1].contains("CREATE TABLE IF NOT EXISTS leader_state"));
+        assert!(sql[2].contains("deals_live_by_checkpoint"));
     }
 }

@@ -13,6 +13,7 @@
 //! generation 1 at its first poll after every open, and keeps it.
 
 use std::{
+    ops::Bound,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -23,13 +24,14 @@ use ::sled::{
     Transactional, Tree,
 };
 use dealport_core::{
-    deal::DealRecord,
+    deal::{Checkpoint, DealRecord},
     wire::{Cid, DealUuid},
 };
 
+use super::group_flush::GroupFlush;
 use super::{
-    DbMillis, Fence, Inserted, LeaseGrant, LeaseRead, LeaseRow, RelayTarget, Store, StoreError,
-    StoreFuture, StoredDeal,
+    checkpoint_from_name, is_live, DbMillis, Fence, Inserted, LeaseGrant, LeaseRead, LeaseRow,
+    RelayTarget, Store, StoreError, StoreFuture, StoredDeal, CHECKPOINTS,
 };
 use crate::runtime::{unblock, Runtime};
 
@@ -45,7 +47,45 @@ struct Inner {
     deals: Tree,
     by_proposal_cid: Tree,
     by_signed_proposal_cid: Tree,
+    /// Deals still at work: `[checkpoint] ‖ uuid` -> nothing, kept in the same
+    /// transaction as the deal (see [`live_key`]).
+    live: Tree,
     lease: Mutex<LocalLease>,
+    group_flush: GroupFlush,
+}
+
+/// The meta key marking that `live` holds every live deal (built once on the first open
+/// of a store written before the index existed).
+const LIVE_INDEX_BUILT: &[u8] = b"live_index_v1";
+
+/// A deal's key in the live index, or `None` when it is failed or complete.
+fn live_key(checkpoint: Checkpoint, failed: bool, uuid: &[u8; 16]) -> Option<[u8; 17]> {
+    if !is_live(checkpoint, failed) {
+        return None;
+    }
+    let mut k = [0u8; 17];
+    k[0] = checkpoint_byte(checkpoint);
+    k[1..].copy_from_slice(uuid);
+    Some(k)
+}
+
+fn checkpoint_byte(c: Checkpoint) -> u8 {
+    CHECKPOINTS.iter().position(|x| *x == c).unwrap_or(0) as u8
+}
+
+/// The live key of a stored record, from its JSON's checkpoint and error alone.
+fn stored_live_key(uuid: &[u8; 16], value: &[u8]) -> Option<[u8; 17]> {
+    #[derive(serde::Deserialize)]
+    struct Progress {
+        checkpoint: String,
+        error: Option<String>,
+    }
+    let p: Progress = serde_json::from_slice(value).ok()?;
+    live_key(
+        checkpoint_from_name(&p.checkpoint)?,
+        p.error.is_some(),
+        uuid,
+    )
 }
 
 /// The in-memory lease row of a sled store (see the module docs).
@@ -113,6 +153,20 @@ fn is_lock_error(e: &::sled::Error) -> bool {
 }
 
 impl SledStore {
+    /// Load `deals` with one flush at the end, skipping any already known: an
+    /// administrative load (benchmarks, imports) into a store no node runs on. How many
+    /// were written.
+    pub fn bulk_load(&self, deals: Vec<DealRecord>) -> StoreFuture<'_, usize> {
+        self.run(move |inner| {
+            let mut written = 0;
+            for d in &deals {
+                written += usize::from(inner.insert_unflushed(&NewDeal::of(d))? == Inserted::Yes);
+            }
+            inner.flush()?;
+            Ok(written)
+        })
+    }
+
     /// The store directory inside a data dir.
     pub fn path_in(data_dir: &Path) -> PathBuf {
         data_dir.join("store")
@@ -147,10 +201,13 @@ impl SledStore {
             deals: tree("deals")?,
             by_proposal_cid: tree("by_proposal_cid")?,
             by_signed_proposal_cid: tree("by_signed_proposal_cid")?,
+            live: tree("live_by_checkpoint")?,
             lease: Mutex::new(LocalLease::default()),
+            group_flush: GroupFlush::new(),
             path,
             db,
         };
+        inner.build_live_index()?;
         Ok(SledStore {
             inner: Arc::new(inner),
             rt,
@@ -212,18 +269,79 @@ impl Inner {
         }
     }
 
+    /// Durable before returning; concurrent writers share one fsync (group commit).
     fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map(|_| ()).map_err(backend)
+        self.group_flush
+            .flush(|| self.db.flush().map(|_| ()).map_err(backend))
     }
 
     fn lease(&self) -> MutexGuard<'_, LocalLease> {
         self.lease.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Fill the live index from the deals once, for a store written before it existed.
+    fn build_live_index(&self) -> Result<(), StoreError> {
+        if self.meta.get(LIVE_INDEX_BUILT).map_err(backend)?.is_some() {
+            return Ok(());
+        }
+        for kv in self.deals.iter() {
+            let (k, v) = kv.map_err(backend)?;
+            let Ok(uuid) = <[u8; 16]>::try_from(k.as_ref()) else {
+                continue;
+            };
+            if let Some(key) = stored_live_key(&uuid, &v) {
+                self.live.insert(key, &[]).map_err(backend)?;
+            }
+        }
+        self.meta.insert(LIVE_INDEX_BUILT, &[]).map_err(backend)?;
+        self.flush()
+    }
+
+    fn live_at(
+        &self,
+        checkpoint: Checkpoint,
+        after: Option<DealUuid>,
+        limit: usize,
+    ) -> Result<Vec<DealRecord>, StoreError> {
+        let cp = checkpoint_byte(checkpoint);
+        let start = match after {
+            Some(u) => {
+                let mut k = vec![cp];
+                k.extend_from_slice(&u.0);
+                Bound::Excluded(k)
+            }
+            None => Bound::Included(vec![cp]),
+        };
+        let mut out = Vec::new();
+        for kv in self.live.range((start, Bound::Excluded(vec![cp + 1]))) {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, _) = kv.map_err(backend)?;
+            if let Some(d) = self.get_deal(&k[1..])? {
+                out.push(d);
+            }
+        }
+        Ok(out)
+    }
+
     fn insert(&self, new: &NewDeal) -> Result<Inserted, StoreError> {
-        let outcome = (&self.deals, &self.by_proposal_cid, &self.by_signed_proposal_cid)
+        let outcome = self.insert_unflushed(new)?;
+        if outcome == Inserted::Yes {
+            self.flush()?;
+        }
+        Ok(outcome)
+    }
+
+    fn insert_unflushed(&self, new: &NewDeal) -> Result<Inserted, StoreError> {
+        (
+            &self.deals,
+            &self.by_proposal_cid,
+            &self.by_signed_proposal_cid,
+            &self.live,
+        )
             .transaction(
-                |(deals, by_prop, by_signed)| -> ConflictableTransactionResult<Inserted, StoreError> {
+                |(deals, by_prop, by_signed, live)| -> ConflictableTransactionResult<Inserted, StoreError> {
                     if deals.get(new.uuid)?.is_some() {
                         return Ok(Inserted::UuidExists);
                     }
@@ -237,27 +355,51 @@ impl Inner {
                     deals.insert(&new.uuid, new.value.as_slice())?;
                     by_prop.insert(new.prop.as_slice(), &new.uuid)?;
                     by_signed.insert(new.signed.as_slice(), &new.uuid)?;
+                    if let Some(k) = new.live {
+                        live.insert(&k, &[])?;
+                    }
                     Ok(Inserted::Yes)
                 },
             )
-            .map_err(tx_error)?;
-        if outcome == Inserted::Yes {
-            self.flush()?;
-        }
-        Ok(outcome)
+            .map_err(tx_error)
     }
 
-    fn update(&self, uuid: DealUuid, value: &[u8]) -> Result<(), StoreError> {
-        self.deals
-            .transaction(|deals| -> ConflictableTransactionResult<(), StoreError> {
-                if deals.get(uuid.0)?.is_none() {
-                    return ::sled::transaction::abort(StoreError::NoSuchDeal(uuid));
-                }
-                deals.insert(&uuid.0, value)?;
-                Ok(())
-            })
-            .map_err(tx_error)?;
+    fn update(
+        &self,
+        uuid: DealUuid,
+        value: &[u8],
+        new_live: Option<[u8; 17]>,
+    ) -> Result<(), StoreError> {
+        self.update_unflushed(uuid, value, new_live)?;
         self.flush()
+    }
+
+    fn update_unflushed(
+        &self,
+        uuid: DealUuid,
+        value: &[u8],
+        new_live: Option<[u8; 17]>,
+    ) -> Result<(), StoreError> {
+        (&self.deals, &self.live)
+            .transaction(
+                |(deals, live)| -> ConflictableTransactionResult<(), StoreError> {
+                    let Some(old) = deals.get(uuid.0)? else {
+                        return ::sled::transaction::abort(StoreError::NoSuchDeal(uuid));
+                    };
+                    let old_live = stored_live_key(&uuid.0, &old);
+                    if old_live != new_live {
+                        if let Some(k) = old_live {
+                            live.remove(&k)?;
+                        }
+                        if let Some(k) = new_live {
+                            live.insert(&k, &[])?;
+                        }
+                    }
+                    deals.insert(&uuid.0, value)?;
+                    Ok(())
+                },
+            )
+            .map_err(tx_error)
     }
 }
 
@@ -267,6 +409,7 @@ struct NewDeal {
     value: Vec<u8>,
     prop: Vec<u8>,
     signed: Vec<u8>,
+    live: Option<[u8; 17]>,
 }
 
 impl NewDeal {
@@ -276,8 +419,13 @@ impl NewDeal {
             value: StoredDeal::encode(deal),
             prop: deal.proposal_cid.as_bytes().to_vec(),
             signed: deal.signed_proposal_cid.as_bytes().to_vec(),
+            live: record_live_key(deal),
         }
     }
+}
+
+fn record_live_key(d: &DealRecord) -> Option<[u8; 17]> {
+    live_key(d.checkpoint, d.is_failed(), &d.uuid.0)
 }
 
 fn tx_error(e: TransactionError<StoreError>) -> StoreError {
@@ -330,7 +478,8 @@ impl Store for SledStore {
     fn update_deal<'a>(&'a self, deal: &'a DealRecord) -> StoreFuture<'a, ()> {
         let uuid = deal.uuid;
         let value = StoredDeal::encode(deal);
-        self.run(move |inner| inner.update(uuid, &value))
+        let live = record_live_key(deal);
+        self.run(move |inner| inner.update(uuid, &value, live))
     }
 
     fn deal_by_uuid(&self, uuid: DealUuid) -> StoreFuture<'_, Option<DealRecord>> {
@@ -363,12 +512,44 @@ impl Store for SledStore {
         })
     }
 
+    fn list_deals_page(
+        &self,
+        after: Option<DealUuid>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<DealRecord>> {
+        self.run(move |inner| {
+            let range = match after {
+                Some(u) => inner
+                    .deals
+                    .range((Bound::Excluded(u.0.to_vec()), Bound::Unbounded)),
+                None => inner.deals.range::<Vec<u8>, _>(..),
+            };
+            range
+                .take(limit)
+                .map(|kv| {
+                    let (k, v) = kv.map_err(backend)?;
+                    StoredDeal::decode(&hex::encode(&k), &v)
+                })
+                .collect()
+        })
+    }
+
+    fn live_deals_at(
+        &self,
+        checkpoint: Checkpoint,
+        after: Option<DealUuid>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<DealRecord>> {
+        self.run(move |inner| inner.live_at(checkpoint, after, limit))
+    }
+
     fn describe(&self) -> String {
         format!("sled at {}", self.inner.path.display())
     }
 
-    // The lease lock is held across the check and the write (and its flush), so a write
-    // can never land after the lease it was made under was lost.
+    // The lease lock is held across the check and the write, so a write can never land
+    // after the lease it was made under was lost. The flush comes after the lock (the
+    // write already landed, in order, in sled's log), so concurrent writers share it.
     fn insert_new_deal_fenced<'a>(
         &'a self,
         fence: &'a Fence,
@@ -377,9 +558,15 @@ impl Store for SledStore {
         let new = NewDeal::of(deal);
         let fence = fence.clone();
         self.run(move |inner| {
-            let lease = inner.lease();
-            lease.check(&fence)?;
-            inner.insert(&new)
+            let outcome = {
+                let lease = inner.lease();
+                lease.check(&fence)?;
+                inner.insert_unflushed(&new)?
+            };
+            if outcome == Inserted::Yes {
+                inner.flush()?;
+            }
+            Ok(outcome)
         })
     }
 
@@ -390,11 +577,15 @@ impl Store for SledStore {
     ) -> StoreFuture<'a, ()> {
         let uuid = deal.uuid;
         let value = StoredDeal::encode(deal);
+        let live = record_live_key(deal);
         let fence = fence.clone();
         self.run(move |inner| {
-            let lease = inner.lease();
-            lease.check(&fence)?;
-            inner.update(uuid, &value)
+            {
+                let lease = inner.lease();
+                lease.check(&fence)?;
+                inner.update_unflushed(uuid, &value, live)?;
+            }
+            inner.flush()
         })
     }
 

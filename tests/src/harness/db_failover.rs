@@ -16,9 +16,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use dealport_client::{propose_with, DealProtocol, Target, Timeouts};
 use dealport_core::wire::{Cbor, DealUuid};
 use dealport_node::{
-    client::{propose_with, DealProtocol, Target, Timeouts},
     p2p::Multiaddr,
     store::{
         postgres::{PostgresOptions, PostgresStore},

@@ -3,11 +3,9 @@
 
 use std::time::{Duration, Instant};
 
+use dealport_client::{status_request, Wallet};
 use dealport_core::wire::{Cbor, DealResponse, DealStatusResponse};
-use dealport_node::{
-    client::{status_request, Wallet},
-    p2p::{PeerId, PROTOCOL_DEAL_1_2_1, PROTOCOL_STATUS},
-};
+use dealport_node::p2p::{PeerId, PROTOCOL_DEAL_1_2_1, PROTOCOL_STATUS};
 
 use super::{mint::fresh_deal, rust_client::Client};
 

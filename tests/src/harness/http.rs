@@ -28,20 +28,36 @@ pub fn request(
     token: Option<&str>,
     body: Option<&serde_json::Value>,
 ) -> Answer {
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("Content-Type", "application/json")];
+    if let Some(a) = &auth {
+        headers.push(("Authorization", a));
+    }
+    request_raw(at, method, path, &headers, body.as_bytes())
+}
+
+/// `method path` with these headers and body bytes (`Content-Length` is added).
+pub fn request_raw(
+    at: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Answer {
     let mut s = TcpStream::connect_timeout(&at, Duration::from_secs(5)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {at}\r\n{auth}Content-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {at}\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str(&format!(
+        "Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
-    )
-    .expect("send");
+    ));
+    s.write_all(head.as_bytes()).expect("send");
+    s.write_all(body).expect("send");
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).expect("read the answer");
     let split = raw

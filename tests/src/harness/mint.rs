@@ -4,8 +4,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use dealport_client::{build_deal, wallet::Wallet};
 use dealport_core::wire::DealParams;
-use dealport_node::client::{build_deal, wallet::Wallet};
 
 use super::golden::A4_CLIENT_KEY_FILE;
 
@@ -23,6 +23,6 @@ pub fn fresh_deal(wallet: &Wallet) -> DealParams {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     );
-    let spec = dealport_node::bench::bench_deal_spec(label).expect("deal spec");
+    let spec = dealport_client::bench::bench_deal_spec(label).expect("deal spec");
     build_deal(&spec, wallet)
 }

@@ -124,7 +124,7 @@ pub fn socket_addr(addr: &Multiaddr) -> std::net::SocketAddr {
 
 /// The log line `dealport run` ends its start-up with (the bare word would also match
 /// PostgreSQL's "already exists" notices).
-pub const READY_LINE: &str = "dealport_node::app: ready";
+pub const READY_LINE: &str = "dealport_app::run: ready";
 
 /// `dealport run`, killed on drop.
 pub struct Node {

@@ -3,16 +3,15 @@
 
 use std::{sync::Arc, time::Duration};
 
+use dealport_client::bench::{self, BenchConfig, Report, Workload};
 use dealport_core::wire::Address;
 use dealport_node::{
-    bench::{self, BenchConfig, Report, Workload},
     config::Config,
     p2p::{Host, HostConfig, HostHandle, Keypair, Multiaddr},
 };
 use libp2p::multiaddr::Protocol;
 
-mod common;
-use common::{runtime, service_on_sled, ServiceOnSled};
+use dealport_testkit::node::{runtime, service_on_sled, ServiceOnSled};
 
 /// Both golden clients known, miner f01000 taking deals, head such that A4-like deals fit.
 fn config() -> Config {

@@ -1,4 +1,5 @@
-//! The golden vectors of `core/tests/data/mk12-golden.json`.
+//! The golden vectors of `core/tests/data/mk12-golden.json`: the one loader the
+//! integration tests share.
 
 use std::sync::OnceLock;
 

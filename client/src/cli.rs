@@ -6,12 +6,19 @@ use clap::{Args, Subcommand, ValueEnum};
 use dealport_core::wire::{
     primitives::validate_padded_piece_size, Address, Cid, DealUuid, TokenAmount,
 };
+use dealport_node::{chain::offline::epoch_at, config::NetworkName};
 use num_bigint::BigInt;
 use serde_json::json;
 
 use super::{
-    ask, build_deal, info, propose, random_uuid, status, status_request, ClientError, DataTransfer,
-    DealProtocol, DealSpec, Target, Wallet,
+    ask, build_deal,
+    car::one_block_car,
+    commp::commp_file,
+    info,
+    keystore::{default_dir, KeyStore},
+    propose, random_uuid, status, status_request,
+    wallet::KeyKind,
+    ClientError, DataTransfer, DealProtocol, DealSpec, Target, Wallet,
 };
 
 /// Boost's default deal duration: 180 days of 30 s epochs.
@@ -26,12 +33,13 @@ pub enum ClientCommand {
     /// Ask a provider for a deal's status, signed with the client's key.
     Status {
         /// The provider: a multiaddr with /p2p/<id>, or an https:// URL for MK12 over HTTP.
+        #[arg(long)]
         provider: String,
         /// The deal UUID.
-        uuid: String,
-        /// The client's Lotus key file (`lotus wallet export` output).
         #[arg(long)]
-        wallet: PathBuf,
+        uuid: String,
+        #[command(flatten)]
+        key: KeyArgs,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -39,8 +47,10 @@ pub enum ClientCommand {
     /// Fetch a miner's storage ask from a provider.
     Ask {
         /// The provider: a multiaddr with /p2p/<id>, or an https:// URL.
+        #[arg(long)]
         provider: String,
         /// The miner actor, e.g. f01000.
+        #[arg(long)]
         miner: String,
         /// Print JSON.
         #[arg(long)]
@@ -49,11 +59,91 @@ pub enum ClientCommand {
     /// Connect and show what the provider says about itself (identify).
     Info {
         /// The provider's multiaddr.
+        #[arg(long)]
         provider: String,
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
+    /// A file's piece CID, padded piece size and size, as `boostx commp` prints them.
+    Commp {
+        /// The file (a CAR, as the deal's data will be).
+        file: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Wrap a small file (at most 1 MiB) in a one-block CAR; print its payload (root) CID.
+    Car {
+        /// The file to wrap.
+        input: PathBuf,
+        /// Where to write the CAR.
+        output: PathBuf,
+    },
+    /// The client's keys: Lotus key files in an owner-only directory.
+    Wallet {
+        #[command(subcommand)]
+        command: WalletCommand,
+        /// Where the keys live.
+        #[arg(long, env = "DEALPORT_WALLET_DIR", global = true)]
+        wallet_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WalletCommand {
+    /// Create a key; print its address.
+    New {
+        /// The key type.
+        #[arg(long = "type", value_enum, default_value = "secp256k1")]
+        kind: KeyKind,
+    },
+    /// Every key's address.
+    List,
+    /// A key's address and file (never the key itself).
+    Show { address: String },
+}
+
+/// The signing key of a deal or status command.
+#[derive(Debug, Clone, Args)]
+pub struct KeyArgs {
+    /// The client's key: a Lotus key file (`lotus wallet export` output), or an address
+    /// in the wallet dir. Default: the wallet dir's only key.
+    #[arg(long)]
+    pub wallet: Option<PathBuf>,
+    /// Where `dealport client wallet` keeps keys.
+    #[arg(long, env = "DEALPORT_WALLET_DIR")]
+    pub wallet_dir: Option<PathBuf>,
+}
+
+impl KeyArgs {
+    /// The key these arguments name.
+    pub fn load(&self) -> Result<Wallet, ClientError> {
+        let store = KeyStore::new(self.wallet_dir.clone().unwrap_or_else(default_dir));
+        let path = store.resolve(self.wallet.as_deref())?;
+        Ok(Wallet::load(&path)?)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NetworkArg {
+    Mainnet,
+    Calibnet,
+}
+
+impl NetworkArg {
+    /// The epoch now, from the network's genesis time.
+    pub fn head_now(self) -> i64 {
+        let genesis = match self {
+            NetworkArg::Mainnet => NetworkName::Mainnet,
+            NetworkArg::Calibnet => NetworkName::Calibnet,
+        }
+        .genesis_unix();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        epoch_at(genesis, now)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -102,8 +192,12 @@ pub struct DealArgs {
     #[arg(long, conflicts_with = "head_epoch")]
     pub start_epoch: Option<i64>,
     /// The current chain head, to place the start epoch at head + --start-offset.
-    #[arg(long, required_unless_present = "start_epoch")]
+    /// Default: the head of --network now, from its genesis time (30 s epochs).
+    #[arg(long)]
     pub head_epoch: Option<i64>,
+    /// The network whose head places the start epoch: mainnet or calibnet.
+    #[arg(long, default_value = "mainnet")]
+    pub network: NetworkArg,
     /// Epochs from --head-epoch to the start epoch.
     #[arg(long, default_value_t = DEFAULT_START_OFFSET)]
     pub start_offset: i64,
@@ -113,8 +207,9 @@ pub struct DealArgs {
     /// Storage price in attoFIL per epoch (for the whole piece).
     #[arg(long, default_value = "0")]
     pub price: String,
-    /// Provider collateral in attoFIL.
-    #[arg(long)]
+    /// Provider collateral in attoFIL. The provider refuses less than the chain's
+    /// minimum (StateDealProviderCollateralBounds); 0 passes an offline-mode node.
+    #[arg(long, default_value = "0")]
     pub provider_collateral: String,
     /// Client collateral in attoFIL.
     #[arg(long, default_value = "0")]
@@ -137,9 +232,9 @@ pub struct DealArgs {
     /// Let the provider drop the unsealed copy (1.2.1 only).
     #[arg(long)]
     pub remove_unsealed_copy: bool,
-    /// The client's Lotus key file (`lotus wallet export` output); it signs the proposal.
-    #[arg(long)]
-    pub wallet: PathBuf,
+    /// The key that signs the proposal.
+    #[command(flatten)]
+    pub key: KeyArgs,
     /// Print the signed DealParams as hex and send nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -197,11 +292,7 @@ pub fn deal_spec(a: &DealArgs) -> Result<DealSpec, ClientError> {
     let start_epoch = match (a.start_epoch, a.head_epoch) {
         (Some(s), _) => s,
         (None, Some(h)) => h + a.start_offset,
-        (None, None) => {
-            return Err(usage(
-                "give --start-epoch, or --head-epoch (and optionally --start-offset)".into(),
-            ))
-        }
+        (None, None) => a.network.head_now() + a.start_offset,
     };
     if a.duration <= 0 {
         return Err(usage("--duration must be positive".into()));
@@ -286,15 +377,74 @@ pub async fn execute(command: ClientCommand) -> Outcome {
         ClientCommand::Status {
             provider,
             uuid,
-            wallet,
+            key,
             json,
-        } => deal_status(&provider, &uuid, &wallet, json).await,
+        } => deal_status(&provider, &uuid, &key, json).await,
         ClientCommand::Ask {
             provider,
             miner,
             json,
         } => storage_ask(&provider, &miner, json).await,
         ClientCommand::Info { provider, json } => peer_info(&provider, json).await,
+        ClientCommand::Commp { file, json } => match commp_file(&file) {
+            Ok(p) => Outcome {
+                stdout: if json { pretty(&p.json()) } else { p.text() },
+                result: Ok(()),
+            },
+            Err(e) => ClientError::Local(e).into(),
+        },
+        ClientCommand::Car { input, output } => match write_car(&input, &output) {
+            Ok(root) => Outcome {
+                stdout: format!("{root}\n"),
+                result: Ok(()),
+            },
+            Err(e) => ClientError::Local(e).into(),
+        },
+        ClientCommand::Wallet {
+            command,
+            wallet_dir,
+        } => wallet(
+            command,
+            &KeyStore::new(wallet_dir.unwrap_or_else(default_dir)),
+        ),
+    }
+}
+
+/// `client car`: the payload CID of the CAR written.
+fn write_car(input: &std::path::Path, output: &std::path::Path) -> Result<Cid, String> {
+    let data = std::fs::read(input).map_err(|e| format!("cannot read {}: {e}", input.display()))?;
+    let (car, root) = one_block_car(&data).map_err(|e| format!("{}: {e}", input.display()))?;
+    std::fs::write(output, car).map_err(|e| format!("cannot write {}: {e}", output.display()))?;
+    Ok(root)
+}
+
+/// `client wallet new|list|show`: addresses on stdout, one per line.
+fn wallet(command: WalletCommand, store: &KeyStore) -> Outcome {
+    let done = |stdout: String| Outcome {
+        stdout,
+        result: Ok(()),
+    };
+    match command {
+        WalletCommand::New { kind } => match store.create(kind) {
+            Ok((address, path)) => {
+                eprintln!("key written to {}", path.display());
+                done(format!("{address}\n"))
+            }
+            Err(e) => ClientError::from(e).into(),
+        },
+        WalletCommand::List => match store.list() {
+            Ok(keys) => done(keys.iter().map(|(a, _)| format!("{a}\n")).collect()),
+            Err(e) => ClientError::from(e).into(),
+        },
+        WalletCommand::Show { address } => {
+            let found = Address::parse(&address)
+                .map_err(|e| ClientError::Usage(format!("{address:?} is not an address: {e}")))
+                .and_then(|a| Ok((store.find(&a)?, a)));
+            match found {
+                Ok((path, a)) => done(format!("address: {a}\nkey file: {}\n", path.display())),
+                Err(e) => e.into(),
+            }
+        }
     }
 }
 
@@ -309,9 +459,9 @@ async fn deal(a: &DealArgs) -> Outcome {
         Ok(s) => s,
         Err(e) => return e.into(),
     };
-    let wallet = match Wallet::load(&a.wallet) {
+    let wallet = match a.key.load() {
         Ok(w) => w,
-        Err(e) => return ClientError::from(e).into(),
+        Err(e) => return e.into(),
     };
     let params = build_deal(&spec, &wallet);
     let protocol = match a.protocol {
@@ -392,12 +542,7 @@ async fn deal(a: &DealArgs) -> Outcome {
     }
 }
 
-async fn deal_status(
-    provider: &str,
-    uuid: &str,
-    wallet: &std::path::Path,
-    as_json: bool,
-) -> Outcome {
+async fn deal_status(provider: &str, uuid: &str, key: &KeyArgs, as_json: bool) -> Outcome {
     let target = match Target::parse(provider) {
         Ok(t) => t,
         Err(e) => return e.into(),
@@ -406,9 +551,9 @@ async fn deal_status(
         Ok(u) => u,
         Err(e) => return ClientError::Usage(format!("{uuid:?} is not a deal UUID: {e}")).into(),
     };
-    let wallet = match Wallet::load(wallet) {
+    let wallet = match key.load() {
         Ok(w) => w,
-        Err(e) => return ClientError::from(e).into(),
+        Err(e) => return e.into(),
     };
     let resp = match status(&target, &status_request(id, &wallet)).await {
         Ok(r) => r,

@@ -24,7 +24,7 @@ use libp2p::{
     noise, tls, websocket, yamux, Multiaddr, PeerId,
 };
 
-use crate::p2p::transport::{SelectSecurity, TransportBuildError};
+use dealport_node::p2p::transport::{SelectSecurity, TransportBuildError};
 
 /// Where a TCP dial goes: an IP address, or a name resolved at dial time.
 #[derive(Debug, Clone, PartialEq, Eq)]

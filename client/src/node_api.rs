@@ -1,6 +1,7 @@
-//! The API's client side for `dealport deals import`: stream a file to
-//! `PUT /api/v1/deals/<uuid>/data` (hyper's HTTP/1.1 client, the file read in 1 MiB
-//! chunks on the blocking pool) and read the JSON answer.
+//! The node API's client side (hyper's HTTP/1.1 client, one request per connection):
+//! [`get`] for `dealport deals list|show` while the node runs, and [`import_file`] for
+//! `dealport deals import`, streaming a file to `PUT /api/v1/deals/<uuid>/data` (read in
+//! 1 MiB chunks on the blocking pool).
 use std::{path::Path, sync::Arc, time::Duration};
 
 use bytes::Bytes;
@@ -14,13 +15,36 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use smol_hyper::rt::FuturesIo;
 
-use crate::{
-    client::http::{tls_connector, Conn, HttpTarget},
+use dealport_node::{
+    outbound::{tls_connector, Conn},
     runtime::Runtime,
 };
 
+use crate::http::HttpTarget;
+
 /// Largest answer read.
 const MAX_ANSWER: usize = 1 << 20;
+/// How long an upload waits for `100 Continue` before sending its body anyway.
+const CONTINUE_WAIT: Duration = Duration::from_secs(1);
+
+/// `GET /api/v1/<path>` on the node at `node` (`http(s)://host:port`) with the bearer
+/// `token`: the HTTP status and the answer's body.
+pub async fn get(
+    node: &str,
+    token: &str,
+    path: &str,
+    connect_timeout: Duration,
+) -> Result<(u16, String), String> {
+    let target = HttpTarget::parse(node).map_err(|e| e.to_string())?;
+    let request = Request::builder()
+        .method(http::Method::GET)
+        .uri(format!("{}/api/v1/{path}", target.base))
+        .header(header::HOST, format!("{}:{}", target.host, target.port))
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(http_body_util::Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    exchange(&target, request, connect_timeout).await
+}
 
 /// Stream `file` as deal `uuid`'s data to the node at `node` (`http(s)://host:port`).
 /// The HTTP status and the answer's body.
@@ -73,12 +97,33 @@ pub async fn import_file(
             }
         ));
     }
-    let chunks = super::files::read_chunks(runtime, f).map(|c| c.map(Frame::data));
-    let put = request(http::Method::PUT, format!("{path}/data"))
+    // `Expect: 100-continue`: the body waits for the node's go-ahead, so a node that
+    // refuses (a standby, a deal that cannot take data) is heard with its own status and
+    // sentence instead of a connection closed under a body in flight. A server that
+    // never says 100 gets the body after CONTINUE_WAIT, as curl does.
+    let (go, go_ahead) = futures::channel::oneshot::channel::<()>();
+    let go = std::sync::Mutex::new(Some(go));
+    let wait = async move {
+        let _ = dealport_node::runtime::timeout(CONTINUE_WAIT, go_ahead).await;
+        None
+    };
+    let chunks = futures::stream::once(wait)
+        .filter_map(futures::future::ready)
+        .chain(dealport_node::api::files::read_chunks(runtime, f))
+        .map(|c| c.map(Frame::data));
+    let mut put = request(http::Method::PUT, format!("{path}/data"))
         .header(header::CONTENT_LENGTH, len)
         .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::EXPECT, "100-continue")
         .body(StreamBody::new(chunks))
         .map_err(|e| e.to_string())?;
+    hyper::ext::on_informational(&mut put, move |r| {
+        if r.status() == http::StatusCode::CONTINUE {
+            if let Some(go) = go.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                let _ = go.send(());
+            }
+        }
+    });
     exchange(&target, put, connect_timeout).await
 }
 
@@ -95,7 +140,7 @@ where
 {
     let url = target.url(request.uri().path());
     let connect = async_net::TcpStream::connect((target.host.as_str(), target.port));
-    let tcp = match crate::runtime::timeout(connect_timeout, connect).await {
+    let tcp = match dealport_node::runtime::timeout(connect_timeout, connect).await {
         Some(r) => r.map_err(|e| format!("cannot connect to {url}: {e}"))?,
         None => {
             return Err(format!(
@@ -134,10 +179,17 @@ where
             .to_bytes();
         Ok((code, String::from_utf8_lossy(&body).into_owned()))
     };
-    // The connection is driven here, beside the exchange, and ends with it.
+    // The connection is driven here, beside the exchange, and ends with it. A node that
+    // answers early and closes ends the connection with an error while the answer is
+    // already in: the exchange still yields it.
     match future::select(std::pin::pin!(exchange), connection).await {
         Either::Left((r, _)) => r,
         Either::Right((Ok(()), exchange)) => exchange.await,
-        Either::Right((Err(e), _)) => Err(format!("HTTP with {url} failed: {e}")),
+        Either::Right((Err(e), exchange)) => {
+            match dealport_node::runtime::timeout(connect_timeout, exchange).await {
+                Some(Ok(answer)) => Ok(answer),
+                _ => Err(format!("HTTP with {url} failed: {e}")),
+            }
+        }
     }
 }

@@ -1,5 +1,6 @@
-//! Helpers shared by the node's integration tests.
-#![allow(dead_code)] // each test file uses a different subset
+//! Fixtures for tests that drive the node library in-process (node/'s and client/'s
+//! integration tests): the one test runtime, A4's configuration, a deal service on sled,
+//! a held lease, bounded test steps.
 
 use std::{
     sync::{Arc, OnceLock},
@@ -9,14 +10,14 @@ use std::{
 use async_io::Timer;
 use futures::future::{self, Either};
 
+pub use crate::golden::golden;
 use dealport_node::{
     chain::{ChainFactsSource, OfflineChain},
-    cluster::LeaseGate,
     config::Config,
     metrics::Metrics,
     runtime::{BoxTask, Runtime},
     service::{DealService, ServiceConfig},
-    store::{sled::SledStore, Fence, Store},
+    store::{sled::SledStore, Fence, LeaseGate, Store},
 };
 
 /// Take `store`'s lease as node "holder" and open a gate with its fence for a minute,
@@ -100,15 +101,14 @@ pub async fn within<F: std::future::Future>(limit: Duration, f: F) -> F::Output 
     }
 }
 
-/// A golden vector's bytes from core's test data.
-pub fn golden(name: &str) -> Vec<u8> {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../core/tests/data/mk12-golden.json"
-    ))
-    .unwrap();
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    hex::decode(v["vectors"][name]["hex"].as_str().unwrap()).unwrap()
+/// Golden vector A4 as an accepted deal under UUID `[b; 16]`, with its own proposal
+/// (the start epoch moved by `b`), so many can share a store.
+pub fn a4_deal(b: u8) -> dealport_core::deal::DealRecord {
+    use dealport_core::wire::{Cbor, DealParams, DealUuid};
+    let mut params = DealParams::from_cbor(&golden("A4")).expect("A4 decodes");
+    params.deal_uuid = DealUuid([b; 16]);
+    params.client_deal_proposal.proposal.start_epoch += b as i64;
+    dealport_core::deal::DealRecord::new_accepted(params.to_cbor(), params, String::new(), 1)
 }
 
 /// The configuration under which golden vector A4 is accepted.

@@ -1,4 +1,7 @@
-//! `dealport client`: a real MK12 storage-deal client.
+//! dealport-client: a real MK12 storage-deal client (`dealport client`), the load tool
+//! (`dealport bench`, [`bench`]) and the node API's import client ([`import`]). Uses the
+//! node library (its transport, runtime seam and MK12-HTTP paths); the node never uses
+//! this crate, so the server library carries no client keys.
 //!
 //! Builds and signs `DealParams` the way `boost deal` does, and speaks to a provider over
 //! libp2p (TCP, `/ws`, `/dns/<host>/tcp/443/wss`) or MK12-over-HTTP (Curio's
@@ -14,8 +17,13 @@
 //! ```
 //! Deadlines follow Boost's client: 10 s to write a request, 60 s to read the answer.
 
+pub mod bench;
+pub mod car;
 pub mod cli;
+pub mod commp;
 pub mod http;
+pub mod keystore;
+pub mod node_api;
 mod p2p;
 pub mod transport;
 pub mod wallet;
@@ -27,6 +35,7 @@ use dealport_core::wire::{
     DealParams, DealProposal, DealResponse, DealStatusRequest, DealStatusResponse, DealUuid,
     HttpRequest, TokenAmount, Transfer,
 };
+use dealport_node::outbound::io_sentence;
 use libp2p::{swarm::DialError, Multiaddr};
 
 pub use wallet::{Wallet, WalletError};
@@ -321,7 +330,7 @@ pub async fn propose_with(
         target,
         protocol.id(),
         "POST",
-        crate::mk12_http::STORE_PATH,
+        dealport_node::mk12_http::STORE_PATH,
         &bytes,
         timeouts,
     )
@@ -338,7 +347,7 @@ pub async fn status(
         target,
         protocols::STATUS_1_2_0,
         "GET",
-        crate::mk12_http::STATUS_PATH,
+        dealport_node::mk12_http::STATUS_PATH,
         &request.to_cbor(),
         Timeouts::default(),
     )
@@ -355,7 +364,7 @@ pub async fn ask(target: &Target, miner: &Address) -> Result<AskResponse, Client
         target,
         protocols::ASK_1_1_0,
         "GET",
-        crate::mk12_http::ASK_PATH,
+        dealport_node::mk12_http::ASK_PATH,
         &req.to_cbor(),
         Timeouts::default(),
     )
@@ -374,27 +383,6 @@ pub async fn info(addr: &Multiaddr) -> Result<PeerInfo, ClientError> {
             timeouts.identify.as_secs()
         ))
     })
-}
-
-/// An I/O error as a short lower-case phrase ("connection refused").
-pub(crate) fn io_sentence(e: &std::io::Error) -> String {
-    use std::io::ErrorKind::*;
-    match e.kind() {
-        ConnectionRefused => "connection refused".into(),
-        ConnectionReset => "connection reset".into(),
-        ConnectionAborted => "connection aborted".into(),
-        TimedOut => "timed out".into(),
-        UnexpectedEof => "connection closed".into(),
-        BrokenPipe => "connection closed".into(),
-        _ => {
-            // Drop the "(os error N)" suffix std adds.
-            let s = e.to_string();
-            match s.find(" (os error") {
-                Some(i) => s[..i].to_lowercase(),
-                None => s,
-            }
-        }
-    }
 }
 
 /// The innermost cause of a libp2p dial failure.

@@ -4,23 +4,21 @@
 use std::{sync::Arc, time::Duration};
 
 use clap::Parser;
+use dealport_client::{
+    self as client,
+    cli::{execute, ClientCommand},
+    ClientError, DataTransfer, DealProtocol, DealSpec, Target, Wallet,
+};
 use dealport_core::wire::{Address, Cbor, Cid, DealUuid, TokenAmount};
 use dealport_node::{
-    app::{Cli, Command},
-    client::{
-        self,
-        cli::{execute, ClientCommand},
-        ClientError, DataTransfer, DealProtocol, DealSpec, Target, Wallet,
-    },
-    front_door::FrontDoor,
+    front_door::{FrontDoor, Role, RunningHost},
     http::{self, HttpConfig},
     mk12_http::Mk12Http,
     p2p::{Host, HostConfig, HostHandle, Keypair, Multiaddr},
 };
 use libp2p::multiaddr::Protocol;
 
-mod common;
-use common::{a4_config, golden, runtime, service_on_sled, ServiceOnSled};
+use dealport_testkit::node::{a4_config, golden, runtime, service_on_sled, ServiceOnSled};
 
 /// `lotus wallet export` of the golden secp256k1 client (secret = sha256("mk12 example
 /// secp256k1 client")).
@@ -211,7 +209,12 @@ fn start_node() -> Node {
     let ws = addrs.iter().find(|a| is_ws(a)).unwrap().clone();
     let door = FrontDoor::new(peer, store, metrics.clone(), Mk12Http::new(service, 50));
     // This node runs the host (the MK12 routes refuse on a standby); no relay is dialled.
-    door.set_relay_target(Some("127.0.0.1:9".parse().unwrap()));
+    door.set_role(Role {
+        generation: 1,
+        host: Some(RunningHost {
+            relay: Some("127.0.0.1:9".parse().unwrap()),
+        }),
+    });
     let http = futures::executor::block_on(http::start(
         runtime(),
         HttpConfig {
@@ -372,13 +375,17 @@ fn rejection_and_unreachable_are_sentences() {
 
 // ------------------------------------------------------------ the CLI entry
 
+/// `dealport client <args…>` as the binary parses it.
+#[derive(Debug, Parser)]
+struct ClientCli {
+    #[command(subcommand)]
+    command: ClientCommand,
+}
+
 fn client_command(args: &[&str]) -> ClientCommand {
-    let mut argv = vec!["dealport", "client"];
+    let mut argv = vec!["dealport client"];
     argv.extend_from_slice(args);
-    match Cli::try_parse_from(argv).unwrap().command {
-        Command::Client { command } => command,
-        other => panic!("parsed as {other:?}"),
-    }
+    ClientCli::try_parse_from(argv).unwrap().command
 }
 
 #[test]
@@ -427,14 +434,21 @@ fn cli_deal_status_info_with_json() {
         assert_ne!(uuid, UUID);
 
         let out = execute(client_command(&[
-            "status", &provider, &uuid, "--wallet", &wallet, "--json",
+            "status",
+            "--provider",
+            &provider,
+            "--uuid",
+            &uuid,
+            "--wallet",
+            &wallet,
+            "--json",
         ]))
         .await;
         out.result.unwrap();
         let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
         assert_eq!(v["deal_status"]["status"], "Accepted", "{}", out.stdout);
 
-        let out = execute(client_command(&["info", &provider, "--json"])).await;
+        let out = execute(client_command(&["info", "--provider", &provider, "--json"])).await;
         out.result.unwrap();
         let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
         let protocols = v["protocols"].as_array().unwrap();
@@ -450,7 +464,13 @@ fn cli_deal_status_info_with_json() {
 
         // Human output of status.
         let out = execute(client_command(&[
-            "status", &provider, &uuid, "--wallet", &wallet,
+            "status",
+            "--provider",
+            &provider,
+            "--uuid",
+            &uuid,
+            "--wallet",
+            &wallet,
         ]))
         .await;
         out.result.unwrap();

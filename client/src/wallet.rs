@@ -14,6 +14,13 @@ use dealport_core::{
 const SIG_SECP256K1: u8 = 1;
 const SIG_BLS: u8 = 2;
 
+/// The two key types a Filecoin client signs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KeyKind {
+    Secp256k1,
+    Bls,
+}
+
 /// A private key that can sign deal proposals and status requests.
 pub enum Wallet {
     Secp256k1(k256::ecdsa::SigningKey),
@@ -86,6 +93,45 @@ impl Wallet {
                 "key type {other:?} is not supported (use a secp256k1 or bls key)"
             ))),
         }
+    }
+
+    /// A new random key of `kind` (`secp256k1` or `bls`), from the OS's randomness.
+    pub fn generate(kind: KeyKind) -> Result<Wallet, WalletError> {
+        let mut seed = [0u8; 32];
+        loop {
+            getrandom::fill(&mut seed)
+                .map_err(|e| err(format!("no randomness from the OS: {e}")))?;
+            let made = match kind {
+                KeyKind::Secp256k1 => Wallet::secp256k1(&seed),
+                // IKM of 32 random bytes, as blst's (and Lotus') key generation takes it.
+                KeyKind::Bls => blst::min_pk::SecretKey::key_gen(&seed, &[])
+                    .map(Wallet::Bls)
+                    .map_err(|_| err("BLS key generation failed")),
+            };
+            // A secp256k1 secret past the group order (odds 2^-128) is drawn again.
+            if let Ok(w) = made {
+                return Ok(w);
+            }
+        }
+    }
+
+    /// What `lotus wallet export` prints for this key: hex of
+    /// `{"Type":"secp256k1"|"bls","PrivateKey":"<base64>"}` (BLS as the little-endian
+    /// scalar Lotus stores).
+    pub fn to_lotus_export(&self) -> String {
+        let (kind, secret) = match self {
+            Wallet::Secp256k1(k) => ("secp256k1", k.to_bytes().to_vec()),
+            Wallet::Bls(k) => {
+                let mut le = k.to_bytes().to_vec();
+                le.reverse();
+                ("bls", le)
+            }
+        };
+        let json = serde_json::json!({
+            "Type": kind,
+            "PrivateKey": base64::engine::general_purpose::STANDARD.encode(secret),
+        });
+        hex::encode(json.to_string())
     }
 
     /// Read and parse a Lotus key file.

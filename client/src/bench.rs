@@ -36,11 +36,9 @@ use libp2p::{
 };
 
 use crate::{
-    client::{
-        self, transport::build_client_transport, DataTransfer, DealProtocol, DealSpec, Wallet,
-    },
-    runtime::Runtime,
+    self as client, transport::build_client_transport, DataTransfer, DealProtocol, DealSpec, Wallet,
 };
+use dealport_node::runtime::Runtime;
 
 /// `lotus wallet export` of the golden secp256k1 client (secret = sha256("mk12 example
 /// secp256k1 client")), address f1d54ilgaapj2jrn7zjecy7jzaldgjnwggdnc3fna.
@@ -425,7 +423,7 @@ async fn connect_once(
             }
         }
     }));
-    match crate::runtime::timeout(Duration::from_secs(30), ready_rx).await {
+    match dealport_node::runtime::timeout(Duration::from_secs(30), ready_rx).await {
         Some(Ok(Ok(()))) => Ok(Conn {
             control,
             peer,
@@ -598,7 +596,7 @@ async fn worker(
             &shared.requests[i as usize % shared.requests.len()]
         };
         let t = Instant::now();
-        let out = crate::runtime::timeout(
+        let out = dealport_node::runtime::timeout(
             timeout,
             one_request(&mut control, peer, protocol.clone(), &workload, request),
         )

@@ -2,15 +2,14 @@
 //! body back. A deliberately small HTTP/1.1 client (`Connection: close`, Content-Length
 //! or chunked answers) over async-net, with rustls (ring, webpki roots) for https.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
-use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use futures_rustls::{
-    rustls::{self, pki_types::ServerName},
-    TlsConnector,
-};
+use futures::{AsyncReadExt, AsyncWriteExt};
+use futures_rustls::rustls::pki_types::ServerName;
 
-use super::{io_sentence, ClientError, Timeouts};
+use dealport_node::outbound::{io_sentence, tls_connector, Conn};
+
+use super::{ClientError, Timeouts};
 
 /// Largest answer accepted (Curio's request limit is 4 MiB).
 const MAX_RESPONSE: usize = 8 << 20;
@@ -82,27 +81,12 @@ impl HttpTarget {
     }
 }
 
-pub(crate) trait Conn: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Conn for T {}
-
-pub(crate) fn tls_connector() -> TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default TLS versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    TlsConnector::from(Arc::new(config))
-}
-
 async fn timed<T>(
     limit: Duration,
     what: String,
     f: impl std::future::Future<Output = T>,
 ) -> Result<T, ClientError> {
-    crate::runtime::timeout(limit, f)
+    dealport_node::runtime::timeout(limit, f)
         .await
         .ok_or(ClientError::Timeout(what))
 }

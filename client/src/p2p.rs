@@ -3,7 +3,6 @@
 //! The swarm runs without an executor: its connection tasks are polled by whichever
 //! future of this module is being awaited, so the client needs no runtime of its own.
 
-use crate::runtime::timeout;
 use std::{future::Future, pin::pin, task::Poll, time::Duration};
 
 use dealport_core::wire::framer::{Frame, Framer, DEFAULT_MAX_ITEM};
@@ -16,6 +15,7 @@ use libp2p::{
 };
 
 use super::{transport::build_client_transport, ClientError, PeerInfo, Timeouts};
+use dealport_node::{outbound::io_sentence, runtime::timeout};
 
 #[derive(NetworkBehaviour)]
 #[behaviour(prelude = "libp2p::swarm::derive_prelude")]
@@ -217,7 +217,7 @@ impl Session {
         let addr = addr.to_string();
         let io = |what: &str, e: std::io::Error| ClientError::Stream {
             addr: addr.clone(),
-            reason: format!("{what}: {}", super::io_sentence(&e)),
+            reason: format!("{what}: {}", io_sentence(&e)),
         };
         drive(swarm, seen, async {
             let mut stream = match timeout(t.write, control.open_stream(peer, proto)).await {
@@ -306,7 +306,7 @@ async fn read_one_item(stream: &mut libp2p::Stream) -> Result<Vec<u8>, ClientErr
         let n = stream.read(&mut chunk).await.map_err(|e| {
             ClientError::NoAnswer(format!(
                 "the stream failed before the answer arrived ({})",
-                super::io_sentence(&e)
+                io_sentence(&e)
             ))
         })?;
         if n == 0 {

@@ -1,0 +1,358 @@
+//! `dealport run`: open the store and the identity, wire the service, the execution,
+//! the HTTP server and the lease loop, serve until SIGINT/SIGTERM, then stop in order.
+
+use std::{path::Path, sync::Arc, time::Duration};
+
+use libp2p::{Multiaddr, PeerId};
+
+use async_io::Timer;
+use dealport_core::facts::AskTerms;
+use dealport_node::{
+    api::{Api, ApiContext},
+    chain::{
+        asks::AskSigner, lotus::LotusClient, ChainFactsSource, LotusChain, MinerInfoUpdater,
+        OfflineChain,
+    },
+    cluster::{default_node_id, Duties, LeaseLoop},
+    config::{is_postgres_url, ChainMode, Config},
+    exec::{
+        publish::{PublishSettings, Publisher},
+        TransferSettings, Transfers,
+    },
+    front_door::FrontDoor,
+    http, identity,
+    metrics::Metrics,
+    mk12_http::Mk12Http,
+    runtime::LeaderTask,
+    service::{DealService, ServiceConfig},
+    signals::ShutdownSignal,
+    store::LeaseGate,
+};
+use futures::future::{self, Either};
+
+use crate::{
+    files::{
+        create_private_dir, locate, open_store_spec, refuse_readable_token,
+        write_http_address_file, write_peer_id_file,
+    },
+    CmdResult, Fail, Location, Shell,
+};
+
+/// How long `run` lets streams in flight finish after a stop signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+pub(crate) async fn run(shell: Shell, at: Location, store_flag: Option<String>) -> CmdResult {
+    let (dir, path, config) = locate(&at)?;
+    let config = config.ok_or_else(|| {
+        Fail(format!(
+            "no config file at {}; run `dealport init --data-dir {}` first",
+            path.display(),
+            dir.display()
+        ))
+    })?;
+    create_private_dir(&dir)?;
+    refuse_readable_token(&path, &config)?;
+    log_open_file_limit();
+    let store_spec = store_flag.unwrap_or_else(|| config.store.clone());
+    let cluster = is_postgres_url(&store_spec);
+    let store = open_store_spec(&shell, &dir, &store_spec).await?;
+    let (key, created) = identity::load_or_create(&*store).await?;
+    let peer = key.public().to_peer_id();
+    write_peer_id_file(&dir, &peer);
+    if created {
+        tracing::info!(%peer, "created a new identity");
+    }
+    tracing::info!(
+        runtime = shell.runtime_name,
+        config = %path.display(),
+        store = %store.describe(),
+        "dealport {} starting",
+        env!("CARGO_PKG_VERSION")
+    );
+    let (chain, lotus_client) = open_chain(&config, &path)?;
+
+    let policy = config.policy();
+    let policy_buffer = policy.sealing_buffer_epochs;
+    if policy.miners.is_empty() {
+        tracing::warn!("no [[miners]] configured: every proposal will be rejected; add one with `dealport init --miner f0…` and restart");
+    } else {
+        tracing::info!(miners = ?policy.miners.iter().map(ToString::to_string).collect::<Vec<_>>(), "taking deals");
+    }
+    let metrics = Arc::new(Metrics::new());
+    let service = DealService::new(
+        store.clone(),
+        chain,
+        ServiceConfig {
+            policy,
+            network: config.chain.network.address_network(),
+            proposal_budget: config.proposal_budget(),
+            verify_cache_capacity: config.limits.status_verify_cache,
+        },
+        metrics.clone(),
+    );
+    let gate = Arc::new(LeaseGate::new());
+    let upkeep = lotus_client.clone().map(|c| {
+        MinerInfoUpdater::new(c, config.chain.lotus.max_fee.clone())
+            .with_store(store.clone(), gate.clone())
+    });
+    service.set_lease_gate(gate.clone());
+    let mut stop = dealport_node::signals::sigint_or_sigterm()
+        .map_err(|e| Fail(format!("cannot install the signal handlers: {e}")))?;
+    let host_config = config.host_config();
+    let step_down_grace = host_config.write_deadline;
+    let announce = host_config.announce.clone();
+    let mk12 = Mk12Http::new(service.clone(), config.http.mk12_requests_per_second);
+    let transfers = Transfers::new(
+        shell.runtime.clone(),
+        service.clone(),
+        TransferSettings::from_config(&config.transfer),
+        &config.transfer.staging_dir(&dir),
+    );
+    if config.api.token.is_empty() {
+        tracing::info!("HTTP API off: no [api] token configured");
+    }
+    let api = Api::new(
+        config.api.token.clone(),
+        ApiContext {
+            service: service.clone(),
+            transfers: transfers.clone(),
+        },
+    );
+    let front_door = Arc::new(
+        FrontDoor::new(peer, store.clone(), metrics.clone(), mk12)
+            .with_cluster(cluster)
+            .with_api(api),
+    );
+    let leader_tasks = leader_tasks(
+        &config,
+        &service,
+        transfers,
+        lotus_client.as_ref(),
+        upkeep,
+        peer,
+        &announce,
+        policy_buffer,
+    );
+    let duties = Arc::new(Duties::new(
+        shell.runtime.clone(),
+        key,
+        host_config,
+        service.clone(),
+        front_door.clone(),
+        config.cluster.internal_ws_host,
+        leader_tasks,
+    ));
+    let node_id = config
+        .cluster
+        .node_id
+        .clone()
+        .unwrap_or_else(default_node_id);
+    let lease_config = if cluster {
+        config.cluster.lease_config()
+    } else {
+        dealport_core::lease::LeaseConfig::default()
+    };
+    let mut lease = LeaseLoop::new(
+        store.clone(),
+        node_id.clone(),
+        lease_config,
+        gate,
+        duties.clone(),
+        metrics.clone(),
+        step_down_grace,
+    );
+    tracing::info!("PeerID {peer}");
+    if cluster {
+        tracing::info!(node = %node_id, ttl = ?lease_config.ttl, renew = ?lease_config.renew_interval, poll = ?lease_config.poll_interval, "cluster mode");
+    }
+    // The first decision before serving HTTP: a single node (or the first of a cluster)
+    // starts its libp2p host here.
+    let first_wait = lease.tick().await;
+    if !cluster && !lease.is_leader() {
+        duties.stop(Duration::ZERO).await;
+        return Err(Fail(lease.start_error().unwrap_or_else(|| {
+            "cannot take the single node's lease".to_owned()
+        })));
+    }
+    let http = match http::start(
+        shell.runtime.clone(),
+        config.http.server_config(),
+        front_door.clone(),
+        metrics.clone(),
+    )
+    .await
+    {
+        Ok(h) => h,
+        Err(e) => {
+            lease.release().await;
+            duties.stop(Duration::ZERO).await;
+            return Err(Fail(format!(
+                "cannot serve HTTP on {} (config key `http.listen`): {e}",
+                config.http.listen
+            )));
+        }
+    };
+    tracing::info!("http listening on {}", http.local_addr());
+    write_http_address_file(&dir, http.local_addr());
+    if cluster && !lease.is_leader() {
+        tracing::info!("standing by: another node holds the lease");
+    }
+    tracing::info!("ready");
+    let signal = serve_until_stopped(&mut lease, &mut stop, first_wait, &duties, metrics).await;
+    tracing::info!(signal = %signal, grace = ?SHUTDOWN_GRACE, "stopping");
+    // Give the lease up first so a standby takes over at its next poll.
+    lease.release().await;
+    http.shutdown().await;
+    duties.stop(SHUTDOWN_GRACE).await;
+    tracing::info!("stopped");
+    drop(service);
+    drop(store);
+    Ok(())
+}
+
+/// The chain facts and, in Lotus mode, the client to the Lotus node.
+type Chain = (Arc<dyn ChainFactsSource>, Option<Arc<LotusClient>>);
+
+/// The chain facts: offline (from the config) or a Lotus node, whose client the
+/// publisher, the ask signer and the on-chain upkeep also use.
+fn open_chain(config: &Config, path: &Path) -> Result<Chain, Fail> {
+    Ok(match config.chain.mode {
+        ChainMode::Offline => {
+            let chain = OfflineChain::new(config.chain.network, config.chain.offline.clone());
+            tracing::warn!("{}", chain.describe());
+            tracing::warn!("offline chain: transferred deals are not published");
+            (Arc::new(chain), None)
+        }
+        ChainMode::Lotus => {
+            let lotus = lotus_chain(config, path)?;
+            tracing::info!("{}", lotus.describe());
+            let client = lotus.client();
+            (Arc::new(lotus), Some(client))
+        }
+    })
+}
+
+/// What only the lease holder runs: downloads always; with Lotus, signed asks,
+/// publishing and the miners' on-chain peer info.
+#[allow(clippy::too_many_arguments)]
+fn leader_tasks(
+    config: &Config,
+    service: &DealService,
+    transfers: Arc<Transfers>,
+    lotus_client: Option<&Arc<LotusClient>>,
+    upkeep: Option<MinerInfoUpdater>,
+    peer: PeerId,
+    announce: &[Multiaddr],
+    policy_buffer: i64,
+) -> Vec<LeaderTask> {
+    let mut leader_tasks: Vec<LeaderTask> =
+        vec![dealport_node::exec::runner::leader_task(transfers)];
+    if let Some(lotus) = lotus_client {
+        let terms = ask_terms(config);
+        if !terms.is_empty() {
+            let signer = AskSigner::new(lotus.clone(), terms);
+            service.set_ask_signer(signer.clone());
+            leader_tasks.push(dealport_node::chain::asks::leader_task(signer));
+        }
+        let settings = PublishSettings::from_config(&config.publish, policy_buffer);
+        let publisher = Publisher::new(service.clone(), lotus.clone(), settings);
+        leader_tasks.push(dealport_node::exec::publish::leader_task(publisher));
+    }
+    leader_tasks.extend(upkeep.map(|u| {
+        let u = Arc::new(u);
+        let miners = miner_list(config);
+        let every = Duration::from_secs(config.chain.lotus.miner_info_check_secs);
+        let announce = announce.to_vec();
+        Box::new(move || -> dealport_node::runtime::BoxTask {
+            let (u, miners, announce) = (u.clone(), miners.clone(), announce.clone());
+            Box::pin(async move { u.run(&miners, &peer, &announce, every).await })
+        }) as LeaderTask
+    }));
+    leader_tasks
+}
+
+/// Serve until SIGINT or SIGTERM: the lease loop (its first wait already decided) and
+/// the host gauges; the signal's name.
+async fn serve_until_stopped(
+    lease: &mut LeaseLoop,
+    stop: &mut ShutdownSignal,
+    first_wait: Duration,
+    duties: &Duties,
+    metrics: Arc<Metrics>,
+) -> String {
+    let gauges = std::pin::pin!(report_host_gauges(duties, metrics));
+    let first = Timer::after(first_wait);
+    let stopped = async {
+        if let Either::Left((s, _)) = future::select(stop.as_mut(), first).await {
+            return s;
+        }
+        lease.run(stop).await
+    };
+    match future::select(std::pin::pin!(stopped), gauges).await {
+        Either::Left((signal, _)) => signal,
+        Either::Right(((), _)) => unreachable!("the gauges never end"),
+    }
+}
+
+/// The Lotus chain from `[chain.lotus]` or `FULLNODE_API_INFO`.
+pub(crate) fn lotus_chain(config: &Config, path: &Path) -> Result<LotusChain, Fail> {
+    let env = std::env::var("FULLNODE_API_INFO").ok();
+    LotusChain::from_config(
+        &config.chain.lotus,
+        config.chain.network.address_network(),
+        env.as_deref(),
+    )
+    .map_err(|e| {
+        Fail(format!(
+            "config file {}: [chain.lotus] (or FULLNODE_API_INFO): {e}",
+            path.display()
+        ))
+    })
+}
+
+/// The configured miners as `(address, disabled)`.
+pub(crate) fn miner_list(config: &Config) -> Vec<(dealport_core::wire::Address, bool)> {
+    config
+        .miners
+        .iter()
+        .map(|m| (m.address.clone(), m.disabled))
+        .collect()
+}
+
+/// The asking terms of the enabled miners that have `[miners.ask]`.
+fn ask_terms(config: &Config) -> Vec<(dealport_core::wire::Address, AskTerms)> {
+    let disabled = |a: &dealport_core::wire::Address| {
+        config.miners.iter().any(|m| &m.address == a && m.disabled)
+    };
+    config
+        .policy()
+        .asks
+        .into_iter()
+        .filter(|(a, _)| !disabled(a))
+        .collect()
+}
+
+/// Raise the soft open-file limit to the hard one and say what it is: the connection
+/// limits only hold if the node does not run out of descriptors first.
+fn log_open_file_limit() {
+    let show = |v: Option<u64>| v.map_or("unlimited".to_owned(), |n| n.to_string());
+    match dealport_node::fd_limit::raise_nofile() {
+        Ok(r) if r.before != r.after => tracing::info!(
+            "raised the open-file limit from {} to {}",
+            show(r.before),
+            show(r.after)
+        ),
+        Ok(r) => tracing::info!("open-file limit {}", show(r.after)),
+        Err(e) => tracing::warn!("{e}"),
+    }
+}
+
+/// Keep the connection and stream gauges current (every 2 s) until dropped.
+async fn report_host_gauges(duties: &Duties, metrics: Arc<Metrics>) {
+    loop {
+        let (connections, streams) = duties.host_counts();
+        metrics.set_libp2p_connections(connections as i64);
+        metrics.set_libp2p_streams(streams as i64);
+        Timer::after(Duration::from_secs(2)).await;
+    }
+}

@@ -1,0 +1,146 @@
+//! The live index (`Store::live_deals_at`) on both backends: through every transition, a
+//! failure, a restart (sled) and another node taking the lease (PostgreSQL), a deal is
+//! found at exactly its checkpoint while it is at work, and nowhere once failed or done.
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
+
+use dealport_core::{
+    deal::{Checkpoint, DealEvent, DealRecord},
+    wire::{Cid, DealUuid},
+};
+use dealport_node::store::{
+    postgres::{PostgresOptions, PostgresStore},
+    sled::SledStore,
+    Fence, Store, CHECKPOINTS,
+};
+use dealport_testkit::{
+    node::{a4_deal, hold_lease, runtime, within},
+    postgres::PgServer,
+};
+use futures::executor::block_on;
+
+/// The events that take a deal (A4: online, 30 GB) from Accepted to each next checkpoint.
+fn step(to: Checkpoint) -> DealEvent {
+    match to {
+        Checkpoint::Transferred => DealEvent::Transferred {
+            bytes: 30_000_000_000,
+        },
+        Checkpoint::Published => DealEvent::Published {
+            publish_cid: Cid::dag_cbor_blake2b(b"publish"),
+        },
+        Checkpoint::PublishConfirmed => DealEvent::PublishConfirmed { chain_deal_id: 7 },
+        Checkpoint::AddedPiece => DealEvent::AddedPiece {
+            sector_number: 1,
+            offset: 0,
+        },
+        Checkpoint::IndexedAndAnnounced => DealEvent::IndexedAndAnnounced,
+        Checkpoint::Complete => DealEvent::Complete,
+        Checkpoint::Accepted => unreachable!("deals start there"),
+    }
+}
+
+/// Every deal in `deals` is found by exactly the query of its checkpoint while live.
+async fn assert_index(store: &dyn Store, deals: &[DealRecord]) {
+    for c in CHECKPOINTS {
+        let mut found = BTreeSet::new();
+        let mut after = None;
+        loop {
+            // A page of 2 makes the paging itself part of the check.
+            let page = store.live_deals_at(c, after, 2).await.unwrap();
+            if page.is_empty() {
+                break;
+            }
+            after = page.last().map(|d| d.uuid);
+            for d in page {
+                assert_eq!(d.checkpoint, c, "{} found at {c}", d.uuid);
+                found.insert(d.uuid);
+            }
+        }
+        let want: BTreeSet<DealUuid> = deals
+            .iter()
+            .filter(|d| d.checkpoint == c && !d.is_failed() && c != Checkpoint::Complete)
+            .map(|d| d.uuid)
+            .collect();
+        assert_eq!(found, want, "live deals at {c}");
+    }
+}
+
+/// Seven deals, each moved to another checkpoint, one failed on the way; the index
+/// checked after every write.
+async fn walk(store: &dyn Store, fence: &Fence) -> Vec<DealRecord> {
+    let mut deals: Vec<DealRecord> = (1..=7).map(a4_deal).collect();
+    for d in &deals {
+        store.insert_new_deal_fenced(fence, d).await.unwrap();
+    }
+    assert_index(store, &deals).await;
+    for (i, d) in deals.iter_mut().enumerate() {
+        for to in CHECKPOINTS.iter().skip(1).take(i) {
+            d.apply(step(*to)).unwrap();
+            store.update_deal_fenced(fence, d).await.unwrap();
+        }
+    }
+    assert_index(store, &deals).await;
+    // A failure takes a deal out; free text does not move it.
+    deals[2]
+        .apply(DealEvent::Failed("the sector failed".into()))
+        .unwrap();
+    store.update_deal_fenced(fence, &deals[2]).await.unwrap();
+    deals[3]
+        .apply(DealEvent::SealingStatus("PreCommit1".into()))
+        .unwrap();
+    store.update_deal_fenced(fence, &deals[3]).await.unwrap();
+    assert_index(store, &deals).await;
+    deals
+}
+
+#[test]
+fn sled_index_follows_every_transition_and_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let deals = {
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path(), runtime()).unwrap());
+        block_on(async {
+            let (_gate, fence) = hold_lease(&store).await;
+            walk(&*store, &fence).await
+        })
+    };
+    // Reopened (the first store dropped): the index is what was written.
+    let reopened = block_on(async {
+        let mut n = 0;
+        loop {
+            match SledStore::open(dir.path(), runtime()) {
+                Ok(s) => break s,
+                // sled's flusher thread of the dropped store still holds the lock.
+                Err(_) if n < 100 => n += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    });
+    block_on(assert_index(&reopened, &deals));
+}
+
+#[test]
+fn postgres_index_follows_every_transition_and_the_next_holder() {
+    let server = PgServer::start();
+    block_on(within(Duration::from_secs(60), async {
+        let url = server.url();
+        let connect = || PostgresStore::connect(&url, PostgresOptions::default());
+        let first: Arc<dyn Store> = Arc::new(connect().await.unwrap());
+        let (_gate, fence) = hold_lease(&first).await;
+        let mut deals = walk(&*first, &fence).await;
+        first.release(&fence).await.unwrap();
+        // Another node takes the lease and moves a deal on: both see one index.
+        let second: Arc<dyn Store> = Arc::new(connect().await.unwrap());
+        let grant = second
+            .try_acquire("next", Some(fence.generation), Duration::from_secs(600))
+            .await
+            .unwrap()
+            .expect("the released lease");
+        let fence2 = Fence {
+            node: "next".into(),
+            generation: grant.generation,
+        };
+        deals[0].apply(step(Checkpoint::Transferred)).unwrap();
+        second.update_deal_fenced(&fence2, &deals[0]).await.unwrap();
+        assert_index(&*first, &deals).await;
+        assert_index(&*second, &deals).await;
+    }));
+}
