@@ -57,7 +57,7 @@ fn hosts_are_tried_in_order_and_read_only_servers_skipped() {
         "postgres://postgres@127.0.0.1:{s},127.0.0.1:{p}/postgres?target_session_attrs=any"
     ));
     // The migrations cannot run on a read-only server: refused at start, clearly.
-    let err = st.err().expect("migrations on a standby fail");
+    let err = st.expect_err("migrations on a standby fail");
     assert!(err.contains("migrations"), "{err}");
 
     // The key=value form, one port per host.
