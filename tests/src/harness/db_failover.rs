@@ -144,6 +144,21 @@ fn monitor(https: Vec<SocketAddr>, samples: Arc<Mutex<Vec<Sample>>>, stop: Arc<A
     }
 }
 
+/// `GET /metrics` of the node at `http`.
+fn metrics_text(http: SocketAddr) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&http, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).ok()?;
+    Some(String::from_utf8_lossy(&out).into_owned())
+}
+
 /// Wait (bounded) until `pred` holds of the ledger.
 fn wait_ledger(
     ledger: &Mutex<BTreeMap<DealUuid, Sent>>,
@@ -292,6 +307,21 @@ pub fn db_failover(bin: &str) -> Figures {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    // /metrics names the server too (refreshed by the lease loop).
+    let want = format!("dealport_db_server{{host=\"{new_host}\",writable=\"true\"}} 1");
+    let started = Instant::now();
+    loop {
+        let text = metrics_text(members[2].http.expect("started")).unwrap_or_default();
+        if text.lines().any(|l| l == want) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no `{want}` in /metrics:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 
     // What the new primary holds against what clients were told.
