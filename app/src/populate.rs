@@ -1,14 +1,16 @@
 //! `dealport deals populate <N>`: fill a store that no node runs on with N signed,
 //! realistic deals (golden vector A4's terms, each with its own UUID and label, signed
 //! by the golden secp256k1 client), most of them history: 90 % `Complete`, 5 % failed,
-//! 5 % still at work spread over the live checkpoints. For the benchmarks that compare a
-//! node on a large history with one on an empty store.
+//! 5 % still at work spread over the live checkpoints, those at `Accepted` offline
+//! deals waiting for their data (a backlog that waits, rather than downloads a node
+//! without a network would keep retrying). For the benchmarks that compare a node on a
+//! large history with one on an empty store.
 
 use std::time::Instant;
 
 use dealport_client::{
     bench::{bench_deal_spec, GOLDEN_SECP_KEY},
-    build_deal, Wallet,
+    build_deal, DataTransfer, Wallet,
 };
 use dealport_core::{
     deal::{Checkpoint, DealEvent, DealRecord},
@@ -23,7 +25,10 @@ const BATCH: usize = 5_000;
 
 /// Deal `i` of a populated store, moved to its place in the mix.
 fn synthetic(i: u64, wallet: &Wallet) -> Result<DealRecord, Fail> {
-    let spec = bench_deal_spec(format!("populate {i}")).map_err(Fail)?;
+    let mut spec = bench_deal_spec(format!("populate {i}")).map_err(Fail)?;
+    if i % 100 == 95 {
+        spec.transfer = DataTransfer::Offline;
+    }
     let params = build_deal(&spec, wallet);
     let created = 1_700_000_000_000_000_000 + i as i64 * 1_000_000_000;
     let mut d =

@@ -24,11 +24,10 @@ use std::{
 
 use async_io::Timer;
 use dealport_core::wire::{
-    framer::{Frame, Framer, DEFAULT_MAX_ITEM},
     protocols, Address, AskRequest, AskResponse, Cbor, Cid, DealResponse, DealStatusResponse,
     TokenAmount,
 };
-use futures::{channel::oneshot, AsyncReadExt, AsyncWriteExt, StreamExt};
+use futures::{channel::oneshot, AsyncWriteExt, StreamExt};
 use libp2p::{
     core::multiaddr::Protocol,
     swarm::{self, dial_opts::DialOpts, NetworkBehaviour, SwarmEvent},
@@ -36,7 +35,8 @@ use libp2p::{
 };
 
 use crate::{
-    self as client, transport::build_client_transport, DataTransfer, DealProtocol, DealSpec, Wallet,
+    self as client, p2p::read_one_item, transport::build_client_transport, DataTransfer,
+    DealProtocol, DealSpec, Wallet,
 };
 use dealport_node::runtime::Runtime;
 
@@ -468,34 +468,6 @@ async fn connect_all(
     Ok(conns)
 }
 
-/// Read until exactly one CBOR item has arrived.
-async fn read_one_item(stream: &mut libp2p::Stream) -> Result<Vec<u8>, String> {
-    let mut framer = Framer::new(DEFAULT_MAX_ITEM);
-    let mut buf = Vec::new();
-    let mut chunk = vec![0u8; 4096];
-    loop {
-        match framer.advance(&buf) {
-            Ok(Frame::Complete(n)) => {
-                buf.truncate(n);
-                return Ok(buf);
-            }
-            Ok(Frame::NeedMore) => {}
-            Err(e) => return Err(format!("the answer is not one CBOR item: {e}")),
-        }
-        let n = stream
-            .read(&mut chunk)
-            .await
-            .map_err(|e| format!("reading the answer: {e}"))?;
-        if n == 0 {
-            return Err(format!(
-                "the provider closed the stream after {} bytes",
-                buf.len()
-            ));
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
 /// One request on a new stream: the verdict (`None` answered, `Some(why)` answered "no")
 /// and the answer's bytes.
 async fn one_request(
@@ -517,7 +489,9 @@ async fn one_request(
         .flush()
         .await
         .map_err(|e| format!("writing the request: {e}"))?;
-    let answer = read_one_item(&mut stream).await?;
+    let answer = read_one_item(&mut stream)
+        .await
+        .map_err(|e| e.to_string())?;
     let _ = stream.close().await;
     let bad = |e: dealport_core::wire::WireError| format!("undecodable answer: {e}");
     let verdict = match workload {

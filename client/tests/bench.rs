@@ -11,7 +11,7 @@ use dealport_node::{
 };
 use libp2p::multiaddr::Protocol;
 
-use dealport_testkit::node::{runtime, service_on_sled, ServiceOnSled};
+use dealport_testkit::node::{runtime, service_on_sled, within, ServiceOnSled};
 
 /// Both golden clients known, miner f01000 taking deals, head such that A4-like deals fit.
 fn config() -> Config {
@@ -82,13 +82,11 @@ fn measure(node: &Node, workload: Workload, connections: usize, streams: usize) 
         ..BenchConfig::new(node.tcp.clone(), workload)
     };
     let prepared = bench::prepare(&config).unwrap();
-    let report = futures::executor::block_on(async {
-        let f = std::pin::pin!(bench::run(runtime(), &config, prepared));
-        match futures::future::select(f, async_io::Timer::after(Duration::from_secs(60))).await {
-            futures::future::Either::Left((r, _)) => r.unwrap(),
-            futures::future::Either::Right(_) => panic!("bench did not finish within 60 s"),
-        }
-    });
+    let report = async_io::block_on(within(
+        Duration::from_secs(60),
+        bench::run(runtime(), &config, prepared),
+    ))
+    .unwrap();
     eprintln!("{}", report.line());
     report
 }

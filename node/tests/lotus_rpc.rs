@@ -28,7 +28,10 @@ use dealport_node::store::{
     sled::SledStore,
     Fence, Store, StoreError,
 };
-use dealport_testkit::fake_lotus::FakeLotus;
+use dealport_testkit::{
+    fake_lotus::FakeLotus,
+    node::{golden, runtime},
+};
 use fvm_ipld_encoding::{strict_bytes, tuple::*};
 use libp2p::{identity::Keypair, Multiaddr, PeerId};
 use serde_json::{json, Value};
@@ -151,16 +154,6 @@ fn msg_lookup(cid: &str, exit_code: i64, height: i64) -> Value {
 }
 
 // ------------------------------------------------------------------ helpers
-
-fn golden(name: &str) -> Vec<u8> {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../core/tests/data/mk12-golden.json"
-    ))
-    .unwrap();
-    let v: Value = serde_json::from_str(&text).unwrap();
-    hex::decode(v["vectors"][name]["hex"].as_str().unwrap()).unwrap()
-}
 
 fn a4() -> DealParams {
     DealParams::from_cbor(&golden("A4")).unwrap()
@@ -758,22 +751,10 @@ async fn in_flight_messages_outlive_the_updater(store: Arc<dyn Store>) {
     assert_eq!(f.calls("MpoolPushMessage").len(), 2);
 }
 
-struct BlockingRuntime;
-
-impl dealport_node::runtime::Runtime for BlockingRuntime {
-    fn spawn(&self, fut: dealport_node::runtime::BoxTask) {
-        std::thread::spawn(move || futures::executor::block_on(fut));
-    }
-    fn spawn_blocking(&self, f: Box<dyn FnOnce() + Send>) {
-        std::thread::spawn(f);
-    }
-}
-
 #[test]
 fn in_flight_messages_outlive_the_updater_on_sled() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> =
-        Arc::new(SledStore::open(dir.path(), Arc::new(BlockingRuntime)).unwrap());
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path(), runtime()).unwrap());
     async_io::block_on(in_flight_messages_outlive_the_updater(store));
 }
 

@@ -1,9 +1,12 @@
 //! The MK12 service against the real sled store and an offline chain, without sockets.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use dealport_core::{
-    deal::{Checkpoint, DealRecord},
+    deal::{Checkpoint, DealEvent, DealRecord},
     facts::ChainFacts,
     wire::{Address, Cbor, Cid, DealParams, DealResponse, DealStatusResponse, DealUuid},
 };
@@ -11,14 +14,14 @@ use dealport_node::{
     chain::{ChainFactsSource, ChainFuture, OfflineChain},
     config::Config,
     metrics::Metrics,
-    service::{DealService, ServiceConfig, SAVE_FAILED},
+    service::{ApplyError, DealService, ServiceConfig, NOT_HOLDER, SAVE_FAILED},
     store::{
-        sled::SledStore, Fence, Inserted, LeaseGrant, LeaseRead, RelayTarget, Store, StoreError,
-        StoreFuture,
+        sled::SledStore, Fence, Inserted, LeaseGate, LeaseGrant, LeaseRead, RelayTarget, Store,
+        StoreError, StoreFuture,
     },
 };
 
-use dealport_testkit::node::{a4_config, golden, ThreadRuntime};
+use dealport_testkit::node::{a4_config, golden, service_on_sled, ServiceOnSled, ThreadRuntime};
 
 /// Proposals in these tests arrive as on `/fil/storage/mk/1.2.1`.
 const DEAL: &str = "/fil/storage/mk/1.2.1";
@@ -327,4 +330,67 @@ fn the_same_deal_landing_mid_decision_is_accepted_again() {
             .len(),
         1
     );
+}
+
+/// Deal writes go through the lease gate: refused (and nothing written) without a
+/// current fence or past its deadline, accepted under the held lease's fence.
+#[test]
+fn deal_writes_need_the_current_fence() {
+    let ServiceOnSled {
+        store,
+        service: svc,
+        dir: _dir,
+        ..
+    } = service_on_sled(&a4_config());
+    let gate = Arc::new(LeaseGate::new());
+    svc.set_lease_gate(gate.clone());
+    let a4 = golden("A4");
+    futures::executor::block_on(async {
+        let refused = Some(DealResponse::rejected(NOT_HOLDER));
+        assert_eq!(svc.propose(DEAL, a4.clone(), "p".into()).await, refused);
+        let grant = store
+            .try_acquire("me", None, Duration::from_secs(60))
+            .await
+            .unwrap()
+            .unwrap();
+        let fence = Fence {
+            node: "me".into(),
+            generation: grant.generation,
+        };
+        // Past its local deadline: self-fenced.
+        gate.open(fence.clone(), Instant::now() - Duration::from_millis(1));
+        assert_eq!(svc.propose(DEAL, a4.clone(), "p".into()).await, refused);
+        // A stale generation: the store refuses the write.
+        let stale = Fence {
+            node: "me".into(),
+            generation: grant.generation + 7,
+        };
+        gate.open(stale, Instant::now() + Duration::from_secs(60));
+        assert_eq!(svc.propose(DEAL, a4.clone(), "p".into()).await, refused);
+        assert!(store.list_deals().await.unwrap().is_empty());
+        gate.open(fence, Instant::now() + Duration::from_secs(60));
+        assert_eq!(
+            svc.propose(DEAL, a4.clone(), "p".into()).await,
+            Some(DealResponse::accepted())
+        );
+        assert_eq!(store.list_deals().await.unwrap().len(), 1);
+
+        // Lifecycle events are fenced the same way.
+        let uuid = DealParams::from_cbor(&a4).unwrap().deal_uuid;
+        let progress = DealEvent::Transferring { bytes_received: 5 };
+        let d = svc.apply_event(uuid, progress.clone()).await.unwrap();
+        assert_eq!(d.n_bytes_received, 5);
+        assert_eq!(store.deal_by_uuid(uuid).await.unwrap(), Some(d.clone()));
+        let back = DealEvent::Transferring { bytes_received: 4 };
+        assert!(matches!(
+            svc.apply_event(uuid, back).await,
+            Err(ApplyError::Transition(..))
+        ));
+        gate.close();
+        assert!(matches!(
+            svc.apply_event(uuid, DealEvent::Failed("x".into())).await,
+            Err(ApplyError::NotHolder)
+        ));
+        assert_eq!(store.deal_by_uuid(uuid).await.unwrap(), Some(d));
+    });
 }

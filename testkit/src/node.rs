@@ -11,6 +11,10 @@ use async_io::Timer;
 use futures::future::{self, Either};
 
 pub use crate::golden::golden;
+use dealport_core::{
+    deal::DealRecord,
+    wire::{Cbor, DealParams},
+};
 use dealport_node::{
     chain::{ChainFactsSource, OfflineChain},
     config::Config,
@@ -35,6 +39,32 @@ pub async fn hold_lease(store: &Arc<dyn Store>) -> (Arc<LeaseGate>, Fence) {
     let gate = Arc::new(LeaseGate::new());
     gate.open(fence.clone(), Instant::now() + Duration::from_secs(60));
     (gate, fence)
+}
+
+/// Golden vector A4 as a freshly accepted deal record.
+pub fn a4_record() -> DealRecord {
+    let bytes = golden("A4");
+    let params = DealParams::from_cbor(&bytes).unwrap();
+    DealRecord::new_accepted(
+        bytes,
+        params,
+        "12D3KooWtest".into(),
+        1_700_000_000_123_456_789,
+    )
+}
+
+/// Wait until `store` says its lease has expired, by the store's clock (the database's
+/// for PostgreSQL), polling; the store's time of that read.
+pub async fn until_expired(store: &dyn Store) -> i64 {
+    let started = Instant::now();
+    loop {
+        let read = store.read_lease().await.unwrap();
+        if !read.row.as_ref().unwrap().is_live(read.now) {
+            return read.now;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "never expired");
+        Timer::after(Duration::from_millis(50)).await;
+    }
 }
 
 /// A runtime that gives every task its own thread: enough for tests, no executor crate.
@@ -69,18 +99,29 @@ impl Runtime for ExecutorRuntime {
 
 pub fn executor_runtime() -> Arc<dyn Runtime> {
     static EX: OnceLock<Arc<async_executor::Executor<'static>>> = OnceLock::new();
-    let ex = EX.get_or_init(|| {
-        let ex = Arc::new(async_executor::Executor::new());
-        for i in 0..2 {
-            let ex = ex.clone();
-            std::thread::Builder::new()
-                .name(format!("test-exec-{i}"))
-                .spawn(move || async_io::block_on(ex.run(future::pending::<()>())))
-                .expect("spawn executor thread");
-        }
-        ex
-    });
-    Arc::new(ExecutorRuntime(ex.clone()))
+    Arc::new(ExecutorRuntime(
+        EX.get_or_init(|| executor_on_threads(2)).clone(),
+    ))
+}
+
+/// A runtime on a new executor with one thread of its own, so that another task's work
+/// in the same test process (an attacker's, say) does not slow its tasks down, or the
+/// other way round.
+pub fn isolated_executor_runtime() -> Arc<dyn Runtime> {
+    Arc::new(ExecutorRuntime(executor_on_threads(1)))
+}
+
+/// A new executor run by `threads` threads of its own.
+fn executor_on_threads(threads: usize) -> Arc<async_executor::Executor<'static>> {
+    let ex = Arc::new(async_executor::Executor::new());
+    for i in 0..threads {
+        let ex = ex.clone();
+        std::thread::Builder::new()
+            .name(format!("test-exec-{i}"))
+            .spawn(move || async_io::block_on(ex.run(future::pending::<()>())))
+            .expect("spawn executor thread");
+    }
+    ex
 }
 
 /// Run a test body with an overall bound so a hang fails instead of blocking CI.

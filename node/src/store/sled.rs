@@ -39,6 +39,10 @@ const IDENTITY_KEY: &[u8] = b"identity";
 /// How long `open` retries a held lock before saying the data dir is in use. A store
 /// just dropped in this process releases its lock when sled's flusher thread ends.
 const LOCK_RETRY: Duration = Duration::from_millis(600);
+/// sled's page cache (its default is 1 GiB, which a store of a million deals fills: the
+/// node's memory then follows the history). The background work reads only the live
+/// index and status reads one deal, so a small cache serves both.
+const CACHE_BYTES: u64 = 64 << 20;
 
 struct Inner {
     path: PathBuf,
@@ -178,7 +182,11 @@ impl SledStore {
         let path = Self::path_in(data_dir);
         let started = Instant::now();
         let db = loop {
-            match ::sled::Config::new().path(&path).open() {
+            match ::sled::Config::new()
+                .path(&path)
+                .cache_capacity(CACHE_BYTES)
+                .open()
+            {
                 Ok(db) => break db,
                 Err(e) if is_lock_error(&e) => {
                     if started.elapsed() >= LOCK_RETRY {
@@ -712,114 +720,4 @@ impl Store for SledStore {
 /// Leader state lives in the meta tree under this prefix.
 fn leader_state_key(name: &str) -> Vec<u8> {
     format!("leader_state/{name}").into_bytes()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::runtime::{BoxTask, Runtime};
-    use dealport_core::wire::{Cbor, DealParams};
-
-    struct Threads;
-    impl Runtime for Threads {
-        fn spawn(&self, fut: BoxTask) {
-            std::thread::spawn(move || futures::executor::block_on(fut));
-        }
-        fn spawn_blocking(&self, f: Box<dyn FnOnce() + Send>) {
-            std::thread::spawn(f);
-        }
-    }
-
-    fn deal(uuid: u8) -> DealRecord {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../core/tests/data/mk12-golden.json"
-        ))
-        .unwrap();
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-        let bytes = hex::decode(v["vectors"]["A4"]["hex"].as_str().unwrap()).unwrap();
-        let mut params = DealParams::from_cbor(&bytes).unwrap();
-        params.deal_uuid = DealUuid([uuid; 16]);
-        params.client_deal_proposal.proposal.start_epoch += uuid as i64;
-        DealRecord::new_accepted(params.to_cbor(), params, String::new(), 1)
-    }
-
-    #[test]
-    fn local_lease_follows_the_cluster_rules() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path(), Arc::new(Threads)).unwrap();
-        futures::executor::block_on(async {
-            let ttl = Duration::from_secs(15);
-            assert_eq!(store.read_lease().await.unwrap().row, None);
-            assert_eq!(store.relay_target().await.unwrap(), None);
-            let g = store.try_acquire("me", None, ttl).await.unwrap().unwrap();
-            assert_eq!(g.generation, 1);
-            assert_eq!(g.expires_at - g.at, 15_000);
-            let f = Fence {
-                node: "me".into(),
-                generation: 1,
-            };
-            // A second acquirer loses while the lease is live.
-            assert_eq!(store.try_acquire("x", None, ttl).await.unwrap(), None);
-            assert_eq!(store.try_acquire("x", Some(1), ttl).await.unwrap(), None);
-            store
-                .set_local_listen(&f, "/ip4/127.0.0.1/tcp/1/ws", &[])
-                .await
-                .unwrap();
-            assert_eq!(
-                store.relay_target().await.unwrap(),
-                Some(RelayTarget {
-                    local_listen: "/ip4/127.0.0.1/tcp/1/ws".into(),
-                    live: true
-                })
-            );
-            assert_eq!(
-                store.insert_new_deal_fenced(&f, &deal(1)).await.unwrap(),
-                Inserted::Yes
-            );
-            assert!(store.renew(&f, ttl).await.unwrap().is_some());
-            // Release, then another takes it with a new generation: the old is fenced.
-            assert!(store.release(&f).await.unwrap());
-            assert_eq!(store.relay_target().await.unwrap(), None);
-            let g2 = store.try_acquire("x", Some(1), ttl).await.unwrap().unwrap();
-            assert_eq!(g2.generation, 2);
-            let fenced = |r: Result<(), StoreError>| matches!(r, Err(StoreError::Fenced { .. }));
-            assert!(fenced(store.update_deal_fenced(&f, &deal(1)).await));
-            assert!(matches!(
-                store.insert_new_deal_fenced(&f, &deal(2)).await,
-                Err(StoreError::Fenced { .. })
-            ));
-            assert!(fenced(store.set_local_listen(&f, "/x", &[]).await));
-            assert_eq!(store.renew(&f, ttl).await.unwrap(), None);
-            assert!(!store.release(&f).await.unwrap());
-            assert_eq!(store.deal_by_uuid(DealUuid([2; 16])).await.unwrap(), None);
-            // Expiry by the clock: a 1 ms lease is gone almost at once.
-            let f2 = Fence {
-                node: "x".into(),
-                generation: 2,
-            };
-            store.release(&f2).await.unwrap();
-            let g3 = store
-                .try_acquire("y", Some(2), Duration::from_millis(1))
-                .await
-                .unwrap()
-                .unwrap();
-            std::thread::sleep(Duration::from_millis(5));
-            let f3 = Fence {
-                node: "y".into(),
-                generation: g3.generation,
-            };
-            assert!(fenced(store.update_deal_fenced(&f3, &deal(1)).await));
-            let read = store.read_lease().await.unwrap();
-            assert!(!read.row.unwrap().is_live(read.now));
-            assert_eq!(
-                store
-                    .try_acquire("z", Some(3), ttl)
-                    .await
-                    .unwrap()
-                    .map(|g| g.generation),
-                Some(4)
-            );
-        });
-    }
 }

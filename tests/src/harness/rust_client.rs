@@ -1,63 +1,22 @@
 //! A rust-libp2p client: dial, then one stream per request, lazily negotiated as go
 //! clients do.
 
-use std::{
-    future::Future,
-    sync::{Arc, OnceLock},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
-use async_io::Timer;
 use dealport_node::{
     p2p::{
         transport::{build_transport, Security, TransportConfig},
         Keypair, Multiaddr, PeerId, StreamProtocol,
     },
-    runtime::{BoxTask, Runtime, SwarmExecutor},
+    runtime::{Runtime, SwarmExecutor},
 };
-use futures::{
-    channel::mpsc,
-    future::{self, Either},
-    AsyncReadExt, AsyncWriteExt, StreamExt,
-};
+use dealport_testkit::node::{executor_runtime, isolated_executor_runtime, within};
+use futures::{channel::mpsc, AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::{
     core::upgrade::Version,
     swarm::{self, SwarmEvent},
     Swarm,
 };
-
-struct TestRuntime(Arc<async_executor::Executor<'static>>);
-
-impl Runtime for TestRuntime {
-    fn spawn(&self, fut: BoxTask) {
-        self.0.spawn(fut).detach();
-    }
-    fn spawn_blocking(&self, f: Box<dyn FnOnce() + Send>) {
-        std::thread::spawn(f);
-    }
-}
-
-/// A new executor on its own thread.
-fn executor_thread() -> Arc<async_executor::Executor<'static>> {
-    let ex = Arc::new(async_executor::Executor::new());
-    let e = ex.clone();
-    std::thread::spawn(move || async_io::block_on(e.run(future::pending::<()>())));
-    ex
-}
-
-/// One executor thread for every client of this test process.
-fn runtime() -> Arc<dyn Runtime> {
-    static EX: OnceLock<Arc<async_executor::Executor<'static>>> = OnceLock::new();
-    Arc::new(TestRuntime(EX.get_or_init(executor_thread).clone()))
-}
-
-/// `f`, or a panic naming `what` after `limit`.
-pub async fn within<F: Future>(limit: Duration, what: &str, f: F) -> F::Output {
-    match future::select(std::pin::pin!(f), Timer::after(limit)).await {
-        Either::Left((out, _)) => out,
-        Either::Right(_) => panic!("{what} did not finish within {limit:?}"),
-    }
-}
 
 pub struct Client {
     control: libp2p_stream::Control,
@@ -73,13 +32,13 @@ impl Default for Client {
 
 impl Client {
     pub fn new() -> Client {
-        Client::on(runtime())
+        Client::on(executor_runtime())
     }
 
     /// A client on an executor thread of its own, so that an attacker's work in the same
     /// test process does not slow the honest client down (or the other way round).
     pub fn isolated() -> Client {
-        Client::on(Arc::new(TestRuntime(executor_thread())))
+        Client::on(isolated_executor_runtime())
     }
 
     fn on(rt: Arc<dyn Runtime>) -> Client {
@@ -141,7 +100,7 @@ impl Client {
         self.dial
             .unbounded_send(addr.clone())
             .expect("client running");
-        within(Duration::from_secs(15), "connect", self.connected.next())
+        within(Duration::from_secs(15), self.connected.next())
             .await
             .expect("client running")
     }
@@ -158,7 +117,7 @@ impl Client {
         protocol: StreamProtocol,
         request: &[u8],
     ) -> Vec<u8> {
-        within(Duration::from_secs(20), "request", async {
+        within(Duration::from_secs(20), async {
             let mut s = self
                 .control
                 .open_stream(peer, protocol.clone())
