@@ -385,6 +385,9 @@ impl LeaseLoop {
     pub async fn run(&mut self, stop: &mut ShutdownSignal) -> String {
         loop {
             let wait = self.tick().await;
+            // The database server in use, for /metrics (also refreshed by /health).
+            let (host, writable) = self.store.server().unzip();
+            self.metrics.set_db_server(host.as_deref(), writable);
             let timer = Timer::after(wait.max(Duration::from_millis(10)));
             if let Either::Left((signal, _)) = future::select(stop.as_mut(), timer).await {
                 return signal;

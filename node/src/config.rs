@@ -46,7 +46,7 @@ pub struct Config {
     pub api: ApiConfig,
     pub publish: PublishConfig,
     /// `[sealing]`: who takes published deals on (see `crate::sealing`).
-    pub sealing: crate::sealing::config::SealingConfig,
+    pub sealing: SealingConfig,
     pub retrieval: RetrievalConfig,
 }
 
@@ -1186,6 +1186,97 @@ libp2p = []
 bitswap = []
 "#;
 
+// ---- [sealing]: who seals published deals, and how dealport reaches lotus-miner
+
+/// Who takes `PublishConfirmed` deals on.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SealingMode {
+    /// A sealing system pulls deals through `/api/v1/sealing/…`.
+    #[default]
+    Api,
+    /// dealport hands each deal to lotus-miner (`SectorAddPieceToAny`).
+    LotusMiner,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SealingConfig {
+    pub mode: SealingMode,
+    pub lotus_miner: LotusMinerConfig,
+}
+
+#[derive(Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LotusMinerConfig {
+    /// lotus-miner JSON-RPC v0, e.g. `http://10.0.0.5:2345/rpc/v0`. Empty: from
+    /// `MINER_API_INFO` (`<token>:/ip4/<ip>/tcp/<port>/http`).
+    pub url: String,
+    /// An admin token (`lotus-miner auth create-token --perm admin`). Empty: from
+    /// `MINER_API_INFO`.
+    pub token: String,
+    /// Limit for one call (`SectorAddPieceToAny` returns once lotus-miner has read the
+    /// piece, so this bounds reading the whole piece too).
+    pub call_timeout_secs: u64,
+    /// `SectorAddPieceToAny` calls in flight at once.
+    pub max_concurrent_add_piece: usize,
+    /// How often sectors and waiting deals are checked.
+    pub poll_secs: u64,
+    /// The base URL lotus-miner fetches pieces from (this node's HTTP server as
+    /// lotus-miner reaches it). Empty: the address `[http] listen` binds (127.0.0.1
+    /// for a wildcard address), right when lotus-miner runs on the same machine.
+    pub piece_url_base: String,
+    /// How long a piece URL works after it is handed out.
+    pub piece_url_ttl_secs: u64,
+    /// Between retries after "too many sectors sealing" (Boost: 5 minutes).
+    pub too_many_backoff_secs: u64,
+    /// Give up on "too many sectors sealing" after this long (Boost: 6 hours).
+    pub too_many_give_up_secs: u64,
+}
+
+impl Default for LotusMinerConfig {
+    fn default() -> Self {
+        LotusMinerConfig {
+            url: String::new(),
+            token: String::new(),
+            call_timeout_secs: 1800,
+            max_concurrent_add_piece: 4,
+            poll_secs: 60,
+            piece_url_base: String::new(),
+            piece_url_ttl_secs: 3600,
+            too_many_backoff_secs: 300,
+            too_many_give_up_secs: 6 * 3600,
+        }
+    }
+}
+
+// By hand so that logging the config never shows the token.
+impl std::fmt::Debug for LotusMinerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LotusMinerConfig")
+            .field("url", &self.url)
+            .field(
+                "token",
+                &if self.token.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
+            )
+            .field("call_timeout_secs", &self.call_timeout_secs)
+            .field("max_concurrent_add_piece", &self.max_concurrent_add_piece)
+            .field("poll_secs", &self.poll_secs)
+            .field("piece_url_base", &self.piece_url_base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LotusMinerConfig {
+    pub fn call_timeout(&self) -> Duration {
+        Duration::from_secs(self.call_timeout_secs.max(1))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1268,5 +1359,20 @@ mod tests {
         );
         assert_eq!(c.chain.offline.clients[0].escrow, TokenAmount::from_u64(5));
         assert!(c.chain.offline.clients[0].datacap.is_some());
+    }
+
+    #[test]
+    fn mode_names() {
+        #[derive(Deserialize)]
+        struct W {
+            sealing: SealingConfig,
+        }
+        let w: W = toml::from_str(
+            "[sealing]\nmode = \"lotus-miner\"\n[sealing.lotus_miner]\npoll_secs = 5\n",
+        )
+        .unwrap();
+        assert_eq!(w.sealing.mode, SealingMode::LotusMiner);
+        assert_eq!(w.sealing.lotus_miner.poll_secs, 5);
+        assert!(toml::from_str::<W>("[sealing]\nmode = \"boost\"\n").is_err());
     }
 }

@@ -28,6 +28,10 @@ use crate::{
     store::Store,
 };
 
+/// How long `/health` and the relay's holder lookup wait for the store: `/health`
+/// answers within a second whatever the database does.
+const HEALTH_STORE_BOUND: std::time::Duration = std::time::Duration::from_millis(700);
+
 /// What this node is doing, as the lease loop last set it: the one answer to "does this
 /// node hold the lease and run the libp2p host?" that health, MK12-HTTP, the API and the
 /// relay all read.
@@ -138,7 +142,14 @@ impl HttpBackend for FrontDoor {
         if self.cluster && role.host != Some(RunningHost { relay: None }) {
             let store = self.store.clone();
             return Box::pin(async move {
-                match store.relay_target().await {
+                let found = crate::runtime::timeout(HEALTH_STORE_BOUND, store.relay_target())
+                    .await
+                    .unwrap_or_else(|| {
+                        Err(crate::store::StoreError::Backend(
+                            "the database did not answer in time".into(),
+                        ))
+                    });
+                match found {
                     Ok(Some(t)) if t.live => relay_socket_addr(&t.local_listen).ok_or_else(|| {
                         format!(
                             "the lease holder's address {} is not usable",
@@ -167,8 +178,15 @@ impl HttpBackend for FrontDoor {
         let cluster = self.cluster;
         Box::pin(async move {
             let started = Instant::now();
-            let store_ok = store.identity().await.is_ok();
+            // Bounded: a database that drops packets must not hold /health.
+            let store_ok = crate::runtime::timeout(HEALTH_STORE_BOUND, store.identity())
+                .await
+                .is_some_and(|r| r.is_ok());
             metrics.store_latency("health", started.elapsed().as_secs_f64());
+            let (db_host, db_writable) = store
+                .server()
+                .map_or((None, None), |(h, w)| (Some(h), Some(w)));
+            metrics.set_db_server(db_host.as_deref(), db_writable);
             // A standby is healthy in a cluster: its relay reaches the holder.
             let ok = store_ok && (serving || cluster);
             let body = json!({
@@ -177,6 +195,8 @@ impl HttpBackend for FrontDoor {
                 "lease_generation": role.generation,
                 "cluster": cluster,
                 "store_ok": store_ok,
+                "db_host": db_host,
+                "db_writable": db_writable,
                 "libp2p_host": serving,
             });
             (ok, body)

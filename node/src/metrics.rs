@@ -50,6 +50,7 @@ pub struct Metrics {
     store_latency: Family<Labels1, Histogram, fn() -> Histogram>,
     http_requests: Family<Labels2, Counter>,
     limit_hits: Family<Labels1, Counter>,
+    db_server: Family<Labels2, Gauge>,
     pieces: PieceCounters,
 }
 
@@ -166,6 +167,12 @@ impl Metrics {
             "Connections, streams and requests cut off by a configured limit, by limit",
             limit_hits.clone(),
         );
+        let db_server = Family::<Labels2, Gauge>::default();
+        registry.register(
+            "db_server",
+            "1 for the database server this node uses now (host, writable when last asked)",
+            db_server.clone(),
+        );
         let pieces = PieceCounters::default();
         registry.register(
             "pieces_served",
@@ -199,6 +206,17 @@ impl Metrics {
             store_latency,
             http_requests,
             limit_hits,
+            db_server,
+        }
+    }
+
+    /// The database server in use (`None`: a store with no server).
+    pub fn set_db_server(&self, host: Option<&str>, writable: Option<bool>) {
+        self.db_server.clear();
+        if let (Some(h), Some(w)) = (host, writable) {
+            self.db_server
+                .get_or_create(&l2("host", h, "writable", if w { "true" } else { "false" }))
+                .set(1);
         }
     }
 

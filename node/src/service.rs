@@ -244,7 +244,19 @@ impl DealService {
                 return None;
             }
         };
-        let deal = match inner.store.deal_by_uuid(req.deal_uuid).await {
+        // Bounded like a proposal: a database that stops answering must not hold the
+        // stream.
+        let read = crate::runtime::timeout(
+            inner.config.proposal_budget,
+            inner.store.deal_by_uuid(req.deal_uuid),
+        )
+        .await
+        .unwrap_or_else(|| {
+            Err(StoreError::Backend(
+                "the database did not answer in time".into(),
+            ))
+        });
+        let deal = match read {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(deal = %req.deal_uuid, error = %e, "status: reading the deal");

@@ -94,6 +94,11 @@ fn free_port() -> u16 {
 impl PgServer {
     /// Create a cluster and start it; panics (failing the test) when that is impossible.
     pub fn start() -> PgServer {
+        PgServer::start_with("")
+    }
+
+    /// [`PgServer::start`] with more server options (`-c name=value …`).
+    pub fn start_with(extra_opts: &str) -> PgServer {
         let bin = server_bin_dir();
         let as_postgres = is_root();
         let dir = tempfile::tempdir().unwrap();
@@ -139,7 +144,7 @@ impl PgServer {
             server.pg_opts = format!(
                 "-c listen_addresses=127.0.0.1 -c port={} -c unix_socket_directories={} \
                  -c fsync=off -c full_page_writes=off \
-                 -c max_connections=100",
+                 -c max_connections=100 {extra_opts}",
                 server.port,
                 sock.display()
             );
@@ -257,6 +262,8 @@ impl PgServer {
         );
     }
 }
+
+pub mod replica;
 
 impl Drop for PgServer {
     fn drop(&mut self) {

@@ -12,11 +12,12 @@ use std::{sync::Arc, time::Duration};
 
 use dealport_core::sealing::Timing;
 
+use crate::config::SealingMode;
 use crate::{
     chain::lotus::LotusClient, config::Config, exec::Transfers, runtime::LeaderTask,
     service::DealService,
 };
-use config::SealingMode;
+use config::miner_endpoint;
 use handoff::{Handoff, HandoffSettings};
 use miner::MinerClient;
 use piece_url::PieceUrls;
@@ -41,8 +42,7 @@ pub fn lotus_miner_mode(
         return Ok(None);
     }
     let c = &config.sealing.lotus_miner;
-    let endpoint = c
-        .endpoint(miner_api_info)
+    let endpoint = miner_endpoint(c, miner_api_info)
         .map_err(|e| format!("[sealing.lotus_miner] (or MINER_API_INFO): {e}"))?;
     let network = config.chain.network.address_network();
     let miner = Arc::new(MinerClient::new(

@@ -11,6 +11,7 @@
 
 mod fence;
 mod group_flush;
+pub mod pg_connect;
 pub mod postgres;
 pub mod sled;
 
@@ -154,6 +155,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Where the store lives (for `dealport info`).
     fn describe(&self) -> String;
+
+    /// The database server in use now and whether it took writes when last asked
+    /// (`/health`, metrics); `None` for a store with no server.
+    fn server(&self) -> Option<(String, bool)> {
+        None
+    }
 
     // ---- Fenced deal writes -------------------------------------------------------
     // A cluster leader writes only through these: each succeeds only if the lease row

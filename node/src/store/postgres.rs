@@ -25,24 +25,36 @@
 //! the node's own name with a fresh generation, renewals, releases and updates are
 //! idempotent.
 //!
+//! Servers: the URL is a libpq connection string, one host or several
+//! (`target_session_attrs`, `connect_timeout`, `sslmode`); `pg_connect` picks the first
+//! acceptable host, and a failure that may mean the server is lost or demoted walks the
+//! hosts again and moves the pool (docs/database-failover.md).
+//!
 //! Runtime: sqlx's `runtime-async-global-executor` feature. Its sockets and timers are
 //! async-io's (the reactor the rest of node/ uses, under smol and async-std alike); the
 //! few tasks sqlx spawns (returning connections to the pool, closing them) run on
 //! async-global-executor's threads. `runtime-smol` / `runtime-async-std` would pull the
 //! smol / async-std crates into node/, which must stay runtime-agnostic.
 
-use std::{borrow::Cow, time::Duration};
+use std::{
+    borrow::Cow,
+    sync::{Arc, RwLock},
+    time::{Duration, Instant},
+};
 
 use dealport_core::{
+    db_target::{DbTarget, HostSpec, SessionAttrs},
     deal::{Checkpoint, DealRecord},
     wire::Cid,
     wire::DealUuid,
 };
 use sqlx::{
     migrate::{Migration, MigrationType, Migrator},
-    postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow},
+    postgres::{PgPool, PgPoolOptions, PgRow},
     Row, SqlSafeStr,
 };
+
+use super::pg_connect;
 
 use super::{
     Fence, Inserted, LeaseGrant, LeaseRead, LeaseRow, RelayTarget, Store, StoreError, StoreFuture,
@@ -83,6 +95,49 @@ impl Default for PostgresOptions {
     }
 }
 
+/// Least time between two walks of the host list.
+const RESELECT_EVERY: Duration = Duration::from_millis(500);
+
+/// Starts a walk of the hosts when an operation is dropped before it finished.
+struct CancelGuard<'a>(Option<&'a PostgresStore>);
+
+impl Drop for CancelGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(store) = self.0 {
+            store.reselect();
+        }
+    }
+}
+
+/// One pool's settings. Each new connection is asked its role and dropped if the
+/// connection string's `target_session_attrs` refuses it (a server demoted after it
+/// was chosen), so the pool never lends a connection to a server it must not use.
+fn pool_options(opts: &PostgresOptions, attrs: SessionAttrs) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(opts.max_connections.max(1))
+        .min_connections(0)
+        .acquire_timeout(opts.acquire_timeout)
+        .idle_timeout(Duration::from_secs(60))
+        .max_lifetime(Duration::from_secs(30 * 60))
+        .test_before_acquire(true)
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                if attrs == SessionAttrs::Any {
+                    return Ok(());
+                }
+                let role = pg_connect::role_of(conn).await?;
+                if attrs.accepts(role) {
+                    Ok(())
+                } else {
+                    Err(sqlx::Error::Protocol(format!(
+                        "server not acceptable for target_session_attrs={}",
+                        attrs.as_str()
+                    )))
+                }
+            })
+        })
+}
+
 /// The migrations, embedded so the binary needs no files beside it.
 fn migrator() -> Migrator {
     Migrator::with_migrations(vec![
@@ -117,10 +172,22 @@ fn migrator() -> Migrator {
     ])
 }
 
+/// The server the store is talking to now, and its pool.
+struct Current {
+    pool: PgPool,
+    host: HostSpec,
+    writable: bool,
+}
+
 /// The PostgreSQL backend of [`Store`].
 #[derive(Clone)]
 pub struct PostgresStore {
-    pool: PgPool,
+    current: Arc<RwLock<Current>>,
+    target: Arc<DbTarget>,
+    /// A walk of the hosts is under way, and when the last one started: a burst of
+    /// failures walks once.
+    walking: Arc<std::sync::atomic::AtomicBool>,
+    last_walk: Arc<std::sync::Mutex<Option<Instant>>>,
     opts: PostgresOptions,
     describe: String,
 }
@@ -157,7 +224,14 @@ impl From<StoreError> for Fail {
 /// SQLSTATEs worth another attempt: serialization failure, deadlock, connection
 /// exceptions (class 08), the server shutting down or starting up.
 fn retryable_code(code: &str) -> bool {
-    matches!(code, "40001" | "40P01" | "57P01" | "57P02" | "57P03") || code.starts_with("08")
+    matches!(code, "40001" | "40P01" | "57P01" | "57P02" | "57P03") || lost_server_code(code)
+}
+
+/// SQLSTATEs that say this server cannot take our writes any more: connection
+/// exceptions (class 08), shutdown (57P01-57P03), a read-only transaction (25006: the
+/// server was demoted). Worth walking the hosts again.
+fn lost_server_code(code: &str) -> bool {
+    matches!(code, "57P01" | "57P02" | "57P03" | "25006") || code.starts_with("08")
 }
 
 impl Fail {
@@ -167,10 +241,26 @@ impl Fail {
             Fail::Store(_) => false,
             Fail::Sql(e) => match e {
                 sqlx::Error::Database(db) => db.code().is_some_and(|c| retryable_code(&c)),
+                // PoolClosed: the pool of a server we moved away from; the next
+                // attempt takes the new one.
                 sqlx::Error::Io(_)
                 | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
                 | sqlx::Error::WorkerCrashed
                 | sqlx::Error::BeginFailed => true,
+                _ => false,
+            },
+        }
+    }
+
+    /// Whether the failure may mean the server is gone or no longer the primary.
+    fn lost_server(&self) -> bool {
+        match self {
+            Fail::TimedOut => true,
+            Fail::Store(_) => false,
+            Fail::Sql(e) => match e {
+                sqlx::Error::Database(db) => db.code().is_some_and(|c| lost_server_code(&c)),
+                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed => true,
                 _ => false,
             },
         }
@@ -201,7 +291,10 @@ macro_rules! with_retry {
     ($store:expr, $what:expr, $body:expr) => {{
         let store: &PostgresStore = $store;
         let mut attempt = 0u32;
-        loop {
+        // A caller's bound may drop this operation mid-attempt (a server that stopped
+        // answering): the guard then starts a walk of the hosts anyway.
+        let mut guard = CancelGuard(Some(store));
+        let result = loop {
             let outcome = match timeout(store.opts.attempt_timeout, $body).await {
                 Some(r) => r,
                 None => Err(Fail::TimedOut),
@@ -210,12 +303,22 @@ macro_rules! with_retry {
                 Ok(v) => break Ok(v),
                 Err(f) if f.retryable() && attempt + 1 < store.opts.max_attempts => {
                     tracing::debug!(what = $what, attempt, error = ?f, "store: retrying");
+                    if f.lost_server() {
+                        store.reselect();
+                    }
                     async_io::Timer::after(backoff(&store.opts, attempt)).await;
                     attempt += 1;
                 }
-                Err(f) => break Err(f.into_store($what)),
+                Err(f) => {
+                    if f.lost_server() {
+                        store.reselect();
+                    }
+                    break Err(f.into_store($what));
+                }
             }
-        }
+        };
+        guard.0 = None;
+        result
     }};
 }
 
@@ -368,31 +471,21 @@ fn grant_of(row: &PgRow) -> Result<LeaseGrant, Fail> {
 }
 
 impl PostgresStore {
-    /// Connect to `url` (`postgres://user:pass@host:port/db?…`), check the server
-    /// answers, and run the migrations.
+    /// Connect to `url` (a libpq connection string: URI or key=value, one host or
+    /// several), walk the hosts in order to the first acceptable one, and run the
+    /// migrations there.
     pub async fn connect(url: &str, opts: PostgresOptions) -> Result<PostgresStore, StoreError> {
-        let connect_opts: PgConnectOptions = url
-            .parse()
-            .map_err(|e| StoreError::Backend(format!("database URL: {e}")))?;
-        let connect_opts = connect_opts.application_name("dealport");
-        let describe = format!(
-            "postgres at {}:{}/{}",
-            connect_opts.get_host(),
-            connect_opts.get_port(),
-            connect_opts.get_database().unwrap_or("")
-        );
+        let target = pg_connect::parse(url).map_err(StoreError::Backend)?;
+        let describe = format!("postgres at {}", target.describe());
         let open = StoreError::Backend;
         let connecting = async {
-            let pool = PgPoolOptions::new()
-                .max_connections(opts.max_connections.max(1))
-                .min_connections(0)
-                .acquire_timeout(opts.acquire_timeout)
-                .idle_timeout(Duration::from_secs(60))
-                .max_lifetime(Duration::from_secs(30 * 60))
-                .test_before_acquire(true)
-                .connect_with(connect_opts)
+            let chosen = pg_connect::choose(&target)
                 .await
                 .map_err(|e| open(format!("{describe}: {e}")))?;
+            let pool = pool_options(&opts, target.session_attrs)
+                .connect_with(pg_connect::options_for(&target, &chosen.host))
+                .await
+                .map_err(|e| open(format!("{describe}: {}: {e}", chosen.host)))?;
             migrator()
                 .run(&pool)
                 .await
@@ -400,9 +493,9 @@ impl PostgresStore {
             fill_piece_cids(&pool)
                 .await
                 .map_err(|e| open(format!("{describe}: filling deals.piece_cid: {e}")))?;
-            Ok::<_, StoreError>(pool)
+            Ok::<_, StoreError>((pool, chosen))
         };
-        let pool = timeout(opts.connect_timeout, connecting)
+        let (pool, chosen) = timeout(opts.connect_timeout, connecting)
             .await
             .ok_or_else(|| {
                 open(format!(
@@ -410,16 +503,95 @@ impl PostgresStore {
                     opts.connect_timeout
                 ))
             })??;
+        tracing::info!(host = %chosen.host, writable = chosen.role.writable(), "store: connected");
         Ok(PostgresStore {
-            pool,
+            current: Arc::new(RwLock::new(Current {
+                pool,
+                host: chosen.host,
+                writable: chosen.role.writable(),
+            })),
+            target: Arc::new(target),
+            walking: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            last_walk: Arc::new(std::sync::Mutex::new(None)),
             opts,
             describe,
         })
     }
 
+    /// The pool of the server chosen now.
+    fn pool(&self) -> PgPool {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .pool
+            .clone()
+    }
+
+    /// The host talked to now and whether it took writes when last asked.
+    pub fn server(&self) -> (String, bool) {
+        let c = self.current.read().unwrap_or_else(|e| e.into_inner());
+        (c.host.to_string(), c.writable)
+    }
+
+    /// After a failure that may mean the server is lost or demoted: walk the hosts
+    /// again (libpq's order and rule) and move to the first acceptable one. Runs on a
+    /// thread of its own, so a caller whose bound drops its operation does not cut the
+    /// walk short; one walk at a time, at most one per [`RESELECT_EVERY`].
+    fn reselect(&self) {
+        use std::sync::atomic::Ordering;
+        {
+            let mut last = self.last_walk.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|t| t.elapsed() < RESELECT_EVERY)
+                || self.walking.swap(true, Ordering::AcqRel)
+            {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let me = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("dealport-db-walk".into())
+            .spawn(move || {
+                async_io::block_on(me.walk());
+                me.walking.store(false, Ordering::Release);
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "store: cannot start a walk of the database hosts");
+            self.walking.store(false, Ordering::Release);
+        }
+    }
+
+    /// One walk. On a new host: the current pool's connect options move there (its
+    /// connection attempts under way land on the new server), and a fresh pool takes
+    /// over, so no idle connection to a demoted server is lent again; the old pool is
+    /// closed once its connections come back (bounded).
+    async fn walk(&self) {
+        let chosen = match pg_connect::choose(&self.target).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "store: no acceptable database server");
+                return;
+            }
+        };
+        let old = {
+            let mut cur = self.current.write().unwrap_or_else(|e| e.into_inner());
+            cur.writable = chosen.role.writable();
+            if cur.host == chosen.host {
+                return;
+            }
+            tracing::warn!(from = %cur.host, to = %chosen.host, "store: moving to another database server");
+            let opts = pg_connect::options_for(&self.target, &chosen.host);
+            cur.pool.set_connect_options(opts.clone());
+            let fresh = pool_options(&self.opts, self.target.session_attrs).connect_lazy_with(opts);
+            cur.host = chosen.host;
+            std::mem::replace(&mut cur.pool, fresh)
+        };
+        let _ = timeout(Duration::from_secs(10), old.close()).await;
+    }
+
     /// Close the pool's connections.
     pub async fn close(&self) {
-        self.pool.close().await;
+        self.pool().close().await;
     }
 
     async fn deal_where(
@@ -432,7 +604,7 @@ impl PostgresStore {
             Ok::<_, Fail>(
                 sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
                     .bind(&key)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&self.pool())
                     .await?,
             )
         })?;
@@ -448,7 +620,7 @@ impl PostgresStore {
             .map(DealRow::of)
             .collect::<Result<Vec<_>, _>>()?;
         let db = |e: sqlx::Error| StoreError::Backend(format!("bulk load: {e}"));
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.pool().begin().await.map_err(db)?;
         let mut written = 0;
         for d in &rows {
             let done = bind_new_deal(sqlx::query(INSERT_DEAL), d, 0)
@@ -469,7 +641,7 @@ impl PostgresStore {
         let d = DealRow::of(deal)?;
         let generation = to_i64("generation", fence.generation)?;
         with_retry!(self, "insert deal", async {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.pool().begin().await?;
             check_fence(&mut tx, fence, generation).await?;
             let inserted = bind_new_deal(sqlx::query(INSERT_DEAL), &d, generation)
                 .fetch_optional(&mut *tx)
@@ -514,7 +686,7 @@ impl PostgresStore {
         let d = DealRow::of(deal)?;
         let generation = to_i64("generation", fence.generation)?;
         with_retry!(self, "update deal", async {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.pool().begin().await?;
             check_fence(&mut tx, fence, generation).await?;
             let done = bind_deal(
                 sqlx::query(
@@ -558,7 +730,7 @@ impl PostgresStore {
                 )
                 .bind(&key)
                 .bind(&peer)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.pool())
                 .await?,
             )
         })?;
@@ -577,7 +749,7 @@ impl PostgresStore {
         let key: Option<Option<Vec<u8>>> = with_retry!(self, "read identity", async {
             Ok::<_, Fail>(
                 sqlx::query_scalar("SELECT priv_key FROM libp2p WHERE singleton")
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&self.pool())
                     .await?,
             )
         })?;
@@ -593,7 +765,7 @@ impl PostgresStore {
         let row = with_retry!(self, "read lease", async {
             Ok::<_, Fail>(
                 sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-                    .fetch_one(&self.pool)
+                    .fetch_one(&self.pool())
                     .await?,
             )
         })?;
@@ -650,7 +822,7 @@ impl PostgresStore {
             if let Some(g) = expect {
                 q = q.bind(g);
             }
-            match q.fetch_optional(&self.pool).await? {
+            match q.fetch_optional(&self.pool()).await? {
                 Some(row) => grant_of(&row).map(Some),
                 None => Ok(None),
             }
@@ -675,7 +847,7 @@ impl PostgresStore {
                 .bind(&fence.node)
                 .bind(generation)
                 .bind(ttl_ms(ttl))
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.pool())
                 .await?
             {
                 Some(row) => grant_of(&row).map(Some),
@@ -695,7 +867,7 @@ impl PostgresStore {
                 )
                 .bind(&fence.node)
                 .bind(generation)
-                .execute(&self.pool)
+                .execute(&self.pool())
                 .await?,
             )
         })?;
@@ -719,7 +891,7 @@ impl PostgresStore {
                 .bind(generation)
                 .bind(local_listen)
                 .bind(announce)
-                .execute(&self.pool)
+                .execute(&self.pool())
                 .await?,
             )
         })?;
@@ -738,7 +910,7 @@ impl PostgresStore {
             Ok::<_, Fail>(
                 sqlx::query_scalar("SELECT value FROM leader_state WHERE name = $1")
                     .bind(name)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&self.pool())
                     .await?,
             )
         })
@@ -764,7 +936,7 @@ impl PostgresStore {
                 .bind(generation)
                 .bind(name)
                 .bind(value)
-                .execute(&self.pool)
+                .execute(&self.pool())
                 .await?,
             )
         })?;
@@ -786,7 +958,7 @@ impl PostgresStore {
                      (holder IS NOT NULL AND expires_at IS NOT NULL AND expires_at > now()) AS live \
                      FROM libp2p WHERE singleton AND local_listen IS NOT NULL",
                 )
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.pool())
                 .await?,
             )
         })?;
@@ -844,7 +1016,7 @@ impl Store for PostgresStore {
             let rows = with_retry!(self, "list deals", async {
                 Ok::<_, Fail>(
                     sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-                        .fetch_all(&self.pool)
+                        .fetch_all(&self.pool())
                         .await?,
                 )
             })?;
@@ -870,7 +1042,7 @@ impl Store for PostgresStore {
                     sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
                         .bind(after.clone())
                         .bind(limit)
-                        .fetch_all(&self.pool)
+                        .fetch_all(&self.pool())
                         .await?,
                 )
             })?;
@@ -902,7 +1074,7 @@ impl Store for PostgresStore {
                         .bind(checkpoint.name())
                         .bind(after.clone())
                         .bind(limit)
-                        .fetch_all(&self.pool)
+                        .fetch_all(&self.pool())
                         .await?,
                 )
             })?;
@@ -926,7 +1098,7 @@ impl Store for PostgresStore {
                     sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
                         .bind(&piece)
                         .bind(limit)
-                        .fetch_all(&self.pool)
+                        .fetch_all(&self.pool())
                         .await?,
                 )
             })?;
@@ -936,6 +1108,10 @@ impl Store for PostgresStore {
 
     fn describe(&self) -> String {
         self.describe.clone()
+    }
+
+    fn server(&self) -> Option<(String, bool)> {
+        Some(PostgresStore::server(self))
     }
 
     fn insert_new_deal_fenced<'a>(

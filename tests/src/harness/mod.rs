@@ -4,6 +4,7 @@
 pub mod binary;
 pub mod cluster;
 pub mod config;
+pub mod db_failover;
 pub mod honest;
 pub mod http;
 pub mod js;
