@@ -594,6 +594,36 @@ impl PostgresStore {
         self.pool().close().await;
     }
 
+    /// At most `limit` deals matching `filter` (which reads `$1`, the text `key`), after
+    /// `after` in UUID order: the one paged read behind the listing, the live index and
+    /// the piece lookup. PostgreSQL orders uuid values by their bytes, as sled does.
+    async fn deals_page(
+        &self,
+        what: &'static str,
+        filter: &str,
+        key: Option<String>,
+        after: Option<DealUuid>,
+        limit: usize,
+    ) -> Result<Vec<DealRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {DEAL_COLUMNS} FROM deals WHERE ({filter}) \
+             AND ($2::uuid IS NULL OR deals.uuid > $2::uuid) ORDER BY deals.uuid LIMIT $3"
+        );
+        let after = after.map(|u| u.to_string());
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = with_retry!(self, what, async {
+            Ok::<_, Fail>(
+                sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                    .bind(key.clone())
+                    .bind(after.clone())
+                    .bind(limit)
+                    .fetch_all(&self.pool())
+                    .await?,
+            )
+        })?;
+        rows.iter().map(DealRow::decode).collect()
+    }
+
     async fn deal_where(
         &self,
         clause: &str,
@@ -1029,25 +1059,13 @@ impl Store for PostgresStore {
         after: Option<DealUuid>,
         limit: usize,
     ) -> StoreFuture<'_, Vec<DealRecord>> {
-        Box::pin(async move {
-            // PostgreSQL orders uuid values by their bytes, as the sled store does.
-            let sql = format!(
-                "SELECT {DEAL_COLUMNS} FROM deals WHERE $1::uuid IS NULL OR deals.uuid > $1::uuid \
-                 ORDER BY deals.uuid LIMIT $2"
-            );
-            let after = after.map(|u| u.to_string());
-            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            let rows = with_retry!(self, "list a page of deals", async {
-                Ok::<_, Fail>(
-                    sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-                        .bind(after.clone())
-                        .bind(limit)
-                        .fetch_all(&self.pool())
-                        .await?,
-                )
-            })?;
-            rows.iter().map(DealRow::decode).collect()
-        })
+        Box::pin(self.deals_page(
+            "list a page of deals",
+            "$1::text IS NULL",
+            None,
+            after,
+            limit,
+        ))
     }
 
     fn live_deals_at(
@@ -1060,25 +1078,11 @@ impl Store for PostgresStore {
             if checkpoint == Checkpoint::Complete {
                 return Ok(Vec::new());
             }
-            // The predicate repeats the partial index's, so the planner uses it.
-            let sql = format!(
-                "SELECT {DEAL_COLUMNS} FROM deals WHERE error IS NULL AND checkpoint <> 'Complete' \
-                 AND checkpoint = $1 AND ($2::uuid IS NULL OR deals.uuid > $2::uuid) \
-                 ORDER BY deals.uuid LIMIT $3"
-            );
-            let after = after.map(|u| u.to_string());
-            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            let rows = with_retry!(self, "list live deals", async {
-                Ok::<_, Fail>(
-                    sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-                        .bind(checkpoint.name())
-                        .bind(after.clone())
-                        .bind(limit)
-                        .fetch_all(&self.pool())
-                        .await?,
-                )
-            })?;
-            rows.iter().map(DealRow::decode).collect()
+            // The filter repeats the partial index's predicate, so the planner uses it.
+            let filter = "error IS NULL AND checkpoint <> 'Complete' AND checkpoint = $1";
+            let key = Some(checkpoint.name().to_owned());
+            self.deals_page("list live deals", filter, key, after, limit)
+                .await
         })
     }
 
@@ -1087,23 +1091,14 @@ impl Store for PostgresStore {
         piece: &'a Cid,
         limit: usize,
     ) -> StoreFuture<'a, Vec<DealRecord>> {
-        Box::pin(async move {
-            let sql = format!(
-                "SELECT {DEAL_COLUMNS} FROM deals WHERE piece_cid = $1 ORDER BY deals.uuid LIMIT $2"
-            );
-            let piece = piece.to_string();
-            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            let rows = with_retry!(self, "read deals by piece CID", async {
-                Ok::<_, Fail>(
-                    sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-                        .bind(&piece)
-                        .bind(limit)
-                        .fetch_all(&self.pool())
-                        .await?,
-                )
-            })?;
-            rows.iter().map(DealRow::decode).collect()
-        })
+        let key = Some(piece.to_string());
+        Box::pin(self.deals_page(
+            "read deals by piece CID",
+            "piece_cid = $1",
+            key,
+            None,
+            limit,
+        ))
     }
 
     fn describe(&self) -> String {
