@@ -5,13 +5,15 @@
 //! filecoin-project/lotus `documentation/en/api-methods-v1-stable.md` and cite it.
 use std::{
     collections::HashMap,
-    io::{BufRead, BufReader, Read, Write},
-    net::{SocketAddr, TcpListener},
+    io::BufReader,
+    net::SocketAddr,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use serde_json::{json, Value};
+
+use crate::rpc_server;
 
 #[derive(Debug, Clone)]
 pub struct Call {
@@ -43,18 +45,10 @@ pub struct FakeLotus {
 
 impl FakeLotus {
     pub fn start() -> FakeLotus {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(FakeState::default()));
         let st = state.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(conn) = conn else { continue };
-                let st = st.clone();
-                std::thread::spawn(move || {
-                    let _ = serve(conn, st);
-                });
-            }
+        let addr = rpc_server::listen(move |conn| {
+            let _ = serve(conn, st.clone());
         });
         FakeLotus { addr, state }
     }
@@ -113,32 +107,11 @@ impl FakeLotus {
 fn serve(conn: std::net::TcpStream, st: Arc<Mutex<FakeState>>) -> std::io::Result<()> {
     let mut r = BufReader::new(conn.try_clone()?);
     let mut w = conn;
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line)? == 0 {
-            return Ok(());
-        }
+    while let Some(rpc_server::Request { line, auth, body }) = rpc_server::read_request(&mut r)? {
         assert!(
             line.starts_with("POST /rpc/v1 HTTP/1.1"),
             "request line {line:?}"
         );
-        let (mut len, mut auth) = (0usize, None);
-        loop {
-            let mut h = String::new();
-            r.read_line(&mut h)?;
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            let (k, v) = h.split_once(':').unwrap();
-            match k.to_ascii_lowercase().as_str() {
-                "content-length" => len = v.trim().parse().unwrap(),
-                "authorization" => auth = Some(v.trim().to_owned()),
-                _ => {}
-            }
-        }
-        let mut body = vec![0; len];
-        r.read_exact(&mut body)?;
         let req: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(req["jsonrpc"], "2.0");
         let method = req["method"].as_str().unwrap().to_owned();
@@ -163,12 +136,7 @@ fn serve(conn: std::net::TcpStream, st: Arc<Mutex<FakeState>>) -> std::io::Resul
         if let Some(d) = delay {
             std::thread::sleep(d);
         }
-        let text = answer.to_string();
-        write!(
-            w,
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
-            text.len()
-        )?;
-        w.flush()?;
+        rpc_server::write_json(&mut w, &answer)?;
     }
+    Ok(())
 }

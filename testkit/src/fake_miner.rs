@@ -10,13 +10,15 @@
 //! `### SectorsStatus`, `### SectorsList`, `### SectorsListInStates`).
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    io::{BufRead, BufReader, Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
+    io::{BufReader, Read, Write},
+    net::{SocketAddr, TcpStream},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use serde_json::{json, Value};
+
+use crate::rpc_server;
 
 /// The states a good sector walks through, one per `step` (lotus sector_state.go names).
 pub const GOOD_WALK: &[&str] = &[
@@ -65,22 +67,14 @@ pub struct FakeMiner {
 impl FakeMiner {
     /// Sectors move one state per `step`.
     pub fn start(step: Duration) -> FakeMiner {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State {
             step,
             next_sector: 12,
             ..State::default()
         }));
         let st = state.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(conn) = conn else { continue };
-                let st = st.clone();
-                std::thread::spawn(move || {
-                    let _ = serve(conn, st);
-                });
-            }
+        let addr = rpc_server::listen(move |conn| {
+            let _ = serve(conn, st.clone());
         });
         FakeMiner { addr, state }
     }
@@ -133,37 +127,14 @@ fn state_of(s: &Sector, step: Duration, now: Instant) -> &'static str {
 fn serve(conn: TcpStream, st: Arc<Mutex<State>>) -> std::io::Result<()> {
     let mut r = BufReader::new(conn.try_clone()?);
     let mut w = conn;
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line)? == 0 {
-            return Ok(());
-        }
-        let (mut len, mut auth) = (0usize, None);
-        loop {
-            let mut h = String::new();
-            r.read_line(&mut h)?;
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                match k.to_ascii_lowercase().as_str() {
-                    "content-length" => len = v.trim().parse().unwrap_or(0),
-                    "authorization" => auth = Some(v.trim().to_owned()),
-                    _ => {}
-                }
-            }
-        }
-        let mut body = vec![0; len];
-        r.read_exact(&mut body)?;
+    while let Some(rpc_server::Request { line, auth, body }) = rpc_server::read_request(&mut r)? {
         let want = st.lock().unwrap().token.clone();
         if want.is_some_and(|t| auth.as_deref() != Some(&format!("Bearer {t}"))) {
-            write!(w, "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n")?;
-            w.flush()?;
+            rpc_server::write_empty(&mut w, "401 Unauthorized")?;
             continue;
         }
         if !line.starts_with("POST /rpc/v0 ") {
-            write!(w, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")?;
+            rpc_server::write_empty(&mut w, "404 Not Found")?;
             continue;
         }
         let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -195,14 +166,9 @@ fn serve(conn: TcpStream, st: Arc<Mutex<State>>) -> std::io::Result<()> {
                 json!({"jsonrpc": "2.0", "id": req["id"], "error": {"code": 1, "message": m}})
             }
         };
-        let text = answer.to_string();
-        write!(
-            w,
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
-            text.len()
-        )?;
-        w.flush()?;
+        rpc_server::write_json(&mut w, &answer)?;
     }
+    Ok(())
 }
 
 /// `Null` = take the piece and lose the answer.

@@ -8,3 +8,4 @@ pub mod fake_miner;
 pub mod golden;
 pub mod node;
 pub mod postgres;
+pub mod rpc_server;
