@@ -14,6 +14,7 @@ pub mod fuzzing;
 pub mod lease;
 pub mod miner_info;
 pub mod publish;
+pub mod relay;
 pub mod rate_limit;
 pub mod retrieval;
 pub mod sealing;
