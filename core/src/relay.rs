@@ -65,7 +65,10 @@ fn hmac(key: &RelayKey, msg: &[u8]) -> [u8; 32] {
         ipad[i] ^= k;
         opad[i] ^= k;
     }
-    let inner = Sha256::new().chain_update(ipad).chain_update(msg).finalize();
+    let inner = Sha256::new()
+        .chain_update(ipad)
+        .chain_update(msg)
+        .finalize();
     Sha256::new()
         .chain_update(opad)
         .chain_update(inner)
@@ -100,7 +103,8 @@ pub fn verify_relayed_for(key: &RelayKey, value: &str) -> Option<IpAddr> {
         .ok()?;
     let want = hmac(key, ip_text.as_bytes());
     // Compare without an early exit.
-    let same = mac.len() == want.len() && mac.iter().zip(want).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0;
+    let same =
+        mac.len() == want.len() && mac.iter().zip(want).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0;
     same.then_some(ip)
 }
 
@@ -312,16 +316,28 @@ mod tests {
         let proxy = ip("10.0.0.2");
         let trusted = [proxy];
         // Untrusted peer: its header is ignored.
-        assert_eq!(client_ip(ip("198.51.100.9"), &["203.0.113.1"], &trusted), ip("198.51.100.9"));
+        assert_eq!(
+            client_ip(ip("198.51.100.9"), &["203.0.113.1"], &trusted),
+            ip("198.51.100.9")
+        );
         // Trusted peer: the rightmost untrusted hop.
-        assert_eq!(client_ip(proxy, &["203.0.113.1"], &trusted), ip("203.0.113.1"));
+        assert_eq!(
+            client_ip(proxy, &["203.0.113.1"], &trusted),
+            ip("203.0.113.1")
+        );
         assert_eq!(
             client_ip(proxy, &["1.1.1.1, 203.0.113.1", "10.0.0.2"], &trusted),
             ip("203.0.113.1"),
             "a spoofed leftmost entry is not believed"
         );
-        assert_eq!(client_ip(proxy, &["[2001:db8::1]:443"], &trusted), ip("2001:db8::1"));
-        assert_eq!(client_ip(proxy, &["203.0.113.1:80"], &trusted), ip("203.0.113.1"));
+        assert_eq!(
+            client_ip(proxy, &["[2001:db8::1]:443"], &trusted),
+            ip("2001:db8::1")
+        );
+        assert_eq!(
+            client_ip(proxy, &["203.0.113.1:80"], &trusted),
+            ip("203.0.113.1")
+        );
         // Nothing usable: the proxy itself.
         assert_eq!(client_ip(proxy, &[], &trusted), proxy);
         assert_eq!(client_ip(proxy, &["garbage"], &trusted), proxy);
@@ -343,7 +359,10 @@ mod tests {
             "GET / HTTP/1.1\r\nHost: x\r\nX-Dealport-Relayed-For: {v}\r\nUpgrade: websocket\r\n\r\n"
         );
         assert_eq!(head_end(head.as_bytes()), Some(head.len()));
-        assert_eq!(relayed_for_in_head(&key, head.as_bytes()), Some(ip("203.0.113.7")));
+        assert_eq!(
+            relayed_for_in_head(&key, head.as_bytes()),
+            Some(ip("203.0.113.7"))
+        );
         assert_eq!(relayed_for_in_head(&other, head.as_bytes()), None);
         assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: x\r\n"), None);
     }
@@ -379,23 +398,36 @@ mod tests {
             for part in stream.chunks(chunk) {
                 c.advance(part);
                 at += part.len();
-                assert_eq!(c.at_boundary(), boundaries.contains(&at), "chunk {chunk} at {at}");
+                assert_eq!(
+                    c.at_boundary(),
+                    boundaries.contains(&at),
+                    "chunk {chunk} at {at}"
+                );
             }
         }
     }
 
     #[test]
     fn close_frame_bytes() {
-        assert_eq!(close_frame(1001, "a", None), vec![0x88, 3, 0x03, 0xe9, b'a']);
+        assert_eq!(
+            close_frame(1001, "a", None),
+            vec![0x88, 3, 0x03, 0xe9, b'a']
+        );
         let m = close_frame(1001, "a", Some([0xff, 0, 0xff, 0]));
-        assert_eq!(m, vec![0x88, 0x83, 0xff, 0, 0xff, 0, 0x03 ^ 0xff, 0xe9, b'a' ^ 0xff]);
+        assert_eq!(
+            m,
+            vec![0x88, 0x83, 0xff, 0, 0xff, 0, 0x03 ^ 0xff, 0xe9, b'a' ^ 0xff]
+        );
     }
 
     #[test]
     fn ends_and_farewells() {
         assert_eq!(
             after_end(false, Side::Client),
-            AfterEnd::ShutWriteThenWait { to: Side::Host, grace: CLOSE_GRACE }
+            AfterEnd::ShutWriteThenWait {
+                to: Side::Host,
+                grace: CLOSE_GRACE
+            }
         );
         assert_eq!(after_end(true, Side::Host), AfterEnd::Finish);
         assert_eq!(
@@ -408,11 +440,20 @@ mod tests {
         // Mid-frame: no frame of our own in between.
         assert_eq!(farewell(&RelayEnd::Shutdown, false, true).to_client, None);
         let f = farewell(&RelayEnd::Gone(Side::Host, "reset".into()), true, true);
-        assert_eq!((f.to_client, f.to_host), (Some("libp2p host went away"), None));
+        assert_eq!(
+            (f.to_client, f.to_host),
+            (Some("libp2p host went away"), None)
+        );
         assert_eq!(
             farewell(&RelayEnd::Closed(Side::Client), true, true),
-            Farewell { to_client: None, to_host: None }
+            Farewell {
+                to_client: None,
+                to_host: None
+            }
         );
-        assert_eq!(RelayEnd::Closed(Side::Host).to_string(), "closed by the host");
+        assert_eq!(
+            RelayEnd::Closed(Side::Host).to_string(),
+            "closed by the host"
+        );
     }
 }

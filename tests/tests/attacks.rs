@@ -776,11 +776,7 @@ fn connect_from(from: std::net::IpAddr, to: SocketAddr) -> std::io::Result<TcpSt
 /// A relayed WebSocket upgrade at `/libp2p` from `from`, with an optional
 /// `X-Forwarded-For`; the status code, with the socket kept open (held relays keep their
 /// host connection in its handshake).
-fn ws_upgrade_from(
-    from: &str,
-    forwarded_for: Option<&str>,
-    http: SocketAddr,
-) -> (u16, TcpStream) {
+fn ws_upgrade_from(from: &str, forwarded_for: Option<&str>, http: SocketAddr) -> (u16, TcpStream) {
     let mut s = connect_from(from.parse().unwrap(), http).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
     let xff = forwarded_for
@@ -814,10 +810,10 @@ fn per_ip_limits_apply_through_the_relay() {
         limits.insert("per_ip_exempt_loopback".into(), false.into());
         // Held relays keep their host connection in its handshake for the whole test.
         limits.insert("handshake_timeout_ms".into(), 120_000i64.into());
-        c["http"]
-            .as_table_mut()
-            .expect("[http]")
-            .insert("trusted_proxies".into(), toml::Value::Array(vec!["127.0.0.1".into()]));
+        c["http"].as_table_mut().expect("[http]").insert(
+            "trusted_proxies".into(),
+            toml::Value::Array(vec!["127.0.0.1".into()]),
+        );
     });
     let (mut honest, peer) = honest_client(&t);
     let http = t.ready.http;
@@ -849,7 +845,8 @@ fn per_ip_limits_apply_through_the_relay() {
         // From peers that are not trusted proxies, X-Forwarded-For changes nothing.
         let untrusted_named_full = codes("127.0.0.4", Some("198.51.100.7"), 1);
         assert_eq!(
-            untrusted_named_full, [101],
+            untrusted_named_full,
+            [101],
             "counted as 127.0.0.4, not as the full 198.51.100.7"
         );
         let untrusted_escape = codes("127.0.0.2", Some("198.51.100.9"), 1);

@@ -11,7 +11,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-
 /// hyper's timer on async-io's reactor.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct IoTimer;

@@ -143,7 +143,9 @@ pub(crate) async fn dial_host(
                 break end;
             }
             if answer.len() > MAX_ANSWER_HEAD {
-                return Err(format!("websocket handshake with {target}: answer head too large"));
+                return Err(format!(
+                    "websocket handshake with {target}: answer head too large"
+                ));
             }
         };
         switched(&answer[..end], &key)
@@ -224,13 +226,21 @@ impl Pipe {
 
     /// Move bytes until the source has nothing more for now. `moved` is set when a
     /// byte was read.
-    fn poll_pump(&mut self, cx: &mut Context<'_>, metrics: &Metrics, moved: &mut bool) -> Poll<Pumped> {
+    fn poll_pump(
+        &mut self,
+        cx: &mut Context<'_>,
+        metrics: &Metrics,
+        moved: &mut bool,
+    ) -> Poll<Pumped> {
         for _ in 0..TURN {
             while self.start < self.end {
                 match Pin::new(&mut self.to).poll_write(cx, &self.buf[self.start..self.end]) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(Ok(0)) => {
-                        return Poll::Ready(Pumped::Failed(self.source.other(), "wrote nothing".into()))
+                        return Poll::Ready(Pumped::Failed(
+                            self.source.other(),
+                            "wrote nothing".into(),
+                        ))
                     }
                     Poll::Ready(Ok(n)) => self.start += n,
                     Poll::Ready(Err(e)) => {
@@ -248,7 +258,9 @@ impl Pipe {
                     self.start = 0;
                     self.end = n;
                 }
-                Poll::Ready(Err(e)) => return Poll::Ready(Pumped::Failed(self.source, e.to_string())),
+                Poll::Ready(Err(e)) => {
+                    return Poll::Ready(Pumped::Failed(self.source, e.to_string()))
+                }
             }
         }
         // Let the other direction (and the timers) have a turn.
@@ -291,7 +303,11 @@ pub(crate) async fn run(
     let mut up = Pipe::new(client, host_w.clone(), CLIENT_TO_HOST, Side::Client);
     let mut down = Pipe::new(host, client_w.clone(), HOST_TO_CLIENT, Side::Host);
     let opened = Instant::now();
-    let mut idle_timer = Timer::at(opened + idle_deadline(Duration::ZERO, idle));
+    // The timer is re-armed only when it fires (moving it on every read would wake the
+    // reactor each time): then it is re-armed at the last activity's deadline, or the
+    // relay is idle.
+    let mut last_activity = Duration::ZERO;
+    let mut idle_timer = Timer::at(opened + idle_deadline(last_activity, idle));
     let mut grace: Option<Timer> = None;
     let mut ended = [false, false]; // client, host
     let mut first_end: Option<Side> = None;
@@ -312,7 +328,9 @@ pub(crate) async fn run(
                     ended[i] = true;
                     first_end.get_or_insert(side);
                     match after_end(ended[1 - i], side) {
-                        AfterEnd::Finish => return Poll::Ready(RelayEnd::Closed(first_end.unwrap_or(side))),
+                        AfterEnd::Finish => {
+                            return Poll::Ready(RelayEnd::Closed(first_end.unwrap_or(side)))
+                        }
                         AfterEnd::ShutWriteThenWait { to, grace: g } => {
                             let w = if to == Side::Host { &host_w } else { &client_w };
                             let _ = w.shutdown(Shutdown::Write);
@@ -323,15 +341,19 @@ pub(crate) async fn run(
             }
         }
         if moved {
-            idle_timer.set_at(opened + idle_deadline(opened.elapsed(), idle));
+            last_activity = opened.elapsed();
         }
         if let Some(g) = grace.as_mut() {
             if Pin::new(g).poll(cx).is_ready() {
                 return Poll::Ready(RelayEnd::Closed(first_end.unwrap_or(Side::Client)));
             }
         }
-        if Pin::new(&mut idle_timer).poll(cx).is_ready() {
-            return Poll::Ready(RelayEnd::Idle);
+        while Pin::new(&mut idle_timer).poll(cx).is_ready() {
+            let deadline = opened + idle_deadline(last_activity, idle);
+            if Instant::now() >= deadline {
+                return Poll::Ready(RelayEnd::Idle);
+            }
+            idle_timer.set_at(deadline);
         }
         if shutdown.as_mut().poll(cx).is_ready() {
             return Poll::Ready(RelayEnd::Shutdown);

@@ -24,6 +24,7 @@ use std::{
     time::Duration,
 };
 
+use crate::rewound::Rewound;
 use async_io::Timer;
 use async_net::{TcpListener, TcpStream};
 use bytes::Bytes;
@@ -33,7 +34,6 @@ use futures::{
     stream::{BoxStream, FuturesUnordered},
     AsyncReadExt, FutureExt, StreamExt,
 };
-use crate::rewound::Rewound;
 use libp2p::{
     core::{
         multiaddr::Protocol,
@@ -306,10 +306,7 @@ impl Transport for TcpTransport {
                     let Some(relayed) = this.relayed.clone() else {
                         return Poll::Ready(TransportEvent::Incoming {
                             listener_id: l.id,
-                            upgrade: futures::future::ready(Ok(Rewound::new(
-                                Bytes::new(),
-                                stream,
-                            ))),
+                            upgrade: futures::future::ready(Ok(Rewound::new(Bytes::new(), stream))),
                             local_addr: to_multiaddr(local),
                             send_back_addr: to_multiaddr(remote),
                         });
