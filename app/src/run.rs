@@ -60,6 +60,9 @@ pub(crate) async fn run(shell: Shell, at: Location, store_flag: Option<String>) 
     let store = open_store_spec(&shell, &dir, &store_spec).await?;
     let (key, created) = identity::load_or_create(&*store).await?;
     let peer = key.public().to_peer_id();
+    // The relay signs whom each relayed connection is for; whichever node holds the lease
+    // checks it with the same key (the identity is the cluster's).
+    let relay_key = dealport_node::p2p::relay_key(&key);
     write_peer_id_file(&dir, &peer);
     if created {
         tracing::info!(%peer, "created a new identity");
@@ -199,7 +202,10 @@ pub(crate) async fn run(shell: Shell, at: Location, store_flag: Option<String>) 
     }
     let http = match http::start(
         shell.runtime.clone(),
-        config.http.server_config(),
+        http::HttpConfig {
+            relay_key: Some(relay_key),
+            ..config.http.server_config()
+        },
         front_door.clone(),
         metrics.clone(),
     )

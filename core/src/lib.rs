@@ -15,6 +15,7 @@ pub mod lease;
 pub mod miner_info;
 pub mod publish;
 pub mod rate_limit;
+pub mod relay;
 pub mod retrieval;
 pub mod sealing;
 pub mod sig;

@@ -16,6 +16,7 @@ pub mod outbound;
 pub mod p2p;
 pub mod private_fs;
 pub mod retrieval;
+pub mod rewound;
 pub mod runtime;
 pub mod sealing;
 pub mod service;
