@@ -120,8 +120,12 @@ pub(super) fn on_insert(
         &hour_key(hour_of(f.created_at_unix_nanos)),
         &[1, i64::from(failed)],
     )?;
-    let at_ms = f.created_at_unix_nanos.div_euclid(1_000_000);
-    timeline.insert([&f.uuid[..], &[f.state]].concat(), &at_ms.to_be_bytes())?;
+    // Kept when already there (an index rebuilt for an old store keeps what it had).
+    let tk = [&f.uuid[..], &[f.state]].concat();
+    if timeline.get(&tk)?.is_none() {
+        let at_ms = f.created_at_unix_nanos.div_euclid(1_000_000);
+        timeline.insert(tk, &at_ms.to_be_bytes())?;
+    }
     Ok(())
 }
 
