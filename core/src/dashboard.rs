@@ -25,7 +25,10 @@ const FAILED_BIT: u8 = 8;
 /// A deal's state as one byte: its checkpoint's position, plus 8 when failed. The store
 /// indexes deals by it, so a filter is a set of codes.
 pub fn state_code(checkpoint: Checkpoint, failed: bool) -> u8 {
-    let at = CHECKPOINTS.iter().position(|c| *c == checkpoint).unwrap_or(0) as u8;
+    let at = CHECKPOINTS
+        .iter()
+        .position(|c| *c == checkpoint)
+        .unwrap_or(0) as u8;
     at + if failed { FAILED_BIT } else { 0 }
 }
 
@@ -425,7 +428,10 @@ pub mod session {
     #[derive(Debug, Clone, PartialEq, Eq)]
     pub enum Login {
         /// The cookie value to set, valid until `expires_ms`.
-        Granted { cookie: String, expires_ms: i64 },
+        Granted {
+            cookie: String,
+            expires_ms: i64,
+        },
         Refused,
     }
 
@@ -512,7 +518,10 @@ mod tests {
         );
         assert!(parse_list_request("q=hello").is_err());
         // Bad percent escapes are dropped, not a panic.
-        assert_eq!(query_pairs("a=%&b=%4&c=%zz&d=ok"), vec![("d".into(), "ok".into())]);
+        assert_eq!(
+            query_pairs("a=%&b=%4&c=%zz&d=ok"),
+            vec![("d".into(), "ok".into())]
+        );
     }
 
     #[test]
@@ -549,7 +558,10 @@ mod tests {
                 },
             ],
         );
-        assert_eq!(rows.iter().map(|r| r.hour).collect::<Vec<_>>(), [98, 99, 100]);
+        assert_eq!(
+            rows.iter().map(|r| r.hour).collect::<Vec<_>>(),
+            [98, 99, 100]
+        );
         assert_eq!((rows[1].accepted, rows[1].failed), (4, 1));
         assert_eq!(rows[0].accepted + rows[2].accepted, 0);
         assert_eq!(hour_of(-1), -1);

@@ -21,12 +21,12 @@ use http::{HeaderMap, Method};
 
 use crate::{
     api::Api,
-    ui::{RoleView, Ui},
     http::{BoxFuture, HttpBackend, HttpResponse, StreamRoute},
     metrics::Metrics,
     mk12_http::Mk12Http,
     p2p::addr::relay_socket_addr,
     store::Store,
+    ui::{RoleView, Ui},
 };
 
 /// How long `/health` and the relay's holder lookup wait for the store: `/health`

@@ -6,8 +6,8 @@ use std::{sync::Arc, time::Duration};
 
 use dealport_core::{
     dashboard::{
-        deal_state_code, hour_of, Cursor, DealQuery, HourCount, Order, StateFilter,
-        CHECKPOINTS, HOUR_NANOS,
+        deal_state_code, hour_of, Cursor, DealQuery, HourCount, Order, StateFilter, CHECKPOINTS,
+        HOUR_NANOS,
     },
     deal::{Checkpoint, DealEvent, DealRecord},
     wire::{Address, Cbor, Cid, DealParams, DealUuid},
@@ -88,11 +88,15 @@ fn oracle(all: &[DealRecord], q: &DealQuery) -> Vec<DealUuid> {
     let codes = q.state.codes();
     let mut v: Vec<&DealRecord> = all
         .iter()
-        .filter(|d| codes.as_ref().is_none_or(|c| c.contains(&deal_state_code(d))))
         .filter(|d| {
-            q.client.as_ref().is_none_or(|c| {
-                *c == d.params.client_deal_proposal.proposal.client.to_string()
-            })
+            codes
+                .as_ref()
+                .is_none_or(|c| c.contains(&deal_state_code(d)))
+        })
+        .filter(|d| {
+            q.client
+                .as_ref()
+                .is_none_or(|c| *c == d.params.client_deal_proposal.proposal.client.to_string())
         })
         .collect();
     v.sort_by_key(|d| (d.created_at_unix_nanos, d.uuid.0));
@@ -165,7 +169,10 @@ async fn check(store: &dyn Store, all: &[DealRecord]) {
         };
         assert_eq!(hours.iter().find(|c| c.hour == h), Some(&want));
     }
-    assert!(hours.iter().all(|c| c.hour > hour_of(T0)), "from since_hour on");
+    assert!(
+        hours.iter().all(|c| c.hour > hour_of(T0)),
+        "from since_hour on"
+    );
     // Deal 8 went Accepted -> … -> AddedPiece: a time for each state it was written in.
     let d8 = moved(8);
     let t = store.deal_timeline(d8.uuid).await.unwrap();

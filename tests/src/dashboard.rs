@@ -44,7 +44,10 @@ pub fn ui_js_dir() -> PathBuf {
 
 /// Where the screenshots go.
 pub fn screenshot_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/ui-screenshots"))
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../target/ui-screenshots"
+    ))
 }
 
 /// Run one browser job; panics (never skips) when Chromium or the driver is missing, or
@@ -76,7 +79,11 @@ pub fn browse(job: &Value) -> Vec<String> {
     let v: Value = serde_json::from_str(line).expect("drive.mjs JSON");
     let checks: Vec<String> = v["checks"]
         .as_array()
-        .map(|a| a.iter().filter_map(|c| c.as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default();
     for c in &checks {
         eprintln!("[browser] ok: {c}");
@@ -128,7 +135,9 @@ pub fn dashboard_in_a_browser(bin: &str) {
         "shots": screenshot_dir(),
         "prefix": format!("{}-single", shell(bin)),
     }));
-    assert!(checks.iter().any(|c| c == "the state turned Transferred without a reload"));
+    assert!(checks
+        .iter()
+        .any(|c| c == "the state turned Transferred without a reload"));
     for page in ["login-refused", "deals", "deal-downloading", "deal", "node"] {
         let f = screenshot_dir().join(format!("{}-single-{page}.png", shell(bin)));
         assert!(f.is_file(), "screenshot {} missing", f.display());

@@ -331,7 +331,6 @@ fn authorized(headers: &HeaderMap, token: &str) -> bool {
     constant_time_eq(given.as_bytes(), token.as_bytes())
 }
 
-
 /// A JSON response.
 pub fn json(status: StatusCode, value: &serde_json::Value) -> StreamResponse {
     let mut r = Response::new(Full::new(Bytes::from(value.to_string())));

@@ -427,16 +427,13 @@ async fn other_routes(
     path: &str,
     peer: SocketAddr,
 ) -> (&'static str, StreamResponse) {
-    if let Some(route) = state
-        .backend
-        .stream_route_with_query(
-            req.method(),
-            path,
-            req.uri().query().unwrap_or(""),
-            req.headers(),
-            peer.ip(),
-        )
-    {
+    if let Some(route) = state.backend.stream_route_with_query(
+        req.method(),
+        path,
+        req.uri().query().unwrap_or(""),
+        req.headers(),
+        peer.ip(),
+    ) {
         use futures::TryStreamExt;
         let body: BodyStream = Box::pin(
             req.into_body()

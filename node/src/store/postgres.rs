@@ -683,9 +683,12 @@ impl PostgresStore {
     async fn state_counts_impl(&self) -> Result<StateCounts, StoreError> {
         let rows: Vec<(String, bool, i64)> = with_retry!(self, "count deals", async {
             Ok::<_, Fail>(
-                sqlx::query_as("SELECT checkpoint, failed, n FROM deal_state_counts WHERE n > 0")
-                    .fetch_all(&self.pool())
-                    .await?,
+                sqlx::query_as(
+                    "SELECT checkpoint, failed, sum(n)::bigint FROM deal_state_counts \
+                     GROUP BY 1, 2 HAVING sum(n) > 0",
+                )
+                .fetch_all(&self.pool())
+                .await?,
             )
         })?;
         Ok(StateCounts(

@@ -442,7 +442,17 @@ impl Inner {
             &self.ui_timeline,
         )
             .transaction(
-                |(deals, by_prop, by_signed, live, by_piece, ui_lists, ui_counters, ui_timeline)| -> ConflictableTransactionResult<Inserted, StoreError> {
+                |(
+                    deals,
+                    by_prop,
+                    by_signed,
+                    live,
+                    by_piece,
+                    ui_lists,
+                    ui_counters,
+                    ui_timeline,
+                )|
+                 -> ConflictableTransactionResult<Inserted, StoreError> {
                     if deals.get(new.uuid)?.is_some() {
                         return Ok(Inserted::UuidExists);
                     }

@@ -17,8 +17,8 @@ use std::ops::Bound;
 use ::sled::{transaction::TransactionalTree, Tree};
 use dealport_core::{
     dashboard::{
-        all_state_codes, deal_state_code, from_state_code, hour_of, state_code, Cursor,
-        DealQuery, HourCount, Order, StateCounts,
+        all_state_codes, deal_state_code, from_state_code, hour_of, state_code, Cursor, DealQuery,
+        HourCount, Order, StateCounts,
     },
     deal::DealRecord,
 };
@@ -186,7 +186,10 @@ fn backend(e: ::sled::Error) -> StoreError {
 
 /// The UUIDs of a page of `q`, in its order.
 pub(super) fn query(lists: &Tree, q: &DealQuery) -> Result<Vec<[u8; 16]>, StoreError> {
-    let codes: Vec<u8> = q.state.codes().unwrap_or_else(|| all_state_codes().collect());
+    let codes: Vec<u8> = q
+        .state
+        .codes()
+        .unwrap_or_else(|| all_state_codes().collect());
     let prefixes: Vec<Vec<u8>> = match (&q.client, q.state.codes()) {
         (None, None) => vec![vec![b't']],
         (None, Some(_)) => codes.iter().map(|c| vec![b's', *c]).collect(),
@@ -209,14 +212,8 @@ pub(super) fn query(lists: &Tree, q: &DealQuery) -> Result<Vec<[u8; 16]>, StoreE
             let lo = [&p[..], &[0u8; 24]].concat();
             let hi = [&p[..], &[0xffu8; 24]].concat();
             let (start, end) = match (cursor, newest) {
-                (Some(c), true) => (
-                    Bound::Included(lo),
-                    Bound::Excluded([&p[..], &c].concat()),
-                ),
-                (Some(c), false) => (
-                    Bound::Excluded([&p[..], &c].concat()),
-                    Bound::Included(hi),
-                ),
+                (Some(c), true) => (Bound::Included(lo), Bound::Excluded([&p[..], &c].concat())),
+                (Some(c), false) => (Bound::Excluded([&p[..], &c].concat()), Bound::Included(hi)),
                 (None, _) => (Bound::Included(lo), Bound::Included(hi)),
             };
             let plen = p.len();

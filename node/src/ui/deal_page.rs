@@ -63,10 +63,7 @@ fn render(d: &DealRecord, timeline: &[(u8, i64)]) -> String {
                 esc(&d.state().to_string())
             ),
         ),
-        (
-            "Accepted",
-            html::time_nanos(d.created_at_unix_nanos),
-        ),
+        ("Accepted", html::time_nanos(d.created_at_unix_nanos)),
         ("Client", esc(&p.client.to_string())),
         ("Client PeerID", esc(&d.client_peer_id)),
         ("Provider", esc(&p.provider.to_string())),
@@ -78,7 +75,10 @@ fn render(d: &DealRecord, timeline: &[(u8, i64)]) -> String {
             ),
         ),
         ("Proposal CID", esc(&d.proposal_cid.to_string())),
-        ("Signed proposal CID", esc(&d.signed_proposal_cid.to_string())),
+        (
+            "Signed proposal CID",
+            esc(&d.signed_proposal_cid.to_string()),
+        ),
         ("Piece CID", esc(&p.piece_cid.to_string())),
         ("Piece size", html::bytes(p.piece_size)),
         ("Data root", esc(&d.params.deal_data_root.to_string())),
@@ -98,7 +98,10 @@ fn render(d: &DealRecord, timeline: &[(u8, i64)]) -> String {
         ),
         ("Publish message", esc(&opt_cid(&d.publish_cid))),
         ("Chain deal ID", d.chain_deal_id.to_string()),
-        ("Sector", format!("{} (offset {})", opt(d.sector_number), opt(d.sector_offset))),
+        (
+            "Sector",
+            format!("{} (offset {})", opt(d.sector_number), opt(d.sector_offset)),
+        ),
         (
             "Sealing status",
             format!("<span id=\"sealing\">{}</span>", esc(&d.sealing_status)),
@@ -123,7 +126,8 @@ fn render(d: &DealRecord, timeline: &[(u8, i64)]) -> String {
 }
 
 fn opt_cid(c: &Option<dealport_core::wire::Cid>) -> String {
-    c.as_ref().map_or_else(|| "–".to_owned(), ToString::to_string)
+    c.as_ref()
+        .map_or_else(|| "–".to_owned(), ToString::to_string)
 }
 
 /// The download's bar; shown (and refreshed) while the deal is `Accepted`.

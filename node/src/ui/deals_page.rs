@@ -96,7 +96,8 @@ async fn search(ctx: &UiContext, key: &SearchKey) -> Result<Vec<DealRecord>, Sto
 }
 
 fn counts_html(c: &StateCounts) -> String {
-    let mut out = String::from("<section class=\"counts\" id=\"counts\"><h2>Deals by checkpoint</h2><ul>");
+    let mut out =
+        String::from("<section class=\"counts\" id=\"counts\"><h2>Deals by checkpoint</h2><ul>");
     for cp in CHECKPOINTS {
         let (ok, failed) = c.at(cp);
         let _ = write!(

@@ -35,14 +35,18 @@ async fn read(ctx: &UiContext, query: &str) -> Result<serde_json::Value, ApiErro
         .filter(|s| !s.is_empty())
         .take(MAX_DEALS)
         .map(|s| {
-            DealUuid::parse(s).map_err(|_| ApiError::bad_request(format!("{s:?} is not a deal UUID")))
+            DealUuid::parse(s)
+                .map_err(|_| ApiError::bad_request(format!("{s:?} is not a deal UUID")))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let unavailable =
         |e: crate::store::StoreError| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
     let mut deals = Vec::with_capacity(uuids.len());
     for u in uuids {
-        if let Some(d) = bounded(ctx.store.deal_by_uuid(u)).await.map_err(unavailable)? {
+        if let Some(d) = bounded(ctx.store.deal_by_uuid(u))
+            .await
+            .map_err(unavailable)?
+        {
             deals.push(json!({
                 "uuid": d.uuid.to_string(),
                 "state": d.state().to_string(),
@@ -55,7 +59,9 @@ async fn read(ctx: &UiContext, query: &str) -> Result<serde_json::Value, ApiErro
             }));
         }
     }
-    let counts = bounded(ctx.store.state_counts()).await.map_err(unavailable)?;
+    let counts = bounded(ctx.store.state_counts())
+        .await
+        .map_err(unavailable)?;
     let counts: serde_json::Map<String, serde_json::Value> = counts
         .0
         .iter()

@@ -126,9 +126,7 @@ impl Ui {
         }
         let rel = path.strip_prefix(PREFIX).unwrap_or("");
         match (method.clone(), rel) {
-            (Method::GET, "assets/ui.css") => {
-                return ready(asset("text/css; charset=utf-8", CSS))
-            }
+            (Method::GET, "assets/ui.css") => return ready(asset("text/css; charset=utf-8", CSS)),
             (Method::GET, "assets/ui.js") => {
                 return ready(asset("text/javascript; charset=utf-8", JS))
             }
@@ -287,7 +285,10 @@ fn secure(r: &mut Response<Full<Bytes>>) {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
 }
 
 fn with_type(code: StatusCode, ctype: &'static str, body: Bytes) -> StreamResponse {
@@ -304,7 +305,11 @@ pub(crate) fn html(code: StatusCode, body: String) -> StreamResponse {
 }
 
 fn text(code: StatusCode, body: &'static str) -> StreamResponse {
-    with_type(code, "text/plain; charset=utf-8", Bytes::from_static(body.as_bytes()))
+    with_type(
+        code,
+        "text/plain; charset=utf-8",
+        Bytes::from_static(body.as_bytes()),
+    )
 }
 
 fn asset(ctype: &'static str, body: &'static str) -> StreamResponse {
@@ -312,7 +317,11 @@ fn asset(ctype: &'static str, body: &'static str) -> StreamResponse {
 }
 
 fn redirect(to: &'static str, cookie: Option<String>) -> StreamResponse {
-    let mut r = with_type(StatusCode::SEE_OTHER, "text/plain; charset=utf-8", Bytes::new());
+    let mut r = with_type(
+        StatusCode::SEE_OTHER,
+        "text/plain; charset=utf-8",
+        Bytes::new(),
+    );
     r.headers_mut()
         .insert(header::LOCATION, HeaderValue::from_static(to));
     if let Some(v) = cookie.and_then(|c| HeaderValue::try_from(c).ok()) {
@@ -322,7 +331,12 @@ fn redirect(to: &'static str, cookie: Option<String>) -> StreamResponse {
 }
 
 /// A page whose store read failed: the frame with the reason, 503.
-pub(crate) async fn unavailable(ctx: &UiContext, role: RoleView, title: &str, e: &StoreError) -> StreamResponse {
+pub(crate) async fn unavailable(
+    ctx: &UiContext,
+    role: RoleView,
+    title: &str,
+    e: &StoreError,
+) -> StreamResponse {
     let b = banner(ctx, role).await;
     html(
         StatusCode::SERVICE_UNAVAILABLE,

@@ -37,7 +37,10 @@ pub(super) async fn answer(ctx: Arc<UiContext>, req: PageRequest) -> StreamRespo
     } else {
         limits
             .iter()
-            .map(|(l, v)| format!("{}: {v}", esc(l)))
+            .map(|(l, v)| {
+                let name = l.trim_start_matches("limit=").trim_matches('"');
+                format!("{}: {v}", esc(name))
+            })
             .collect::<Vec<_>>()
             .join("<br>")
     };
@@ -57,12 +60,20 @@ pub(super) async fn answer(ctx: Arc<UiContext>, req: PageRequest) -> StreamRespo
     };
     let mut body = String::from("<h1>Node</h1>");
     body.push_str(&html::fields(&[
-        ("PeerID", format!("<code id=\"peer-id\">{}</code>", esc(&n.peer_id))),
+        (
+            "PeerID",
+            format!("<code id=\"peer-id\">{}</code>", esc(&n.peer_id)),
+        ),
         ("Node", esc(&n.node_id)),
         ("Version", esc(&n.version)),
         (
             "Mode",
-            if n.cluster { "cluster (PostgreSQL)" } else { "single node (sled)" }.to_owned(),
+            if n.cluster {
+                "cluster (PostgreSQL)"
+            } else {
+                "single node (sled)"
+            }
+            .to_owned(),
         ),
         ("Lease holder", holder),
         ("Lease generation", b.generation.to_string()),
@@ -77,7 +88,10 @@ pub(super) async fn answer(ctx: Arc<UiContext>, req: PageRequest) -> StreamRespo
         ),
         ("libp2p listen", list(&n.listen)),
         ("libp2p announce", list(&n.announce)),
-        ("HTTP listen", format!("<code>{}</code>", esc(&n.http_listen))),
+        (
+            "HTTP listen",
+            format!("<code>{}</code>", esc(&n.http_listen)),
+        ),
         ("Chain", esc(&ctx.chain.describe())),
         ("Chain head", esc(&head)),
         ("Uptime", uptime(ctx.started.elapsed().as_secs())),
@@ -89,7 +103,10 @@ pub(super) async fn answer(ctx: Arc<UiContext>, req: PageRequest) -> StreamRespo
         Ok(h) => body.push_str(&chart(&chart_hours(now, CHART_HOURS, &h))),
         Err(e) => body.push_str(&html::error_body(&format!("cannot read the store: {e}"))),
     }
-    super::html(StatusCode::OK, html::page("Node", &b, ctx.refresh_ms, &body))
+    super::html(
+        StatusCode::OK,
+        html::page("Node", &b, ctx.refresh_ms, &body),
+    )
 }
 
 fn uptime(secs: u64) -> String {
@@ -129,8 +146,8 @@ fn chart(rows: &[HourCount]) -> String {
         "<svg id=\"chart\" class=\"chart\" viewBox=\"0 0 {w} {}\" width=\"{}\" height=\"{}\" \
          role=\"img\" aria-label=\"deals per hour\">",
         h + 14,
-        w * 2,
-        (h + 14) * 2
+        w * 3 / 2,
+        (h + 14) * 3 / 2
     );
     let total: u64 = rows.iter().map(|r| r.accepted).sum();
     let failed: u64 = rows.iter().map(|r| r.failed).sum();
