@@ -64,7 +64,7 @@ fn moved(i: u8) -> DealRecord {
         };
         d.apply(ev).unwrap();
     }
-    if i % 5 == 0 && target != Checkpoint::Complete {
+    if i.is_multiple_of(5) && target != Checkpoint::Complete {
         d.apply(DealEvent::Failed("broken".into())).unwrap();
     }
     d

@@ -86,7 +86,7 @@ pub(super) async fn answer(ctx: Arc<UiContext>, req: PageRequest) -> StreamRespo
             }
             .to_owned(),
         ),
-        ("libp2p listen", list(&n.listen)),
+        ("libp2p listen (configured)", list(&n.listen)),
         ("libp2p announce", list(&n.announce)),
         (
             "HTTP listen",
