@@ -89,7 +89,7 @@ pub(super) async fn answer(ctx: Arc<UiContext>, req: PageRequest) -> StreamRespo
         ("libp2p listen (configured)", list(&n.listen)),
         ("libp2p announce", list(&n.announce)),
         (
-            "HTTP listen",
+            "HTTP listen (configured)",
             format!("<code>{}</code>", esc(&n.http_listen)),
         ),
         ("Chain", esc(&ctx.chain.describe())),
