@@ -1418,10 +1418,11 @@ mod tests {
     fn migrations_are_embedded() {
         let m = migrator();
         let sql: Vec<&str> = m.iter().map(|m| m.sql.as_str()).collect();
-        assert_eq!(sql.len(), 4);
+        assert_eq!(sql.len(), 5);
         assert!(sql[0].contains("CREATE TABLE IF NOT EXISTS libp2p"));
         assert!(sql[1].contains("CREATE TABLE IF NOT EXISTS leader_state"));
         assert!(sql[2].contains("deals_live_by_checkpoint"));
         assert!(sql[3].contains("deals_by_piece_cid"));
+        assert!(sql[4].contains("deals_ui_by_time") && sql[4].contains("deal_timeline"));
     }
 }
