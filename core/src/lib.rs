@@ -7,6 +7,7 @@
 pub mod accept;
 pub mod ask;
 pub mod commp;
+pub mod dashboard;
 pub mod db_target;
 pub mod deal;
 pub mod facts;

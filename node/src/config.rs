@@ -48,6 +48,8 @@ pub struct Config {
     /// `[sealing]`: who takes published deals on (see `crate::sealing`).
     pub sealing: SealingConfig,
     pub retrieval: RetrievalConfig,
+    /// `[ui]`: the operator's dashboard at `/ui/` (behind `[api] token`).
+    pub ui: UiConfig,
 }
 
 impl Default for Config {
@@ -67,6 +69,7 @@ impl Default for Config {
             publish: PublishConfig::default(),
             sealing: Default::default(),
             retrieval: RetrievalConfig::default(),
+            ui: UiConfig::default(),
         }
     }
 }
@@ -205,6 +208,25 @@ impl std::fmt::Debug for ApiConfig {
             "<redacted>"
         };
         f.debug_struct("ApiConfig").field("token", &token).finish()
+    }
+}
+
+/// `[ui]`: the operator's dashboard at `/ui/`, on when `[api] token` is set.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UiConfig {
+    /// How long a login lasts. Default 8 hours.
+    pub session_ttl_secs: u64,
+    /// How often the pages' live values are polled, in milliseconds. Default 2000.
+    pub refresh_ms: u64,
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        UiConfig {
+            session_ttl_secs: 8 * 3600,
+            refresh_ms: 2000,
+        }
     }
 }
 
@@ -1156,6 +1178,13 @@ poll_secs = 30
 # Bearer token of the HTTP API under /api/v1/ (offline import with
 # `dealport deals import`, deal state, the sealing hand-off). Empty: the API is off.
 token = ""
+
+[ui]
+# The operator's dashboard at http://<[http] listen>/ui/ (read-only), on when the [api]
+# token is set: log in with that token. A login lasts session_ttl_secs; open pages poll
+# their live values every refresh_ms.
+session_ttl_secs = 28800
+refresh_ms = 2000
 
 [sealing]
 # Who takes PublishConfirmed deals on: "api" (a sealing system pulls them through

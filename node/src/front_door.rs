@@ -5,7 +5,7 @@
 //! mode every node relays to the current lease holder's internal WebSocket address, read
 //! from the shared store (only while its lease is live).
 //!
-//! Layer: what the HTTP server serves, above the routes: uses `api`, `mk12_http`,
+//! Layer: what the HTTP server serves, above the routes: uses `api`, `ui`, `mk12_http`,
 //! `http`, `p2p` (address helpers), `store`, `metrics`. The lease loop sets its [`Role`].
 use std::{
     net::SocketAddr,
@@ -26,6 +26,7 @@ use crate::{
     mk12_http::Mk12Http,
     p2p::addr::relay_socket_addr,
     store::Store,
+    ui::{RoleView, Ui},
 };
 
 /// How long `/health` and the relay's holder lookup wait for the store: `/health`
@@ -79,6 +80,8 @@ pub struct FrontDoor {
     pieces: Option<Arc<crate::sealing::piece_url::PieceUrls>>,
     /// `/piece/<cid>` (absent, `serve_pieces` off: 404). Any node serves it.
     retrieval: Option<Arc<crate::retrieval::PieceServer>>,
+    /// The dashboard under `/ui/` (absent: 404).
+    ui: Option<Ui>,
 }
 
 impl FrontDoor {
@@ -93,6 +96,7 @@ impl FrontDoor {
             api: None,
             pieces: None,
             retrieval: None,
+            ui: None,
         }
     }
 
@@ -105,6 +109,12 @@ impl FrontDoor {
     /// Serve the HTTP API under `/api/v1/`.
     pub fn with_api(mut self, api: Api) -> Self {
         self.api = Some(api);
+        self
+    }
+
+    /// Serve the dashboard under `/ui/`, on every node.
+    pub fn with_ui(mut self, ui: Ui) -> Self {
+        self.ui = Some(ui);
         self
     }
 
@@ -245,6 +255,26 @@ impl HttpBackend for FrontDoor {
         }
         let api = self.api.as_ref()?;
         Some(api.dispatch(method, path, headers, client_ip, self.serving()))
+    }
+
+    fn stream_route_with_query(
+        &self,
+        method: &Method,
+        path: &str,
+        query: &str,
+        headers: &HeaderMap,
+        client_ip: std::net::IpAddr,
+    ) -> Option<StreamRoute> {
+        if Ui::is_ui_path(path) {
+            let ui = self.ui.as_ref()?;
+            let role = self.role();
+            let view = RoleView {
+                serving: role.serving(),
+                generation: role.generation,
+            };
+            return Some(ui.dispatch(method, path, query, headers, view));
+        }
+        self.stream_route(method, path, headers, client_ip)
     }
 
     fn banner(&self) -> String {

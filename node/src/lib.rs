@@ -22,3 +22,4 @@ pub mod sealing;
 pub mod service;
 pub mod signals;
 pub mod store;
+pub mod ui;

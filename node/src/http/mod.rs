@@ -113,6 +113,19 @@ pub trait HttpBackend: Send + Sync + 'static {
     ) -> Option<StreamRoute> {
         None
     }
+
+    /// [`stream_route`](Self::stream_route) for a backend that also reads the query
+    /// string (the dashboard's filters); what the server calls.
+    fn stream_route_with_query(
+        &self,
+        method: &Method,
+        path: &str,
+        _query: &str,
+        headers: &http::HeaderMap,
+        client_ip: IpAddr,
+    ) -> Option<StreamRoute> {
+        self.stream_route(method, path, headers, client_ip)
+    }
 }
 
 /// Settings of the HTTP server.
@@ -438,10 +451,13 @@ async fn other_routes(
     path: &str,
     peer: SocketAddr,
 ) -> (&'static str, StreamResponse) {
-    if let Some(route) = state
-        .backend
-        .stream_route(req.method(), path, req.headers(), peer.ip())
-    {
+    if let Some(route) = state.backend.stream_route_with_query(
+        req.method(),
+        path,
+        req.uri().query().unwrap_or(""),
+        req.headers(),
+        peer.ip(),
+    ) {
         use futures::TryStreamExt;
         let body: BodyStream = Box::pin(
             req.into_body()
