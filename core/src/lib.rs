@@ -11,6 +11,7 @@ pub mod db_target;
 pub mod deal;
 pub mod facts;
 pub mod fuzzing;
+pub mod ipni;
 pub mod lease;
 pub mod miner_info;
 pub mod publish;
