@@ -13,6 +13,7 @@ pub mod facts;
 pub mod fuzzing;
 pub mod lease;
 pub mod miner_info;
+pub mod piece_index;
 pub mod publish;
 pub mod rate_limit;
 pub mod retrieval;
