@@ -14,6 +14,7 @@ pub mod fuzzing;
 pub mod ipni;
 pub mod lease;
 pub mod miner_info;
+pub mod piece_index;
 pub mod publish;
 pub mod rate_limit;
 pub mod retrieval;

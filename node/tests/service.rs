@@ -8,6 +8,7 @@ use std::{
 use dealport_core::{
     deal::{Checkpoint, DealEvent, DealRecord},
     facts::ChainFacts,
+    piece_index::{BlockEntry, BlockLocation, IndexState},
     wire::{Address, Cbor, Cid, DealParams, DealResponse, DealStatusResponse, DealUuid},
 };
 use dealport_node::{
@@ -295,6 +296,38 @@ impl Store for HookedStore {
     }
     fn relay_target(&self) -> StoreFuture<'_, Option<RelayTarget>> {
         self.inner.relay_target()
+    }
+    fn piece_index_state<'a>(&'a self, piece: &'a Cid) -> StoreFuture<'a, IndexState> {
+        self.inner.piece_index_state(piece)
+    }
+    fn put_piece_blocks<'a>(
+        &'a self,
+        piece: &'a Cid,
+        entries: &'a [BlockEntry],
+    ) -> StoreFuture<'a, ()> {
+        self.inner.put_piece_blocks(piece, entries)
+    }
+    fn set_piece_index_state<'a>(
+        &'a self,
+        piece: &'a Cid,
+        state: &'a IndexState,
+    ) -> StoreFuture<'a, ()> {
+        self.inner.set_piece_index_state(piece, state)
+    }
+    fn piece_blocks_page<'a>(
+        &'a self,
+        piece: &'a Cid,
+        after: Option<u64>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<BlockEntry>> {
+        self.inner.piece_blocks_page(piece, after, limit)
+    }
+    fn blocks_by_multihash<'a>(
+        &'a self,
+        multihash: &'a [u8],
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<BlockLocation>> {
+        self.inner.blocks_by_multihash(multihash, limit)
     }
 }
 

@@ -19,6 +19,7 @@ use std::{future::Future, path::PathBuf, pin::Pin, time::Duration};
 
 use dealport_core::{
     deal::{Checkpoint, DealRecord},
+    piece_index::{BlockEntry, BlockLocation, IndexState},
     wire::{Cbor, Cid, DealParams, DealUuid},
 };
 use serde::{Deserialize, Serialize};
@@ -234,6 +235,53 @@ pub trait Store: Send + Sync + 'static {
     /// Where to relay to: the last listen address a holder wrote (cleared on release and
     /// on every acquisition), and whether its lease is live now.
     fn relay_target(&self) -> StoreFuture<'_, Option<RelayTarget>>;
+
+    // ---- The piece directory (docs/indexing.md) -------------------------------------
+    // Keyed by piece CID (deals of one piece share its bytes, so its index). Written
+    // unfenced: every entry and state is a function of the piece's bytes, so a stale
+    // leader writing them writes what the new one would. Indexing writes entries in
+    // batches ([`Store::put_piece_blocks`]), then the final state
+    // ([`Store::set_piece_index_state`]); a piece whose state is still `NotYet` after a
+    // restart is indexed again from the start.
+
+    /// What indexing `piece` found; [`IndexState::NotYet`] when never (or not fully)
+    /// indexed.
+    fn piece_index_state<'a>(&'a self, piece: &'a Cid) -> StoreFuture<'a, IndexState>;
+
+    /// Add a batch of `piece`'s block entries (an entry already there is replaced).
+    /// Not flushed: the final state's write is.
+    fn put_piece_blocks<'a>(
+        &'a self,
+        piece: &'a Cid,
+        entries: &'a [BlockEntry],
+    ) -> StoreFuture<'a, ()>;
+
+    /// Record `state` for `piece`, durable before returning. `Indexed` keeps the entries
+    /// written; `NotYet` (indexing starts again), `NotCar` and `Malformed` remove them.
+    fn set_piece_index_state<'a>(
+        &'a self,
+        piece: &'a Cid,
+        state: &'a IndexState,
+    ) -> StoreFuture<'a, ()>;
+
+    /// At most `limit` of `piece`'s block entries with an offset above `after` (from the
+    /// first when `None`), ordered by offset (the CAR's order): page on with the last
+    /// entry's offset. A page read by key range, never the whole piece.
+    fn piece_blocks_page<'a>(
+        &'a self,
+        piece: &'a Cid,
+        after: Option<u64>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<BlockEntry>>;
+
+    /// Where the block with `multihash` (whole: code, length, digest) is: at most
+    /// `limit` locations, ordered by piece CID bytes then offset (a block may be in
+    /// several pieces, or twice in one).
+    fn blocks_by_multihash<'a>(
+        &'a self,
+        multihash: &'a [u8],
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<BlockLocation>>;
 }
 
 /// The stable stored form of a [`DealRecord`] (format version 1).

@@ -4,7 +4,8 @@
 //! Schema (`node/migrations/`, embedded and run at [`PostgresStore::connect`]): one
 //! `libp2p` row holding the identity and the leader lease (after Curio's table), and a
 //! `deals` table mirroring the sled record, with UNIQUE proposal and signed-proposal CIDs
-//! and an indexed `piece_cid` (migration 4).
+//! and an indexed `piece_cid` (migration 4); the piece directory, `piece_index` and
+//! `piece_blocks` (migration 6).
 //!
 //! Fencing: a leader writes deals and its listen address only through the fenced forms.
 //! Each checks, in the same transaction (deals: `SELECT … FOR SHARE` on the lease row,
@@ -45,6 +46,7 @@ use std::{
 use dealport_core::{
     db_target::{DbTarget, HostSpec, SessionAttrs},
     deal::{Checkpoint, DealRecord},
+    piece_index::{BlockEntry, BlockLocation, IndexState},
     wire::Cid,
     wire::DealUuid,
 };
@@ -167,6 +169,14 @@ fn migrator() -> Migrator {
             Cow::Borrowed("deals by piece CID"),
             MigrationType::Simple,
             include_str!("../../migrations/0004_deals_by_piece.sql").into_sql_str(),
+            false,
+        ),
+        // 5 and 7 are taken by other branches.
+        Migration::new(
+            6,
+            Cow::Borrowed("piece directory"),
+            MigrationType::Simple,
+            include_str!("../../migrations/0006_piece_directory.sql").into_sql_str(),
             false,
         ),
     ])
@@ -980,6 +990,171 @@ impl PostgresStore {
         }
     }
 
+    async fn index_state_impl(&self, piece: &Cid) -> Result<IndexState, StoreError> {
+        let row = with_retry!(self, "read a piece's index state", async {
+            Ok::<_, Fail>(
+                sqlx::query("SELECT state, blocks, reason FROM piece_index WHERE piece = $1")
+                    .bind(piece.as_bytes())
+                    .fetch_optional(&self.pool())
+                    .await?,
+            )
+        })?;
+        let Some(row) = row else {
+            return Ok(IndexState::NotYet);
+        };
+        let key = format!("piece_index/{piece}");
+        let get = |e: sqlx::Error| StoreError::Corrupt {
+            key: key.clone(),
+            message: e.to_string(),
+        };
+        let state: String = row.try_get("state").map_err(get)?;
+        let blocks: Option<i64> = row.try_get("blocks").map_err(get)?;
+        let blocks = blocks.map(|b| to_u64(&key, "blocks", b)).transpose()?;
+        IndexState::from_parts(&state, blocks, row.try_get("reason").map_err(get)?).ok_or_else(
+            || StoreError::Corrupt {
+                key: key.clone(),
+                message: format!("state {state:?} with the wrong parts"),
+            },
+        )
+    }
+
+    /// One statement per batch: the entries go as three arrays.
+    async fn put_blocks_impl(&self, piece: &Cid, entries: &[BlockEntry]) -> Result<(), StoreError> {
+        let mut offsets = Vec::with_capacity(entries.len());
+        let mut lengths = Vec::with_capacity(entries.len());
+        let mut multihashes = Vec::with_capacity(entries.len());
+        for e in entries {
+            offsets.push(to_i64("block offset", e.offset)?);
+            lengths.push(to_i64("block length", e.length)?);
+            multihashes.push(e.multihash.clone());
+        }
+        with_retry!(self, "write a piece's block entries", async {
+            sqlx::query(
+                "INSERT INTO piece_blocks (piece, block_offset, length, multihash)                  SELECT $1, * FROM UNNEST($2::bigint[], $3::bigint[], $4::bytea[])                  ON CONFLICT (piece, block_offset)                  DO UPDATE SET length = EXCLUDED.length, multihash = EXCLUDED.multihash",
+            )
+            .bind(piece.as_bytes())
+            .bind(&offsets)
+            .bind(&lengths)
+            .bind(&multihashes)
+            .execute(&self.pool())
+            .await?;
+            Ok::<_, Fail>(())
+        })
+    }
+
+    async fn set_index_state_impl(
+        &self,
+        piece: &Cid,
+        state: &IndexState,
+    ) -> Result<(), StoreError> {
+        let blocks = state.blocks().map(|b| to_i64("blocks", b)).transpose()?;
+        let reason = state.reason().map(str::to_owned);
+        with_retry!(self, "write a piece's index state", async {
+            let mut tx = self.pool().begin().await?;
+            if blocks.is_none() {
+                sqlx::query("DELETE FROM piece_blocks WHERE piece = $1")
+                    .bind(piece.as_bytes())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            if *state == IndexState::NotYet {
+                sqlx::query("DELETE FROM piece_index WHERE piece = $1")
+                    .bind(piece.as_bytes())
+                    .execute(&mut *tx)
+                    .await?;
+            } else {
+                sqlx::query(
+                    "INSERT INTO piece_index (piece, state, blocks, reason)                      VALUES ($1, $2, $3, $4) ON CONFLICT (piece) DO UPDATE                      SET state = EXCLUDED.state, blocks = EXCLUDED.blocks, reason = EXCLUDED.reason",
+                )
+                .bind(piece.as_bytes())
+                .bind(state.name())
+                .bind(blocks)
+                .bind(&reason)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok::<_, Fail>(())
+        })
+    }
+
+    async fn blocks_page_impl(
+        &self,
+        piece: &Cid,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<BlockEntry>, StoreError> {
+        let after = match after.map(|a| i64::try_from(a)) {
+            None => -1,
+            Some(Ok(a)) => a,
+            Some(Err(_)) => return Ok(Vec::new()),
+        };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = with_retry!(self, "read a page of a piece's blocks", async {
+            Ok::<_, Fail>(
+                sqlx::query(
+                    "SELECT block_offset, length, multihash FROM piece_blocks                      WHERE piece = $1 AND block_offset > $2 ORDER BY block_offset LIMIT $3",
+                )
+                .bind(piece.as_bytes())
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.pool())
+                .await?,
+            )
+        })?;
+        let key = format!("piece_blocks/{piece}");
+        let get = |e: sqlx::Error| StoreError::Corrupt {
+            key: key.clone(),
+            message: e.to_string(),
+        };
+        rows.iter()
+            .map(|r| {
+                Ok(BlockEntry {
+                    offset: to_u64(&key, "offset", r.try_get("block_offset").map_err(get)?)?,
+                    length: to_u64(&key, "length", r.try_get("length").map_err(get)?)?,
+                    multihash: r.try_get("multihash").map_err(get)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn by_multihash_impl(
+        &self,
+        multihash: &[u8],
+        limit: usize,
+    ) -> Result<Vec<BlockLocation>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = with_retry!(self, "look a block up by multihash", async {
+            Ok::<_, Fail>(
+                sqlx::query(
+                    "SELECT piece, block_offset, length FROM piece_blocks WHERE multihash = $1                      ORDER BY piece, block_offset LIMIT $2",
+                )
+                .bind(multihash)
+                .bind(limit)
+                .fetch_all(&self.pool())
+                .await?,
+            )
+        })?;
+        let key = format!("piece_blocks/multihash {}", hex::encode(multihash));
+        let get = |e: sqlx::Error| StoreError::Corrupt {
+            key: key.clone(),
+            message: e.to_string(),
+        };
+        rows.iter()
+            .map(|r| {
+                let piece: Vec<u8> = r.try_get("piece").map_err(get)?;
+                Ok(BlockLocation {
+                    piece: Cid::from_bytes(&piece).map_err(|e| StoreError::Corrupt {
+                        key: key.clone(),
+                        message: format!("piece CID: {e}"),
+                    })?,
+                    offset: to_u64(&key, "offset", r.try_get("block_offset").map_err(get)?)?,
+                    length: to_u64(&key, "length", r.try_get("length").map_err(get)?)?,
+                })
+            })
+            .collect()
+    }
+
     async fn relay_target_impl(&self) -> Result<Option<RelayTarget>, StoreError> {
         let row = with_retry!(self, "read relay target", async {
             Ok::<_, Fail>(
@@ -1159,6 +1334,43 @@ impl Store for PostgresStore {
         Box::pin(self.relay_target_impl())
     }
 
+    fn piece_index_state<'a>(&'a self, piece: &'a Cid) -> StoreFuture<'a, IndexState> {
+        Box::pin(self.index_state_impl(piece))
+    }
+
+    fn put_piece_blocks<'a>(
+        &'a self,
+        piece: &'a Cid,
+        entries: &'a [BlockEntry],
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(self.put_blocks_impl(piece, entries))
+    }
+
+    fn set_piece_index_state<'a>(
+        &'a self,
+        piece: &'a Cid,
+        state: &'a IndexState,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(self.set_index_state_impl(piece, state))
+    }
+
+    fn piece_blocks_page<'a>(
+        &'a self,
+        piece: &'a Cid,
+        after: Option<u64>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<BlockEntry>> {
+        Box::pin(self.blocks_page_impl(piece, after, limit))
+    }
+
+    fn blocks_by_multihash<'a>(
+        &'a self,
+        multihash: &'a [u8],
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<BlockLocation>> {
+        Box::pin(self.by_multihash_impl(multihash, limit))
+    }
+
     fn leader_state<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
         Box::pin(self.leader_state_impl(name))
     }
@@ -1275,10 +1487,11 @@ mod tests {
     fn migrations_are_embedded() {
         let m = migrator();
         let sql: Vec<&str> = m.iter().map(|m| m.sql.as_str()).collect();
-        assert_eq!(sql.len(), 4);
+        assert_eq!(sql.len(), 5);
         assert!(sql[0].contains("CREATE TABLE IF NOT EXISTS libp2p"));
         assert!(sql[1].contains("CREATE TABLE IF NOT EXISTS leader_state"));
         assert!(sql[2].contains("deals_live_by_checkpoint"));
         assert!(sql[3].contains("deals_by_piece_cid"));
+        assert!(sql[4].contains("piece_blocks_by_multihash"));
     }
 }

@@ -2,7 +2,10 @@
 //!
 //! Trees: `meta` (`identity` -> key bytes), `deals` (16 UUID bytes -> [`StoredDeal`]
 //! JSON), `by_proposal_cid` and `by_signed_proposal_cid` (CID bytes -> UUID bytes),
-//! `live_by_checkpoint` and `by_piece_cid` (indexes, keys only). A new
+//! `live_by_checkpoint` and `by_piece_cid` (indexes, keys only); the piece directory:
+//! `piece_index` (piece CID bytes -> state JSON), `piece_blocks` (piece CID bytes ‖
+//! offset (8 bytes BE) -> length (8 bytes BE) ‖ multihash) and `blocks_by_multihash`
+//! (multihash ‖ piece CID bytes ‖ offset -> length). A new
 //! deal goes into all the deal trees in one transaction and is flushed before
 //! [`Store::insert_new_deal`] returns. sled's calls block, so every operation runs on the
 //! runtime's blocking pool.
@@ -26,6 +29,7 @@ use ::sled::{
 };
 use dealport_core::{
     deal::{Checkpoint, DealRecord},
+    piece_index::{BlockEntry, BlockLocation, IndexState},
     wire::{Cid, DealUuid},
 };
 
@@ -58,6 +62,10 @@ struct Inner {
     /// Deals by their proposal's piece CID: `piece CID bytes ‖ uuid` -> nothing, written
     /// in the insert's transaction (a deal's piece CID never changes).
     by_piece_cid: Tree,
+    /// The piece directory (see the module docs).
+    piece_index: Tree,
+    piece_blocks: Tree,
+    blocks_by_multihash: Tree,
     lease: Mutex<LocalLease>,
     group_flush: GroupFlush,
 }
@@ -226,6 +234,9 @@ impl SledStore {
             by_signed_proposal_cid: tree("by_signed_proposal_cid")?,
             live: tree("live_by_checkpoint")?,
             by_piece_cid: tree("by_piece_cid")?,
+            piece_index: tree("piece_index")?,
+            piece_blocks: tree("piece_blocks")?,
+            blocks_by_multihash: tree("blocks_by_multihash")?,
             lease: Mutex::new(LocalLease::default()),
             group_flush: GroupFlush::new(),
             path,
@@ -776,6 +787,60 @@ impl Store for SledStore {
         })
     }
 
+    fn piece_index_state<'a>(&'a self, piece: &'a Cid) -> StoreFuture<'a, IndexState> {
+        let piece = piece.clone();
+        self.run(move |inner| inner.index_state(&piece))
+    }
+
+    fn put_piece_blocks<'a>(
+        &'a self,
+        piece: &'a Cid,
+        entries: &'a [BlockEntry],
+    ) -> StoreFuture<'a, ()> {
+        let (piece, entries) = (piece.clone(), entries.to_vec());
+        self.run(move |inner| inner.put_blocks(&piece, &entries))
+    }
+
+    fn set_piece_index_state<'a>(
+        &'a self,
+        piece: &'a Cid,
+        state: &'a IndexState,
+    ) -> StoreFuture<'a, ()> {
+        let (piece, state) = (piece.clone(), state.clone());
+        self.run(move |inner| {
+            if state.blocks().is_none() {
+                inner.remove_blocks(&piece)?;
+            }
+            match state {
+                IndexState::NotYet => inner.piece_index.remove(piece.as_bytes()),
+                _ => inner
+                    .piece_index
+                    .insert(piece.as_bytes(), StoredIndexState::encode(&state)),
+            }
+            .map_err(backend)?;
+            inner.flush()
+        })
+    }
+
+    fn piece_blocks_page<'a>(
+        &'a self,
+        piece: &'a Cid,
+        after: Option<u64>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<BlockEntry>> {
+        let piece = piece.clone();
+        self.run(move |inner| inner.blocks_page(&piece, after, limit))
+    }
+
+    fn blocks_by_multihash<'a>(
+        &'a self,
+        multihash: &'a [u8],
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<BlockLocation>> {
+        let multihash = multihash.to_vec();
+        self.run(move |inner| inner.by_multihash(&multihash, limit))
+    }
+
     fn relay_target(&self) -> StoreFuture<'_, Option<RelayTarget>> {
         let lease = self.inner.lease();
         let now = now_millis();
@@ -790,4 +855,169 @@ impl Store for SledStore {
 /// Leader state lives in the meta tree under this prefix.
 fn leader_state_key(name: &str) -> Vec<u8> {
     format!("leader_state/{name}").into_bytes()
+}
+
+/// The stored form of an [`IndexState`] (`piece_index` values).
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredIndexState {
+    state: String,
+    blocks: Option<u64>,
+    reason: Option<String>,
+}
+
+impl StoredIndexState {
+    fn encode(s: &IndexState) -> Vec<u8> {
+        serde_json::to_vec(&StoredIndexState {
+            state: s.name().to_owned(),
+            blocks: s.blocks(),
+            reason: s.reason().map(str::to_owned),
+        })
+        .expect("an index state always serializes")
+    }
+
+    fn decode(key: &[u8], v: &[u8]) -> Result<IndexState, StoreError> {
+        let corrupt = |message: String| StoreError::Corrupt {
+            key: format!("piece_index/{}", hex::encode(key)),
+            message,
+        };
+        let s: StoredIndexState = serde_json::from_slice(v).map_err(|e| corrupt(e.to_string()))?;
+        IndexState::from_parts(&s.state, s.blocks, s.reason)
+            .ok_or_else(|| corrupt(format!("state {:?} with the wrong parts", s.state)))
+    }
+}
+
+/// `piece ‖ offset` (the `piece_blocks` key).
+fn block_key(piece: &[u8], offset: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(piece.len() + 8);
+    k.extend_from_slice(piece);
+    k.extend_from_slice(&offset.to_be_bytes());
+    k
+}
+
+fn be_u64(b: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(b.get(..8)?.try_into().ok()?))
+}
+
+impl Inner {
+    fn index_state(&self, piece: &Cid) -> Result<IndexState, StoreError> {
+        match self.piece_index.get(piece.as_bytes()).map_err(backend)? {
+            Some(v) => StoredIndexState::decode(piece.as_bytes(), &v),
+            None => Ok(IndexState::NotYet),
+        }
+    }
+
+    fn put_blocks(&self, piece: &Cid, entries: &[BlockEntry]) -> Result<(), StoreError> {
+        let p = piece.as_bytes();
+        let mut blocks = ::sled::Batch::default();
+        let mut by_mh = ::sled::Batch::default();
+        for e in entries {
+            let mut v = e.length.to_be_bytes().to_vec();
+            v.extend_from_slice(&e.multihash);
+            blocks.insert(block_key(p, e.offset), v);
+            let mut k = e.multihash.clone();
+            k.extend_from_slice(&block_key(p, e.offset));
+            by_mh.insert(k, &e.length.to_be_bytes());
+        }
+        // The piece's entries first: removing a piece walks them to find the others.
+        self.piece_blocks.apply_batch(blocks).map_err(backend)?;
+        self.blocks_by_multihash.apply_batch(by_mh).map_err(backend)
+    }
+
+    /// Remove every entry of `piece`, a batch at a time.
+    fn remove_blocks(&self, piece: &Cid) -> Result<(), StoreError> {
+        let p = piece.as_bytes();
+        loop {
+            let mut blocks = ::sled::Batch::default();
+            let mut by_mh = ::sled::Batch::default();
+            let mut n = 0;
+            for kv in self.piece_blocks.scan_prefix(p).take(4096) {
+                let (k, v) = kv.map_err(backend)?;
+                if k.len() != p.len() + 8 {
+                    continue;
+                }
+                let mut mk = v.get(8..).unwrap_or_default().to_vec();
+                mk.extend_from_slice(&k);
+                by_mh.remove(mk);
+                blocks.remove(k);
+                n += 1;
+            }
+            if n == 0 {
+                return Ok(());
+            }
+            self.blocks_by_multihash
+                .apply_batch(by_mh)
+                .map_err(backend)?;
+            self.piece_blocks.apply_batch(blocks).map_err(backend)?;
+        }
+    }
+
+    fn blocks_page(
+        &self,
+        piece: &Cid,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<BlockEntry>, StoreError> {
+        let p = piece.as_bytes();
+        let start = match after {
+            Some(o) if o == u64::MAX => return Ok(Vec::new()),
+            Some(o) => block_key(p, o + 1),
+            None => block_key(p, 0),
+        };
+        let end = {
+            // The first key past every `p ‖ offset`: `p ‖ [0xff; 8]` and one more byte.
+            let mut e = block_key(p, u64::MAX);
+            e.push(0);
+            e
+        };
+        let mut out = Vec::new();
+        for kv in self.piece_blocks.range(start..end) {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = kv.map_err(backend)?;
+            let damaged = || StoreError::Corrupt {
+                key: format!("piece_blocks/{}", hex::encode(&k)),
+                message: "short entry".into(),
+            };
+            if k.len() != p.len() + 8 {
+                continue;
+            }
+            out.push(BlockEntry {
+                offset: be_u64(&k[p.len()..]).ok_or_else(damaged)?,
+                length: be_u64(&v).ok_or_else(damaged)?,
+                multihash: v[8..].to_vec(),
+            });
+        }
+        Ok(out)
+    }
+
+    fn by_multihash(&self, mh: &[u8], limit: usize) -> Result<Vec<BlockLocation>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.blocks_by_multihash.scan_prefix(mh) {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = kv.map_err(backend)?;
+            // A multihash is self-delimiting (code, length, digest), so what follows the
+            // prefix is this block's `piece ‖ offset`.
+            let rest = &k[mh.len()..];
+            let Some(split) = rest.len().checked_sub(8) else {
+                continue;
+            };
+            let (Ok(piece), Some(offset), Some(length)) = (
+                Cid::from_bytes(&rest[..split]),
+                be_u64(&rest[split..]),
+                be_u64(&v),
+            ) else {
+                continue;
+            };
+            out.push(BlockLocation {
+                piece,
+                offset,
+                length,
+            });
+        }
+        Ok(out)
+    }
 }
