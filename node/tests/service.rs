@@ -329,6 +329,35 @@ impl Store for HookedStore {
     ) -> StoreFuture<'a, Vec<BlockLocation>> {
         self.inner.blocks_by_multihash(multihash, limit)
     }
+    fn ipni_head(&self) -> StoreFuture<'_, Option<dealport_node::store::IpniHead>> {
+        self.inner.ipni_head()
+    }
+    fn ipni_block<'a>(&'a self, cid: &'a Cid) -> StoreFuture<'a, Option<Vec<u8>>> {
+        self.inner.ipni_block(cid)
+    }
+    fn put_ipni_chunk<'a>(&'a self, block: &'a dealport_core::ipni::Block) -> StoreFuture<'a, ()> {
+        self.inner.put_ipni_chunk(block)
+    }
+    fn publish_ipni_ad<'a>(
+        &'a self,
+        fence: &'a Fence,
+        ad: &'a dealport_node::store::IpniPublish,
+    ) -> StoreFuture<'a, dealport_node::store::Published> {
+        self.inner.publish_ipni_ad(fence, ad)
+    }
+    fn ipni_ads_of_deal(
+        &self,
+        deal: DealUuid,
+    ) -> StoreFuture<'_, Vec<dealport_node::store::IpniAdRef>> {
+        self.inner.ipni_ads_of_deal(deal)
+    }
+    fn ipni_announced_page(
+        &self,
+        after: Option<DealUuid>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<DealUuid>> {
+        self.inner.ipni_announced_page(after, limit)
+    }
 }
 
 #[test]

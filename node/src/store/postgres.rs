@@ -46,6 +46,7 @@ use std::{
 use dealport_core::{
     db_target::{DbTarget, HostSpec, SessionAttrs},
     deal::{Checkpoint, DealRecord},
+    ipni::Block,
     piece_index::{BlockEntry, BlockLocation, IndexState},
     wire::Cid,
     wire::DealUuid,
@@ -59,8 +60,8 @@ use sqlx::{
 use super::pg_connect;
 
 use super::{
-    Fence, Inserted, LeaseGrant, LeaseRead, LeaseRow, RelayTarget, Store, StoreError, StoreFuture,
-    StoredDeal,
+    Fence, Inserted, IpniAdRef, IpniHead, IpniPublish, LeaseGrant, LeaseRead, LeaseRow, Published,
+    RelayTarget, Store, StoreError, StoreFuture, StoredDeal,
 };
 use crate::runtime::timeout;
 
@@ -171,12 +172,19 @@ fn migrator() -> Migrator {
             include_str!("../../migrations/0004_deals_by_piece.sql").into_sql_str(),
             false,
         ),
-        // 5 and 7 are taken by other branches.
+        // 5 is taken by another branch.
         Migration::new(
             6,
             Cow::Borrowed("piece directory"),
             MigrationType::Simple,
             include_str!("../../migrations/0006_piece_directory.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            7,
+            Cow::Borrowed("ipni chain"),
+            MigrationType::Simple,
+            include_str!("../../migrations/0007_ipni_chain.sql").into_sql_str(),
             false,
         ),
     ])
@@ -1178,6 +1186,196 @@ impl PostgresStore {
     }
 }
 
+impl PostgresStore {
+    async fn ipni_head_impl(&self) -> Result<Option<IpniHead>, StoreError> {
+        let row: Option<(Vec<u8>, i64)> = with_retry!(self, "read the ipni head", async {
+            Ok::<_, Fail>(
+                sqlx::query_as("SELECT cid, seq FROM ipni_head WHERE singleton")
+                    .fetch_optional(&self.pool())
+                    .await?,
+            )
+        })?;
+        row.map(|(cid, seq)| {
+            Ok(IpniHead {
+                cid: stored_cid("ipni_head", &cid)?,
+                seq: to_u64("ipni_head", "seq", seq)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn ipni_block_impl(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
+        with_retry!(self, "read an ipni block", async {
+            Ok::<_, Fail>(
+                sqlx::query_scalar("SELECT bytes FROM ipni_blocks WHERE cid = $1")
+                    .bind(cid.as_bytes())
+                    .fetch_optional(&self.pool())
+                    .await?,
+            )
+        })
+    }
+
+    async fn put_ipni_chunk_impl(&self, block: &Block) -> Result<(), StoreError> {
+        with_retry!(self, "write an ipni chunk", async {
+            sqlx::query(
+                "INSERT INTO ipni_blocks (cid, bytes) VALUES ($1, $2) ON CONFLICT (cid) DO NOTHING",
+            )
+            .bind(block.cid.as_bytes())
+            .bind(&block.bytes)
+            .execute(&self.pool())
+            .await?;
+            Ok::<_, Fail>(())
+        })
+    }
+
+    async fn publish_ipni_ad_impl(
+        &self,
+        fence: &Fence,
+        p: &IpniPublish,
+    ) -> Result<Published, StoreError> {
+        let generation = to_i64("generation", fence.generation)?;
+        let deal = p.deal.to_string();
+        let part = i32::try_from(p.part)
+            .map_err(|_| StoreError::Backend(format!("ipni part {} too large", p.part)))?;
+        with_retry!(self, "publish an ipni advertisement", async {
+            let mut tx = self.pool().begin().await?;
+            check_fence(&mut tx, fence, generation).await?;
+            // First: a retry after a commit whose answer was lost finds its own ad.
+            let done: Option<Vec<u8>> = sqlx::query_scalar(
+                "SELECT cid FROM ipni_ads WHERE deal_uuid = $1::uuid AND is_rm = $2 AND part = $3",
+            )
+            .bind(&deal)
+            .bind(p.is_rm)
+            .bind(part)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(cid) = done {
+                tx.rollback().await?;
+                return Ok(Published::Already(
+                    stored_cid("ipni_ads", &cid).map_err(Fail::Store)?,
+                ));
+            }
+            let head: Option<(Vec<u8>, i64)> =
+                sqlx::query_as("SELECT cid, seq FROM ipni_head WHERE singleton FOR UPDATE")
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let (at_head, seq) = match &head {
+                None => (p.previous.is_none(), 1i64),
+                Some((cid, seq)) => (
+                    p.previous
+                        .as_ref()
+                        .is_some_and(|prev| prev.as_bytes() == cid.as_slice()),
+                    seq + 1,
+                ),
+            };
+            if !at_head {
+                tx.rollback().await?;
+                return Ok(Published::HeadMoved);
+            }
+            sqlx::query(
+                "INSERT INTO ipni_blocks (cid, bytes) VALUES ($1, $2) ON CONFLICT (cid) DO NOTHING",
+            )
+            .bind(p.ad.cid.as_bytes())
+            .bind(&p.ad.bytes)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO ipni_ads (cid, seq, previous, deal_uuid, is_rm, part, writer_generation) \
+                 VALUES ($1, $2, $3, $4::uuid, $5, $6, $7)",
+            )
+            .bind(p.ad.cid.as_bytes())
+            .bind(seq)
+            .bind(p.previous.as_ref().map(|c| c.as_bytes().to_vec()))
+            .bind(&deal)
+            .bind(p.is_rm)
+            .bind(part)
+            .bind(generation)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO ipni_head (singleton, cid, seq) VALUES (TRUE, $1, $2) \
+                 ON CONFLICT (singleton) DO UPDATE SET cid = EXCLUDED.cid, seq = EXCLUDED.seq",
+            )
+            .bind(p.ad.cid.as_bytes())
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?;
+            let mark = if p.is_rm {
+                "DELETE FROM ipni_announced WHERE deal_uuid = $1::uuid"
+            } else {
+                "INSERT INTO ipni_announced (deal_uuid) VALUES ($1::uuid) ON CONFLICT DO NOTHING"
+            };
+            sqlx::query(mark).bind(&deal).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(Published::Yes { seq: seq as u64 })
+        })
+    }
+
+    async fn ipni_ads_of_deal_impl(&self, deal: DealUuid) -> Result<Vec<IpniAdRef>, StoreError> {
+        let rows: Vec<(Vec<u8>, bool, i32, i64)> = with_retry!(
+            self,
+            "read a deal's ipni ads",
+            async {
+                Ok::<_, Fail>(
+                sqlx::query_as(
+                    "SELECT cid, is_rm, part, seq FROM ipni_ads WHERE deal_uuid = $1::uuid ORDER BY seq",
+                )
+                .bind(deal.to_string())
+                .fetch_all(&self.pool())
+                .await?,
+            )
+            }
+        )?;
+        rows.into_iter()
+            .map(|(cid, is_rm, part, seq)| {
+                Ok(IpniAdRef {
+                    cid: stored_cid("ipni_ads", &cid)?,
+                    is_rm,
+                    part: u32::try_from(part).unwrap_or(0),
+                    seq: to_u64("ipni_ads", "seq", seq)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn ipni_announced_page_impl(
+        &self,
+        after: Option<DealUuid>,
+        limit: usize,
+    ) -> Result<Vec<DealUuid>, StoreError> {
+        let after = after.map(|u| u.to_string());
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows: Vec<String> = with_retry!(self, "read the announced deals", async {
+            Ok::<_, Fail>(
+                sqlx::query_scalar(
+                    "SELECT deal_uuid::text FROM ipni_announced \
+                     WHERE $1::uuid IS NULL OR deal_uuid > $1::uuid ORDER BY deal_uuid LIMIT $2",
+                )
+                .bind(&after)
+                .bind(limit)
+                .fetch_all(&self.pool())
+                .await?,
+            )
+        })?;
+        rows.iter()
+            .map(|u| {
+                DealUuid::parse(u).map_err(|e| StoreError::Corrupt {
+                    key: format!("ipni_announced/{u}"),
+                    message: e.to_string(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// A CID read from a column.
+fn stored_cid(table: &str, bytes: &[u8]) -> Result<Cid, StoreError> {
+    Cid::from_bytes(bytes).map_err(|e| StoreError::Corrupt {
+        key: format!("{table}/{}", hex::encode(bytes)),
+        message: e.to_string(),
+    })
+}
+
 impl Store for PostgresStore {
     fn identity_or_create<'a>(
         &'a self,
@@ -1369,6 +1567,38 @@ impl Store for PostgresStore {
         limit: usize,
     ) -> StoreFuture<'a, Vec<BlockLocation>> {
         Box::pin(self.by_multihash_impl(multihash, limit))
+    }
+
+    fn ipni_head(&self) -> StoreFuture<'_, Option<IpniHead>> {
+        Box::pin(self.ipni_head_impl())
+    }
+
+    fn ipni_block<'a>(&'a self, cid: &'a Cid) -> StoreFuture<'a, Option<Vec<u8>>> {
+        Box::pin(self.ipni_block_impl(cid))
+    }
+
+    fn put_ipni_chunk<'a>(&'a self, block: &'a Block) -> StoreFuture<'a, ()> {
+        Box::pin(self.put_ipni_chunk_impl(block))
+    }
+
+    fn publish_ipni_ad<'a>(
+        &'a self,
+        fence: &'a Fence,
+        ad: &'a IpniPublish,
+    ) -> StoreFuture<'a, Published> {
+        Box::pin(self.publish_ipni_ad_impl(fence, ad))
+    }
+
+    fn ipni_ads_of_deal(&self, deal: DealUuid) -> StoreFuture<'_, Vec<IpniAdRef>> {
+        Box::pin(self.ipni_ads_of_deal_impl(deal))
+    }
+
+    fn ipni_announced_page(
+        &self,
+        after: Option<DealUuid>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<DealUuid>> {
+        Box::pin(self.ipni_announced_page_impl(after, limit))
     }
 
     fn leader_state<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {

@@ -29,14 +29,16 @@ use ::sled::{
 };
 use dealport_core::{
     deal::{Checkpoint, DealRecord},
+    ipni::Block,
     piece_index::{BlockEntry, BlockLocation, IndexState},
     wire::{Cid, DealUuid},
 };
 
 use super::group_flush::GroupFlush;
 use super::{
-    checkpoint_from_name, is_live, DbMillis, Fence, Inserted, LeaseGrant, LeaseRead, LeaseRow,
-    RelayTarget, Store, StoreError, StoreFuture, StoredDeal, CHECKPOINTS,
+    checkpoint_from_name, is_live, DbMillis, Fence, Inserted, IpniAdRef, IpniHead, IpniPublish,
+    LeaseGrant, LeaseRead, LeaseRow, Published, RelayTarget, Store, StoreError, StoreFuture,
+    StoredDeal, CHECKPOINTS,
 };
 use crate::runtime::{unblock, Runtime};
 
@@ -66,6 +68,14 @@ struct Inner {
     piece_index: Tree,
     piece_blocks: Tree,
     blocks_by_multihash: Tree,
+    /// IPNI advertisements and entry chunks: CID bytes -> dag-json bytes.
+    ipni_blocks: Tree,
+    /// IPNI advertisements by deal: `uuid ‖ is_rm ‖ part (BE u32)` -> `seq (BE u64) ‖ CID`.
+    ipni_ads: Tree,
+    /// The chain head: `head` -> `seq (BE u64) ‖ CID`.
+    ipni_head: Tree,
+    /// Deals announced and not yet removed: uuid -> nothing.
+    ipni_announced: Tree,
     lease: Mutex<LocalLease>,
     group_flush: GroupFlush,
 }
@@ -237,6 +247,10 @@ impl SledStore {
             piece_index: tree("piece_index")?,
             piece_blocks: tree("piece_blocks")?,
             blocks_by_multihash: tree("blocks_by_multihash")?,
+            ipni_blocks: tree("ipni_blocks")?,
+            ipni_ads: tree("ipni_ads")?,
+            ipni_head: tree("ipni_head")?,
+            ipni_announced: tree("ipni_announced")?,
             lease: Mutex::new(LocalLease::default()),
             group_flush: GroupFlush::new(),
             path,
@@ -512,6 +526,133 @@ fn tx_error(e: TransactionError<StoreError>) -> StoreError {
     match e {
         TransactionError::Abort(e) => e,
         TransactionError::Storage(e) => backend(e),
+    }
+}
+
+const IPNI_HEAD_KEY: &[u8] = b"head";
+
+fn ipni_ad_key(deal: DealUuid, is_rm: bool, part: u32) -> Vec<u8> {
+    let mut k = deal.0.to_vec();
+    k.push(u8::from(is_rm));
+    k.extend_from_slice(&part.to_be_bytes());
+    k
+}
+
+fn seq_and_cid(seq: u64, cid: &Cid) -> Vec<u8> {
+    let mut v = seq.to_be_bytes().to_vec();
+    v.extend_from_slice(cid.as_bytes());
+    v
+}
+
+fn parse_seq_and_cid(key: &str, v: &[u8]) -> Result<(u64, Cid), StoreError> {
+    let corrupt = |message: String| StoreError::Corrupt {
+        key: key.to_owned(),
+        message,
+    };
+    let (seq, cid) = v
+        .split_first_chunk::<8>()
+        .ok_or_else(|| corrupt("shorter than a sequence number".into()))?;
+    let cid = Cid::from_bytes(cid).map_err(|e| corrupt(e.to_string()))?;
+    Ok((u64::from_be_bytes(*seq), cid))
+}
+
+impl Inner {
+    fn ipni_head(&self) -> Result<Option<IpniHead>, StoreError> {
+        self.ipni_head
+            .get(IPNI_HEAD_KEY)
+            .map_err(backend)?
+            .map(|v| {
+                let (seq, cid) = parse_seq_and_cid("ipni_head", &v)?;
+                Ok(IpniHead { cid, seq })
+            })
+            .transpose()
+    }
+
+    fn publish_ipni(&self, p: &IpniPublish) -> Result<Published, StoreError> {
+        let key = ipni_ad_key(p.deal, p.is_rm, p.part);
+        let out = (
+            &self.ipni_blocks,
+            &self.ipni_ads,
+            &self.ipni_head,
+            &self.ipni_announced,
+        )
+            .transaction(
+                |(blocks, ads, head, announced)| -> ConflictableTransactionResult<Published, StoreError> {
+                    use ::sled::transaction::ConflictableTransactionError::Abort;
+                    if let Some(v) = ads.get(&key)? {
+                        let (_, cid) = parse_seq_and_cid("ipni_ads", &v).map_err(Abort)?;
+                        return Ok(Published::Already(cid));
+                    }
+                    let current = head
+                        .get(IPNI_HEAD_KEY)?
+                        .map(|v| parse_seq_and_cid("ipni_head", &v))
+                        .transpose()
+                        .map_err(Abort)?;
+                    let seq = match (&current, &p.previous) {
+                        (None, None) => 1,
+                        (Some((seq, cid)), Some(prev)) if cid == prev => seq + 1,
+                        _ => return Ok(Published::HeadMoved),
+                    };
+                    blocks.insert(p.ad.cid.as_bytes(), p.ad.bytes.as_slice())?;
+                    let v = seq_and_cid(seq, &p.ad.cid);
+                    ads.insert(key.as_slice(), v.as_slice())?;
+                    head.insert(IPNI_HEAD_KEY, v)?;
+                    if p.is_rm {
+                        announced.remove(&p.deal.0[..])?;
+                    } else {
+                        announced.insert(&p.deal.0[..], &[][..])?;
+                    }
+                    Ok(Published::Yes { seq })
+                },
+            )
+            .map_err(tx_error)?;
+        Ok(out)
+    }
+
+    fn ipni_ads_of(&self, deal: DealUuid) -> Result<Vec<IpniAdRef>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.ipni_ads.scan_prefix(deal.0) {
+            let (k, v) = kv.map_err(backend)?;
+            let (seq, cid) = parse_seq_and_cid("ipni_ads", &v)?;
+            let part = k
+                .get(17..21)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map(u32::from_be_bytes)
+                .unwrap_or(0);
+            out.push(IpniAdRef {
+                cid,
+                is_rm: k.get(16) == Some(&1),
+                part,
+                seq,
+            });
+        }
+        out.sort_by_key(|a| a.seq);
+        Ok(out)
+    }
+
+    fn ipni_announced_after(
+        &self,
+        after: Option<DealUuid>,
+        limit: usize,
+    ) -> Result<Vec<DealUuid>, StoreError> {
+        let start = match after {
+            Some(u) => Bound::Excluded(u.0.to_vec()),
+            None => Bound::Unbounded,
+        };
+        let mut out = Vec::new();
+        for kv in self
+            .ipni_announced
+            .range::<Vec<u8>, _>((start, Bound::Unbounded))
+            .take(limit)
+        {
+            let (k, _) = kv.map_err(backend)?;
+            let bytes = <[u8; 16]>::try_from(k.as_ref()).map_err(|_| StoreError::Corrupt {
+                key: format!("ipni_announced/{}", hex::encode(&k)),
+                message: "not a UUID".into(),
+            })?;
+            out.push(DealUuid(bytes));
+        }
+        Ok(out)
     }
 }
 
@@ -839,6 +980,58 @@ impl Store for SledStore {
     ) -> StoreFuture<'a, Vec<BlockLocation>> {
         let multihash = multihash.to_vec();
         self.run(move |inner| inner.by_multihash(&multihash, limit))
+    }
+
+    fn ipni_head(&self) -> StoreFuture<'_, Option<IpniHead>> {
+        self.run(|inner| inner.ipni_head())
+    }
+
+    fn ipni_block<'a>(&'a self, cid: &'a Cid) -> StoreFuture<'a, Option<Vec<u8>>> {
+        let key = cid.as_bytes().to_vec();
+        self.run(move |inner| {
+            Ok(inner
+                .ipni_blocks
+                .get(key)
+                .map_err(backend)?
+                .map(|v| v.to_vec()))
+        })
+    }
+
+    fn put_ipni_chunk<'a>(&'a self, block: &'a Block) -> StoreFuture<'a, ()> {
+        let (key, value) = (block.cid.as_bytes().to_vec(), block.bytes.clone());
+        self.run(move |inner| {
+            inner.ipni_blocks.insert(key, value).map_err(backend)?;
+            Ok(())
+        })
+    }
+
+    fn publish_ipni_ad<'a>(
+        &'a self,
+        fence: &'a Fence,
+        ad: &'a IpniPublish,
+    ) -> StoreFuture<'a, Published> {
+        let (fence, ad) = (fence.clone(), ad.clone());
+        self.run(move |inner| {
+            let out = {
+                let lease = inner.lease();
+                lease.check(&fence)?;
+                inner.publish_ipni(&ad)?
+            };
+            inner.flush()?;
+            Ok(out)
+        })
+    }
+
+    fn ipni_ads_of_deal(&self, deal: DealUuid) -> StoreFuture<'_, Vec<IpniAdRef>> {
+        self.run(move |inner| inner.ipni_ads_of(deal))
+    }
+
+    fn ipni_announced_page(
+        &self,
+        after: Option<DealUuid>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<DealUuid>> {
+        self.run(move |inner| inner.ipni_announced_after(after, limit))
     }
 
     fn relay_target(&self) -> StoreFuture<'_, Option<RelayTarget>> {
