@@ -144,6 +144,17 @@ pub(crate) async fn run(shell: Shell, at: Location, store_flag: Option<String>) 
             &config, &dir, &store, &transfers, &shell, &metrics,
         ));
     }
+    // [ipni] enable: the chain on the HTTP server of every node, the publisher on the
+    // lease holder.
+    let ipni = if config.ipni.enable {
+        let settings = dealport_node::ipni::IpniSettings::from_config(&config)
+            .map_err(|e| Fail(format!("config file {}: {e}", path.display())))?;
+        let ipni = dealport_node::ipni::Ipni::new(service.clone(), key.clone(), settings);
+        front_door = front_door.with_ipni(dealport_node::ipni::http::IpniHttp::new(ipni.clone()));
+        Some(ipni)
+    } else {
+        None
+    };
     let front_door = Arc::new(front_door);
     let mut leader_tasks = leader_tasks(
         &config,
@@ -156,6 +167,7 @@ pub(crate) async fn run(shell: Shell, at: Location, store_flag: Option<String>) 
         policy_buffer,
     );
     leader_tasks.extend(lotus_miner.map(|m| m.task));
+    leader_tasks.extend(ipni.clone().map(dealport_node::ipni::leader_task));
     let duties = Arc::new(Duties::new(
         shell.runtime.clone(),
         key,
@@ -221,6 +233,13 @@ pub(crate) async fn run(shell: Shell, at: Location, store_flag: Option<String>) 
     }
     write_http_address_file(&dir, http.local_addr());
     set_transports(&config, &service, http.local_addr(), &announce);
+    if let Some(ipni) = &ipni {
+        let own = retrieval::transports::own_http(&config.retrieval, http.local_addr(), &announce);
+        if own.is_none() && config.ipni.addresses.is_empty() {
+            tracing::warn!("IPNI: this node's HTTP address for clients is unknown: set [ipni] addresses (or [retrieval] http_announce); advertisements name no address until then");
+        }
+        ipni.set_http_address(own);
+    }
     if cluster && !lease.is_leader() {
         tracing::info!("standing by: another node holds the lease");
     }

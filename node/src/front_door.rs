@@ -79,6 +79,8 @@ pub struct FrontDoor {
     pieces: Option<Arc<crate::sealing::piece_url::PieceUrls>>,
     /// `/piece/<cid>` (absent, `serve_pieces` off: 404). Any node serves it.
     retrieval: Option<Arc<crate::retrieval::PieceServer>>,
+    /// The IPNI publisher under `/ipni/v1/ad/` (absent, `[ipni] enable` off: 404).
+    ipni: Option<Arc<crate::ipni::http::IpniHttp>>,
 }
 
 impl FrontDoor {
@@ -93,6 +95,7 @@ impl FrontDoor {
             api: None,
             pieces: None,
             retrieval: None,
+            ipni: None,
         }
     }
 
@@ -111,6 +114,12 @@ impl FrontDoor {
     /// Serve `/piece/<cid>` (`[retrieval] serve_pieces`), on every node.
     pub fn with_piece_retrieval(mut self, pieces: crate::retrieval::PieceServer) -> Self {
         self.retrieval = Some(Arc::new(pieces));
+        self
+    }
+
+    /// Serve the IPNI advertisement chain under `/ipni/v1/ad/`, on every node.
+    pub fn with_ipni(mut self, ipni: crate::ipni::http::IpniHttp) -> Self {
+        self.ipni = Some(Arc::new(ipni));
         self
     }
 
@@ -239,6 +248,9 @@ impl HttpBackend for FrontDoor {
                 .retrieval
                 .as_ref()
                 .map(|p| p.route(method, path, headers));
+        }
+        if crate::ipni::http::IpniHttp::is_ipni_path(path) {
+            return self.ipni.as_ref().map(|p| p.route(method, path, headers));
         }
         if !Api::is_api_path(path) {
             return None;

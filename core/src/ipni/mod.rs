@@ -9,6 +9,7 @@
 pub mod ad;
 pub mod envelope;
 pub mod ipld;
+pub mod plan;
 
 use crate::wire::{varint, Cid};
 use envelope::Signer;
