@@ -694,6 +694,14 @@ impl CarReader {
     }
 }
 
+/// Whether `data` hashes to `cid`'s multihash: `None` for a hash we do not compute
+/// (see the module docs).
+pub fn block_matches(cid: &Cid, data: &[u8]) -> Option<bool> {
+    let mut h = BlockHash::for_code(cid.prefix()?.mh_code);
+    h.update(cid.digest(), data);
+    h.check(cid.digest())
+}
+
 /// A CARv1 header block with `roots`, framed (its varint first): what starts a CARv1
 /// and a CARv2's payload. dag-cbor map keys in length-first order: "roots", "version".
 pub fn v1_header(roots: &[Cid]) -> Vec<u8> {
@@ -1187,6 +1195,22 @@ mod tests {
         let (car, _) = car_v1(&blocks());
         let e = read_err(&car[..5]);
         assert!(!e.is_not_car(), "{e}");
+    }
+
+    #[test]
+    fn single_blocks_are_checked_against_their_cids() {
+        for (cid, data, verified) in blocks() {
+            assert_eq!(
+                block_matches(&cid, &data),
+                verified.then_some(true),
+                "{cid}"
+            );
+            if verified && !data.is_empty() {
+                let mut bad = data.clone();
+                bad[0] ^= 1;
+                assert_eq!(block_matches(&cid, &bad), Some(false), "{cid}");
+            }
+        }
     }
 
     #[test]

@@ -22,4 +22,5 @@ pub mod sealing;
 pub mod sig;
 pub mod status;
 pub mod transfer;
+pub mod trustless;
 pub mod wire;
