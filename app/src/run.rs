@@ -112,6 +112,22 @@ pub(crate) async fn run(shell: Shell, at: Location, store_flag: Option<String>) 
         transfer_settings,
         &config.transfer.staging_dir(&dir),
     );
+    // The piece directory: every deal's CAR indexed once its data is in (docs/indexing.md).
+    let (indexer, index_wake) = dealport_node::exec::index::Indexer::new(
+        store.clone(),
+        transfers.staging.clone(),
+        Some(PieceStore::new(
+            config
+                .retrieval
+                .piece_dir
+                .clone()
+                .unwrap_or_else(|| dir.join("pieces")),
+        )),
+        shell.runtime.clone(),
+        metrics.clone(),
+        Duration::from_secs(30),
+    );
+    transfers.set_index_notifier(index_wake);
     if config.api.token.is_empty() {
         tracing::info!("HTTP API off: no [api] token configured");
     }
@@ -167,6 +183,7 @@ pub(crate) async fn run(shell: Shell, at: Location, store_flag: Option<String>) 
         policy_buffer,
     );
     leader_tasks.extend(lotus_miner.map(|m| m.task));
+    leader_tasks.push(dealport_node::exec::index::leader_task(indexer));
     leader_tasks.extend(ipni.clone().map(dealport_node::ipni::leader_task));
     let duties = Arc::new(Duties::new(
         shell.runtime.clone(),

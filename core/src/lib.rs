@@ -6,6 +6,7 @@
 
 pub mod accept;
 pub mod ask;
+pub mod car;
 pub mod commp;
 pub mod db_target;
 pub mod deal;
@@ -22,4 +23,5 @@ pub mod sealing;
 pub mod sig;
 pub mod status;
 pub mod transfer;
+pub mod trustless;
 pub mod wire;
