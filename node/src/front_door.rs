@@ -79,6 +79,8 @@ pub struct FrontDoor {
     pieces: Option<Arc<crate::sealing::piece_url::PieceUrls>>,
     /// `/piece/<cid>` (absent, `serve_pieces` off: 404). Any node serves it.
     retrieval: Option<Arc<crate::retrieval::PieceServer>>,
+    /// `/ipfs/<cid>`: blocks of the pieces `retrieval` serves (absent with it).
+    ipfs: Option<Arc<crate::retrieval::IpfsServer>>,
 }
 
 impl FrontDoor {
@@ -92,6 +94,7 @@ impl FrontDoor {
             cluster: false,
             api: None,
             pieces: None,
+            ipfs: None,
             retrieval: None,
         }
     }
@@ -108,9 +111,15 @@ impl FrontDoor {
         self
     }
 
+    /// Serve `/ipfs/<cid>` (with `/piece/`: `[retrieval] serve_pieces`), on every node.
+    pub fn with_block_retrieval(mut self, blocks: Arc<crate::retrieval::IpfsServer>) -> Self {
+        self.ipfs = Some(blocks);
+        self
+    }
+
     /// Serve `/piece/<cid>` (`[retrieval] serve_pieces`), on every node.
-    pub fn with_piece_retrieval(mut self, pieces: crate::retrieval::PieceServer) -> Self {
-        self.retrieval = Some(Arc::new(pieces));
+    pub fn with_piece_retrieval(mut self, pieces: Arc<crate::retrieval::PieceServer>) -> Self {
+        self.retrieval = Some(pieces);
         self
     }
 
@@ -239,6 +248,9 @@ impl HttpBackend for FrontDoor {
                 .retrieval
                 .as_ref()
                 .map(|p| p.route(method, path, headers));
+        }
+        if crate::retrieval::IpfsServer::is_ipfs_path(path) {
+            return self.ipfs.as_ref().map(|b| b.route(method, path, headers));
         }
         if !Api::is_api_path(path) {
             return None;
