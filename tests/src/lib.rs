@@ -11,5 +11,6 @@ pub mod execution_sealing;
 pub mod execution_transfer;
 pub mod first_five_minutes;
 pub mod harness;
+pub mod indexing;
 pub mod retrieval;
 pub mod tcp_only;
