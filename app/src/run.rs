@@ -24,7 +24,7 @@ use dealport_node::{
     http, identity,
     metrics::Metrics,
     mk12_http::Mk12Http,
-    retrieval::{self, PieceServer},
+    retrieval::{self, IpfsServer, PieceServer},
     runtime::LeaderTask,
     service::{DealService, ServiceConfig},
     signals::ShutdownSignal,
@@ -156,9 +156,18 @@ pub(crate) async fn run(shell: Shell, at: Location, store_flag: Option<String>) 
         front_door = front_door.with_pieces(p.clone());
     }
     if config.retrieval.serve_pieces {
-        front_door = front_door.with_piece_retrieval(piece_server(
+        let pieces = Arc::new(piece_server(
             &config, &dir, &store, &transfers, &shell, &metrics,
         ));
+        let blocks = IpfsServer::new(
+            store.clone(),
+            pieces.clone(),
+            shell.runtime.clone(),
+            metrics.clone(),
+        );
+        front_door = front_door
+            .with_piece_retrieval(pieces)
+            .with_block_retrieval(Arc::new(blocks));
     }
     // [ipni] enable: the chain on the HTTP server of every node, the publisher on the
     // lease holder.
@@ -287,7 +296,7 @@ fn piece_server(
         .piece_dir
         .clone()
         .unwrap_or_else(|| dir.join("pieces"));
-    tracing::info!(staging = %transfers.staging.dir().display(), pieces = %piece_dir.display(), "serving GET /piece/<pieceCid>");
+    tracing::info!(staging = %transfers.staging.dir().display(), pieces = %piece_dir.display(), "serving GET /piece/<pieceCid> and /ipfs/<cid>");
     PieceServer::new(
         store.clone(),
         transfers.staging.clone(),

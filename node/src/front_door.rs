@@ -79,8 +79,13 @@ pub struct FrontDoor {
     pieces: Option<Arc<crate::sealing::piece_url::PieceUrls>>,
     /// `/piece/<cid>` (absent, `serve_pieces` off: 404). Any node serves it.
     retrieval: Option<Arc<crate::retrieval::PieceServer>>,
+<<<<<<< HEAD
     /// The IPNI publisher under `/ipni/v1/ad/` (absent, `[ipni] enable` off: 404).
     ipni: Option<Arc<crate::ipni::http::IpniHttp>>,
+=======
+    /// `/ipfs/<cid>`: blocks of the pieces `retrieval` serves (absent with it).
+    ipfs: Option<Arc<crate::retrieval::IpfsServer>>,
+>>>>>>> carindex
 }
 
 impl FrontDoor {
@@ -94,6 +99,7 @@ impl FrontDoor {
             cluster: false,
             api: None,
             pieces: None,
+            ipfs: None,
             retrieval: None,
             ipni: None,
         }
@@ -111,9 +117,15 @@ impl FrontDoor {
         self
     }
 
+    /// Serve `/ipfs/<cid>` (with `/piece/`: `[retrieval] serve_pieces`), on every node.
+    pub fn with_block_retrieval(mut self, blocks: Arc<crate::retrieval::IpfsServer>) -> Self {
+        self.ipfs = Some(blocks);
+        self
+    }
+
     /// Serve `/piece/<cid>` (`[retrieval] serve_pieces`), on every node.
-    pub fn with_piece_retrieval(mut self, pieces: crate::retrieval::PieceServer) -> Self {
-        self.retrieval = Some(Arc::new(pieces));
+    pub fn with_piece_retrieval(mut self, pieces: Arc<crate::retrieval::PieceServer>) -> Self {
+        self.retrieval = Some(pieces);
         self
     }
 
@@ -249,8 +261,13 @@ impl HttpBackend for FrontDoor {
                 .as_ref()
                 .map(|p| p.route(method, path, headers));
         }
+<<<<<<< HEAD
         if crate::ipni::http::IpniHttp::is_ipni_path(path) {
             return self.ipni.as_ref().map(|p| p.route(method, path, headers));
+=======
+        if crate::retrieval::IpfsServer::is_ipfs_path(path) {
+            return self.ipfs.as_ref().map(|b| b.route(method, path, headers));
+>>>>>>> carindex
         }
         if !Api::is_api_path(path) {
             return None;

@@ -414,9 +414,14 @@ async fn other_routes(
     path: &str,
     peer: SocketAddr,
 ) -> (&'static str, StreamResponse) {
+    // `/ipfs/` reads its query (`format`, `dag-scope`): it gets the request target.
+    let target = match req.uri().path_and_query() {
+        Some(pq) if path.starts_with("/ipfs/") => pq.as_str().to_owned(),
+        _ => path.to_owned(),
+    };
     if let Some(route) = state
         .backend
-        .stream_route(req.method(), path, req.headers(), peer.ip())
+        .stream_route(req.method(), &target, req.headers(), peer.ip())
     {
         use futures::TryStreamExt;
         let body: BodyStream = Box::pin(
@@ -426,6 +431,8 @@ async fn other_routes(
         );
         let label = if path.starts_with("/piece/") {
             "piece"
+        } else if path.starts_with("/ipfs/") {
+            "ipfs"
         } else {
             "api"
         };
