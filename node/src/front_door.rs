@@ -79,13 +79,10 @@ pub struct FrontDoor {
     pieces: Option<Arc<crate::sealing::piece_url::PieceUrls>>,
     /// `/piece/<cid>` (absent, `serve_pieces` off: 404). Any node serves it.
     retrieval: Option<Arc<crate::retrieval::PieceServer>>,
-<<<<<<< HEAD
-    /// The IPNI publisher under `/ipni/v1/ad/` (absent, `[ipni] enable` off: 404).
-    ipni: Option<Arc<crate::ipni::http::IpniHttp>>,
-=======
     /// `/ipfs/<cid>`: blocks of the pieces `retrieval` serves (absent with it).
     ipfs: Option<Arc<crate::retrieval::IpfsServer>>,
->>>>>>> carindex
+    /// The IPNI publisher under `/ipni/v1/ad/` (absent, `[ipni] enable` off: 404).
+    ipni: Option<Arc<crate::ipni::http::IpniHttp>>,
 }
 
 impl FrontDoor {
@@ -261,13 +258,11 @@ impl HttpBackend for FrontDoor {
                 .as_ref()
                 .map(|p| p.route(method, path, headers));
         }
-<<<<<<< HEAD
-        if crate::ipni::http::IpniHttp::is_ipni_path(path) {
-            return self.ipni.as_ref().map(|p| p.route(method, path, headers));
-=======
         if crate::retrieval::IpfsServer::is_ipfs_path(path) {
             return self.ipfs.as_ref().map(|b| b.route(method, path, headers));
->>>>>>> carindex
+        }
+        if crate::ipni::http::IpniHttp::is_ipni_path(path) {
+            return self.ipni.as_ref().map(|p| p.route(method, path, headers));
         }
         if !Api::is_api_path(path) {
             return None;
