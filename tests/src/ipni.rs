@@ -398,11 +398,18 @@ pub fn deals_are_advertised_withdrawn_and_the_chain_survives_a_restart(bin: &str
     drop(node);
     let mut node = Node::start(bin, &d.path);
     let ready = node.ready();
+    // The new run announces its head again (from its new HTTP address).
+    wait_for(
+        "the announcement after the restart",
+        Duration::from_secs(30),
+        || (indexer.announced().len() > before).then_some(()),
+    );
     let again = synced_with(&indexer, ready.http, 3);
     assert_eq!(again.head, s.head);
-    assert!(
-        indexer.announced().len() > before,
-        "re-announced after the restart"
+    assert_eq!(
+        again.ads.len(),
+        3,
+        "nothing advertised twice after the restart"
     );
     drop(node);
 }
