@@ -434,8 +434,23 @@ pub fn cluster_chain_stays_linear_across_a_failover(bin: &str) {
     let pg = PgServer::start();
     let url = pg.url();
     let mut members: Vec<Member> = ["n0", "n1"].iter().map(|n| member(bin, n)).collect();
+    // Staged and kept pieces on storage both nodes see (README, "Retrieval").
+    let shared = tempfile::tempdir().expect("a shared dir");
+    let (staging, pieces) = (shared.path().join("staging"), shared.path().join("pieces"));
     for m in &mut members {
-        config::edit(&m.dir.path, |t| ipni_config(t, lotus.addr, &indexer));
+        config::edit(&m.dir.path, |t| {
+            ipni_config(t, lotus.addr, &indexer);
+            let path = |p: &std::path::Path| toml::Value::from(p.to_string_lossy().into_owned());
+            let table = |t: &mut toml::Table, k: &str| -> toml::Table {
+                t[k].as_table().cloned().expect("a table")
+            };
+            let mut transfer = table(t, "transfer");
+            transfer.insert("staging_dir".into(), path(&staging));
+            t.insert("transfer".into(), transfer.into());
+            let mut retrieval = table(t, "retrieval");
+            retrieval.insert("piece_dir".into(), path(&pieces));
+            t.insert("retrieval".into(), retrieval.into());
+        });
         m.start(bin, &url);
     }
     let peer = members[0].peer();

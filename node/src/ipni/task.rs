@@ -28,6 +28,8 @@ const ENTRY_PAGE: usize = 4096;
 const STORE_BOUND: Duration = Duration::from_secs(30);
 /// Tries when another write moved the head between our read and our append.
 const HEAD_TRIES: usize = 5;
+/// How long the publisher waits for this node's HTTP address at start.
+const ADDRESS_WAIT: Duration = Duration::from_secs(30);
 /// Deals of one piece looked at when deciding a removal.
 const MAX_PIECE_DEALS: usize = 64;
 
@@ -76,6 +78,12 @@ impl Ipni {
     /// Rounds every `poll` and the announcements, until dropped (the lease is lost).
     pub(super) async fn run(&self) {
         tracing::info!(peer = %self.peer, urls = ?self.settings.announce.urls, "IPNI publisher started");
+        // The HTTP server starts after the first lease decision: its address (what the
+        // advertisements and announcements name) is known a moment later.
+        let until = std::time::Instant::now() + ADDRESS_WAIT;
+        while self.addresses().is_empty() && std::time::Instant::now() < until {
+            async_io::Timer::after(Duration::from_millis(100)).await;
+        }
         // A new holder tells the indexers where the chain is now.
         if let Some(Ok(Some(head))) = timeout(STORE_BOUND, self.service.store().ipni_head()).await {
             self.queue_announce(&head.cid);
