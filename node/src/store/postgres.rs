@@ -1717,11 +1717,12 @@ mod tests {
     fn migrations_are_embedded() {
         let m = migrator();
         let sql: Vec<&str> = m.iter().map(|m| m.sql.as_str()).collect();
-        assert_eq!(sql.len(), 5);
+        assert_eq!(sql.len(), 6);
         assert!(sql[0].contains("CREATE TABLE IF NOT EXISTS libp2p"));
         assert!(sql[1].contains("CREATE TABLE IF NOT EXISTS leader_state"));
         assert!(sql[2].contains("deals_live_by_checkpoint"));
         assert!(sql[3].contains("deals_by_piece_cid"));
         assert!(sql[4].contains("piece_blocks_by_multihash"));
+        assert!(sql[5].contains("CREATE TABLE IF NOT EXISTS ipni_head"));
     }
 }
