@@ -2,7 +2,8 @@
 //! (default 1024) of small blocks and one of 1 MiB blocks, each measured in one run as
 //! (1) a raw read of the file in 1 MiB chunks, (2) core's `CarReader` alone (parse and
 //! hash every block), (3) the indexer end to end (`Indexer::index_piece`: read, parse,
-//! hash, entries written to a sled store in batches, final state). The file is written
+//! hash, entries written in batches, final state) into a sled store, then into a
+//! throwaway PostgreSQL. The file is written
 //! first and is in the page cache for all three, so the ratios compare CPU work. Also
 //! prints the process's peak RSS (VmHWM) after each case: indexing memory is bounded.
 //!
@@ -27,9 +28,13 @@ use dealport_core::{
 use dealport_node::{
     exec::{index::Indexer, staging::Staging},
     metrics::Metrics,
-    store::{sled::SledStore, Store},
+    store::{
+        postgres::{PostgresOptions, PostgresStore},
+        sled::SledStore,
+        Store,
+    },
 };
-use dealport_testkit::node::runtime;
+use dealport_testkit::{node::runtime, postgres::PgServer};
 use sha2::{Digest, Sha256};
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -107,8 +112,7 @@ fn parse_only(path: &Path) -> (Duration, u64) {
     (t.elapsed(), blocks)
 }
 
-fn index(path: &Path, dir: &Path) -> (Duration, u64) {
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir, runtime()).unwrap());
+fn index(path: &Path, dir: &Path, store: Arc<dyn Store>) -> (Duration, u64) {
     let (ix, _wake) = Indexer::new(
         store,
         Staging::new(dir.join("staging")),
@@ -135,7 +139,7 @@ fn indexing_throughput_beside_raw_read() {
     let small = env_u64("SMALL_BLOCK", 1024) as usize;
     let tmp = tempfile::tempdir().unwrap();
     println!(
-        "| CAR ({} MiB) | blocks | raw read MiB/s | reader MiB/s (blocks/s) | indexer MiB/s (blocks/s) | indexer / raw | peak RSS MiB |",
+        "| CAR of {} MiB, block size | blocks | raw read MiB/s | CarReader MiB/s (blocks/s) | indexer into PostgreSQL MiB/s (blocks/s) | indexer into sled MiB/s (blocks/s) | peak RSS MiB: before / after PostgreSQL / after sled |",
         total >> 20
     );
     println!("|---|---|---|---|---|---|---|");
@@ -147,20 +151,39 @@ fn indexing_throughput_beside_raw_read() {
         let raw = raw_read(&path);
         let (parse, pb) = parse_only(&path);
         assert_eq!(pb, n);
+        let rss_before = peak_rss_mib();
+        // PostgreSQL first (a throwaway server: its memory is its own processes'), so
+        // the peak RSS after it is the indexer's own; then sled, whose memory is ours.
+        let server = PgServer::start();
+        let pg: Arc<dyn Store> = Arc::new(
+            futures::executor::block_on(PostgresStore::connect(
+                &server.url(),
+                PostgresOptions::default(),
+            ))
+            .unwrap(),
+        );
         let store_dir = tmp.path().join(format!("store{block}"));
-        let (ix, ib) = index(&path, &store_dir);
+        let (pg_ix, pb) = index(&path, &store_dir, pg);
+        assert_eq!(pb, n);
+        drop(server);
+        let rss_pg = peak_rss_mib();
+        let sled: Arc<dyn Store> = Arc::new(SledStore::open(&store_dir, runtime()).unwrap());
+        let (ix, ib) = index(&path, &store_dir, sled);
         assert_eq!(ib, n);
         let mibs = |d: Duration| len / d.as_secs_f64();
         let bps = |d: Duration| n as f64 / d.as_secs_f64();
         println!(
-            "| {} B blocks | {n} | {:.0} | {:.0} ({:.0}) | {:.0} ({:.0}) | {:.2} | {} |",
+            "| {} B | {n} | {:.0} | {:.0} ({:.0}) | {:.0} ({:.0}) | {:.0} ({:.0}) | {} / {} / {} |",
             block,
             mibs(raw),
             mibs(parse),
             bps(parse),
+            mibs(pg_ix),
+            bps(pg_ix),
             mibs(ix),
             bps(ix),
-            raw.as_secs_f64() / ix.as_secs_f64(),
+            rss_before,
+            rss_pg,
             peak_rss_mib()
         );
         std::fs::remove_file(&path).unwrap();
