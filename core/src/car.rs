@@ -585,7 +585,7 @@ impl CarReader {
         after: u64,
         found: &mut dyn FnMut(CarItem),
     ) -> Result<(), CarError> {
-        if !inner && bytes == &V2_PRAGMA[1..] {
+        if !inner && *bytes == V2_PRAGMA[1..] {
             self.version = 2;
             self.state = State::V2Header;
             return Ok(());
@@ -756,16 +756,16 @@ fn cid_len(b: &[u8]) -> Result<Option<usize>, &'static str> {
     }
     let mut at = 0;
     let mut fields = [0u64; 4];
-    for i in 0..fields.len() {
+    for (i, field) in fields.iter_mut().enumerate() {
         match varint::get(&b[at..]) {
             Ok((v, n)) => {
-                fields[i] = v;
+                *field = v;
                 at += n;
             }
             Err("varint truncated") if b.len() - at < 9 => return Ok(None),
             Err(e) => return Err(e),
         }
-        if i == 0 && fields[0] != 1 {
+        if i == 0 && *field != 1 {
             return Err("the CID version is not 1 (nor is it a CIDv0)");
         }
     }

@@ -1,11 +1,13 @@
 //! The live index (`Store::live_deals_at`) on both backends: through every transition, a
 //! failure, a restart (sled) and another node taking the lease (PostgreSQL), a deal is
-//! found at exactly its checkpoint while it is at work, and nowhere once failed or done.
+//! found at exactly its checkpoint while it is at work, and nowhere once failed or done;
+//! `awaiting_download` finds exactly the online deals at `Accepted` (offline ones wait
+//! for an import, which no background task scans for).
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use dealport_core::{
     deal::{Checkpoint, DealEvent, DealRecord},
-    wire::{Cid, DealUuid},
+    wire::{Cbor, Cid, DealUuid},
 };
 use dealport_node::store::{
     postgres::{PostgresOptions, PostgresStore},
@@ -62,23 +64,60 @@ async fn assert_index(store: &dyn Store, deals: &[DealRecord]) {
             .collect();
         assert_eq!(found, want, "live deals at {c}");
     }
+    let mut found = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.awaiting_download(after, 2).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().map(|d| d.uuid);
+        found.extend(page.into_iter().map(|d| d.uuid));
+    }
+    let want: Vec<DealUuid> = deals
+        .iter()
+        .filter(|d| d.checkpoint == Checkpoint::Accepted && !d.is_failed())
+        .filter(|d| !d.params.is_offline)
+        .map(|d| d.uuid)
+        .collect();
+    assert_eq!(
+        found, want,
+        "online deals awaiting a download, in UUID order"
+    );
 }
 
-/// Seven deals, each moved to another checkpoint, one failed on the way; the index
-/// checked after every write.
+/// A4 as an offline deal (its data comes by import).
+fn offline_deal(b: u8) -> DealRecord {
+    let mut params = a4_deal(b).params;
+    params.is_offline = true;
+    DealRecord::new_accepted(params.to_cbor(), params, String::new(), 1)
+}
+
+/// Seven deals, each moved to another checkpoint, one failed on the way, and online and
+/// offline deals at `Accepted` interleaved in UUID order, one offline deal moving on;
+/// the index checked after every write.
 async fn walk(store: &dyn Store, fence: &Fence) -> Vec<DealRecord> {
     let mut deals: Vec<DealRecord> = (1..=7).map(a4_deal).collect();
-    for d in &deals {
+    let mut waiting = vec![
+        offline_deal(8),
+        offline_deal(9),
+        offline_deal(10),
+        a4_deal(11),
+    ];
+    let both = |d: &[DealRecord], w: &[DealRecord]| [d, w].concat();
+    for d in deals.iter().chain(&waiting) {
         store.insert_new_deal_fenced(fence, d).await.unwrap();
     }
-    assert_index(store, &deals).await;
+    assert_index(store, &both(&deals, &waiting)).await;
+    waiting[1].apply(step(Checkpoint::Transferred)).unwrap();
+    store.update_deal_fenced(fence, &waiting[1]).await.unwrap();
     for (i, d) in deals.iter_mut().enumerate() {
         for to in CHECKPOINTS.iter().skip(1).take(i) {
             d.apply(step(*to)).unwrap();
             store.update_deal_fenced(fence, d).await.unwrap();
         }
     }
-    assert_index(store, &deals).await;
+    assert_index(store, &both(&deals, &waiting)).await;
     // A failure takes a deal out; free text does not move it.
     deals[2]
         .apply(DealEvent::Failed("the sector failed".into()))
@@ -88,6 +127,7 @@ async fn walk(store: &dyn Store, fence: &Fence) -> Vec<DealRecord> {
         .apply(DealEvent::SealingStatus("PreCommit1".into()))
         .unwrap();
     store.update_deal_fenced(fence, &deals[3]).await.unwrap();
+    deals.extend(waiting);
     assert_index(store, &deals).await;
     deals
 }
@@ -103,18 +143,56 @@ fn sled_index_follows_every_transition_and_a_restart() {
         })
     };
     // Reopened (the first store dropped): the index is what was written.
-    let reopened = block_on(async {
-        let mut n = 0;
-        loop {
-            match SledStore::open(dir.path(), runtime()) {
-                Ok(s) => break s,
-                // sled's flusher thread of the dropped store still holds the lock.
-                Err(_) if n < 100 => n += 1,
-                Err(e) => panic!("{e}"),
-            }
+    block_on(assert_index(&reopen(dir.path()), &deals));
+}
+
+/// Open the sled store in `dir`, waiting out the lock of a store just dropped.
+fn reopen(dir: &std::path::Path) -> SledStore {
+    let mut n = 0;
+    loop {
+        match SledStore::open(dir, runtime()) {
+            Ok(s) => break s,
+            // sled's flusher thread of the dropped store still holds the lock.
+            Err(_) if n < 100 => n += 1,
+            Err(e) => panic!("{e}"),
         }
-    });
-    block_on(assert_index(&reopened, &deals));
+    }
+}
+
+/// A store written by a version whose live index kept offline deals with the online
+/// ones (`live_index_v1`) has its index rebuilt once on open: the offline deal is no
+/// longer read as a download, and is still live at `Accepted`.
+#[test]
+fn sled_index_of_an_older_store_is_rebuilt_with_offline_deals_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let deals = vec![offline_deal(8), a4_deal(9)];
+    {
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path(), runtime()).unwrap());
+        block_on(async {
+            let (_gate, fence) = hold_lease(&store).await;
+            for d in &deals {
+                store.insert_new_deal_fenced(&fence, d).await.unwrap();
+            }
+        });
+    }
+    drop(reopen(dir.path()));
+    // Rewrite the index as version 1 had it: every deal at `Accepted` under byte 0.
+    {
+        let db = sled::open(dir.path().join("store")).unwrap();
+        let live = db.open_tree("live_by_checkpoint").unwrap();
+        live.clear().unwrap();
+        for d in &deals {
+            let mut k = vec![0u8];
+            k.extend_from_slice(&d.uuid.0);
+            live.insert(k, &[]).unwrap();
+        }
+        let meta = db.open_tree("meta").unwrap();
+        meta.remove(b"live_index_v2").unwrap();
+        meta.insert(b"live_index_v1", &[]).unwrap();
+        db.flush().unwrap();
+    }
+    let store = reopen(dir.path());
+    block_on(assert_index(&store, &deals));
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::{
     collections::{BTreeMap, HashMap, HashSet},
     io::{BufReader, Read, Write},
     net::{SocketAddr, TcpStream},
-    sync::{Arc, Mutex},
+    sync::{Arc, Condvar, Mutex},
     time::{Duration, Instant},
 };
 
@@ -49,6 +49,7 @@ struct State {
     step: Duration,
     too_many: u32,
     lose_answers: u32,
+    hold_answers: u32,
     failing: HashSet<u64>,
     next_sector: u64,
     sectors: BTreeMap<u64, Sector>,
@@ -62,6 +63,32 @@ struct State {
 pub struct FakeMiner {
     pub addr: SocketAddr,
     state: Arc<Mutex<State>>,
+    released: Arc<Released>,
+}
+
+/// Held answers wait here until [`FakeMiner::release`] (or the double is dropped).
+#[derive(Default)]
+struct Released {
+    yes: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Released {
+    fn wait(&self) {
+        let mut yes = self.yes.lock().unwrap_or_else(|e| e.into_inner());
+        while !*yes {
+            yes = self.cv.wait(yes).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// What the double does with an add-piece call it took.
+enum Taken {
+    Answer(Value),
+    /// Close the connection without answering.
+    Lose,
+    /// Say nothing until released, then close without answering.
+    Hold,
 }
 
 impl FakeMiner {
@@ -73,10 +100,16 @@ impl FakeMiner {
             ..State::default()
         }));
         let st = state.clone();
+        let released = Arc::new(Released::default());
+        let rel = released.clone();
         let addr = rpc_server::listen(move |conn| {
-            let _ = serve(conn, st.clone());
+            let _ = serve(conn, st.clone(), &rel);
         });
-        FakeMiner { addr, state }
+        FakeMiner {
+            addr,
+            state,
+            released,
+        }
     }
 
     fn st(&self) -> std::sync::MutexGuard<'_, State> {
@@ -95,6 +128,24 @@ impl FakeMiner {
     /// between lotus-miner taking the piece and dealport hearing of it).
     pub fn lose_answers(&self, n: u32) {
         self.st().lose_answers = n;
+    }
+    /// Take the next `n` pieces, then hold the answer (the connection open, nothing
+    /// said) until [`FakeMiner::release`]: the window in which the caller may die.
+    pub fn hold_answers(&self, n: u32) {
+        self.st().hold_answers = n;
+    }
+    /// Let held answers go (their connections close unanswered).
+    pub fn release(&self) {
+        *self.released.yes.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.released.cv.notify_all();
+    }
+    /// Pieces of `deal_id` the double took into a sector.
+    pub fn pieces_taken(&self, deal_id: u64) -> usize {
+        self.st()
+            .sectors
+            .values()
+            .filter(|s| s.deal_id == deal_id)
+            .count()
     }
     /// The sector that takes `deal_id` will fail.
     pub fn fail_deal(&self, deal_id: u64) {
@@ -124,7 +175,7 @@ fn state_of(s: &Sector, step: Duration, now: Instant) -> &'static str {
     walk[i.min(walk.len() - 1)]
 }
 
-fn serve(conn: TcpStream, st: Arc<Mutex<State>>) -> std::io::Result<()> {
+fn serve(conn: TcpStream, st: Arc<Mutex<State>>, released: &Released) -> std::io::Result<()> {
     let mut r = BufReader::new(conn.try_clone()?);
     let mut w = conn;
     while let Some(rpc_server::Request { line, auth, body }) = rpc_server::read_request(&mut r)? {
@@ -140,7 +191,15 @@ fn serve(conn: TcpStream, st: Arc<Mutex<State>>) -> std::io::Result<()> {
         let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         let method = req["method"].as_str().unwrap_or("").to_owned();
         let answer = match method.as_str() {
-            "Filecoin.SectorAddPieceToAny" => add_piece(&st, &req["params"]),
+            "Filecoin.SectorAddPieceToAny" => match add_piece(&st, &req["params"]) {
+                Ok(Taken::Answer(v)) => Ok(v),
+                Ok(Taken::Lose) => return Ok(()),
+                Ok(Taken::Hold) => {
+                    released.wait();
+                    return Ok(());
+                }
+                Err(e) => Err(e),
+            },
             "Filecoin.SectorsStatus" => sectors_status(&st, &req["params"]),
             "Filecoin.SectorsList" => {
                 Ok(json!(st.lock().unwrap().sectors.keys().collect::<Vec<_>>()))
@@ -160,7 +219,6 @@ fn serve(conn: TcpStream, st: Arc<Mutex<State>>) -> std::io::Result<()> {
             _ => Err(format!("method '{method}' not found")),
         };
         let answer = match answer {
-            Ok(Value::Null) if method == "Filecoin.SectorAddPieceToAny" => return Ok(()), // answer lost
             Ok(v) => json!({"jsonrpc": "2.0", "id": req["id"], "result": v}),
             Err(m) => {
                 json!({"jsonrpc": "2.0", "id": req["id"], "error": {"code": 1, "message": m}})
@@ -171,8 +229,7 @@ fn serve(conn: TcpStream, st: Arc<Mutex<State>>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// `Null` = take the piece and lose the answer.
-fn add_piece(st: &Arc<Mutex<State>>, p: &Value) -> Result<Value, String> {
+fn add_piece(st: &Arc<Mutex<State>>, p: &Value) -> Result<Taken, String> {
     let size = p[0].as_u64().ok_or("size is not a number")?;
     let info = &p[2];
     let deal_id = info["DealID"].as_u64().ok_or("no DealID")?;
@@ -232,10 +289,14 @@ fn add_piece(st: &Arc<Mutex<State>>, p: &Value) -> Result<Value, String> {
         );
         if s.lose_answers > 0 {
             s.lose_answers -= 1;
-            return Ok(Value::Null);
+            return Ok(Taken::Lose);
+        }
+        if s.hold_answers > 0 {
+            s.hold_answers -= 1;
+            return Ok(Taken::Hold);
         }
         // `### SectorAddPieceToAny` Response: `{"Sector": 9, "Offset": 1032}`.
-        Ok(json!({"Sector": n, "Offset": 0}))
+        Ok(Taken::Answer(json!({"Sector": n, "Offset": 0})))
     })();
     if let Err(e) = &result {
         st.lock().unwrap().errors.push(e.clone());

@@ -75,7 +75,8 @@ impl Runtime for ThreadRuntime {
         std::thread::spawn(move || futures::executor::block_on(fut));
     }
     fn spawn_blocking(&self, f: Box<dyn FnOnce() + Send>) {
-        std::thread::spawn(f);
+        // A pool, as the shells have: not an OS thread per file read.
+        blocking::unblock(f).detach();
     }
 }
 
@@ -93,7 +94,8 @@ impl Runtime for ExecutorRuntime {
     }
 
     fn spawn_blocking(&self, f: Box<dyn FnOnce() + Send>) {
-        std::thread::spawn(f);
+        // A pool, as the shells have: not an OS thread per file read.
+        blocking::unblock(f).detach();
     }
 }
 

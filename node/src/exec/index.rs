@@ -145,6 +145,8 @@ impl Indexer {
                 Ok(state) => {
                     tracing::info!(%piece, state = %state, took = ?started.elapsed(), "piece indexed")
                 }
+                // Data dropped before its pass (sealed, no `keep_pieces`): nothing to read.
+                Err(e @ IndexError::NoData(_)) => tracing::debug!(error = %e, "indexer: skipped"),
                 Err(e) => tracing::warn!(error = %e, "indexer: piece not indexed this time"),
             }
         }

@@ -22,7 +22,7 @@ use super::{
     ingest::{Ingest, IngestError},
     Transfers, SCAN_PAGE,
 };
-use crate::{runtime::LeaderTask, service::ApplyError, store::for_each_live_page};
+use crate::{runtime::LeaderTask, service::ApplyError, store::for_each_page};
 
 /// Progress is recorded at most this often.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
@@ -54,9 +54,11 @@ pub async fn run(t: Arc<Transfers>) {
     );
     loop {
         if Instant::now() >= next_scan {
-            // The accepted deals only (the store's live index), a page at a time.
+            // The online deals at `Accepted` only (the store's live index), a page at a
+            // time: offline deals waiting for an import are not read.
             let store = t.service.store();
-            let read = for_each_live_page(&*store, Checkpoint::Accepted, SCAN_PAGE, |page| {
+            let pages = |after| store.awaiting_download(after, SCAN_PAGE);
+            let read = for_each_page(SCAN_PAGE, pages, |page| {
                 for d in page.iter().filter(|d| wants_download(d)) {
                     enqueue(&mut queued, &mut known, d.uuid);
                 }

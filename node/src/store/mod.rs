@@ -146,6 +146,37 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> StoreFuture<'_, Vec<DealRecord>>;
 
+    /// At most `limit` online deals at `Accepted` that have not failed, after `after` in
+    /// UUID byte order: the transfer runner's work. Offline deals waiting for an import
+    /// are not its work; a backend that keeps them apart (sled) never reads them here.
+    /// The default reads [`Store::live_deals_at`] and leaves the offline ones out.
+    fn awaiting_download(
+        &self,
+        after: Option<DealUuid>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<DealRecord>> {
+        Box::pin(async move {
+            let limit = limit.max(1);
+            let (mut out, mut after) = (Vec::new(), after);
+            loop {
+                let page = self
+                    .live_deals_at(Checkpoint::Accepted, after, limit)
+                    .await?;
+                let full = page.len() >= limit;
+                after = page.last().map(|d| d.uuid);
+                for d in page.into_iter().filter(|d| !d.params.is_offline) {
+                    if out.len() == limit {
+                        return Ok(out);
+                    }
+                    out.push(d);
+                }
+                if !full || out.len() == limit {
+                    return Ok(out);
+                }
+            }
+        })
+    }
+
     /// At most `limit` deals whose proposal names `piece` as its piece CID, ordered by
     /// UUID bytes, failed ones included: read from an index by piece CID written with the
     /// deal (`/piece/<cid>` looks pieces up here), never a scan of the deals.
@@ -409,15 +440,34 @@ pub async fn for_each_live_page<F>(
     store: &dyn Store,
     checkpoint: Checkpoint,
     page: usize,
+    each: F,
+) -> Result<usize, StoreError>
+where
+    F: FnMut(Vec<DealRecord>),
+{
+    for_each_page(
+        page,
+        |after| store.live_deals_at(checkpoint, after, page),
+        each,
+    )
+    .await
+}
+
+/// Page through a paged read (`read(after)` gives at most `page` deals after `after`,
+/// in UUID order), handing each page to `each`; how many deals were seen.
+pub async fn for_each_page<'a, R, F>(
+    page: usize,
+    mut read: R,
     mut each: F,
 ) -> Result<usize, StoreError>
 where
+    R: FnMut(Option<DealUuid>) -> StoreFuture<'a, Vec<DealRecord>>,
     F: FnMut(Vec<DealRecord>),
 {
     let mut after = None;
     let mut seen = 0;
     loop {
-        let deals = store.live_deals_at(checkpoint, after, page).await?;
+        let deals = read(after).await?;
         let n = deals.len();
         seen += n;
         after = deals.last().map(|d| d.uuid);

@@ -58,8 +58,8 @@ struct Inner {
     deals: Tree,
     by_proposal_cid: Tree,
     by_signed_proposal_cid: Tree,
-    /// Deals still at work: `[checkpoint] ‖ uuid` -> nothing, kept in the same
-    /// transaction as the deal (see [`live_key`]).
+    /// Deals still at work: `[queue] ‖ uuid` -> nothing, kept in the same transaction
+    /// as the deal (see [`live_key`]).
     live: Tree,
     /// Deals by their proposal's piece CID: `piece CID bytes ‖ uuid` -> nothing, written
     /// in the insert's transaction (a deal's piece CID never changes).
@@ -82,7 +82,9 @@ struct Inner {
 
 /// The meta key marking that `live` holds every live deal (built once on the first open
 /// of a store written before the index existed).
-const LIVE_INDEX_BUILT: &[u8] = b"live_index_v1";
+/// Version 2 keeps offline deals waiting for their data apart from online ones waiting
+/// for a download; a store with version 1 has its index rebuilt once.
+const LIVE_INDEX_BUILT: &[u8] = b"live_index_v2";
 
 /// The meta key marking that `by_piece_cid` holds every deal (built once, as the live
 /// index).
@@ -95,23 +97,55 @@ fn piece_key(piece: &Cid, uuid: &[u8; 16]) -> Vec<u8> {
     k
 }
 
-/// A deal's key in the live index, or `None` when it is failed or complete.
-fn live_key(checkpoint: Checkpoint, failed: bool, uuid: &[u8; 16]) -> Option<[u8; 17]> {
+/// The live index's queue of offline deals at `Accepted` (waiting for an import, which
+/// no background task scans for); the other queues are the checkpoints' positions.
+const AWAITING_IMPORT: u8 = 0x40;
+
+/// A deal's key in the live index, or `None` when it is failed or complete. Its first
+/// byte is the queue: the checkpoint, except that offline deals at `Accepted` have
+/// their own, so the transfer runner reads only the deals it can download.
+fn live_key(
+    checkpoint: Checkpoint,
+    failed: bool,
+    offline: bool,
+    uuid: &[u8; 16],
+) -> Option<[u8; 17]> {
     if !is_live(checkpoint, failed) {
         return None;
     }
     let mut k = [0u8; 17];
-    k[0] = checkpoint_byte(checkpoint);
+    k[0] = match checkpoint {
+        Checkpoint::Accepted if offline => AWAITING_IMPORT,
+        c => checkpoint_byte(c),
+    };
     k[1..].copy_from_slice(uuid);
     Some(k)
+}
+
+/// A deal's live-index change: its new key, and whether it is offline (which never
+/// changes, so the old key follows from the old record's checkpoint and error).
+#[derive(Debug, Clone, Copy)]
+struct LiveEntry {
+    key: Option<[u8; 17]>,
+    offline: bool,
+}
+
+impl LiveEntry {
+    fn of(d: &DealRecord) -> LiveEntry {
+        LiveEntry {
+            key: live_key(d.checkpoint, d.is_failed(), d.params.is_offline, &d.uuid.0),
+            offline: d.params.is_offline,
+        }
+    }
 }
 
 fn checkpoint_byte(c: Checkpoint) -> u8 {
     CHECKPOINTS.iter().position(|x| *x == c).unwrap_or(0) as u8
 }
 
-/// The live key of a stored record, from its JSON's checkpoint and error alone.
-fn stored_live_key(uuid: &[u8; 16], value: &[u8]) -> Option<[u8; 17]> {
+/// The live key of a stored record of a deal that is `offline` or not, from its JSON's
+/// checkpoint and error alone.
+fn stored_live_key(uuid: &[u8; 16], value: &[u8], offline: bool) -> Option<[u8; 17]> {
     #[derive(serde::Deserialize)]
     struct Progress {
         checkpoint: String,
@@ -121,6 +155,7 @@ fn stored_live_key(uuid: &[u8; 16], value: &[u8]) -> Option<[u8; 17]> {
     live_key(
         checkpoint_from_name(&p.checkpoint)?,
         p.error.is_some(),
+        offline,
         uuid,
     )
 }
@@ -334,12 +369,14 @@ impl Inner {
         if self.meta.get(LIVE_INDEX_BUILT).map_err(backend)?.is_some() {
             return Ok(());
         }
+        self.live.clear().map_err(backend)?;
         for kv in self.deals.iter() {
             let (k, v) = kv.map_err(backend)?;
-            let Ok(uuid) = <[u8; 16]>::try_from(k.as_ref()) else {
+            // A record that does not decode stays out of the index, as it would of a read.
+            let Ok(d) = StoredDeal::decode(&hex::encode(&k), &v) else {
                 continue;
             };
-            if let Some(key) = stored_live_key(&uuid, &v) {
+            if let Some(key) = LiveEntry::of(&d).key {
                 self.live.insert(key, &[]).map_err(backend)?;
             }
         }
@@ -390,22 +427,59 @@ impl Inner {
         after: Option<DealUuid>,
         limit: usize,
     ) -> Result<Vec<DealRecord>, StoreError> {
-        let cp = checkpoint_byte(checkpoint);
+        let online = self.queue(checkpoint_byte(checkpoint), after);
+        let uuids: Vec<[u8; 16]> = if checkpoint == Checkpoint::Accepted {
+            // Both queues of `Accepted`, merged in UUID order.
+            let offline = self.queue(AWAITING_IMPORT, after);
+            merge_sorted(online, offline, limit)?
+        } else {
+            online.take(limit).collect::<Result<_, _>>()?
+        };
+        self.deals_of(&uuids)
+    }
+
+    /// The online deals at `Accepted` (the transfer runner's work).
+    fn awaiting_download(
+        &self,
+        after: Option<DealUuid>,
+        limit: usize,
+    ) -> Result<Vec<DealRecord>, StoreError> {
+        let uuids: Vec<[u8; 16]> = self
+            .queue(checkpoint_byte(Checkpoint::Accepted), after)
+            .take(limit)
+            .collect::<Result<_, _>>()?;
+        self.deals_of(&uuids)
+    }
+
+    /// The UUIDs in one queue of the live index, after `after`, in order.
+    fn queue(
+        &self,
+        queue: u8,
+        after: Option<DealUuid>,
+    ) -> impl Iterator<Item = Result<[u8; 16], StoreError>> {
         let start = match after {
             Some(u) => {
-                let mut k = vec![cp];
+                let mut k = vec![queue];
                 k.extend_from_slice(&u.0);
                 Bound::Excluded(k)
             }
-            None => Bound::Included(vec![cp]),
+            None => Bound::Included(vec![queue]),
         };
-        let mut out = Vec::new();
-        for kv in self.live.range((start, Bound::Excluded(vec![cp + 1]))) {
-            if out.len() >= limit {
-                break;
-            }
-            let (k, _) = kv.map_err(backend)?;
-            if let Some(d) = self.get_deal(&k[1..])? {
+        self.live
+            .range((start, Bound::Excluded(vec![queue + 1])))
+            .map(|kv| {
+                let (k, _) = kv.map_err(backend)?;
+                <[u8; 16]>::try_from(&k[1..]).map_err(|_| StoreError::Corrupt {
+                    key: hex::encode(&k),
+                    message: "a live-index key of the wrong length".into(),
+                })
+            })
+    }
+
+    fn deals_of(&self, uuids: &[[u8; 16]]) -> Result<Vec<DealRecord>, StoreError> {
+        let mut out = Vec::with_capacity(uuids.len());
+        for u in uuids {
+            if let Some(d) = self.get_deal(u)? {
                 out.push(d);
             }
         }
@@ -443,7 +517,7 @@ impl Inner {
                     deals.insert(&new.uuid, new.value.as_slice())?;
                     by_prop.insert(new.prop.as_slice(), &new.uuid)?;
                     by_signed.insert(new.signed.as_slice(), &new.uuid)?;
-                    if let Some(k) = new.live {
+                    if let Some(k) = new.live.key {
                         live.insert(&k, &[])?;
                     }
                     by_piece.insert(new.piece.as_slice(), &[])?;
@@ -453,12 +527,7 @@ impl Inner {
             .map_err(tx_error)
     }
 
-    fn update(
-        &self,
-        uuid: DealUuid,
-        value: &[u8],
-        new_live: Option<[u8; 17]>,
-    ) -> Result<(), StoreError> {
+    fn update(&self, uuid: DealUuid, value: &[u8], new_live: LiveEntry) -> Result<(), StoreError> {
         self.update_unflushed(uuid, value, new_live)?;
         self.flush()
     }
@@ -467,15 +536,19 @@ impl Inner {
         &self,
         uuid: DealUuid,
         value: &[u8],
-        new_live: Option<[u8; 17]>,
+        new_live: LiveEntry,
     ) -> Result<(), StoreError> {
+        let LiveEntry {
+            key: new_live,
+            offline,
+        } = new_live;
         (&self.deals, &self.live)
             .transaction(
                 |(deals, live)| -> ConflictableTransactionResult<(), StoreError> {
                     let Some(old) = deals.get(uuid.0)? else {
                         return ::sled::transaction::abort(StoreError::NoSuchDeal(uuid));
                     };
-                    let old_live = stored_live_key(&uuid.0, &old);
+                    let old_live = stored_live_key(&uuid.0, &old, offline);
                     if old_live != new_live {
                         if let Some(k) = old_live {
                             live.remove(&k)?;
@@ -498,7 +571,7 @@ struct NewDeal {
     value: Vec<u8>,
     prop: Vec<u8>,
     signed: Vec<u8>,
-    live: Option<[u8; 17]>,
+    live: LiveEntry,
     piece: Vec<u8>,
 }
 
@@ -509,17 +582,13 @@ impl NewDeal {
             value: StoredDeal::encode(deal),
             prop: deal.proposal_cid.as_bytes().to_vec(),
             signed: deal.signed_proposal_cid.as_bytes().to_vec(),
-            live: record_live_key(deal),
+            live: LiveEntry::of(deal),
             piece: piece_key(
                 &deal.params.client_deal_proposal.proposal.piece_cid,
                 &deal.uuid.0,
             ),
         }
     }
-}
-
-fn record_live_key(d: &DealRecord) -> Option<[u8; 17]> {
-    live_key(d.checkpoint, d.is_failed(), &d.uuid.0)
 }
 
 fn tx_error(e: TransactionError<StoreError>) -> StoreError {
@@ -699,7 +768,7 @@ impl Store for SledStore {
     fn update_deal<'a>(&'a self, deal: &'a DealRecord) -> StoreFuture<'a, ()> {
         let uuid = deal.uuid;
         let value = StoredDeal::encode(deal);
-        let live = record_live_key(deal);
+        let live = LiveEntry::of(deal);
         self.run(move |inner| inner.update(uuid, &value, live))
     }
 
@@ -764,6 +833,14 @@ impl Store for SledStore {
         self.run(move |inner| inner.live_at(checkpoint, after, limit))
     }
 
+    fn awaiting_download(
+        &self,
+        after: Option<DealUuid>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<DealRecord>> {
+        self.run(move |inner| inner.awaiting_download(after, limit))
+    }
+
     fn deals_by_piece_cid<'a>(
         &'a self,
         piece: &'a Cid,
@@ -807,7 +884,7 @@ impl Store for SledStore {
     ) -> StoreFuture<'a, ()> {
         let uuid = deal.uuid;
         let value = StoredDeal::encode(deal);
-        let live = record_live_key(deal);
+        let live = LiveEntry::of(deal);
         let fence = fence.clone();
         self.run(move |inner| {
             {
@@ -1213,4 +1290,29 @@ impl Inner {
         }
         Ok(out)
     }
+}
+
+/// The first `limit` UUIDs of two ordered queues, merged in order.
+fn merge_sorted(
+    a: impl Iterator<Item = Result<[u8; 16], StoreError>>,
+    b: impl Iterator<Item = Result<[u8; 16], StoreError>>,
+    limit: usize,
+) -> Result<Vec<[u8; 16]>, StoreError> {
+    let (mut a, mut b) = (a.peekable(), b.peekable());
+    let mut out = Vec::new();
+    while out.len() < limit {
+        let take_a = match (a.peek(), b.peek()) {
+            (None, None) => break,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (Some(Err(_)), _) => true,
+            (_, Some(Err(_))) => false,
+            (Some(Ok(x)), Some(Ok(y))) => x <= y,
+        };
+        let next = if take_a { a.next() } else { b.next() };
+        if let Some(u) = next {
+            out.push(u?);
+        }
+    }
+    Ok(out)
 }
