@@ -159,7 +159,7 @@ enum State {
         start: u64,
         length: u64,
         left: u64,
-        hash: BlockHash,
+        hash: Box<BlockHash>,
     },
     /// After a CARv2's data payload: the index and padding are not read.
     Trailer,
@@ -172,7 +172,7 @@ enum State {
 enum BlockHash {
     Sha256(sha2::Sha256),
     Sha512(sha2::Sha512),
-    Blake2b256(Box<blake2b_simd::State>),
+    Blake2b256(blake2b_simd::State),
     /// The identity multihash: the digest is the data; compared as it passes.
     Identity {
         matched: u64,
@@ -187,9 +187,9 @@ impl BlockHash {
         match code {
             MH_SHA2_256 => BlockHash::Sha256(sha2::Sha256::new()),
             MH_SHA2_512 => BlockHash::Sha512(sha2::Sha512::new()),
-            MH_BLAKE2B_256 => BlockHash::Blake2b256(Box::new(
-                blake2b_simd::Params::new().hash_length(32).to_state(),
-            )),
+            MH_BLAKE2B_256 => {
+                BlockHash::Blake2b256(blake2b_simd::Params::new().hash_length(32).to_state())
+            }
             MH_IDENTITY => BlockHash::Identity {
                 matched: 0,
                 ok: true,
@@ -516,7 +516,7 @@ impl CarReader {
                     start: start + n as u64,
                     length,
                     left: length,
-                    hash: BlockHash::for_code(code),
+                    hash: Box::new(BlockHash::for_code(code)),
                 };
                 if length == 0 {
                     self.end_block(found)?;
@@ -670,7 +670,7 @@ impl CarReader {
         else {
             return Ok(());
         };
-        let verified = match hash.check(cid.digest()) {
+        let verified = match (*hash).check(cid.digest()) {
             Some(true) => true,
             Some(false) => {
                 return Err(CarError::HashMismatch {

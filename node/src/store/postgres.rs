@@ -1092,7 +1092,7 @@ impl PostgresStore {
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<BlockEntry>, StoreError> {
-        let after = match after.map(|a| i64::try_from(a)) {
+        let after = match after.map(i64::try_from) {
             None => -1,
             Some(Ok(a)) => a,
             Some(Err(_)) => return Ok(Vec::new()),
