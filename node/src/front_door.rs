@@ -5,7 +5,7 @@
 //! mode every node relays to the current lease holder's internal WebSocket address, read
 //! from the shared store (only while its lease is live).
 //!
-//! Layer: what the HTTP server serves, above the routes: uses `api`, `mk12_http`,
+//! Layer: what the HTTP server serves, above the routes: uses `api`, `ui`, `mk12_http`,
 //! `http`, `p2p` (address helpers), `store`, `metrics`. The lease loop sets its [`Role`].
 use std::{
     net::SocketAddr,
@@ -26,6 +26,7 @@ use crate::{
     mk12_http::Mk12Http,
     p2p::addr::relay_socket_addr,
     store::Store,
+    ui::{RoleView, Ui},
 };
 
 /// How long `/health` and the relay's holder lookup wait for the store: `/health`
@@ -79,10 +80,15 @@ pub struct FrontDoor {
     pieces: Option<Arc<crate::sealing::piece_url::PieceUrls>>,
     /// `/piece/<cid>` (absent, `serve_pieces` off: 404). Any node serves it.
     retrieval: Option<Arc<crate::retrieval::PieceServer>>,
+<<<<<<< HEAD
     /// `/ipfs/<cid>`: blocks of the pieces `retrieval` serves (absent with it).
     ipfs: Option<Arc<crate::retrieval::IpfsServer>>,
     /// The IPNI publisher under `/ipni/v1/ad/` (absent, `[ipni] enable` off: 404).
     ipni: Option<Arc<crate::ipni::http::IpniHttp>>,
+=======
+    /// The dashboard under `/ui/` (absent: 404).
+    ui: Option<Ui>,
+>>>>>>> main
 }
 
 impl FrontDoor {
@@ -98,7 +104,11 @@ impl FrontDoor {
             pieces: None,
             ipfs: None,
             retrieval: None,
+<<<<<<< HEAD
             ipni: None,
+=======
+            ui: None,
+>>>>>>> main
         }
     }
 
@@ -114,9 +124,15 @@ impl FrontDoor {
         self
     }
 
+<<<<<<< HEAD
     /// Serve `/ipfs/<cid>` (with `/piece/`: `[retrieval] serve_pieces`), on every node.
     pub fn with_block_retrieval(mut self, blocks: Arc<crate::retrieval::IpfsServer>) -> Self {
         self.ipfs = Some(blocks);
+=======
+    /// Serve the dashboard under `/ui/`, on every node.
+    pub fn with_ui(mut self, ui: Ui) -> Self {
+        self.ui = Some(ui);
+>>>>>>> main
         self
     }
 
@@ -269,6 +285,26 @@ impl HttpBackend for FrontDoor {
         }
         let api = self.api.as_ref()?;
         Some(api.dispatch(method, path, headers, client_ip, self.serving()))
+    }
+
+    fn stream_route_with_query(
+        &self,
+        method: &Method,
+        path: &str,
+        query: &str,
+        headers: &HeaderMap,
+        client_ip: std::net::IpAddr,
+    ) -> Option<StreamRoute> {
+        if Ui::is_ui_path(path) {
+            let ui = self.ui.as_ref()?;
+            let role = self.role();
+            let view = RoleView {
+                serving: role.serving(),
+                generation: role.generation,
+            };
+            return Some(ui.dispatch(method, path, query, headers, view));
+        }
+        self.stream_route(method, path, headers, client_ip)
     }
 
     fn banner(&self) -> String {
