@@ -48,12 +48,9 @@ pub struct Config {
     /// `[sealing]`: who takes published deals on (see `crate::sealing`).
     pub sealing: SealingConfig,
     pub retrieval: RetrievalConfig,
-<<<<<<< HEAD
     pub ipni: IpniConfig,
-=======
     /// `[ui]`: the operator's dashboard at `/ui/` (behind `[api] token`).
     pub ui: UiConfig,
->>>>>>> main
 }
 
 impl Default for Config {
@@ -73,11 +70,8 @@ impl Default for Config {
             publish: PublishConfig::default(),
             sealing: Default::default(),
             retrieval: RetrievalConfig::default(),
-<<<<<<< HEAD
             ipni: IpniConfig::default(),
-=======
             ui: UiConfig::default(),
->>>>>>> main
         }
     }
 }

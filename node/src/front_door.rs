@@ -80,15 +80,12 @@ pub struct FrontDoor {
     pieces: Option<Arc<crate::sealing::piece_url::PieceUrls>>,
     /// `/piece/<cid>` (absent, `serve_pieces` off: 404). Any node serves it.
     retrieval: Option<Arc<crate::retrieval::PieceServer>>,
-<<<<<<< HEAD
     /// `/ipfs/<cid>`: blocks of the pieces `retrieval` serves (absent with it).
     ipfs: Option<Arc<crate::retrieval::IpfsServer>>,
     /// The IPNI publisher under `/ipni/v1/ad/` (absent, `[ipni] enable` off: 404).
     ipni: Option<Arc<crate::ipni::http::IpniHttp>>,
-=======
     /// The dashboard under `/ui/` (absent: 404).
     ui: Option<Ui>,
->>>>>>> main
 }
 
 impl FrontDoor {
@@ -104,11 +101,8 @@ impl FrontDoor {
             pieces: None,
             ipfs: None,
             retrieval: None,
-<<<<<<< HEAD
             ipni: None,
-=======
             ui: None,
->>>>>>> main
         }
     }
 
@@ -124,15 +118,15 @@ impl FrontDoor {
         self
     }
 
-<<<<<<< HEAD
     /// Serve `/ipfs/<cid>` (with `/piece/`: `[retrieval] serve_pieces`), on every node.
     pub fn with_block_retrieval(mut self, blocks: Arc<crate::retrieval::IpfsServer>) -> Self {
         self.ipfs = Some(blocks);
-=======
+        self
+    }
+
     /// Serve the dashboard under `/ui/`, on every node.
     pub fn with_ui(mut self, ui: Ui) -> Self {
         self.ui = Some(ui);
->>>>>>> main
         self
     }
 
@@ -303,6 +297,14 @@ impl HttpBackend for FrontDoor {
                 generation: role.generation,
             };
             return Some(ui.dispatch(method, path, query, headers, view));
+        }
+        // `/ipfs/` reads its query (`format`, `dag-scope`): it gets the request target.
+        if crate::retrieval::IpfsServer::is_ipfs_path(path) && !query.is_empty() {
+            let target = format!("{path}?{query}");
+            return self
+                .ipfs
+                .as_ref()
+                .map(|b| b.route(method, &target, headers));
         }
         self.stream_route(method, path, headers, client_ip)
     }

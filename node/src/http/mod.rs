@@ -451,17 +451,6 @@ async fn other_routes(
     path: &str,
     peer: SocketAddr,
 ) -> (&'static str, StreamResponse) {
-<<<<<<< HEAD
-    // `/ipfs/` reads its query (`format`, `dag-scope`): it gets the request target.
-    let target = match req.uri().path_and_query() {
-        Some(pq) if path.starts_with("/ipfs/") => pq.as_str().to_owned(),
-        _ => path.to_owned(),
-    };
-    if let Some(route) = state
-        .backend
-        .stream_route(req.method(), &target, req.headers(), peer.ip())
-    {
-=======
     if let Some(route) = state.backend.stream_route_with_query(
         req.method(),
         path,
@@ -469,7 +458,6 @@ async fn other_routes(
         req.headers(),
         peer.ip(),
     ) {
->>>>>>> main
         use futures::TryStreamExt;
         let body: BodyStream = Box::pin(
             req.into_body()

@@ -4,13 +4,9 @@
 //! Schema (`node/migrations/`, embedded and run at [`PostgresStore::connect`]): one
 //! `libp2p` row holding the identity and the leader lease (after Curio's table), and a
 //! `deals` table mirroring the sled record, with UNIQUE proposal and signed-proposal CIDs
-<<<<<<< HEAD
-//! and an indexed `piece_cid` (migration 4); the piece directory, `piece_index` and
-//! `piece_blocks` (migration 6).
-=======
-//! and an indexed `piece_cid` (migration 4), and the dashboard's indexes, counts and
-//! timeline (migration 5).
->>>>>>> main
+//! and an indexed `piece_cid` (migration 4), the dashboard's indexes, counts and
+//! timeline (migration 5), the piece directory, `piece_index` and `piece_blocks`
+//! (migration 6), and the IPNI chain (migration 7).
 //!
 //! Fencing: a leader writes deals and its listen address only through the fenced forms.
 //! Each checks, in the same transaction (deals: `SELECT … FOR SHARE` on the lease row,
@@ -178,8 +174,13 @@ fn migrator() -> Migrator {
             include_str!("../../migrations/0004_deals_by_piece.sql").into_sql_str(),
             false,
         ),
-<<<<<<< HEAD
-        // 5 is taken by another branch.
+        Migration::new(
+            5,
+            Cow::Borrowed("dashboard"),
+            MigrationType::Simple,
+            include_str!("../../migrations/0005_dashboard.sql").into_sql_str(),
+            false,
+        ),
         Migration::new(
             6,
             Cow::Borrowed("piece directory"),
@@ -192,13 +193,6 @@ fn migrator() -> Migrator {
             Cow::Borrowed("ipni chain"),
             MigrationType::Simple,
             include_str!("../../migrations/0007_ipni_chain.sql").into_sql_str(),
-=======
-        Migration::new(
-            5,
-            Cow::Borrowed("dashboard"),
-            MigrationType::Simple,
-            include_str!("../../migrations/0005_dashboard.sql").into_sql_str(),
->>>>>>> main
             false,
         ),
     ])
@@ -1865,20 +1859,13 @@ mod tests {
     fn migrations_are_embedded() {
         let m = migrator();
         let sql: Vec<&str> = m.iter().map(|m| m.sql.as_str()).collect();
-<<<<<<< HEAD
-        assert_eq!(sql.len(), 6);
-=======
-        assert_eq!(sql.len(), 5);
->>>>>>> main
+        assert_eq!(sql.len(), 7);
         assert!(sql[0].contains("CREATE TABLE IF NOT EXISTS libp2p"));
         assert!(sql[1].contains("CREATE TABLE IF NOT EXISTS leader_state"));
         assert!(sql[2].contains("deals_live_by_checkpoint"));
         assert!(sql[3].contains("deals_by_piece_cid"));
-<<<<<<< HEAD
-        assert!(sql[4].contains("piece_blocks_by_multihash"));
-        assert!(sql[5].contains("CREATE TABLE IF NOT EXISTS ipni_head"));
-=======
         assert!(sql[4].contains("deals_ui_by_time") && sql[4].contains("deal_timeline"));
->>>>>>> main
+        assert!(sql[5].contains("piece_blocks_by_multihash"));
+        assert!(sql[6].contains("CREATE TABLE IF NOT EXISTS ipni_head"));
     }
 }

@@ -2,15 +2,12 @@
 //!
 //! Trees: `meta` (`identity` -> key bytes), `deals` (16 UUID bytes -> [`StoredDeal`]
 //! JSON), `by_proposal_cid` and `by_signed_proposal_cid` (CID bytes -> UUID bytes),
-<<<<<<< HEAD
 //! `live_by_checkpoint` and `by_piece_cid` (indexes, keys only); the piece directory:
 //! `piece_index` (piece CID bytes -> state JSON), `piece_blocks` (piece CID bytes ‖
 //! offset (8 bytes BE) -> length (8 bytes BE) ‖ multihash) and `blocks_by_multihash`
 //! (multihash ‖ piece CID bytes ‖ offset -> length). A new
-=======
 //! `live_by_checkpoint` and `by_piece_cid` (indexes, keys only), and the dashboard's
 //! `ui_lists`, `ui_counters` and `ui_timeline` (see [`super::sled_ui`]). A new
->>>>>>> main
 //! deal goes into all the deal trees in one transaction and is flushed before
 //! [`Store::insert_new_deal`] returns. sled's calls block, so every operation runs on the
 //! runtime's blocking pool.
@@ -71,7 +68,6 @@ struct Inner {
     /// Deals by their proposal's piece CID: `piece CID bytes ‖ uuid` -> nothing, written
     /// in the insert's transaction (a deal's piece CID never changes).
     by_piece_cid: Tree,
-<<<<<<< HEAD
     /// The piece directory (see the module docs).
     piece_index: Tree,
     piece_blocks: Tree,
@@ -84,12 +80,10 @@ struct Inner {
     ipni_head: Tree,
     /// Deals announced and not yet removed: uuid -> nothing.
     ipni_announced: Tree,
-=======
     /// The dashboard's indexes (`sled_ui`), written with the deal.
     ui_lists: Tree,
     ui_counters: Tree,
     ui_timeline: Tree,
->>>>>>> main
     lease: Mutex<LocalLease>,
     group_flush: GroupFlush,
 }
@@ -296,7 +290,6 @@ impl SledStore {
             by_signed_proposal_cid: tree("by_signed_proposal_cid")?,
             live: tree("live_by_checkpoint")?,
             by_piece_cid: tree("by_piece_cid")?,
-<<<<<<< HEAD
             piece_index: tree("piece_index")?,
             piece_blocks: tree("piece_blocks")?,
             blocks_by_multihash: tree("blocks_by_multihash")?,
@@ -304,11 +297,9 @@ impl SledStore {
             ipni_ads: tree("ipni_ads")?,
             ipni_head: tree("ipni_head")?,
             ipni_announced: tree("ipni_announced")?,
-=======
             ui_lists: tree("ui_lists")?,
             ui_counters: tree("ui_counters")?,
             ui_timeline: tree("ui_timeline")?,
->>>>>>> main
             lease: Mutex::new(LocalLease::default()),
             group_flush: GroupFlush::new(),
             path,
