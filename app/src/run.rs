@@ -24,7 +24,7 @@ use dealport_node::{
     http, identity,
     metrics::Metrics,
     mk12_http::Mk12Http,
-    retrieval::{self, PieceServer},
+    retrieval::{self, IpfsServer, PieceServer},
     runtime::LeaderTask,
     service::{DealService, ServiceConfig},
     signals::ShutdownSignal,
@@ -116,6 +116,22 @@ pub(crate) async fn run(shell: Shell, at: Location, store_flag: Option<String>) 
         transfer_settings,
         &config.transfer.staging_dir(&dir),
     );
+    // The piece directory: every deal's CAR indexed once its data is in (docs/indexing.md).
+    let (indexer, index_wake) = dealport_node::exec::index::Indexer::new(
+        store.clone(),
+        transfers.staging.clone(),
+        Some(PieceStore::new(
+            config
+                .retrieval
+                .piece_dir
+                .clone()
+                .unwrap_or_else(|| dir.join("pieces")),
+        )),
+        shell.runtime.clone(),
+        metrics.clone(),
+        Duration::from_secs(30),
+    );
+    transfers.set_index_notifier(index_wake);
     if config.api.token.is_empty() {
         tracing::info!("HTTP API off: no [api] token configured");
     }
@@ -151,10 +167,30 @@ pub(crate) async fn run(shell: Shell, at: Location, store_flag: Option<String>) 
         front_door = front_door.with_pieces(p.clone());
     }
     if config.retrieval.serve_pieces {
-        front_door = front_door.with_piece_retrieval(piece_server(
+        let pieces = Arc::new(piece_server(
             &config, &dir, &store, &transfers, &shell, &metrics,
         ));
+        let blocks = IpfsServer::new(
+            store.clone(),
+            pieces.clone(),
+            shell.runtime.clone(),
+            metrics.clone(),
+        );
+        front_door = front_door
+            .with_piece_retrieval(pieces)
+            .with_block_retrieval(Arc::new(blocks));
     }
+    // [ipni] enable: the chain on the HTTP server of every node, the publisher on the
+    // lease holder.
+    let ipni = if config.ipni.enable {
+        let settings = dealport_node::ipni::IpniSettings::from_config(&config)
+            .map_err(|e| Fail(format!("config file {}: {e}", path.display())))?;
+        let ipni = dealport_node::ipni::Ipni::new(service.clone(), key.clone(), settings);
+        front_door = front_door.with_ipni(dealport_node::ipni::http::IpniHttp::new(ipni.clone()));
+        Some(ipni)
+    } else {
+        None
+    };
     let front_door = Arc::new(front_door);
     let mut leader_tasks = leader_tasks(
         &config,
@@ -167,6 +203,8 @@ pub(crate) async fn run(shell: Shell, at: Location, store_flag: Option<String>) 
         policy_buffer,
     );
     leader_tasks.extend(lotus_miner.map(|m| m.task));
+    leader_tasks.push(dealport_node::exec::index::leader_task(indexer));
+    leader_tasks.extend(ipni.clone().map(dealport_node::ipni::leader_task));
     let duties = Arc::new(Duties::new(
         shell.runtime.clone(),
         key,
@@ -230,6 +268,13 @@ pub(crate) async fn run(shell: Shell, at: Location, store_flag: Option<String>) 
     }
     write_http_address_file(&dir, http.local_addr());
     set_transports(&config, &service, http.local_addr(), &announce);
+    if let Some(ipni) = &ipni {
+        let own = retrieval::transports::own_http(&config.retrieval, http.local_addr(), &announce);
+        if own.is_none() && config.ipni.addresses.is_empty() {
+            tracing::warn!("IPNI: this node's HTTP address for clients is unknown: set [ipni] addresses (or [retrieval] http_announce); advertisements name no address until then");
+        }
+        ipni.set_http_address(own);
+    }
     if cluster && !lease.is_leader() {
         tracing::info!("standing by: another node holds the lease");
     }
@@ -290,7 +335,7 @@ fn piece_server(
         .piece_dir
         .clone()
         .unwrap_or_else(|| dir.join("pieces"));
-    tracing::info!(staging = %transfers.staging.dir().display(), pieces = %piece_dir.display(), "serving GET /piece/<pieceCid>");
+    tracing::info!(staging = %transfers.staging.dir().display(), pieces = %piece_dir.display(), "serving GET /piece/<pieceCid> and /ipfs/<cid>");
     PieceServer::new(
         store.clone(),
         transfers.staging.clone(),

@@ -81,6 +81,50 @@ pub fn publish_return(data: &[u8]) {
     }
 }
 
+/// The CAR reader: fed whole, a byte at a time and in 7-byte chunks it reports the
+/// same items and outcome; every block lies inside the data, in order, and a block
+/// reported verified hashes to its CID.
+pub fn car_reader(data: &[u8]) {
+    use crate::car::{block_matches, CarItem, CarReader};
+    let read = |chunk: usize| {
+        let mut r = CarReader::new();
+        let mut items = Vec::new();
+        for c in data.chunks(chunk.max(1)) {
+            if let Err(e) = r.push(c, &mut |i| items.push(i)) {
+                return (items, Err(e));
+            }
+        }
+        (items, r.finish())
+    };
+    let whole = read(data.len());
+    assert_eq!(read(1), whole, "byte-at-a-time and whole reads disagree");
+    assert_eq!(read(7), whole, "chunked and whole reads disagree");
+    let mut last_end = 0u64;
+    for item in &whole.0 {
+        if let CarItem::Block(b) = item {
+            let end = b.offset + b.length;
+            assert!(b.offset >= last_end && end <= data.len() as u64, "{b:?}");
+            last_end = end;
+            let bytes = &data[b.offset as usize..end as usize];
+            if b.verified {
+                assert_eq!(block_matches(&b.cid, bytes), Some(true));
+            }
+        }
+    }
+}
+
+/// A `/ipfs/` request target and `Accept` header (split at the first newline): decided
+/// without a panic, and an accepted request's CID prints back to a string that parses.
+pub fn trustless_request(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let (target, accept) = text.split_once('\n').unwrap_or((&text, ""));
+    let accept = (!accept.is_empty()).then_some(accept);
+    if let Ok(r) = crate::trustless::parse_request(target, accept) {
+        assert_eq!(Cid::parse(&r.cid.to_string()), Ok(r.cid.clone()));
+        let _ = (r.etag(), r.disposition(), r.prefix(3));
+    }
+}
+
 /// A fuzz target: takes any bytes, panics only on a bug.
 pub type Target = fn(&[u8]);
 
@@ -97,4 +141,6 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("client_deal_proposal", message::<ClientDealProposal>),
     ("http_request", http_request),
     ("publish_return", publish_return),
+    ("car_reader", car_reader),
+    ("trustless_request", trustless_request),
 ];

@@ -6,14 +6,17 @@
 
 pub mod accept;
 pub mod ask;
+pub mod car;
 pub mod commp;
 pub mod dashboard;
 pub mod db_target;
 pub mod deal;
 pub mod facts;
 pub mod fuzzing;
+pub mod ipni;
 pub mod lease;
 pub mod miner_info;
+pub mod piece_index;
 pub mod publish;
 pub mod rate_limit;
 pub mod relay;
@@ -22,4 +25,5 @@ pub mod sealing;
 pub mod sig;
 pub mod status;
 pub mod transfer;
+pub mod trustless;
 pub mod wire;

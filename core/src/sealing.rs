@@ -229,7 +229,9 @@ pub fn decide(
             now_ms,
             t,
         ),
-        Checkpoint::AddedPiece => in_sector(deal, observed, t),
+        // After AddedPiece the sector is followed to Complete; with IPNI the deal is
+        // indexed and announced in between (Boost's order), and followed from there.
+        Checkpoint::AddedPiece | Checkpoint::IndexedAndAnnounced => in_sector(deal, observed, t),
         _ => Action::Idle,
     }
 }

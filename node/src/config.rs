@@ -48,6 +48,7 @@ pub struct Config {
     /// `[sealing]`: who takes published deals on (see `crate::sealing`).
     pub sealing: SealingConfig,
     pub retrieval: RetrievalConfig,
+    pub ipni: IpniConfig,
     /// `[ui]`: the operator's dashboard at `/ui/` (behind `[api] token`).
     pub ui: UiConfig,
 }
@@ -69,6 +70,7 @@ impl Default for Config {
             publish: PublishConfig::default(),
             sealing: Default::default(),
             retrieval: RetrievalConfig::default(),
+            ipni: IpniConfig::default(),
             ui: UiConfig::default(),
         }
     }
@@ -121,6 +123,46 @@ impl TransferConfig {
         self.staging_dir
             .clone()
             .unwrap_or_else(|| data_dir.join("staging"))
+    }
+}
+
+/// `[ipni]`: advertising each deal's blocks to IPNI, the network indexer (`ipni/`,
+/// docs/ipni.md).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IpniConfig {
+    /// Advertise indexed deals and serve the chain under `/ipni/v1/ad/`; the deal then
+    /// reaches `IndexedAndAnnounced` before `Complete`.
+    pub enable: bool,
+    /// Indexers' announce endpoints (`https://cid.contact/announce`); a URL without a
+    /// path gets `/announce`. Empty: nobody is told; indexers that know this publisher
+    /// still poll the head.
+    pub announce_urls: Vec<String>,
+    /// The topic the signed head names.
+    pub topic: String,
+    /// Where indexers fetch the chain and clients fetch blocks (`/ipfs/`), as
+    /// multiaddrs (`/dns/sp.example.com/tcp/443/https`). Empty: this node's HTTP address
+    /// as `[retrieval]` works it out.
+    pub addresses: Vec<Multiaddr>,
+    /// Bound on one announce request.
+    pub announce_timeout_secs: u64,
+    /// Attempts per announcement (the first included), with doubling back-off.
+    pub announce_attempts: u32,
+    /// How often the lease holder looks for deals to advertise or remove.
+    pub poll_secs: u64,
+}
+
+impl Default for IpniConfig {
+    fn default() -> Self {
+        IpniConfig {
+            enable: false,
+            announce_urls: Vec::new(),
+            topic: dealport_core::ipni::DEFAULT_TOPIC.to_owned(),
+            addresses: Vec::new(),
+            announce_timeout_secs: 10,
+            announce_attempts: 5,
+            poll_secs: 10,
+        }
     }
 }
 
@@ -1231,6 +1273,22 @@ http = []
 # you run beside it (e.g. booster-bitswap).
 libp2p = []
 bitswap = []
+[ipni]
+# Advertise every indexed deal's blocks to IPNI (the network indexer) and serve the
+# advertisement chain at /ipni/v1/ad/head and /ipni/v1/ad/<cid>; a deal then goes
+# AddedPiece -> IndexedAndAnnounced -> Complete. Deals with SkipIPNIAnnounce are indexed
+# but not advertised. Signed with the node's libp2p identity (docs/ipni.md).
+enable = false
+# Indexers to tell about each new advertisement (HTTP PUT of the announce message), e.g.
+# ["https://cid.contact/announce"]. Empty: none (offline).
+announce_urls = []
+topic = "/indexer/ingest/mainnet"
+# Where the chain and /ipfs/ are reachable, e.g. ["/dns/sp.example.com/tcp/443/https"].
+# Empty: this node's HTTP address as [retrieval] works it out.
+addresses = []
+announce_timeout_secs = 10
+announce_attempts = 5
+poll_secs = 10
 "#;
 
 // ---- [sealing]: who seals published deals, and how dealport reaches lotus-miner

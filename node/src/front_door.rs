@@ -80,6 +80,10 @@ pub struct FrontDoor {
     pieces: Option<Arc<crate::sealing::piece_url::PieceUrls>>,
     /// `/piece/<cid>` (absent, `serve_pieces` off: 404). Any node serves it.
     retrieval: Option<Arc<crate::retrieval::PieceServer>>,
+    /// `/ipfs/<cid>`: blocks of the pieces `retrieval` serves (absent with it).
+    ipfs: Option<Arc<crate::retrieval::IpfsServer>>,
+    /// The IPNI publisher under `/ipni/v1/ad/` (absent, `[ipni] enable` off: 404).
+    ipni: Option<Arc<crate::ipni::http::IpniHttp>>,
     /// The dashboard under `/ui/` (absent: 404).
     ui: Option<Ui>,
 }
@@ -95,7 +99,9 @@ impl FrontDoor {
             cluster: false,
             api: None,
             pieces: None,
+            ipfs: None,
             retrieval: None,
+            ipni: None,
             ui: None,
         }
     }
@@ -112,6 +118,12 @@ impl FrontDoor {
         self
     }
 
+    /// Serve `/ipfs/<cid>` (with `/piece/`: `[retrieval] serve_pieces`), on every node.
+    pub fn with_block_retrieval(mut self, blocks: Arc<crate::retrieval::IpfsServer>) -> Self {
+        self.ipfs = Some(blocks);
+        self
+    }
+
     /// Serve the dashboard under `/ui/`, on every node.
     pub fn with_ui(mut self, ui: Ui) -> Self {
         self.ui = Some(ui);
@@ -119,8 +131,14 @@ impl FrontDoor {
     }
 
     /// Serve `/piece/<cid>` (`[retrieval] serve_pieces`), on every node.
-    pub fn with_piece_retrieval(mut self, pieces: crate::retrieval::PieceServer) -> Self {
-        self.retrieval = Some(Arc::new(pieces));
+    pub fn with_piece_retrieval(mut self, pieces: Arc<crate::retrieval::PieceServer>) -> Self {
+        self.retrieval = Some(pieces);
+        self
+    }
+
+    /// Serve the IPNI advertisement chain under `/ipni/v1/ad/`, on every node.
+    pub fn with_ipni(mut self, ipni: crate::ipni::http::IpniHttp) -> Self {
+        self.ipni = Some(Arc::new(ipni));
         self
     }
 
@@ -250,6 +268,12 @@ impl HttpBackend for FrontDoor {
                 .as_ref()
                 .map(|p| p.route(method, path, headers));
         }
+        if crate::retrieval::IpfsServer::is_ipfs_path(path) {
+            return self.ipfs.as_ref().map(|b| b.route(method, path, headers));
+        }
+        if crate::ipni::http::IpniHttp::is_ipni_path(path) {
+            return self.ipni.as_ref().map(|p| p.route(method, path, headers));
+        }
         if !Api::is_api_path(path) {
             return None;
         }
@@ -273,6 +297,14 @@ impl HttpBackend for FrontDoor {
                 generation: role.generation,
             };
             return Some(ui.dispatch(method, path, query, headers, view));
+        }
+        // `/ipfs/` reads its query (`format`, `dag-scope`): it gets the request target.
+        if crate::retrieval::IpfsServer::is_ipfs_path(path) && !query.is_empty() {
+            let target = format!("{path}?{query}");
+            return self
+                .ipfs
+                .as_ref()
+                .map(|b| b.route(method, &target, headers));
         }
         self.stream_route(method, path, headers, client_ip)
     }

@@ -10,6 +10,7 @@ pub mod fd_limit;
 pub mod front_door;
 pub mod http;
 pub mod identity;
+pub mod ipni;
 pub mod metrics;
 pub mod mk12_http;
 pub mod outbound;

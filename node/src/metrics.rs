@@ -52,6 +52,17 @@ pub struct Metrics {
     limit_hits: Family<Labels1, Counter>,
     db_server: Family<Labels2, Gauge>,
     pieces: PieceCounters,
+    blocks: BlockCounters,
+}
+
+/// `/ipfs/` retrieval and the piece directory: blocks answered, CIDs not held, pieces
+/// indexed by outcome, block entries written.
+#[derive(Default)]
+struct BlockCounters {
+    served: Counter,
+    not_found: Counter,
+    pieces_indexed: Family<Labels1, Counter>,
+    entries: Counter,
 }
 
 /// `/piece/` retrieval: answers with data, payload bytes sent, pieces not held.
@@ -189,8 +200,30 @@ impl Metrics {
             "GET or HEAD /piece/ requests for a piece this node does not hold (404)",
             pieces.not_found.clone(),
         );
+        let blocks = BlockCounters::default();
+        registry.register(
+            "blocks_served",
+            "GET /ipfs/ requests answered with a block (raw or a one-block CAR)",
+            blocks.served.clone(),
+        );
+        registry.register(
+            "block_not_found",
+            "GET or HEAD /ipfs/ requests for a CID this node does not serve (404)",
+            blocks.not_found.clone(),
+        );
+        registry.register(
+            "pieces_indexed",
+            "Pieces whose indexing ended, by outcome (indexed, not-a-car, malformed)",
+            blocks.pieces_indexed.clone(),
+        );
+        registry.register(
+            "block_entries_indexed",
+            "Block entries written to the piece directory",
+            blocks.entries.clone(),
+        );
         Self {
             pieces,
+            blocks,
             registry,
             proposals,
             status,
@@ -284,6 +317,29 @@ impl Metrics {
 
     pub fn piece_bytes(&self, n: u64) {
         self.pieces.bytes.inc_by(n);
+    }
+
+    /// A `GET /ipfs/` answered with a block.
+    pub fn block_served(&self) {
+        self.blocks.served.inc();
+    }
+
+    /// A `/ipfs/` request for a CID this node does not serve.
+    pub fn block_not_found(&self) {
+        self.blocks.not_found.inc();
+    }
+
+    /// A piece's indexing ended with `outcome` (an `IndexState` name).
+    pub fn piece_indexed(&self, outcome: &'static str) {
+        self.blocks
+            .pieces_indexed
+            .get_or_create(&l1("outcome", outcome))
+            .inc();
+    }
+
+    /// `n` block entries written to the piece directory.
+    pub fn block_entries(&self, n: u64) {
+        self.blocks.entries.inc_by(n);
     }
 
     /// A `/piece/` request for a piece this node does not hold.

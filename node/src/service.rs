@@ -192,6 +192,12 @@ impl DealService {
         holder_only(written).map(|()| deal)
     }
 
+    /// The fence of this node's lease now, for writes that exist only under a lease (the
+    /// IPNI chain): [`ApplyError::NotHolder`] when it holds none or has no lease gate.
+    pub fn holder_fence(&self) -> Result<Fence, ApplyError> {
+        self.0.write_fence()?.ok_or(ApplyError::NotHolder)
+    }
+
     /// What the transports protocol answers from now on (`retrieval::transports`).
     pub fn set_transports(&self, answer: &TransportsResponse) {
         *self.0.transports.write().unwrap_or_else(|e| e.into_inner()) = answer.to_cbor();

@@ -183,6 +183,7 @@ async fn fixture(miner: &FakeMiner, token: &str, staged: &[u8], head_from_start:
         sealing_buffer_epochs: 0,
         max_concurrent_add_piece: 2,
         poll: Duration::from_millis(10),
+        index_first: false,
     };
     let handoff = Handoff::new(service, transfers.clone(), Arc::new(client), urls, settings);
     Fixture {

@@ -8,6 +8,7 @@ use std::{
 use dealport_core::{
     deal::{Checkpoint, DealEvent, DealRecord},
     facts::ChainFacts,
+    piece_index::{BlockEntry, BlockLocation, IndexState},
     wire::{Address, Cbor, Cid, DealParams, DealResponse, DealStatusResponse, DealUuid},
 };
 use dealport_node::{
@@ -313,6 +314,67 @@ impl Store for HookedStore {
     }
     fn relay_target(&self) -> StoreFuture<'_, Option<RelayTarget>> {
         self.inner.relay_target()
+    }
+    fn piece_index_state<'a>(&'a self, piece: &'a Cid) -> StoreFuture<'a, IndexState> {
+        self.inner.piece_index_state(piece)
+    }
+    fn put_piece_blocks<'a>(
+        &'a self,
+        piece: &'a Cid,
+        entries: &'a [BlockEntry],
+    ) -> StoreFuture<'a, ()> {
+        self.inner.put_piece_blocks(piece, entries)
+    }
+    fn set_piece_index_state<'a>(
+        &'a self,
+        piece: &'a Cid,
+        state: &'a IndexState,
+    ) -> StoreFuture<'a, ()> {
+        self.inner.set_piece_index_state(piece, state)
+    }
+    fn piece_blocks_page<'a>(
+        &'a self,
+        piece: &'a Cid,
+        after: Option<u64>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<BlockEntry>> {
+        self.inner.piece_blocks_page(piece, after, limit)
+    }
+    fn blocks_by_multihash<'a>(
+        &'a self,
+        multihash: &'a [u8],
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<BlockLocation>> {
+        self.inner.blocks_by_multihash(multihash, limit)
+    }
+    fn ipni_head(&self) -> StoreFuture<'_, Option<dealport_node::store::IpniHead>> {
+        self.inner.ipni_head()
+    }
+    fn ipni_block<'a>(&'a self, cid: &'a Cid) -> StoreFuture<'a, Option<Vec<u8>>> {
+        self.inner.ipni_block(cid)
+    }
+    fn put_ipni_chunk<'a>(&'a self, block: &'a dealport_core::ipni::Block) -> StoreFuture<'a, ()> {
+        self.inner.put_ipni_chunk(block)
+    }
+    fn publish_ipni_ad<'a>(
+        &'a self,
+        fence: &'a Fence,
+        ad: &'a dealport_node::store::IpniPublish,
+    ) -> StoreFuture<'a, dealport_node::store::Published> {
+        self.inner.publish_ipni_ad(fence, ad)
+    }
+    fn ipni_ads_of_deal(
+        &self,
+        deal: DealUuid,
+    ) -> StoreFuture<'_, Vec<dealport_node::store::IpniAdRef>> {
+        self.inner.ipni_ads_of_deal(deal)
+    }
+    fn ipni_announced_page(
+        &self,
+        after: Option<DealUuid>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<DealUuid>> {
+        self.inner.ipni_announced_page(after, limit)
     }
 }
 

@@ -6,6 +6,7 @@ pub mod data_server;
 pub mod fake_lotus;
 pub mod fake_miner;
 pub mod golden;
+pub mod ipni_indexer;
 pub mod node;
 pub mod postgres;
 pub mod rpc_server;

@@ -12,5 +12,7 @@ pub mod execution_sealing;
 pub mod execution_transfer;
 pub mod first_five_minutes;
 pub mod harness;
+pub mod indexing;
+pub mod ipni;
 pub mod retrieval;
 pub mod tcp_only;

@@ -89,6 +89,30 @@ impl Cid {
         }
     }
 
+    /// The multihash (hash code, digest length, digest): the whole of a CIDv0, what
+    /// follows the version and codec of a CIDv1; empty for an undefined CID.
+    pub fn multihash(&self) -> &[u8] {
+        match parse_prefix(&self.bytes) {
+            Ok((p, _)) if p.version == 0 => &self.bytes,
+            Ok(_) => {
+                let (_, a) = varint::get(&self.bytes).unwrap_or((0, 0));
+                let (_, b) = varint::get(&self.bytes[a..]).unwrap_or((0, 0));
+                &self.bytes[a + b..]
+            }
+            Err(_) => &[],
+        }
+    }
+
+    /// A CIDv1 of `codec` over the whole multihash `mh`; `None` if `mh` is not exactly
+    /// one multihash.
+    pub fn from_multihash(codec: u64, mh: &[u8]) -> Option<Cid> {
+        let mut bytes = Vec::with_capacity(mh.len() + 4);
+        varint::put(&mut bytes, 1);
+        varint::put(&mut bytes, codec);
+        bytes.extend_from_slice(mh);
+        Cid::from_bytes(&bytes).ok()
+    }
+
     /// Parse the usual string forms: base32 `b…` (CIDv1) and base58 `Qm…` (CIDv0).
     pub fn parse(s: &str) -> Result<Cid, &'static str> {
         let bytes = if s.len() == 46 && s.starts_with("Qm") {

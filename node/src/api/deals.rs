@@ -1,4 +1,5 @@
-//! `GET /api/v1/deals/<uuid>`: the deal as stored. `GET /api/v1/deals` and
+//! `GET /api/v1/deals/<uuid>`: the deal as stored, with its piece's index state
+//! (`index`: `state`, `blocks`, `reason`; docs/indexing.md). `GET /api/v1/deals` and
 //! `GET /api/v1/deals/after/<uuid>`: a page of deals in UUID order, `{"deals": […],
 //! "next": <uuid of the last, or null at the end>}`, read by key range from the store.
 //! `PUT /api/v1/deals/<uuid>/data`: an offline deal's data, streamed into staging with
@@ -8,6 +9,8 @@ use std::sync::Arc;
 
 use dealport_core::{deal::DealRecord, wire::DealUuid};
 use http::{Method, StatusCode};
+
+use crate::runtime::timeout;
 
 use super::{json, uuid_param, ApiContext, ApiError, ApiRequest, ApiResult, Body, Route};
 
@@ -61,8 +64,27 @@ async fn get_deal(ctx: Arc<ApiContext>, req: ApiRequest) -> ApiResult {
         .await
         .map_err(|e| ApiError::internal(format!("cannot read deal {uuid}: {e}")))?
         .ok_or_else(|| ApiError::not_found(format!("no deal with UUID {uuid}")))?;
-    Ok(json(StatusCode::OK, &deal_json(&deal)))
+    let piece = &deal.params.client_deal_proposal.proposal.piece_cid;
+    let index = timeout(STORE_BOUND, ctx.service.store().piece_index_state(piece))
+        .await
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the store did not answer in time; retry",
+            )
+        })?
+        .map_err(|e| ApiError::internal(format!("cannot read piece {piece}'s index: {e}")))?;
+    let mut body = deal_json(&deal);
+    body["index"] = serde_json::json!({
+        "state": index.name(),
+        "blocks": index.blocks(),
+        "reason": index.reason(),
+    });
+    Ok(json(StatusCode::OK, &body))
 }
+
+/// Bound on the piece index read of `GET /api/v1/deals/<uuid>`.
+const STORE_BOUND: std::time::Duration = std::time::Duration::from_secs(5);
 
 async fn page(ctx: Arc<ApiContext>, after: Option<DealUuid>) -> ApiResult {
     let deals = ctx

@@ -13,6 +13,7 @@
 //! streams), `outbound`, `runtime`. HTTP routes use it, never the other way.
 
 pub mod download;
+pub mod index;
 pub mod ingest;
 pub mod piece_store;
 pub mod publish;
@@ -123,6 +124,8 @@ pub struct Transfers {
     throttle: Throttle,
     in_flight: Mutex<HashSet<DealUuid>>,
     wake: futures::lock::Mutex<mpsc::Receiver<DealUuid>>,
+    /// Wakes the piece indexer ([`index`]) when a deal's data is in.
+    index_wake: Mutex<Option<mpsc::Sender<()>>>,
 }
 
 /// A deal's data is coming in (download or import) while this lives.
@@ -155,7 +158,25 @@ impl Transfers {
             runtime,
             in_flight: Mutex::new(HashSet::new()),
             wake: futures::lock::Mutex::new(rx),
+            index_wake: Mutex::new(None),
         })
+    }
+
+    /// Wake `indexer` whenever a deal's data is in.
+    pub fn set_index_notifier(&self, indexer: mpsc::Sender<()>) {
+        *self.index_wake.lock().unwrap_or_else(|e| e.into_inner()) = Some(indexer);
+    }
+
+    /// A deal's data is in: the indexer has work (a full queue already says so).
+    fn data_in(&self) {
+        if let Some(tx) = self
+            .index_wake
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            let _ = tx.try_send(());
+        }
     }
 
     pub fn service(&self) -> &DealService {
@@ -299,10 +320,13 @@ impl Transfers {
             Err(e) => return Err(staging_error(e)),
         };
         tracing::info!(deal = %uuid, bytes, "offline data imported, piece CID checked");
-        self.service
+        let deal = self
+            .service
             .apply_event(uuid, DealEvent::Transferred { bytes })
             .await
-            .map_err(|e| ExecError::Apply(uuid, e))
+            .map_err(|e| ExecError::Apply(uuid, e))?;
+        self.data_in();
+        Ok(deal)
     }
 
     async fn reject_data(

@@ -209,7 +209,10 @@ async fn download_one(t: Arc<Transfers>, uuid: DealUuid) {
             .apply_event(uuid, DealEvent::Transferred { bytes })
             .await
         {
-            Ok(_) => tracing::info!(deal = %uuid, bytes, "transferred, piece CID checked"),
+            Ok(_) => {
+                tracing::info!(deal = %uuid, bytes, "transferred, piece CID checked");
+                t.data_in();
+            }
             Err(e) => tracing::warn!(deal = %uuid, error = %e, "cannot record Transferred"),
         },
         // `transfer` turns a last Retry into a Fail; both end the deal.

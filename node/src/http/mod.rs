@@ -466,6 +466,8 @@ async fn other_routes(
         );
         let label = if path.starts_with("/piece/") {
             "piece"
+        } else if path.starts_with("/ipfs/") {
+            "ipfs"
         } else {
             "api"
         };

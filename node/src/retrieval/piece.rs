@@ -9,7 +9,10 @@
 //! paths, `api::file_response_with`, `metrics`, `runtime`.
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
-use dealport_core::retrieval::{parse_piece_cid, piece_sources, PieceSource};
+use dealport_core::{
+    retrieval::{parse_piece_cid, piece_sources, PieceSource},
+    wire::Cid,
+};
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use http_body_util::BodyExt;
 
@@ -32,6 +35,17 @@ const MAX_DEALS: usize = 64;
 pub const CONTENT_TYPE: &str = "application/piece";
 /// Its `Cache-Control`.
 const IMMUTABLE: &str = "public, max-age=29030400, immutable";
+
+/// The 503 of a store that did not answer within [`LOOKUP_BOUND`].
+pub fn store_timeout() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "the store did not answer within {} s; retry",
+            LOOKUP_BOUND.as_secs()
+        ),
+    )
+}
 
 /// Serves `/piece/` from the staging directory and the piece store.
 pub struct PieceServer {
@@ -121,28 +135,7 @@ impl PieceServer {
             )));
         }
         let piece = parse_piece_cid(segment).map_err(|e| ApiError::bad_request(e.to_string()))?;
-        let deals = timeout(
-            LOOKUP_BOUND,
-            self.store.deals_by_piece_cid(&piece, MAX_DEALS),
-        )
-        .await
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "the store did not answer within {} s; retry",
-                    LOOKUP_BOUND.as_secs()
-                ),
-            )
-        })?
-        .map_err(|e| ApiError::internal(format!("cannot look piece {piece} up: {e}")))?;
-        let paths: Vec<PathBuf> = piece_sources(&piece, &deals)
-            .into_iter()
-            .map(|s| match s {
-                PieceSource::Kept => self.kept.path(&piece),
-                PieceSource::Staged(uuid) => self.staging.data_path(uuid),
-            })
-            .collect();
+        let paths = self.piece_paths(&piece).await?;
         let Some(file) = self.open_first(paths).await? else {
             return Err(ApiError::not_found(format!(
                 "this node does not hold piece {piece}"
@@ -163,8 +156,28 @@ impl PieceServer {
         Ok(self.counted(r, head))
     }
 
+    /// Where `piece`'s bytes may be read, best first: the files of the deals that may
+    /// supply it (core's `piece_sources`), from the store within [`LOOKUP_BOUND`].
+    /// `/ipfs/` reads blocks from the same files.
+    pub async fn piece_paths(&self, piece: &Cid) -> Result<Vec<PathBuf>, ApiError> {
+        let deals = timeout(
+            LOOKUP_BOUND,
+            self.store.deals_by_piece_cid(piece, MAX_DEALS),
+        )
+        .await
+        .ok_or_else(store_timeout)?
+        .map_err(|e| ApiError::internal(format!("cannot look piece {piece} up: {e}")))?;
+        Ok(piece_sources(piece, &deals)
+            .into_iter()
+            .map(|s| match s {
+                PieceSource::Kept => self.kept.path(piece),
+                PieceSource::Staged(uuid) => self.staging.data_path(uuid),
+            })
+            .collect())
+    }
+
     /// The first of `paths` that opens (a missing file is the next source's turn).
-    async fn open_first(&self, paths: Vec<PathBuf>) -> Result<Option<std::fs::File>, ApiError> {
+    pub async fn open_first(&self, paths: Vec<PathBuf>) -> Result<Option<std::fs::File>, ApiError> {
         if paths.is_empty() {
             return Ok(None);
         }

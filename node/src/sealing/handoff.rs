@@ -37,6 +37,10 @@ pub struct HandoffSettings {
     pub sealing_buffer_epochs: i64,
     pub max_concurrent_add_piece: usize,
     pub poll: Duration,
+    /// `[ipni] enable`: a deal at `AddedPiece` waits for the IPNI task to index and
+    /// announce it (`IndexedAndAnnounced`) before its sector is followed to `Complete`,
+    /// Boost's order.
+    pub index_first: bool,
 }
 
 pub struct Handoff {
@@ -129,7 +133,11 @@ impl Handoff {
     pub async fn round(&self) -> Vec<AddJobHandle> {
         // Only the deals the hand-off acts on, from the store's live index a page at a time.
         let mut deals = Vec::new();
-        for checkpoint in [Checkpoint::PublishConfirmed, Checkpoint::AddedPiece] {
+        for checkpoint in [
+            Checkpoint::PublishConfirmed,
+            Checkpoint::AddedPiece,
+            Checkpoint::IndexedAndAnnounced,
+        ] {
             let store = self.service.store();
             let read =
                 for_each_live_page(&*store, checkpoint, SCAN_PAGE, |page| deals.extend(page)).await;
@@ -142,11 +150,13 @@ impl Handoff {
         let mut jobs = Vec::new();
         let now = Instant::now();
         for deal in deals {
+            let followed = match deal.checkpoint {
+                Checkpoint::PublishConfirmed | Checkpoint::IndexedAndAnnounced => true,
+                Checkpoint::AddedPiece => !self.settings.index_first,
+                _ => false,
+            };
             if deal.is_terminal()
-                || !matches!(
-                    deal.checkpoint,
-                    Checkpoint::PublishConfirmed | Checkpoint::AddedPiece
-                )
+                || !followed
                 || self.adding().contains(&deal.uuid)
                 || self.not_before().get(&deal.uuid).is_some_and(|t| *t > now)
             {

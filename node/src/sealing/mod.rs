@@ -68,6 +68,7 @@ pub fn lotus_miner_mode(
         sealing_buffer_epochs: config.policy.sealing_buffer_epochs,
         max_concurrent_add_piece: c.max_concurrent_add_piece.max(1),
         poll,
+        index_first: config.ipni.enable,
     };
     tracing::info!(miner = %miner.describe(), piece_url_base = %base, "sealing through lotus-miner");
     let handoff = Handoff::new(service, transfers, miner, pieces.clone(), settings);

@@ -21,6 +21,8 @@ use std::{future::Future, path::PathBuf, pin::Pin, time::Duration};
 use dealport_core::{
     dashboard::{DealQuery, HourCount, StateCounts},
     deal::{Checkpoint, DealRecord},
+    ipni::Block,
+    piece_index::{BlockEntry, BlockLocation, IndexState},
     wire::{Cbor, Cid, DealParams, DealUuid},
 };
 use serde::{Deserialize, Serialize};
@@ -284,6 +286,129 @@ pub trait Store: Send + Sync + 'static {
     /// Where to relay to: the last listen address a holder wrote (cleared on release and
     /// on every acquisition), and whether its lease is live now.
     fn relay_target(&self) -> StoreFuture<'_, Option<RelayTarget>>;
+
+    // ---- The piece directory (docs/indexing.md) -------------------------------------
+    // Keyed by piece CID (deals of one piece share its bytes, so its index). Written
+    // unfenced: every entry and state is a function of the piece's bytes, so a stale
+    // leader writing them writes what the new one would. Indexing writes entries in
+    // batches ([`Store::put_piece_blocks`]), then the final state
+    // ([`Store::set_piece_index_state`]); a piece whose state is still `NotYet` after a
+    // restart is indexed again from the start.
+
+    /// What indexing `piece` found; [`IndexState::NotYet`] when never (or not fully)
+    /// indexed.
+    fn piece_index_state<'a>(&'a self, piece: &'a Cid) -> StoreFuture<'a, IndexState>;
+
+    /// Add a batch of `piece`'s block entries (an entry already there is replaced).
+    /// Not flushed: the final state's write is.
+    fn put_piece_blocks<'a>(
+        &'a self,
+        piece: &'a Cid,
+        entries: &'a [BlockEntry],
+    ) -> StoreFuture<'a, ()>;
+
+    /// Record `state` for `piece`, durable before returning. `Indexed` keeps the entries
+    /// written; `NotYet` (indexing starts again), `NotCar` and `Malformed` remove them.
+    fn set_piece_index_state<'a>(
+        &'a self,
+        piece: &'a Cid,
+        state: &'a IndexState,
+    ) -> StoreFuture<'a, ()>;
+
+    /// At most `limit` of `piece`'s block entries with an offset above `after` (from the
+    /// first when `None`), ordered by offset (the CAR's order): page on with the last
+    /// entry's offset. A page read by key range, never the whole piece.
+    fn piece_blocks_page<'a>(
+        &'a self,
+        piece: &'a Cid,
+        after: Option<u64>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<BlockEntry>>;
+
+    /// Where the block with `multihash` (whole: code, length, digest) is: at most
+    /// `limit` locations, ordered by piece CID bytes then offset (a block may be in
+    /// several pieces, or twice in one).
+    fn blocks_by_multihash<'a>(
+        &'a self,
+        multihash: &'a [u8],
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<BlockLocation>>;
+
+    // ---- The IPNI advertisement chain (docs/ipni.md) --------------------------------
+    // Blocks (advertisements and entry chunks, dag-json) by CID, the head, and which
+    // deal each advertisement is for. Entry chunks are written unfenced (content
+    // addressed: a stale leader's chunk is one the next would write, or garbage nobody
+    // links); an advertisement only through [`Store::publish_ipni_ad`], fenced and
+    // conditional on the head, so two holders can never fork the chain.
+
+    /// The chain's head, `None` before the first advertisement.
+    fn ipni_head(&self) -> StoreFuture<'_, Option<IpniHead>>;
+
+    /// An advertisement's or entry chunk's bytes.
+    fn ipni_block<'a>(&'a self, cid: &'a Cid) -> StoreFuture<'a, Option<Vec<u8>>>;
+
+    /// Keep an entry chunk (idempotent). Not flushed: the publish that links it is.
+    fn put_ipni_chunk<'a>(&'a self, block: &'a Block) -> StoreFuture<'a, ()>;
+
+    /// Append `ad` to the chain in one transaction, fenced like the deal writes: only if
+    /// the head is still `ad.previous` and no advertisement is recorded for the same
+    /// (deal, is_rm, part). Durable before returning.
+    fn publish_ipni_ad<'a>(
+        &'a self,
+        fence: &'a Fence,
+        ad: &'a IpniPublish,
+    ) -> StoreFuture<'a, Published>;
+
+    /// The advertisements recorded for `deal`.
+    fn ipni_ads_of_deal(&self, deal: DealUuid) -> StoreFuture<'_, Vec<IpniAdRef>>;
+
+    /// At most `limit` deals announced and not yet removed, after `after` in UUID byte
+    /// order (the candidates for a removal advertisement).
+    fn ipni_announced_page(
+        &self,
+        after: Option<DealUuid>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<DealUuid>>;
+}
+
+/// The head of the advertisement chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpniHead {
+    pub cid: Cid,
+    /// How many advertisements the chain holds (the head's position, from 1).
+    pub seq: u64,
+}
+
+/// An advertisement to append to the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpniPublish {
+    pub ad: Block,
+    /// The head it links to (`PreviousID`); `None` for the first.
+    pub previous: Option<Cid>,
+    pub deal: DealUuid,
+    pub is_rm: bool,
+    /// Which of the deal's advertisements (a piece past 400 entry chunks takes several).
+    pub part: u32,
+}
+
+/// One advertisement recorded for a deal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpniAdRef {
+    pub cid: Cid,
+    pub is_rm: bool,
+    pub part: u32,
+    pub seq: u64,
+}
+
+/// The outcome of [`Store::publish_ipni_ad`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Published {
+    /// Appended; the new head's position.
+    Yes { seq: u64 },
+    /// Nothing written: the head is no longer `previous` (read it again).
+    HeadMoved,
+    /// Nothing written: this (deal, is_rm, part) is already in the chain, at this CID.
+    Already(Cid),
 }
 
 /// The stable stored form of a [`DealRecord`] (format version 1).

@@ -4,8 +4,9 @@
 //! Schema (`node/migrations/`, embedded and run at [`PostgresStore::connect`]): one
 //! `libp2p` row holding the identity and the leader lease (after Curio's table), and a
 //! `deals` table mirroring the sled record, with UNIQUE proposal and signed-proposal CIDs
-//! and an indexed `piece_cid` (migration 4), and the dashboard's indexes, counts and
-//! timeline (migration 5).
+//! and an indexed `piece_cid` (migration 4), the dashboard's indexes, counts and
+//! timeline (migration 5), the piece directory, `piece_index` and `piece_blocks`
+//! (migration 6), and the IPNI chain (migration 7).
 //!
 //! Fencing: a leader writes deals and its listen address only through the fenced forms.
 //! Each checks, in the same transaction (deals: `SELECT … FOR SHARE` on the lease row,
@@ -47,6 +48,8 @@ use dealport_core::{
     dashboard::{state_code, DealQuery, HourCount, Order, StateCounts, StateFilter},
     db_target::{DbTarget, HostSpec, SessionAttrs},
     deal::{Checkpoint, DealRecord},
+    ipni::Block,
+    piece_index::{BlockEntry, BlockLocation, IndexState},
     wire::Cid,
     wire::DealUuid,
 };
@@ -59,8 +62,8 @@ use sqlx::{
 use super::pg_connect;
 
 use super::{
-    Fence, Inserted, LeaseGrant, LeaseRead, LeaseRow, RelayTarget, Store, StoreError, StoreFuture,
-    StoredDeal,
+    Fence, Inserted, IpniAdRef, IpniHead, IpniPublish, LeaseGrant, LeaseRead, LeaseRow, Published,
+    RelayTarget, Store, StoreError, StoreFuture, StoredDeal,
 };
 use crate::runtime::timeout;
 
@@ -176,6 +179,20 @@ fn migrator() -> Migrator {
             Cow::Borrowed("dashboard"),
             MigrationType::Simple,
             include_str!("../../migrations/0005_dashboard.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            6,
+            Cow::Borrowed("piece directory"),
+            MigrationType::Simple,
+            include_str!("../../migrations/0006_piece_directory.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            7,
+            Cow::Borrowed("ipni chain"),
+            MigrationType::Simple,
+            include_str!("../../migrations/0007_ipni_chain.sql").into_sql_str(),
             false,
         ),
     ])
@@ -1104,6 +1121,171 @@ impl PostgresStore {
         }
     }
 
+    async fn index_state_impl(&self, piece: &Cid) -> Result<IndexState, StoreError> {
+        let row = with_retry!(self, "read a piece's index state", async {
+            Ok::<_, Fail>(
+                sqlx::query("SELECT state, blocks, reason FROM piece_index WHERE piece = $1")
+                    .bind(piece.as_bytes())
+                    .fetch_optional(&self.pool())
+                    .await?,
+            )
+        })?;
+        let Some(row) = row else {
+            return Ok(IndexState::NotYet);
+        };
+        let key = format!("piece_index/{piece}");
+        let get = |e: sqlx::Error| StoreError::Corrupt {
+            key: key.clone(),
+            message: e.to_string(),
+        };
+        let state: String = row.try_get("state").map_err(get)?;
+        let blocks: Option<i64> = row.try_get("blocks").map_err(get)?;
+        let blocks = blocks.map(|b| to_u64(&key, "blocks", b)).transpose()?;
+        IndexState::from_parts(&state, blocks, row.try_get("reason").map_err(get)?).ok_or_else(
+            || StoreError::Corrupt {
+                key: key.clone(),
+                message: format!("state {state:?} with the wrong parts"),
+            },
+        )
+    }
+
+    /// One statement per batch: the entries go as three arrays.
+    async fn put_blocks_impl(&self, piece: &Cid, entries: &[BlockEntry]) -> Result<(), StoreError> {
+        let mut offsets = Vec::with_capacity(entries.len());
+        let mut lengths = Vec::with_capacity(entries.len());
+        let mut multihashes = Vec::with_capacity(entries.len());
+        for e in entries {
+            offsets.push(to_i64("block offset", e.offset)?);
+            lengths.push(to_i64("block length", e.length)?);
+            multihashes.push(e.multihash.clone());
+        }
+        with_retry!(self, "write a piece's block entries", async {
+            sqlx::query(
+                "INSERT INTO piece_blocks (piece, block_offset, length, multihash)                  SELECT $1, * FROM UNNEST($2::bigint[], $3::bigint[], $4::bytea[])                  ON CONFLICT (piece, block_offset)                  DO UPDATE SET length = EXCLUDED.length, multihash = EXCLUDED.multihash",
+            )
+            .bind(piece.as_bytes())
+            .bind(&offsets)
+            .bind(&lengths)
+            .bind(&multihashes)
+            .execute(&self.pool())
+            .await?;
+            Ok::<_, Fail>(())
+        })
+    }
+
+    async fn set_index_state_impl(
+        &self,
+        piece: &Cid,
+        state: &IndexState,
+    ) -> Result<(), StoreError> {
+        let blocks = state.blocks().map(|b| to_i64("blocks", b)).transpose()?;
+        let reason = state.reason().map(str::to_owned);
+        with_retry!(self, "write a piece's index state", async {
+            let mut tx = self.pool().begin().await?;
+            if blocks.is_none() {
+                sqlx::query("DELETE FROM piece_blocks WHERE piece = $1")
+                    .bind(piece.as_bytes())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            if *state == IndexState::NotYet {
+                sqlx::query("DELETE FROM piece_index WHERE piece = $1")
+                    .bind(piece.as_bytes())
+                    .execute(&mut *tx)
+                    .await?;
+            } else {
+                sqlx::query(
+                    "INSERT INTO piece_index (piece, state, blocks, reason)                      VALUES ($1, $2, $3, $4) ON CONFLICT (piece) DO UPDATE                      SET state = EXCLUDED.state, blocks = EXCLUDED.blocks, reason = EXCLUDED.reason",
+                )
+                .bind(piece.as_bytes())
+                .bind(state.name())
+                .bind(blocks)
+                .bind(&reason)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok::<_, Fail>(())
+        })
+    }
+
+    async fn blocks_page_impl(
+        &self,
+        piece: &Cid,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<BlockEntry>, StoreError> {
+        let after = match after.map(i64::try_from) {
+            None => -1,
+            Some(Ok(a)) => a,
+            Some(Err(_)) => return Ok(Vec::new()),
+        };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = with_retry!(self, "read a page of a piece's blocks", async {
+            Ok::<_, Fail>(
+                sqlx::query(
+                    "SELECT block_offset, length, multihash FROM piece_blocks                      WHERE piece = $1 AND block_offset > $2 ORDER BY block_offset LIMIT $3",
+                )
+                .bind(piece.as_bytes())
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.pool())
+                .await?,
+            )
+        })?;
+        let key = format!("piece_blocks/{piece}");
+        let get = |e: sqlx::Error| StoreError::Corrupt {
+            key: key.clone(),
+            message: e.to_string(),
+        };
+        rows.iter()
+            .map(|r| {
+                Ok(BlockEntry {
+                    offset: to_u64(&key, "offset", r.try_get("block_offset").map_err(get)?)?,
+                    length: to_u64(&key, "length", r.try_get("length").map_err(get)?)?,
+                    multihash: r.try_get("multihash").map_err(get)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn by_multihash_impl(
+        &self,
+        multihash: &[u8],
+        limit: usize,
+    ) -> Result<Vec<BlockLocation>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = with_retry!(self, "look a block up by multihash", async {
+            Ok::<_, Fail>(
+                sqlx::query(
+                    "SELECT piece, block_offset, length FROM piece_blocks WHERE multihash = $1                      ORDER BY piece, block_offset LIMIT $2",
+                )
+                .bind(multihash)
+                .bind(limit)
+                .fetch_all(&self.pool())
+                .await?,
+            )
+        })?;
+        let key = format!("piece_blocks/multihash {}", hex::encode(multihash));
+        let get = |e: sqlx::Error| StoreError::Corrupt {
+            key: key.clone(),
+            message: e.to_string(),
+        };
+        rows.iter()
+            .map(|r| {
+                let piece: Vec<u8> = r.try_get("piece").map_err(get)?;
+                Ok(BlockLocation {
+                    piece: Cid::from_bytes(&piece).map_err(|e| StoreError::Corrupt {
+                        key: key.clone(),
+                        message: format!("piece CID: {e}"),
+                    })?,
+                    offset: to_u64(&key, "offset", r.try_get("block_offset").map_err(get)?)?,
+                    length: to_u64(&key, "length", r.try_get("length").map_err(get)?)?,
+                })
+            })
+            .collect()
+    }
+
     async fn relay_target_impl(&self) -> Result<Option<RelayTarget>, StoreError> {
         let row = with_retry!(self, "read relay target", async {
             Ok::<_, Fail>(
@@ -1125,6 +1307,196 @@ impl PostgresStore {
         })
         .transpose()
     }
+}
+
+impl PostgresStore {
+    async fn ipni_head_impl(&self) -> Result<Option<IpniHead>, StoreError> {
+        let row: Option<(Vec<u8>, i64)> = with_retry!(self, "read the ipni head", async {
+            Ok::<_, Fail>(
+                sqlx::query_as("SELECT cid, seq FROM ipni_head WHERE singleton")
+                    .fetch_optional(&self.pool())
+                    .await?,
+            )
+        })?;
+        row.map(|(cid, seq)| {
+            Ok(IpniHead {
+                cid: stored_cid("ipni_head", &cid)?,
+                seq: to_u64("ipni_head", "seq", seq)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn ipni_block_impl(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
+        with_retry!(self, "read an ipni block", async {
+            Ok::<_, Fail>(
+                sqlx::query_scalar("SELECT bytes FROM ipni_blocks WHERE cid = $1")
+                    .bind(cid.as_bytes())
+                    .fetch_optional(&self.pool())
+                    .await?,
+            )
+        })
+    }
+
+    async fn put_ipni_chunk_impl(&self, block: &Block) -> Result<(), StoreError> {
+        with_retry!(self, "write an ipni chunk", async {
+            sqlx::query(
+                "INSERT INTO ipni_blocks (cid, bytes) VALUES ($1, $2) ON CONFLICT (cid) DO NOTHING",
+            )
+            .bind(block.cid.as_bytes())
+            .bind(&block.bytes)
+            .execute(&self.pool())
+            .await?;
+            Ok::<_, Fail>(())
+        })
+    }
+
+    async fn publish_ipni_ad_impl(
+        &self,
+        fence: &Fence,
+        p: &IpniPublish,
+    ) -> Result<Published, StoreError> {
+        let generation = to_i64("generation", fence.generation)?;
+        let deal = p.deal.to_string();
+        let part = i32::try_from(p.part)
+            .map_err(|_| StoreError::Backend(format!("ipni part {} too large", p.part)))?;
+        with_retry!(self, "publish an ipni advertisement", async {
+            let mut tx = self.pool().begin().await?;
+            check_fence(&mut tx, fence, generation).await?;
+            // First: a retry after a commit whose answer was lost finds its own ad.
+            let done: Option<Vec<u8>> = sqlx::query_scalar(
+                "SELECT cid FROM ipni_ads WHERE deal_uuid = $1::uuid AND is_rm = $2 AND part = $3",
+            )
+            .bind(&deal)
+            .bind(p.is_rm)
+            .bind(part)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(cid) = done {
+                tx.rollback().await?;
+                return Ok(Published::Already(
+                    stored_cid("ipni_ads", &cid).map_err(Fail::Store)?,
+                ));
+            }
+            let head: Option<(Vec<u8>, i64)> =
+                sqlx::query_as("SELECT cid, seq FROM ipni_head WHERE singleton FOR UPDATE")
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let (at_head, seq) = match &head {
+                None => (p.previous.is_none(), 1i64),
+                Some((cid, seq)) => (
+                    p.previous
+                        .as_ref()
+                        .is_some_and(|prev| prev.as_bytes() == cid.as_slice()),
+                    seq + 1,
+                ),
+            };
+            if !at_head {
+                tx.rollback().await?;
+                return Ok(Published::HeadMoved);
+            }
+            sqlx::query(
+                "INSERT INTO ipni_blocks (cid, bytes) VALUES ($1, $2) ON CONFLICT (cid) DO NOTHING",
+            )
+            .bind(p.ad.cid.as_bytes())
+            .bind(&p.ad.bytes)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO ipni_ads (cid, seq, previous, deal_uuid, is_rm, part, writer_generation) \
+                 VALUES ($1, $2, $3, $4::uuid, $5, $6, $7)",
+            )
+            .bind(p.ad.cid.as_bytes())
+            .bind(seq)
+            .bind(p.previous.as_ref().map(|c| c.as_bytes().to_vec()))
+            .bind(&deal)
+            .bind(p.is_rm)
+            .bind(part)
+            .bind(generation)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO ipni_head (singleton, cid, seq) VALUES (TRUE, $1, $2) \
+                 ON CONFLICT (singleton) DO UPDATE SET cid = EXCLUDED.cid, seq = EXCLUDED.seq",
+            )
+            .bind(p.ad.cid.as_bytes())
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?;
+            let mark = if p.is_rm {
+                "DELETE FROM ipni_announced WHERE deal_uuid = $1::uuid"
+            } else {
+                "INSERT INTO ipni_announced (deal_uuid) VALUES ($1::uuid) ON CONFLICT DO NOTHING"
+            };
+            sqlx::query(mark).bind(&deal).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(Published::Yes { seq: seq as u64 })
+        })
+    }
+
+    async fn ipni_ads_of_deal_impl(&self, deal: DealUuid) -> Result<Vec<IpniAdRef>, StoreError> {
+        let rows: Vec<(Vec<u8>, bool, i32, i64)> = with_retry!(
+            self,
+            "read a deal's ipni ads",
+            async {
+                Ok::<_, Fail>(
+                sqlx::query_as(
+                    "SELECT cid, is_rm, part, seq FROM ipni_ads WHERE deal_uuid = $1::uuid ORDER BY seq",
+                )
+                .bind(deal.to_string())
+                .fetch_all(&self.pool())
+                .await?,
+            )
+            }
+        )?;
+        rows.into_iter()
+            .map(|(cid, is_rm, part, seq)| {
+                Ok(IpniAdRef {
+                    cid: stored_cid("ipni_ads", &cid)?,
+                    is_rm,
+                    part: u32::try_from(part).unwrap_or(0),
+                    seq: to_u64("ipni_ads", "seq", seq)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn ipni_announced_page_impl(
+        &self,
+        after: Option<DealUuid>,
+        limit: usize,
+    ) -> Result<Vec<DealUuid>, StoreError> {
+        let after = after.map(|u| u.to_string());
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows: Vec<String> = with_retry!(self, "read the announced deals", async {
+            Ok::<_, Fail>(
+                sqlx::query_scalar(
+                    "SELECT deal_uuid::text FROM ipni_announced \
+                     WHERE $1::uuid IS NULL OR deal_uuid > $1::uuid ORDER BY deal_uuid LIMIT $2",
+                )
+                .bind(&after)
+                .bind(limit)
+                .fetch_all(&self.pool())
+                .await?,
+            )
+        })?;
+        rows.iter()
+            .map(|u| {
+                DealUuid::parse(u).map_err(|e| StoreError::Corrupt {
+                    key: format!("ipni_announced/{u}"),
+                    message: e.to_string(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// A CID read from a column.
+fn stored_cid(table: &str, bytes: &[u8]) -> Result<Cid, StoreError> {
+    Cid::from_bytes(bytes).map_err(|e| StoreError::Corrupt {
+        key: format!("{table}/{}", hex::encode(bytes)),
+        message: e.to_string(),
+    })
 }
 
 impl Store for PostgresStore {
@@ -1299,6 +1671,75 @@ impl Store for PostgresStore {
         Box::pin(self.relay_target_impl())
     }
 
+    fn piece_index_state<'a>(&'a self, piece: &'a Cid) -> StoreFuture<'a, IndexState> {
+        Box::pin(self.index_state_impl(piece))
+    }
+
+    fn put_piece_blocks<'a>(
+        &'a self,
+        piece: &'a Cid,
+        entries: &'a [BlockEntry],
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(self.put_blocks_impl(piece, entries))
+    }
+
+    fn set_piece_index_state<'a>(
+        &'a self,
+        piece: &'a Cid,
+        state: &'a IndexState,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(self.set_index_state_impl(piece, state))
+    }
+
+    fn piece_blocks_page<'a>(
+        &'a self,
+        piece: &'a Cid,
+        after: Option<u64>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<BlockEntry>> {
+        Box::pin(self.blocks_page_impl(piece, after, limit))
+    }
+
+    fn blocks_by_multihash<'a>(
+        &'a self,
+        multihash: &'a [u8],
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<BlockLocation>> {
+        Box::pin(self.by_multihash_impl(multihash, limit))
+    }
+
+    fn ipni_head(&self) -> StoreFuture<'_, Option<IpniHead>> {
+        Box::pin(self.ipni_head_impl())
+    }
+
+    fn ipni_block<'a>(&'a self, cid: &'a Cid) -> StoreFuture<'a, Option<Vec<u8>>> {
+        Box::pin(self.ipni_block_impl(cid))
+    }
+
+    fn put_ipni_chunk<'a>(&'a self, block: &'a Block) -> StoreFuture<'a, ()> {
+        Box::pin(self.put_ipni_chunk_impl(block))
+    }
+
+    fn publish_ipni_ad<'a>(
+        &'a self,
+        fence: &'a Fence,
+        ad: &'a IpniPublish,
+    ) -> StoreFuture<'a, Published> {
+        Box::pin(self.publish_ipni_ad_impl(fence, ad))
+    }
+
+    fn ipni_ads_of_deal(&self, deal: DealUuid) -> StoreFuture<'_, Vec<IpniAdRef>> {
+        Box::pin(self.ipni_ads_of_deal_impl(deal))
+    }
+
+    fn ipni_announced_page(
+        &self,
+        after: Option<DealUuid>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<DealUuid>> {
+        Box::pin(self.ipni_announced_page_impl(after, limit))
+    }
+
     fn leader_state<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
         Box::pin(self.leader_state_impl(name))
     }
@@ -1418,11 +1859,13 @@ mod tests {
     fn migrations_are_embedded() {
         let m = migrator();
         let sql: Vec<&str> = m.iter().map(|m| m.sql.as_str()).collect();
-        assert_eq!(sql.len(), 5);
+        assert_eq!(sql.len(), 7);
         assert!(sql[0].contains("CREATE TABLE IF NOT EXISTS libp2p"));
         assert!(sql[1].contains("CREATE TABLE IF NOT EXISTS leader_state"));
         assert!(sql[2].contains("deals_live_by_checkpoint"));
         assert!(sql[3].contains("deals_by_piece_cid"));
         assert!(sql[4].contains("deals_ui_by_time") && sql[4].contains("deal_timeline"));
+        assert!(sql[5].contains("piece_blocks_by_multihash"));
+        assert!(sql[6].contains("CREATE TABLE IF NOT EXISTS ipni_head"));
     }
 }

@@ -2,6 +2,10 @@
 //!
 //! Trees: `meta` (`identity` -> key bytes), `deals` (16 UUID bytes -> [`StoredDeal`]
 //! JSON), `by_proposal_cid` and `by_signed_proposal_cid` (CID bytes -> UUID bytes),
+//! `live_by_checkpoint` and `by_piece_cid` (indexes, keys only); the piece directory:
+//! `piece_index` (piece CID bytes -> state JSON), `piece_blocks` (piece CID bytes ‖
+//! offset (8 bytes BE) -> length (8 bytes BE) ‖ multihash) and `blocks_by_multihash`
+//! (multihash ‖ piece CID bytes ‖ offset -> length). A new
 //! `live_by_checkpoint` and `by_piece_cid` (indexes, keys only), and the dashboard's
 //! `ui_lists`, `ui_counters` and `ui_timeline` (see [`super::sled_ui`]). A new
 //! deal goes into all the deal trees in one transaction and is flushed before
@@ -28,14 +32,17 @@ use ::sled::{
 use dealport_core::{
     dashboard::{DealQuery, HourCount, StateCounts},
     deal::{Checkpoint, DealRecord},
+    ipni::Block,
+    piece_index::{BlockEntry, BlockLocation, IndexState},
     wire::{Cid, DealUuid},
 };
 
 use super::group_flush::GroupFlush;
 use super::sled_ui::{self, UiFacts};
 use super::{
-    checkpoint_from_name, is_live, DbMillis, Fence, Inserted, LeaseGrant, LeaseRead, LeaseRow,
-    RelayTarget, Store, StoreError, StoreFuture, StoredDeal, CHECKPOINTS,
+    checkpoint_from_name, is_live, DbMillis, Fence, Inserted, IpniAdRef, IpniHead, IpniPublish,
+    LeaseGrant, LeaseRead, LeaseRow, Published, RelayTarget, Store, StoreError, StoreFuture,
+    StoredDeal, CHECKPOINTS,
 };
 use crate::runtime::{unblock, Runtime};
 
@@ -61,6 +68,18 @@ struct Inner {
     /// Deals by their proposal's piece CID: `piece CID bytes ‖ uuid` -> nothing, written
     /// in the insert's transaction (a deal's piece CID never changes).
     by_piece_cid: Tree,
+    /// The piece directory (see the module docs).
+    piece_index: Tree,
+    piece_blocks: Tree,
+    blocks_by_multihash: Tree,
+    /// IPNI advertisements and entry chunks: CID bytes -> dag-json bytes.
+    ipni_blocks: Tree,
+    /// IPNI advertisements by deal: `uuid ‖ is_rm ‖ part (BE u32)` -> `seq (BE u64) ‖ CID`.
+    ipni_ads: Tree,
+    /// The chain head: `head` -> `seq (BE u64) ‖ CID`.
+    ipni_head: Tree,
+    /// Deals announced and not yet removed: uuid -> nothing.
+    ipni_announced: Tree,
     /// The dashboard's indexes (`sled_ui`), written with the deal.
     ui_lists: Tree,
     ui_counters: Tree,
@@ -271,6 +290,13 @@ impl SledStore {
             by_signed_proposal_cid: tree("by_signed_proposal_cid")?,
             live: tree("live_by_checkpoint")?,
             by_piece_cid: tree("by_piece_cid")?,
+            piece_index: tree("piece_index")?,
+            piece_blocks: tree("piece_blocks")?,
+            blocks_by_multihash: tree("blocks_by_multihash")?,
+            ipni_blocks: tree("ipni_blocks")?,
+            ipni_ads: tree("ipni_ads")?,
+            ipni_head: tree("ipni_head")?,
+            ipni_announced: tree("ipni_announced")?,
             ui_lists: tree("ui_lists")?,
             ui_counters: tree("ui_counters")?,
             ui_timeline: tree("ui_timeline")?,
@@ -657,6 +683,133 @@ fn tx_error(e: TransactionError<StoreError>) -> StoreError {
     }
 }
 
+const IPNI_HEAD_KEY: &[u8] = b"head";
+
+fn ipni_ad_key(deal: DealUuid, is_rm: bool, part: u32) -> Vec<u8> {
+    let mut k = deal.0.to_vec();
+    k.push(u8::from(is_rm));
+    k.extend_from_slice(&part.to_be_bytes());
+    k
+}
+
+fn seq_and_cid(seq: u64, cid: &Cid) -> Vec<u8> {
+    let mut v = seq.to_be_bytes().to_vec();
+    v.extend_from_slice(cid.as_bytes());
+    v
+}
+
+fn parse_seq_and_cid(key: &str, v: &[u8]) -> Result<(u64, Cid), StoreError> {
+    let corrupt = |message: String| StoreError::Corrupt {
+        key: key.to_owned(),
+        message,
+    };
+    let (seq, cid) = v
+        .split_first_chunk::<8>()
+        .ok_or_else(|| corrupt("shorter than a sequence number".into()))?;
+    let cid = Cid::from_bytes(cid).map_err(|e| corrupt(e.to_string()))?;
+    Ok((u64::from_be_bytes(*seq), cid))
+}
+
+impl Inner {
+    fn ipni_head(&self) -> Result<Option<IpniHead>, StoreError> {
+        self.ipni_head
+            .get(IPNI_HEAD_KEY)
+            .map_err(backend)?
+            .map(|v| {
+                let (seq, cid) = parse_seq_and_cid("ipni_head", &v)?;
+                Ok(IpniHead { cid, seq })
+            })
+            .transpose()
+    }
+
+    fn publish_ipni(&self, p: &IpniPublish) -> Result<Published, StoreError> {
+        let key = ipni_ad_key(p.deal, p.is_rm, p.part);
+        let out = (
+            &self.ipni_blocks,
+            &self.ipni_ads,
+            &self.ipni_head,
+            &self.ipni_announced,
+        )
+            .transaction(
+                |(blocks, ads, head, announced)| -> ConflictableTransactionResult<Published, StoreError> {
+                    use ::sled::transaction::ConflictableTransactionError::Abort;
+                    if let Some(v) = ads.get(&key)? {
+                        let (_, cid) = parse_seq_and_cid("ipni_ads", &v).map_err(Abort)?;
+                        return Ok(Published::Already(cid));
+                    }
+                    let current = head
+                        .get(IPNI_HEAD_KEY)?
+                        .map(|v| parse_seq_and_cid("ipni_head", &v))
+                        .transpose()
+                        .map_err(Abort)?;
+                    let seq = match (&current, &p.previous) {
+                        (None, None) => 1,
+                        (Some((seq, cid)), Some(prev)) if cid == prev => seq + 1,
+                        _ => return Ok(Published::HeadMoved),
+                    };
+                    blocks.insert(p.ad.cid.as_bytes(), p.ad.bytes.as_slice())?;
+                    let v = seq_and_cid(seq, &p.ad.cid);
+                    ads.insert(key.as_slice(), v.as_slice())?;
+                    head.insert(IPNI_HEAD_KEY, v)?;
+                    if p.is_rm {
+                        announced.remove(&p.deal.0[..])?;
+                    } else {
+                        announced.insert(&p.deal.0[..], &[][..])?;
+                    }
+                    Ok(Published::Yes { seq })
+                },
+            )
+            .map_err(tx_error)?;
+        Ok(out)
+    }
+
+    fn ipni_ads_of(&self, deal: DealUuid) -> Result<Vec<IpniAdRef>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.ipni_ads.scan_prefix(deal.0) {
+            let (k, v) = kv.map_err(backend)?;
+            let (seq, cid) = parse_seq_and_cid("ipni_ads", &v)?;
+            let part = k
+                .get(17..21)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map(u32::from_be_bytes)
+                .unwrap_or(0);
+            out.push(IpniAdRef {
+                cid,
+                is_rm: k.get(16) == Some(&1),
+                part,
+                seq,
+            });
+        }
+        out.sort_by_key(|a| a.seq);
+        Ok(out)
+    }
+
+    fn ipni_announced_after(
+        &self,
+        after: Option<DealUuid>,
+        limit: usize,
+    ) -> Result<Vec<DealUuid>, StoreError> {
+        let start = match after {
+            Some(u) => Bound::Excluded(u.0.to_vec()),
+            None => Bound::Unbounded,
+        };
+        let mut out = Vec::new();
+        for kv in self
+            .ipni_announced
+            .range::<Vec<u8>, _>((start, Bound::Unbounded))
+            .take(limit)
+        {
+            let (k, _) = kv.map_err(backend)?;
+            let bytes = <[u8; 16]>::try_from(k.as_ref()).map_err(|_| StoreError::Corrupt {
+                key: format!("ipni_announced/{}", hex::encode(&k)),
+                message: "not a UUID".into(),
+            })?;
+            out.push(DealUuid(bytes));
+        }
+        Ok(out)
+    }
+}
+
 impl Store for SledStore {
     fn identity_or_create<'a>(
         &'a self,
@@ -957,6 +1110,112 @@ impl Store for SledStore {
         })
     }
 
+    fn piece_index_state<'a>(&'a self, piece: &'a Cid) -> StoreFuture<'a, IndexState> {
+        let piece = piece.clone();
+        self.run(move |inner| inner.index_state(&piece))
+    }
+
+    fn put_piece_blocks<'a>(
+        &'a self,
+        piece: &'a Cid,
+        entries: &'a [BlockEntry],
+    ) -> StoreFuture<'a, ()> {
+        let (piece, entries) = (piece.clone(), entries.to_vec());
+        self.run(move |inner| inner.put_blocks(&piece, &entries))
+    }
+
+    fn set_piece_index_state<'a>(
+        &'a self,
+        piece: &'a Cid,
+        state: &'a IndexState,
+    ) -> StoreFuture<'a, ()> {
+        let (piece, state) = (piece.clone(), state.clone());
+        self.run(move |inner| {
+            if state.blocks().is_none() {
+                inner.remove_blocks(&piece)?;
+            }
+            match state {
+                IndexState::NotYet => inner.piece_index.remove(piece.as_bytes()),
+                _ => inner
+                    .piece_index
+                    .insert(piece.as_bytes(), StoredIndexState::encode(&state)),
+            }
+            .map_err(backend)?;
+            inner.flush()
+        })
+    }
+
+    fn piece_blocks_page<'a>(
+        &'a self,
+        piece: &'a Cid,
+        after: Option<u64>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<BlockEntry>> {
+        let piece = piece.clone();
+        self.run(move |inner| inner.blocks_page(&piece, after, limit))
+    }
+
+    fn blocks_by_multihash<'a>(
+        &'a self,
+        multihash: &'a [u8],
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<BlockLocation>> {
+        let multihash = multihash.to_vec();
+        self.run(move |inner| inner.by_multihash(&multihash, limit))
+    }
+
+    fn ipni_head(&self) -> StoreFuture<'_, Option<IpniHead>> {
+        self.run(|inner| inner.ipni_head())
+    }
+
+    fn ipni_block<'a>(&'a self, cid: &'a Cid) -> StoreFuture<'a, Option<Vec<u8>>> {
+        let key = cid.as_bytes().to_vec();
+        self.run(move |inner| {
+            Ok(inner
+                .ipni_blocks
+                .get(key)
+                .map_err(backend)?
+                .map(|v| v.to_vec()))
+        })
+    }
+
+    fn put_ipni_chunk<'a>(&'a self, block: &'a Block) -> StoreFuture<'a, ()> {
+        let (key, value) = (block.cid.as_bytes().to_vec(), block.bytes.clone());
+        self.run(move |inner| {
+            inner.ipni_blocks.insert(key, value).map_err(backend)?;
+            Ok(())
+        })
+    }
+
+    fn publish_ipni_ad<'a>(
+        &'a self,
+        fence: &'a Fence,
+        ad: &'a IpniPublish,
+    ) -> StoreFuture<'a, Published> {
+        let (fence, ad) = (fence.clone(), ad.clone());
+        self.run(move |inner| {
+            let out = {
+                let lease = inner.lease();
+                lease.check(&fence)?;
+                inner.publish_ipni(&ad)?
+            };
+            inner.flush()?;
+            Ok(out)
+        })
+    }
+
+    fn ipni_ads_of_deal(&self, deal: DealUuid) -> StoreFuture<'_, Vec<IpniAdRef>> {
+        self.run(move |inner| inner.ipni_ads_of(deal))
+    }
+
+    fn ipni_announced_page(
+        &self,
+        after: Option<DealUuid>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<DealUuid>> {
+        self.run(move |inner| inner.ipni_announced_after(after, limit))
+    }
+
     fn relay_target(&self) -> StoreFuture<'_, Option<RelayTarget>> {
         let lease = self.inner.lease();
         let now = now_millis();
@@ -971,6 +1230,171 @@ impl Store for SledStore {
 /// Leader state lives in the meta tree under this prefix.
 fn leader_state_key(name: &str) -> Vec<u8> {
     format!("leader_state/{name}").into_bytes()
+}
+
+/// The stored form of an [`IndexState`] (`piece_index` values).
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredIndexState {
+    state: String,
+    blocks: Option<u64>,
+    reason: Option<String>,
+}
+
+impl StoredIndexState {
+    fn encode(s: &IndexState) -> Vec<u8> {
+        serde_json::to_vec(&StoredIndexState {
+            state: s.name().to_owned(),
+            blocks: s.blocks(),
+            reason: s.reason().map(str::to_owned),
+        })
+        .expect("an index state always serializes")
+    }
+
+    fn decode(key: &[u8], v: &[u8]) -> Result<IndexState, StoreError> {
+        let corrupt = |message: String| StoreError::Corrupt {
+            key: format!("piece_index/{}", hex::encode(key)),
+            message,
+        };
+        let s: StoredIndexState = serde_json::from_slice(v).map_err(|e| corrupt(e.to_string()))?;
+        IndexState::from_parts(&s.state, s.blocks, s.reason)
+            .ok_or_else(|| corrupt(format!("state {:?} with the wrong parts", s.state)))
+    }
+}
+
+/// `piece ‖ offset` (the `piece_blocks` key).
+fn block_key(piece: &[u8], offset: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(piece.len() + 8);
+    k.extend_from_slice(piece);
+    k.extend_from_slice(&offset.to_be_bytes());
+    k
+}
+
+fn be_u64(b: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(b.get(..8)?.try_into().ok()?))
+}
+
+impl Inner {
+    fn index_state(&self, piece: &Cid) -> Result<IndexState, StoreError> {
+        match self.piece_index.get(piece.as_bytes()).map_err(backend)? {
+            Some(v) => StoredIndexState::decode(piece.as_bytes(), &v),
+            None => Ok(IndexState::NotYet),
+        }
+    }
+
+    fn put_blocks(&self, piece: &Cid, entries: &[BlockEntry]) -> Result<(), StoreError> {
+        let p = piece.as_bytes();
+        let mut blocks = ::sled::Batch::default();
+        let mut by_mh = ::sled::Batch::default();
+        for e in entries {
+            let mut v = e.length.to_be_bytes().to_vec();
+            v.extend_from_slice(&e.multihash);
+            blocks.insert(block_key(p, e.offset), v);
+            let mut k = e.multihash.clone();
+            k.extend_from_slice(&block_key(p, e.offset));
+            by_mh.insert(k, &e.length.to_be_bytes());
+        }
+        // The piece's entries first: removing a piece walks them to find the others.
+        self.piece_blocks.apply_batch(blocks).map_err(backend)?;
+        self.blocks_by_multihash.apply_batch(by_mh).map_err(backend)
+    }
+
+    /// Remove every entry of `piece`, a batch at a time.
+    fn remove_blocks(&self, piece: &Cid) -> Result<(), StoreError> {
+        let p = piece.as_bytes();
+        loop {
+            let mut blocks = ::sled::Batch::default();
+            let mut by_mh = ::sled::Batch::default();
+            let mut n = 0;
+            for kv in self.piece_blocks.scan_prefix(p).take(4096) {
+                let (k, v) = kv.map_err(backend)?;
+                if k.len() != p.len() + 8 {
+                    continue;
+                }
+                let mut mk = v.get(8..).unwrap_or_default().to_vec();
+                mk.extend_from_slice(&k);
+                by_mh.remove(mk);
+                blocks.remove(k);
+                n += 1;
+            }
+            if n == 0 {
+                return Ok(());
+            }
+            self.blocks_by_multihash
+                .apply_batch(by_mh)
+                .map_err(backend)?;
+            self.piece_blocks.apply_batch(blocks).map_err(backend)?;
+        }
+    }
+
+    fn blocks_page(
+        &self,
+        piece: &Cid,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<BlockEntry>, StoreError> {
+        let p = piece.as_bytes();
+        let start = match after {
+            Some(o) if o == u64::MAX => return Ok(Vec::new()),
+            Some(o) => block_key(p, o + 1),
+            None => block_key(p, 0),
+        };
+        let end = {
+            // The first key past every `p ‖ offset`: `p ‖ [0xff; 8]` and one more byte.
+            let mut e = block_key(p, u64::MAX);
+            e.push(0);
+            e
+        };
+        let mut out = Vec::new();
+        for kv in self.piece_blocks.range(start..end) {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = kv.map_err(backend)?;
+            let damaged = || StoreError::Corrupt {
+                key: format!("piece_blocks/{}", hex::encode(&k)),
+                message: "short entry".into(),
+            };
+            if k.len() != p.len() + 8 {
+                continue;
+            }
+            out.push(BlockEntry {
+                offset: be_u64(&k[p.len()..]).ok_or_else(damaged)?,
+                length: be_u64(&v).ok_or_else(damaged)?,
+                multihash: v[8..].to_vec(),
+            });
+        }
+        Ok(out)
+    }
+
+    fn by_multihash(&self, mh: &[u8], limit: usize) -> Result<Vec<BlockLocation>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.blocks_by_multihash.scan_prefix(mh) {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = kv.map_err(backend)?;
+            // A multihash is self-delimiting (code, length, digest), so what follows the
+            // prefix is this block's `piece ‖ offset`.
+            let rest = &k[mh.len()..];
+            let Some(split) = rest.len().checked_sub(8) else {
+                continue;
+            };
+            let (Ok(piece), Some(offset), Some(length)) = (
+                Cid::from_bytes(&rest[..split]),
+                be_u64(&rest[split..]),
+                be_u64(&v),
+            ) else {
+                continue;
+            };
+            out.push(BlockLocation {
+                piece,
+                offset,
+                length,
+            });
+        }
+        Ok(out)
+    }
 }
 
 /// The first `limit` UUIDs of two ordered queues, merged in order.

@@ -1,0 +1,320 @@
+//! The piece directory's writer, a leader task: every piece whose data is in
+//! (`Transferred` up to `AddedPiece`) and not indexed yet is read once, as a stream,
+//! through core's [`CarReader`]; its block entries go to the store in batches of
+//! [`INDEX_BATCH`], then its final [`IndexState`] (docs/indexing.md). Memory stays
+//! bounded whatever the piece's size: a read buffer, the reader's bounded state and one
+//! batch of entries. Data that is not a CAR is recorded `not-a-car` (the deal goes on);
+//! a CAR that breaks the format is recorded `malformed` with the reader's sentence.
+//!
+//! The task wakes when a deal's data comes in ([`Transfers`] notifies it) and rescans
+//! the live deals periodically, so a restart or a failover finishes what was cut short
+//! (a piece still `not-yet` is read again from its start).
+//!
+//! Uses `store` (bounded by [`STORE_BOUND`]), `exec::staging` and the piece store for
+//! paths, `metrics`, `runtime`.
+use std::{
+    collections::BTreeMap,
+    fs::File,
+    io::Read,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use dealport_core::{
+    car::{CarError, CarItem, CarReader, MH_IDENTITY},
+    deal::{Checkpoint, DealRecord},
+    piece_index::{BlockEntry, IndexState, INDEX_BATCH},
+    wire::Cid,
+};
+use futures::{channel::mpsc, FutureExt, StreamExt};
+
+use super::{piece_store::PieceStore, staging::Staging, SCAN_PAGE};
+use crate::{
+    metrics::Metrics,
+    runtime::{timeout, unblock, LeaderTask, Runtime},
+    store::{for_each_live_page, Store, StoreError},
+};
+
+/// Bound on each store call of the indexer.
+pub const STORE_BOUND: Duration = Duration::from_secs(30);
+/// Bytes read from the file per read call.
+const READ_CHUNK: usize = 1 << 20;
+/// Most bytes one blocking step reads before handing its entries back.
+const STEP_BYTES: u64 = 16 << 20;
+/// Pieces taken from one scan (the rest wait for the next).
+const MAX_PER_SCAN: usize = 4096;
+
+/// The checkpoints at which a deal's data is in and may still be read.
+const WITH_DATA: [Checkpoint; 4] = [
+    Checkpoint::Transferred,
+    Checkpoint::Published,
+    Checkpoint::PublishConfirmed,
+    Checkpoint::AddedPiece,
+];
+
+/// The indexer. See the module docs.
+pub struct Indexer {
+    store: Arc<dyn Store>,
+    staging: Staging,
+    kept: Option<PieceStore>,
+    runtime: Arc<dyn Runtime>,
+    metrics: Arc<Metrics>,
+    rescan: Duration,
+    wake: futures::lock::Mutex<mpsc::Receiver<()>>,
+}
+
+/// How one indexing pass ended without a final state (tried again at the next scan).
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("no data file for piece {0} (neither staged nor kept)")]
+    NoData(Cid),
+    #[error("reading piece {piece}: {why}")]
+    Io { piece: Cid, why: String },
+    #[error("piece {piece}: store: {why}")]
+    Store { piece: Cid, why: String },
+}
+
+impl Indexer {
+    /// The indexer and the sender [`super::Transfers`] wakes it with.
+    pub fn new(
+        store: Arc<dyn Store>,
+        staging: Staging,
+        kept: Option<PieceStore>,
+        runtime: Arc<dyn Runtime>,
+        metrics: Arc<Metrics>,
+        rescan: Duration,
+    ) -> (Arc<Indexer>, mpsc::Sender<()>) {
+        let (tx, rx) = mpsc::channel(1);
+        let ix = Indexer {
+            store,
+            staging,
+            kept,
+            runtime,
+            metrics,
+            rescan,
+            wake: futures::lock::Mutex::new(rx),
+        };
+        (Arc::new(ix), tx)
+    }
+
+    /// The pieces of live deals with their data in, and the staged files that may hold
+    /// them (a piece may be shared by several deals).
+    async fn pieces_to_index(&self) -> BTreeMap<Cid, Vec<PathBuf>> {
+        let mut pieces: BTreeMap<Cid, Vec<PathBuf>> = BTreeMap::new();
+        for checkpoint in WITH_DATA {
+            let read = for_each_live_page(&*self.store, checkpoint, SCAN_PAGE, |page| {
+                for d in page {
+                    if pieces.len() >= MAX_PER_SCAN {
+                        return;
+                    }
+                    let piece = piece_of(&d).clone();
+                    pieces
+                        .entry(piece)
+                        .or_default()
+                        .push(self.staging.data_path(d.uuid));
+                }
+            });
+            if let Err(e) = timeout(STORE_BOUND, read).await.unwrap_or_else(|| {
+                Err(StoreError::Backend(
+                    "the store did not answer in time".into(),
+                ))
+            }) {
+                tracing::warn!(error = %e, "indexer: cannot read the deals with data");
+            }
+        }
+        pieces
+    }
+
+    /// One scan: index every piece found not yet indexed.
+    pub async fn scan(&self) {
+        for (piece, mut paths) in self.pieces_to_index().await {
+            match self.state(&piece).await {
+                Ok(IndexState::NotYet) => {}
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!(%piece, error = %e, "indexer: cannot read the index state");
+                    continue;
+                }
+            }
+            if let Some(kept) = &self.kept {
+                paths.push(kept.path(&piece));
+            }
+            let started = Instant::now();
+            match self.index_piece(&piece, paths).await {
+                Ok(state) => {
+                    tracing::info!(%piece, state = %state, took = ?started.elapsed(), "piece indexed")
+                }
+                // Data dropped before its pass (sealed, no `keep_pieces`): nothing to read.
+                Err(e @ IndexError::NoData(_)) => tracing::debug!(error = %e, "indexer: skipped"),
+                Err(e) => tracing::warn!(error = %e, "indexer: piece not indexed this time"),
+            }
+        }
+    }
+
+    async fn state(&self, piece: &Cid) -> Result<IndexState, StoreError> {
+        bounded(self.store.piece_index_state(piece)).await
+    }
+
+    /// Read `piece` from the first of `paths` that opens and record what it holds.
+    pub async fn index_piece(
+        &self,
+        piece: &Cid,
+        paths: Vec<PathBuf>,
+    ) -> Result<IndexState, IndexError> {
+        let store_err = |e: StoreError| IndexError::Store {
+            piece: piece.clone(),
+            why: e.to_string(),
+        };
+        let io_err = |why: String| IndexError::Io {
+            piece: piece.clone(),
+            why,
+        };
+        let open = unblock(&*self.runtime, move || {
+            paths.iter().find_map(|p| File::open(p).ok())
+        });
+        let file = timeout(STORE_BOUND, open)
+            .await
+            .flatten()
+            .flatten()
+            .ok_or_else(|| IndexError::NoData(piece.clone()))?;
+        // Whatever an interrupted pass left goes first.
+        bounded(self.store.set_piece_index_state(piece, &IndexState::NotYet))
+            .await
+            .map_err(store_err)?;
+        let mut pass = Pass {
+            file,
+            reader: CarReader::new(),
+            buf: vec![0; READ_CHUNK],
+        };
+        let mut written = 0u64;
+        let state = loop {
+            let step = unblock(&*self.runtime, move || {
+                let outcome = pass.step();
+                (pass, outcome)
+            })
+            .await
+            .ok_or_else(|| io_err("the blocking pool dropped the read".into()))?;
+            let (back, (entries, outcome)) = step;
+            pass = back;
+            if !entries.is_empty() {
+                bounded(self.store.put_piece_blocks(piece, &entries))
+                    .await
+                    .map_err(store_err)?;
+                written += entries.len() as u64;
+                self.metrics.block_entries(entries.len() as u64);
+            }
+            match outcome {
+                Step::More => continue,
+                Step::Io(why) => return Err(io_err(why)),
+                Step::Failed(e) => break state_of(e),
+                Step::End => {
+                    let reader = std::mem::take(&mut pass.reader);
+                    match reader.finish() {
+                        Ok(_) => break IndexState::Indexed { blocks: written },
+                        Err(e) => break state_of(e),
+                    }
+                }
+            }
+        };
+        bounded(self.store.set_piece_index_state(piece, &state))
+            .await
+            .map_err(store_err)?;
+        self.metrics.piece_indexed(state.name());
+        Ok(state)
+    }
+}
+
+/// What a failed read says about the piece.
+fn state_of(e: CarError) -> IndexState {
+    let reason = e.to_string();
+    if e.is_not_car() {
+        IndexState::NotCar { reason }
+    } else {
+        IndexState::Malformed { reason }
+    }
+}
+
+fn piece_of(d: &DealRecord) -> &Cid {
+    &d.params.client_deal_proposal.proposal.piece_cid
+}
+
+/// A store call within [`STORE_BOUND`].
+async fn bounded<T>(
+    f: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    timeout(STORE_BOUND, f).await.unwrap_or_else(|| {
+        Err(StoreError::Backend(format!(
+            "the store did not answer within {} s",
+            STORE_BOUND.as_secs()
+        )))
+    })
+}
+
+/// One file being read (moved to the blocking pool and back for each step).
+struct Pass {
+    file: File,
+    reader: CarReader,
+    buf: Vec<u8>,
+}
+
+enum Step {
+    More,
+    End,
+    Failed(CarError),
+    Io(String),
+}
+
+impl Pass {
+    /// Read until a batch of entries is gathered, [`STEP_BYTES`] were read, the file
+    /// ends or the CAR breaks.
+    fn step(&mut self) -> (Vec<BlockEntry>, Step) {
+        let mut entries = Vec::new();
+        let mut read = 0u64;
+        while entries.len() < INDEX_BATCH && read < STEP_BYTES {
+            let n = match self.file.read(&mut self.buf) {
+                Ok(0) => return (entries, Step::End),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return (entries, Step::Io(e.to_string())),
+            };
+            read += n as u64;
+            let pushed = self.reader.push(&self.buf[..n], &mut |item| {
+                if let CarItem::Block(b) = item {
+                    // Identity CIDs carry their data inline: nothing to look up (the
+                    // CARv2 spec's advice for its index too).
+                    if b.cid.prefix().is_some_and(|p| p.mh_code == MH_IDENTITY) {
+                        return;
+                    }
+                    entries.push(BlockEntry {
+                        multihash: b.cid.multihash().to_vec(),
+                        offset: b.offset,
+                        length: b.length,
+                    });
+                }
+            });
+            if let Err(e) = pushed {
+                return (entries, Step::Failed(e));
+            }
+        }
+        (entries, Step::More)
+    }
+}
+
+/// The indexer as a [`LeaderTask`].
+pub fn leader_task(ix: Arc<Indexer>) -> LeaderTask {
+    Box::new(move || Box::pin(run(ix.clone())))
+}
+
+/// Scan now, then on every wake-up and every `rescan`, until dropped.
+pub async fn run(ix: Arc<Indexer>) {
+    let mut wake = ix.wake.lock().await;
+    loop {
+        ix.scan().await;
+        let mut timer = FutureExt::fuse(async_io::Timer::after(ix.rescan));
+        futures::select! {
+            _ = wake.next() => {}
+            _ = timer => {}
+        }
+    }
+}
