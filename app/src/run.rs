@@ -29,6 +29,7 @@ use dealport_node::{
     service::{DealService, ServiceConfig},
     signals::ShutdownSignal,
     store::{LeaseGate, Store},
+    ui::{NodeFacts, Ui, UiContext},
 };
 use futures::future::{self, Either};
 
@@ -60,6 +61,9 @@ pub(crate) async fn run(shell: Shell, at: Location, store_flag: Option<String>) 
     let store = open_store_spec(&shell, &dir, &store_spec).await?;
     let (key, created) = identity::load_or_create(&*store).await?;
     let peer = key.public().to_peer_id();
+    // The relay signs whom each relayed connection is for; whichever node holds the lease
+    // checks it with the same key (the identity is the cluster's).
+    let relay_key = dealport_node::p2p::relay_key(&key);
     write_peer_id_file(&dir, &peer);
     if created {
         tracing::info!(%peer, "created a new identity");
@@ -148,9 +152,16 @@ pub(crate) async fn run(shell: Shell, at: Location, store_flag: Option<String>) 
         transfers.clone(),
     )
     .map_err(|e| Fail(format!("config file {}: {e}", path.display())))?;
+    let node_id = config
+        .cluster
+        .node_id
+        .clone()
+        .unwrap_or_else(default_node_id);
+    let ui = dashboard(&config, &service, &metrics, peer, &node_id, cluster);
     let mut front_door = FrontDoor::new(peer, store.clone(), metrics.clone(), mk12)
         .with_cluster(cluster)
-        .with_api(api);
+        .with_api(api)
+        .with_ui(ui);
     let piece_urls = lotus_miner.as_ref().map(|m| m.pieces.clone());
     if let Some(p) = &piece_urls {
         front_door = front_door.with_pieces(p.clone());
@@ -191,11 +202,6 @@ pub(crate) async fn run(shell: Shell, at: Location, store_flag: Option<String>) 
         config.cluster.internal_ws_host,
         leader_tasks,
     ));
-    let node_id = config
-        .cluster
-        .node_id
-        .clone()
-        .unwrap_or_else(default_node_id);
     let lease_config = if cluster {
         config.cluster.lease_config()
     } else {
@@ -225,7 +231,10 @@ pub(crate) async fn run(shell: Shell, at: Location, store_flag: Option<String>) 
     }
     let http = match http::start(
         shell.runtime.clone(),
-        config.http.server_config(),
+        http::HttpConfig {
+            relay_key: Some(relay_key),
+            ..config.http.server_config()
+        },
         front_door.clone(),
         metrics.clone(),
     )
@@ -261,6 +270,36 @@ pub(crate) async fn run(shell: Shell, at: Location, store_flag: Option<String>) 
     drop(service);
     drop(store);
     Ok(())
+}
+
+/// The dashboard under `/ui/` (`[ui]`, behind `[api] token`).
+fn dashboard(
+    config: &Config,
+    service: &DealService,
+    metrics: &Arc<Metrics>,
+    peer: PeerId,
+    node_id: &str,
+    cluster: bool,
+) -> Ui {
+    let strings = |v: &[Multiaddr]| v.iter().map(ToString::to_string).collect();
+    Ui::new(UiContext {
+        token: config.api.token.clone(),
+        session_ttl: Duration::from_secs(config.ui.session_ttl_secs),
+        refresh_ms: config.ui.refresh_ms.max(250),
+        store: service.store(),
+        chain: service.chain(),
+        metrics: metrics.clone(),
+        node: NodeFacts {
+            peer_id: peer.to_string(),
+            node_id: node_id.to_owned(),
+            listen: strings(&config.libp2p.listen),
+            announce: strings(&config.libp2p.announce),
+            http_listen: config.http.listen.to_string(),
+            cluster,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        },
+        started: std::time::Instant::now(),
+    })
 }
 
 /// `/piece/<cid>` from the staging directory and the piece store (`[retrieval]`).

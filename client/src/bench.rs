@@ -116,6 +116,9 @@ pub struct BenchConfig {
     pub progress: bool,
     /// Per-request bound (open + write + read).
     pub request_timeout: Duration,
+    /// The server's process (same machine): its CPU time over the measured phase is
+    /// reported per request.
+    pub server_pid: Option<u32>,
 }
 
 impl BenchConfig {
@@ -131,6 +134,7 @@ impl BenchConfig {
             connect_retry: Duration::ZERO,
             progress: false,
             request_timeout: Duration::from_secs(30),
+            server_pid: None,
         }
     }
 }
@@ -180,6 +184,33 @@ pub struct Report {
     /// Deal workloads: proposals signed before the clock started, and how long that took.
     pub presigned: usize,
     pub presign_s: f64,
+    /// With `--server-pid`: the server process's CPU time (user + system) over the
+    /// measured phase, per answered request, and in cores (CPU seconds per second).
+    pub server_cpu_s: Option<f64>,
+    pub server_cpu_us_per_request: Option<f64>,
+    pub server_cpu_cores: Option<f64>,
+}
+
+/// `/proc/<pid>/stat`'s clock ticks per second (USER_HZ: 100 on Linux for every
+/// architecture's /proc interface).
+const CLOCK_TICKS_PER_S: f64 = 100.0;
+
+/// utime + stime, in clock ticks, from the text of `/proc/<pid>/stat` (fields 14 and 15;
+/// the command name in field 2 may hold spaces and parentheses, so count from its end).
+pub fn cpu_ticks(stat: &str) -> Option<u64> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// The CPU seconds process `pid` has used so far.
+fn process_cpu_s(pid: u32) -> Result<f64, String> {
+    let path = format!("/proc/{pid}/stat");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("reading {path}: {e}"))?;
+    let ticks = cpu_ticks(&text).ok_or_else(|| format!("{path} has no utime/stime fields"))?;
+    Ok(ticks as f64 / CLOCK_TICKS_PER_S)
 }
 
 impl Report {
@@ -202,7 +233,10 @@ impl Report {
             self.errors,
             self.rejected,
             if self.pool_exhausted { " (pre-signed pool used up)" } else { "" }
-        )
+        ) + &self
+            .server_cpu_us_per_request
+            .map(|us| format!(", server CPU {us:.0} µs/request"))
+            .unwrap_or_default()
     }
 }
 
@@ -670,6 +704,7 @@ pub async fn run(
         first_rejection: Mutex::new(None),
         first_answer: Mutex::new(None),
     });
+    let cpu_before = config.server_pid.map(process_cpu_s).transpose()?;
     let start = Instant::now();
     *shared.deadline.lock().expect("deadline") = config.duration.map(|d| start + d);
 
@@ -731,6 +766,10 @@ pub async fn run(
         }
     };
     let elapsed_s = start.elapsed().as_secs_f64();
+    let server_cpu_s = match (config.server_pid, cpu_before) {
+        (Some(pid), Some(before)) => Some(process_cpu_s(pid)? - before),
+        _ => None,
+    };
     if config.progress {
         eprintln!();
     }
@@ -780,6 +819,11 @@ pub async fn run(
             0
         },
         presign_s: prepared.presign_s,
+        server_cpu_s,
+        server_cpu_us_per_request: server_cpu_s
+            .filter(|_| requests > 0)
+            .map(|cpu| cpu * 1e6 / requests as f64),
+        server_cpu_cores: server_cpu_s.map(|cpu| cpu / elapsed_s.max(1e-9)),
     })
 }
 
@@ -822,6 +866,9 @@ pub struct BenchArgs {
     /// Retry the first dial for up to this many seconds (start-up measurement).
     #[arg(long, default_value_t = 0.0)]
     pub connect_retry: f64,
+    /// The server's process id (same machine): report its CPU time per request.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -866,6 +913,7 @@ impl BenchArgs {
             pool: self.pool,
             connect_retry: secs(self.connect_retry, "--connect-retry")?,
             progress: !self.quiet,
+            server_pid: self.server_pid,
             ..BenchConfig::new(self.target.clone(), workload)
         })
     }
@@ -898,4 +946,20 @@ pub async fn run_cli(rt: Arc<dyn Runtime>, args: BenchArgs) -> Result<(), String
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_ticks_from_proc_stat() {
+        // A real line's shape (Linux proc(5)), with a command name holding ") (".
+        let stat = "4242 (dealport) (x) S 1 4242 4242 0 -1 4194560 1234 0 0 0                     731 269 0 0 20 0 4 0 123456 1000000 2000 18446744073709551615";
+        assert_eq!(cpu_ticks(stat), Some(731 + 269));
+        assert_eq!(cpu_ticks("4242 (x) S 1"), None);
+        assert_eq!(cpu_ticks("no parenthesis"), None);
+        let own = std::fs::read_to_string("/proc/self/stat").unwrap();
+        assert!(cpu_ticks(&own).is_some());
+    }
 }

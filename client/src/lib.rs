@@ -38,6 +38,7 @@ use dealport_core::wire::{
 use dealport_node::outbound::io_sentence;
 use libp2p::{swarm::DialError, Multiaddr};
 
+pub use p2p::read_one_item;
 pub use wallet::{Wallet, WalletError};
 
 /// A failed client operation, as one sentence for the user.

@@ -287,7 +287,7 @@ async fn wait_for(
 
 /// Read until exactly one CBOR item has arrived; never waits for EOF after it. The one
 /// reader of an MK12 answer, for the client and the load tool.
-pub(crate) async fn read_one_item(stream: &mut libp2p::Stream) -> Result<Vec<u8>, ClientError> {
+pub async fn read_one_item(stream: &mut libp2p::Stream) -> Result<Vec<u8>, ClientError> {
     let mut framer = Framer::new(DEFAULT_MAX_ITEM);
     let mut buf = Vec::new();
     let mut chunk = vec![0u8; 16 * 1024];

@@ -79,6 +79,8 @@ fn measure(node: &Node, workload: Workload, connections: usize, streams: usize) 
         streams,
         duration: Some(Duration::from_secs(1)),
         pool: Some(400),
+        // The node runs in this process: its CPU time is this process's (client included).
+        server_pid: Some(std::process::id()),
         ..BenchConfig::new(node.tcp.clone(), workload)
     };
     let prepared = bench::prepare(&config).unwrap();
@@ -103,6 +105,10 @@ fn assert_sane(r: &Report) {
     );
     assert!(r.requests_per_s > 0.0 && r.elapsed_s > 0.0, "{r:?}");
     assert_eq!(r.connections_lost, 0, "{r:?}");
+    let cpu = r.server_cpu_s.expect("server CPU measured");
+    assert!(cpu > 0.0, "{r:?}");
+    let per = r.server_cpu_us_per_request.expect("CPU per request");
+    assert!((per - cpu * 1e6 / r.requests as f64).abs() < 1e-6, "{r:?}");
 }
 
 #[test]

@@ -18,7 +18,7 @@
 
 use blst::min_pk;
 use blst::BLST_ERROR;
-use k256::ecdsa::{RecoveryId, Signature as EcdsaSignature, VerifyingKey};
+use secp256k1::ecdsa::{RecoverableSignature, RecoveryId};
 
 /// Ciphersuite domain separation tag Filecoin uses for BLS signatures (basic scheme, no
 /// proof-of-possession tag).
@@ -39,6 +39,12 @@ pub const ADDRESS_PROTOCOL_SECP256K1: u8 = 1;
 pub const ADDRESS_PROTOCOL_BLS: u8 = 3;
 /// Highest address protocol byte Filecoin defines (4 = delegated, f4).
 const ADDRESS_PROTOCOL_MAX: u8 = 4;
+
+/// secp256k1 group order n, big-endian (SEC 2 §2.4.1).
+const SECP256K1_N: [u8; 32] = [
+    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe,
+    0xba, 0xae, 0xdc, 0xe6, 0xaf, 0x48, 0xa0, 0x3b, 0xbf, 0xd2, 0x5e, 0x8c, 0xd0, 0x36, 0x41, 0x41,
+];
 
 /// secp256k1 group order n, halved (rounded down), big-endian. `s > N_HALF` is "high S".
 const SECP256K1_N_HALF: [u8; 32] = [
@@ -207,25 +213,31 @@ fn verify_secp256k1(
     if v > 1 {
         return Err(SigError::BadRecoveryId(v));
     }
-    // Rejects r or s that is zero or not below the group order.
-    let signature = EcdsaSignature::from_slice(rs).map_err(|_| SigError::BadSignatureEncoding)?;
-    // s is bytes 32..64, big-endian; equal-length big-endian byte strings compare like
-    // the integers they encode.
+    // r and s must each be in [1, n-1]; equal-length big-endian byte strings compare
+    // like the integers they encode.
+    let in_range = |x: &[u8]| x.iter().any(|&b| b != 0) && x < &SECP256K1_N[..];
+    if !in_range(&rs[..32]) || !in_range(&rs[32..]) {
+        return Err(SigError::BadSignatureEncoding);
+    }
     if rs[32..] > SECP256K1_N_HALF[..] {
         return Err(SigError::HighS);
     }
-    let recovery_id = RecoveryId::from_byte(v).ok_or(SigError::BadRecoveryId(v))?;
     if protocol != ADDRESS_PROTOCOL_SECP256K1 {
         return Err(SigError::Invalid);
     }
     let digest = blake2b::<32>(message);
-    // Recovery fails when r is not the x-coordinate of a curve point or the result is the
-    // identity: the bytes are a well-formed (r, s, v) that is simply not a signature.
-    let key = VerifyingKey::recover_from_prehash(&digest, &signature, recovery_id)
+    // Public-key recovery by libsecp256k1 (Bitcoin Core's, as Lotus's go-crypto wraps it):
+    // about two thirds of a deal's server instructions went to this with k256
+    // (BENCHMARKS.md). It fails when r is not the x-coordinate of a curve point or the
+    // result is the identity: well-formed (r, s, v) that is simply not a signature.
+    let recovery_id = RecoveryId::try_from(i32::from(v)).map_err(|_| SigError::BadRecoveryId(v))?;
+    let signature = RecoverableSignature::from_compact(rs, recovery_id)
+        .map_err(|_| SigError::BadSignatureEncoding)?;
+    let key = signature
+        .recover_ecdsa(secp256k1::Message::from_digest(digest))
         .map_err(|_| SigError::Invalid)?;
-    let point = key.to_sec1_point(false);
-    let uncompressed: &[u8; 65] = point.as_bytes().try_into().map_err(|_| SigError::Invalid)?;
-    if secp256k1_address_payload(uncompressed)[..] == *payload {
+    let uncompressed: [u8; 65] = key.serialize_uncompressed();
+    if secp256k1_address_payload(&uncompressed)[..] == *payload {
         Ok(())
     } else {
         Err(SigError::Invalid)
@@ -294,11 +306,7 @@ mod tests {
 
     #[test]
     fn n_half_is_order_shifted_right() {
-        let n: [u8; 32] = [
-            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-            0xff, 0xfe, 0xba, 0xae, 0xdc, 0xe6, 0xaf, 0x48, 0xa0, 0x3b, 0xbf, 0xd2, 0x5e, 0x8c,
-            0xd0, 0x36, 0x41, 0x41,
-        ];
+        let n = SECP256K1_N;
         let mut half = [0u8; 32];
         let mut carry = 0u8;
         for (h, b) in half.iter_mut().zip(n) {
@@ -306,5 +314,28 @@ mod tests {
             carry = b & 1;
         }
         assert_eq!(half, SECP256K1_N_HALF);
+    }
+
+    #[test]
+    fn r_and_s_outside_one_to_n_minus_one_are_encoding_errors() {
+        let check = |r: [u8; 32], s: [u8; 32], v: u8| {
+            let sig = [&r[..], &s[..], &[v]].concat();
+            verify_secp256k1(&sig, ADDRESS_PROTOCOL_SECP256K1, &[0u8; 20], b"m")
+        };
+        let mut one = [0u8; 32];
+        one[31] = 1;
+        for (r, s) in [
+            ([0u8; 32], one),
+            (one, [0u8; 32]),
+            (SECP256K1_N, one),
+            (one, SECP256K1_N),
+            ([0xff; 32], one),
+        ] {
+            assert_eq!(check(r, s, 0), Err(SigError::BadSignatureEncoding));
+        }
+        let mut n_minus_one = SECP256K1_N;
+        n_minus_one[31] -= 1;
+        assert_eq!(check(one, n_minus_one, 0), Err(SigError::HighS));
+        assert_eq!(check(one, one, 2), Err(SigError::BadRecoveryId(2)));
     }
 }

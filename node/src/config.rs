@@ -48,6 +48,8 @@ pub struct Config {
     /// `[sealing]`: who takes published deals on (see `crate::sealing`).
     pub sealing: SealingConfig,
     pub retrieval: RetrievalConfig,
+    /// `[ui]`: the operator's dashboard at `/ui/` (behind `[api] token`).
+    pub ui: UiConfig,
 }
 
 impl Default for Config {
@@ -67,6 +69,7 @@ impl Default for Config {
             publish: PublishConfig::default(),
             sealing: Default::default(),
             retrieval: RetrievalConfig::default(),
+            ui: UiConfig::default(),
         }
     }
 }
@@ -208,6 +211,25 @@ impl std::fmt::Debug for ApiConfig {
     }
 }
 
+/// `[ui]`: the operator's dashboard at `/ui/`, on when `[api] token` is set.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UiConfig {
+    /// How long a login lasts. Default 8 hours.
+    pub session_ttl_secs: u64,
+    /// How often the pages' live values are polled, in milliseconds. Default 2000.
+    pub refresh_ms: u64,
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        UiConfig {
+            session_ttl_secs: 8 * 3600,
+            refresh_ms: 2000,
+        }
+    }
+}
+
 /// Whether `store` names the cluster backend.
 pub fn is_postgres_url(store: &str) -> bool {
     store.starts_with("postgres://") || store.starts_with("postgresql://")
@@ -294,6 +316,9 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// Bytes of such bodies held at once over all requests; more get 503.
     pub max_body_bytes_total: usize,
+    /// TLS proxies (their IP addresses) whose `X-Forwarded-For` names the client: for the
+    /// relay (the host's per-IP limits) and the routes. Default none.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 /// The least head buffer hyper accepts (its `MINIMUM_MAX_BUFFER_SIZE`).
@@ -313,6 +338,7 @@ impl Default for HttpConfig {
             request_timeout_secs: d.request_timeout.as_secs(),
             max_body_bytes: d.max_body,
             max_body_bytes_total: d.max_body_total,
+            trusted_proxies: d.trusted_proxies,
         }
     }
 }
@@ -330,6 +356,7 @@ impl HttpConfig {
             request_timeout: Duration::from_secs(self.request_timeout_secs),
             max_body: self.max_body_bytes,
             max_body_total: self.max_body_bytes_total,
+            trusted_proxies: self.trusted_proxies.clone(),
             ..crate::http::HttpConfig::default()
         }
     }
@@ -541,6 +568,9 @@ pub struct LimitsConfig {
     pub max_connections_total: usize,
     pub max_connections_per_peer: usize,
     pub max_connections_per_ip: usize,
+    /// Whether connections from loopback addresses (a TLS proxy on this machine whose
+    /// forwarded-for is not trusted, local tools) are exempt from the per-IP limits.
+    pub per_ip_exempt_loopback: bool,
     /// Inbound connections still in their security/muxer handshake.
     pub max_pending_connections: usize,
     pub handshake_timeout_ms: u64,
@@ -573,6 +603,7 @@ impl Default for LimitsConfig {
             max_connections_total: l.max_connections_total,
             max_connections_per_peer: l.max_connections_per_peer,
             max_connections_per_ip: l.max_connections_per_ip,
+            per_ip_exempt_loopback: l.per_ip_exempt_loopback,
             max_pending_connections: l.max_pending_incoming,
             handshake_timeout_ms: h.handshake_timeout.as_millis() as u64,
             max_request_bytes: h.max_request_size,
@@ -873,6 +904,7 @@ impl Config {
                 max_connections_total: l.max_connections_total,
                 max_connections_per_peer: l.max_connections_per_peer,
                 max_connections_per_ip: l.max_connections_per_ip,
+                per_ip_exempt_loopback: l.per_ip_exempt_loopback,
                 max_pending_incoming: l.max_pending_connections,
                 ..d.limits.clone()
             },
@@ -997,6 +1029,11 @@ max_body_bytes = 4194304
 # Bytes of request bodies held at once over all requests (the memory bound for them);
 # a request that would go over it gets 503 with Retry-After.
 max_body_bytes_total = 134217728
+# TLS proxies in front of this port (IP addresses, e.g. ["127.0.0.1"] for one on this
+# machine) whose X-Forwarded-For names the client. The relay tells the libp2p host that
+# address, so its per-IP limits count each client; from any other peer the header is
+# ignored. Default: none.
+trusted_proxies = []
 
 [chain]
 # "offline": the epoch comes from the network's genesis time (30 s per epoch) and every
@@ -1074,6 +1111,9 @@ max_streams_per_ip = 256
 max_connections_total = 1024
 max_connections_per_peer = 8
 max_connections_per_ip = 32
+# Loopback addresses are exempt from the per-IP limits (a local TLS proxy that is not in
+# [http] trusted_proxies, local tools). Relayed clients are counted by their own address.
+per_ip_exempt_loopback = true
 # Inbound connections still in their Noise/TLS + yamux handshake, and the time allowed
 # for it: idle sockets that never handshake hold no more than this.
 max_pending_connections = 128
@@ -1138,6 +1178,13 @@ poll_secs = 30
 # Bearer token of the HTTP API under /api/v1/ (offline import with
 # `dealport deals import`, deal state, the sealing hand-off). Empty: the API is off.
 token = ""
+
+[ui]
+# The operator's dashboard at http://<[http] listen>/ui/ (read-only), on when the [api]
+# token is set: log in with that token. A login lasts session_ttl_secs; open pages poll
+# their live values every refresh_ms.
+session_ttl_secs = 28800
+refresh_ms = 2000
 
 [sealing]
 # Who takes PublishConfirmed deals on: "api" (a sealing system pulls them through

@@ -5,7 +5,7 @@
 //! mode every node relays to the current lease holder's internal WebSocket address, read
 //! from the shared store (only while its lease is live).
 //!
-//! Layer: what the HTTP server serves, above the routes: uses `api`, `mk12_http`,
+//! Layer: what the HTTP server serves, above the routes: uses `api`, `ui`, `mk12_http`,
 //! `http`, `p2p` (address helpers), `store`, `metrics`. The lease loop sets its [`Role`].
 use std::{
     net::SocketAddr,
@@ -26,6 +26,7 @@ use crate::{
     mk12_http::Mk12Http,
     p2p::addr::relay_socket_addr,
     store::Store,
+    ui::{RoleView, Ui},
 };
 
 /// How long `/health` and the relay's holder lookup wait for the store: `/health`
@@ -81,6 +82,8 @@ pub struct FrontDoor {
     retrieval: Option<Arc<crate::retrieval::PieceServer>>,
     /// `/ipfs/<cid>`: blocks of the pieces `retrieval` serves (absent with it).
     ipfs: Option<Arc<crate::retrieval::IpfsServer>>,
+    /// The dashboard under `/ui/` (absent: 404).
+    ui: Option<Ui>,
 }
 
 impl FrontDoor {
@@ -96,6 +99,7 @@ impl FrontDoor {
             pieces: None,
             ipfs: None,
             retrieval: None,
+            ui: None,
         }
     }
 
@@ -114,6 +118,12 @@ impl FrontDoor {
     /// Serve `/ipfs/<cid>` (with `/piece/`: `[retrieval] serve_pieces`), on every node.
     pub fn with_block_retrieval(mut self, blocks: Arc<crate::retrieval::IpfsServer>) -> Self {
         self.ipfs = Some(blocks);
+        self
+    }
+
+    /// Serve the dashboard under `/ui/`, on every node.
+    pub fn with_ui(mut self, ui: Ui) -> Self {
+        self.ui = Some(ui);
         self
     }
 
@@ -249,14 +259,42 @@ impl HttpBackend for FrontDoor {
                 .as_ref()
                 .map(|p| p.route(method, path, headers));
         }
-        if crate::retrieval::IpfsServer::is_ipfs_path(path) {
-            return self.ipfs.as_ref().map(|b| b.route(method, path, headers));
-        }
         if !Api::is_api_path(path) {
             return None;
         }
         let api = self.api.as_ref()?;
         Some(api.dispatch(method, path, headers, client_ip, self.serving()))
+    }
+
+    fn stream_route_with_query(
+        &self,
+        method: &Method,
+        path: &str,
+        query: &str,
+        headers: &HeaderMap,
+        client_ip: std::net::IpAddr,
+    ) -> Option<StreamRoute> {
+        if Ui::is_ui_path(path) {
+            let ui = self.ui.as_ref()?;
+            let role = self.role();
+            let view = RoleView {
+                serving: role.serving(),
+                generation: role.generation,
+            };
+            return Some(ui.dispatch(method, path, query, headers, view));
+        }
+        if crate::retrieval::IpfsServer::is_ipfs_path(path) {
+            // `/ipfs/` reads `format` and `dag-scope` from the query.
+            let target = match query {
+                "" => path.to_owned(),
+                q => format!("{path}?{q}"),
+            };
+            return self
+                .ipfs
+                .as_ref()
+                .map(|b| b.route(method, &target, headers));
+        }
+        self.stream_route(method, path, headers, client_ip)
     }
 
     fn banner(&self) -> String {

@@ -238,6 +238,24 @@ impl Store for HookedStore {
     ) -> StoreFuture<'a, Vec<DealRecord>> {
         self.inner.deals_by_piece_cid(piece, limit)
     }
+    fn query_deals<'a>(
+        &'a self,
+        q: &'a dealport_core::dashboard::DealQuery,
+    ) -> StoreFuture<'a, Vec<DealRecord>> {
+        self.inner.query_deals(q)
+    }
+    fn state_counts(&self) -> StoreFuture<'_, dealport_core::dashboard::StateCounts> {
+        self.inner.state_counts()
+    }
+    fn hourly_counts(
+        &self,
+        since_hour: i64,
+    ) -> StoreFuture<'_, Vec<dealport_core::dashboard::HourCount>> {
+        self.inner.hourly_counts(since_hour)
+    }
+    fn deal_timeline(&self, uuid: DealUuid) -> StoreFuture<'_, Vec<(u8, i64)>> {
+        self.inner.deal_timeline(uuid)
+    }
     fn describe(&self) -> String {
         "hooked sled".into()
     }

@@ -6,6 +6,7 @@
 //! ```
 
 pub mod conformance;
+pub mod dashboard;
 pub mod execution_lifecycle;
 pub mod execution_sealing;
 pub mod execution_transfer;

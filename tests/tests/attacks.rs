@@ -760,3 +760,118 @@ fn websocket_upgrade_flood_beyond_max_relays() {
         &[("relays", relays)],
     );
 }
+
+// ------------------------------------------------------------------ (f) per-IP through the relay
+
+/// A TCP connection to `to` from the local address `from` (any of 127.0.0.0/8 works on
+/// Linux without configuration).
+fn connect_from(from: std::net::IpAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
+    use rustix::net::{bind, connect, socket, AddressFamily, SocketType};
+    let fd = socket(AddressFamily::INET, SocketType::STREAM, None)?;
+    bind(&fd, &SocketAddr::new(from, 0))?;
+    connect(&fd, &to)?;
+    Ok(TcpStream::from(fd))
+}
+
+/// A relayed WebSocket upgrade at `/libp2p` from `from`, with an optional
+/// `X-Forwarded-For`; the status code, with the socket kept open (held relays keep their
+/// host connection in its handshake).
+fn ws_upgrade_from(from: &str, forwarded_for: Option<&str>, http: SocketAddr) -> (u16, TcpStream) {
+    let mut s = connect_from(from.parse().unwrap(), http).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let xff = forwarded_for
+        .map(|v| format!("X-Forwarded-For: {v}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET /libp2p HTTP/1.1\r\nHost: {http}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{xff}Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).expect("an answer");
+    let code = std::str::from_utf8(&head[9..12]).unwrap().parse().unwrap();
+    (code, s)
+}
+
+/// Relayed clients count under their own address at the host: many relayed connections
+/// from one client address (127.0.0.2 by its TCP address; 198.51.100.7 named by a trusted
+/// TLS proxy's `X-Forwarded-For`) hit the per-IP connection limit, while other addresses
+/// are served; an `X-Forwarded-For` from a peer that is not a trusted proxy is ignored
+/// (it neither escapes its own limit nor uses up the address it names).
+/// Loopback is not exempt here (`per_ip_exempt_loopback = false`) so that 127.0.0.x can
+/// stand for distinct clients.
+#[test]
+fn per_ip_limits_apply_through_the_relay() {
+    const PER_IP: usize = 4;
+    let _serial = serial();
+    let t = Target::start(|c| {
+        let limits = c["limits"].as_table_mut().expect("[limits]");
+        limits.insert("max_connections_per_ip".into(), (PER_IP as i64).into());
+        limits.insert("per_ip_exempt_loopback".into(), false.into());
+        // Held relays keep their host connection in its handshake for the whole test.
+        limits.insert("handshake_timeout_ms".into(), 120_000i64.into());
+        c["http"].as_table_mut().expect("[http]").insert(
+            "trusted_proxies".into(),
+            toml::Value::Array(vec!["127.0.0.1".into()]),
+        );
+    });
+    let (mut honest, peer) = honest_client(&t);
+    let http = t.ready.http;
+    let extra = 4 * scale();
+    let attacker = Attacker::launch(move |placed, stop| {
+        let mut held = Vec::new();
+        let mut codes = |from: &str, xff: Option<&str>, n: usize| -> Vec<u16> {
+            (0..n)
+                .map(|_| {
+                    let (code, s) = ws_upgrade_from(from, xff, http);
+                    held.push(s);
+                    code
+                })
+                .collect()
+        };
+        let count = |v: &[u16], c: u16| v.iter().filter(|&&x| x == c).count();
+        // By the relay's TCP peer.
+        let by_tcp = codes("127.0.0.2", None, PER_IP + extra);
+        assert_eq!(count(&by_tcp, 101), PER_IP, "127.0.0.2: {by_tcp:?}");
+        assert_eq!(count(&by_tcp, 502), extra, "127.0.0.2: {by_tcp:?}");
+        let other_tcp = codes("127.0.0.3", None, 1);
+        assert_eq!(other_tcp, [101], "another address is served");
+        // By a trusted proxy's X-Forwarded-For.
+        let by_xff = codes("127.0.0.1", Some("198.51.100.7"), PER_IP + extra);
+        assert_eq!(count(&by_xff, 101), PER_IP, "198.51.100.7: {by_xff:?}");
+        assert_eq!(count(&by_xff, 502), extra, "198.51.100.7: {by_xff:?}");
+        let other_xff = codes("127.0.0.1", Some("203.0.113.5, 198.51.100.8"), 1);
+        assert_eq!(other_xff, [101], "another forwarded address is served");
+        // From peers that are not trusted proxies, X-Forwarded-For changes nothing.
+        let untrusted_named_full = codes("127.0.0.4", Some("198.51.100.7"), 1);
+        assert_eq!(
+            untrusted_named_full,
+            [101],
+            "counted as 127.0.0.4, not as the full 198.51.100.7"
+        );
+        let untrusted_escape = codes("127.0.0.2", Some("198.51.100.9"), 1);
+        assert_eq!(untrusted_escape, [502], "127.0.0.2 stays at its limit");
+        placed.store(true, Ordering::Release);
+        while !stop.load(Ordering::Acquire) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        format!(
+            "127.0.0.2: {by_tcp:?}; 198.51.100.7 via the trusted proxy: {by_xff:?}; \
+             127.0.0.3, 198.51.100.8 and 127.0.0.4 (untrusted XFF) served; 127.0.0.2 with \
+             an untrusted XFF refused"
+        )
+    });
+    let lat = honest_rounds(&mut honest, peer, &attacker, || true);
+    let mem = memory(t.pid());
+    let account = attacker.finish();
+    // Every refused upgrade was the host's per-IP denial, none the relay's own limit.
+    let per_ip = hit_at_least(&t, "connections_per_ip", 2 * extra as u64 + 1);
+    assert_eq!(t.hits("relays"), 0);
+    report(
+        "per-IP limit through the relay",
+        &lat,
+        mem,
+        &account,
+        &[("connections_per_ip", per_ip)],
+    );
+}

@@ -21,7 +21,7 @@ pub use deals::deal_json;
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use dealport_core::wire::DealUuid;
+use dealport_core::{dashboard::session::constant_time_eq, wire::DealUuid};
 use futures::{future, StreamExt};
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 use http_body_util::Full;
@@ -285,7 +285,7 @@ async fn run(
     result.unwrap_or_else(ApiError::into_response)
 }
 
-async fn read_whole(mut body: BodyStream, limit: usize) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_whole(mut body: BodyStream, limit: usize) -> Result<Bytes, ApiError> {
     let mut out = Vec::new();
     while let Some(chunk) = body.next().await {
         let chunk = chunk
@@ -329,18 +329,6 @@ fn authorized(headers: &HeaderMap, token: &str) -> bool {
         return false;
     };
     constant_time_eq(given.as_bytes(), token.as_bytes())
-}
-
-/// Equal without an early exit on the first difference (the time depends only on the
-/// lengths), so the token cannot be guessed byte by byte from response times.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for i in 0..a.len().max(b.len()) {
-        let x = a.get(i).copied().unwrap_or(0);
-        let y = b.get(i).copied().unwrap_or(0);
-        diff |= usize::from(x ^ y);
-    }
-    diff == 0
 }
 
 /// A JSON response.

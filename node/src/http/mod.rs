@@ -45,6 +45,7 @@ use smol_hyper::rt::FuturesIo;
 use crate::{
     budget::{ByteBudget, Held},
     metrics::Metrics,
+    rewound::Rewound,
     runtime::Runtime,
 };
 
@@ -112,6 +113,19 @@ pub trait HttpBackend: Send + Sync + 'static {
     ) -> Option<StreamRoute> {
         None
     }
+
+    /// [`stream_route`](Self::stream_route) for a backend that also reads the query
+    /// string (the dashboard's filters); what the server calls.
+    fn stream_route_with_query(
+        &self,
+        method: &Method,
+        path: &str,
+        _query: &str,
+        headers: &http::HeaderMap,
+        client_ip: IpAddr,
+    ) -> Option<StreamRoute> {
+        self.stream_route(method, path, headers, client_ip)
+    }
 }
 
 /// Settings of the HTTP server.
@@ -138,9 +152,13 @@ pub struct HttpConfig {
     pub request_timeout: Duration,
     /// Bound on dialling the host and its WebSocket handshake. Default 5 s.
     pub relay_dial_timeout: Duration,
-    /// Largest WebSocket message (and frame) relayed; bigger ones end the relay. Memory
-    /// per relay is bounded by about two of these. Default 4 MiB.
-    pub relay_max_message: usize,
+    /// The key relayed upgrades to the host are signed with (`p2p::relay_key` of the
+    /// node identity), so the host counts each client's own address; `None`: the host
+    /// sees the relay's.
+    pub relay_key: Option<dealport_core::relay::RelayKey>,
+    /// TLS proxies in front of this server whose `X-Forwarded-For` is believed (the
+    /// client address the relay reports and the routes see). Default none.
+    pub trusted_proxies: Vec<IpAddr>,
     /// HTTP connections at once (relays included); more are closed on accept.
     /// Default 4096.
     pub max_connections: usize,
@@ -158,7 +176,8 @@ impl Default for HttpConfig {
             max_body_total: 128 << 20,
             request_timeout: Duration::from_secs(10),
             relay_dial_timeout: Duration::from_secs(5),
-            relay_max_message: 4 << 20,
+            relay_key: None,
+            trusted_proxies: Vec::new(),
             max_connections: 4096,
         }
     }
@@ -343,7 +362,25 @@ fn text(code: StatusCode, body: impl Into<Bytes>) -> HttpResponse {
     r
 }
 
+/// The client's address: the TCP peer's, or the one a trusted proxy forwarded for.
+fn client_addr(config: &HttpConfig, req: &Request<Incoming>, peer: SocketAddr) -> SocketAddr {
+    if config.trusted_proxies.is_empty() {
+        return peer;
+    }
+    let forwarded: Vec<&str> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    match dealport_core::relay::client_ip(peer.ip(), &forwarded, &config.trusted_proxies) {
+        ip if ip == peer.ip() => peer,
+        ip => SocketAddr::new(ip, 0),
+    }
+}
+
 async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> StreamResponse {
+    let peer = client_addr(&state.config, &req, peer);
     let path = req.uri().path().to_owned();
     let (route, response) = match (req.method(), path.as_str()) {
         (&Method::GET, p @ ("/" | "/libp2p"))
@@ -414,15 +451,13 @@ async fn other_routes(
     path: &str,
     peer: SocketAddr,
 ) -> (&'static str, StreamResponse) {
-    // `/ipfs/` reads its query (`format`, `dag-scope`): it gets the request target.
-    let target = match req.uri().path_and_query() {
-        Some(pq) if path.starts_with("/ipfs/") => pq.as_str().to_owned(),
-        _ => path.to_owned(),
-    };
-    if let Some(route) = state
-        .backend
-        .stream_route(req.method(), &target, req.headers(), peer.ip())
-    {
+    if let Some(route) = state.backend.stream_route_with_query(
+        req.method(),
+        path,
+        req.uri().query().unwrap_or(""),
+        req.headers(),
+        peer.ip(),
+    ) {
         use futures::TryStreamExt;
         let body: BodyStream = Box::pin(
             req.into_body()
@@ -587,18 +622,22 @@ async fn upgrade(state: &Arc<State>, mut req: Request<Incoming>, peer: SocketAdd
             "relay connection limit reached\n",
         );
     };
-    let ws_config = relay::ws_config(state.config.relay_max_message);
-    let host = match relay::dial_host(target, ws_config, state.config.relay_dial_timeout).await {
-        Ok(h) => h,
-        Err(reason) => {
-            metrics.relay_rejected("unreachable");
-            tracing::warn!(%peer, %target, %reason, "libp2p host unreachable");
-            return text(
-                StatusCode::BAD_GATEWAY,
-                format!("libp2p host unreachable: {reason}\n"),
-            );
-        }
-    };
+    let relayed_for = state
+        .config
+        .relay_key
+        .map(|k| dealport_core::relay::relayed_for_value(&k, peer.ip()));
+    let (host, host_prefix) =
+        match relay::dial_host(target, relayed_for, state.config.relay_dial_timeout).await {
+            Ok(h) => h,
+            Err(reason) => {
+                metrics.relay_rejected("unreachable");
+                tracing::warn!(%peer, %target, %reason, "libp2p host unreachable");
+                return text(
+                    StatusCode::BAD_GATEWAY,
+                    format!("libp2p host unreachable: {reason}\n"),
+                );
+            }
+        };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let st = state.clone();
     state.runtime.spawn(Box::pin(async move {
@@ -612,7 +651,7 @@ async fn upgrade(state: &Arc<State>, mut req: Request<Incoming>, peer: SocketAdd
             }
         };
         let client = match upgraded.downcast::<FuturesIo<TcpStream>>() {
-            Ok(parts) => io::Rewound::new(parts.read_buf, parts.io.into_inner()),
+            Ok(parts) => Rewound::new(parts.read_buf, parts.io.into_inner()),
             Err(_) => {
                 st.metrics.relay_rejected("upgrade_failed");
                 tracing::error!("upgraded connection is not the TcpStream we served");
@@ -624,8 +663,7 @@ async fn upgrade(state: &Arc<State>, mut req: Request<Incoming>, peer: SocketAdd
         let shutdown = st.shutdown.clone().map(|_| ());
         let end = relay::run(
             client,
-            host,
-            ws_config,
+            Rewound::new(host_prefix, host),
             st.config.relay_idle_timeout,
             &st.metrics,
             shutdown,

@@ -1,51 +1,60 @@
-//! The WebSocket relay: a client's WebSocket on the HTTP port, bridged message by message
-//! to the libp2p host's internal WebSocket listener.
+//! The WebSocket relay: a client's WebSocket on the HTTP port, spliced byte for byte to
+//! the libp2p host's WebSocket listener once both handshakes are done (what a reverse
+//! proxy does). Frames are neither decoded nor re-encoded: both handshakes negotiate no
+//! extension and no subprotocol, so the client's masked frames are valid frames for the
+//! host and the host's unmasked frames valid for the client.
 //!
 //! Differences from Curio's relay (docs/curio-reference.md §Relay), on purpose:
 //! - Upgrade detection reads `Connection` as a token list (`keep-alive, Upgrade` works).
-//! - Ping, pong and close frames are relayed, not swallowed.
+//! - Ping, pong and close frames go through untouched (the far end answers them).
 //! - The only time limit is an idle limit over *both* directions (default 10 min), not a
 //!   15 s read deadline per direction.
+//! - The host learns the client's address: the upgrade request to the host carries
+//!   `X-Dealport-Relayed-For` (core::relay), signed with a key derived from the node
+//!   identity, which the host's listener believes and no other header.
 //!
-//! Ping/pong: tungstenite answers every ping it reads with a pong of its own and gives the
-//! ping to us as well (there is no switch to turn the automatic pong off). We forward the
-//! ping to the other side, whose endpoint answers it, and we forward that pong back. So a
-//! pinging endpoint gets two pongs: one from the relay hop at once, one from the far end.
-//! RFC 6455 §5.5.3 allows unsolicited pongs and tells endpoints to expect nothing of
-//! them, so both browsers' and libp2p's WebSocket stacks accept this. The far end's
-//! pong is the end-to-end liveness answer; the relay's is a hop-level one.
-//!
-//! Close: a close frame read from one side is forwarded to the other; its auto-reply is
-//! held until the other side answered (or [`CLOSE_GRACE`] passed), then both TCP
-//! connections are dropped.
+//! Close: when one side ends its connection, the end is passed on (the relay shuts down
+//! writing to the other side) and the other direction gets `core::relay::CLOSE_GRACE` to finish.
+//! When the relay ends for a reason of its own (idle, shutdown, a side failed) it writes
+//! a `1001 going away` close frame to each side still there, when that direction is
+//! between two frames (read from frame headers only), then drops both connections.
 
 use std::{
     future::Future,
-    net::SocketAddr,
-    pin::pin,
-    sync::atomic::{AtomicU64, Ordering},
-    task::Poll,
+    io,
+    net::{Shutdown, SocketAddr},
+    pin::{pin, Pin},
+    task::{Context, Poll},
     time::{Duration, Instant},
 };
 
+use async_io::Timer;
 use async_net::TcpStream;
-use async_tungstenite::{WebSocketReceiver, WebSocketSender, WebSocketStream};
-use futures::{AsyncRead, AsyncWrite, SinkExt, StreamExt};
-use http::HeaderMap;
-use tungstenite::{
-    protocol::{frame::coding::CloseCode, CloseFrame, Role, WebSocketConfig},
-    Message,
+use base64::Engine as _;
+use bytes::Bytes;
+use dealport_core::relay::{
+    after_end, close_frame, farewell, head_end, idle_deadline, AfterEnd, FrameCursor, RelayEnd,
+    Side, GOING_AWAY, RELAYED_FOR,
 };
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use http::HeaderMap;
 
 use crate::metrics::Metrics;
+use crate::rewound::Rewound;
 use crate::runtime::timeout;
-
-/// How long, after one side's close frame was forwarded, the relay waits for the other
-/// side's answer before dropping both connections.
-pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Bound on the best-effort close frames written when a relay ends for another reason.
 const FAREWELL: Duration = Duration::from_secs(1);
+
+/// Bytes read from one side before they are written to the other: memory per relay is
+/// two of these.
+const SPLICE_BUFFER: usize = 32 << 10;
+
+/// Reads in a row one direction makes before letting the other one run.
+const TURN: usize = 16;
+
+/// Largest 101 answer head read from the host.
+const MAX_ANSWER_HEAD: usize = 16 << 10;
 
 pub(crate) const CLIENT_TO_HOST: &str = "client_to_host";
 pub(crate) const HOST_TO_CLIENT: &str = "host_to_client";
@@ -94,36 +103,54 @@ pub(crate) fn accept_key(headers: &HeaderMap) -> Result<String, HandshakeProblem
     Ok(tungstenite::handshake::derive_accept_key(key))
 }
 
-/// WebSocket limits for one side of a relay: memory per relay stays around two read
-/// buffers plus one message in flight per direction.
-pub(crate) fn ws_config(max_message: usize) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(16 * 1024)
-        .write_buffer_size(0)
-        .max_write_buffer_size(max_message + 64 * 1024)
-        .max_message_size(Some(max_message))
-        .max_frame_size(Some(max_message))
-}
-
-/// Dial the host's WebSocket listener and finish the client handshake within `limit`.
+/// Dial the host's WebSocket listener and finish the client handshake within `limit`,
+/// telling it whom the connection is for (`relayed_for`, the signed header value).
+/// Returns the connection and any bytes the host sent after its 101 answer.
 pub(crate) async fn dial_host(
     target: SocketAddr,
-    config: WebSocketConfig,
+    relayed_for: Option<String>,
     limit: Duration,
-) -> Result<WebSocketStream<TcpStream>, String> {
+) -> Result<(TcpStream, Bytes), String> {
     let attempt = async {
-        let tcp = TcpStream::connect(target)
+        let mut tcp = TcpStream::connect(target)
             .await
             .map_err(|e| format!("connecting to {target}: {e}"))?;
         let _ = tcp.set_nodelay(true);
-        let (ws, _response) = async_tungstenite::client_async_with_config(
-            format!("ws://{target}/"),
-            tcp,
-            Some(config),
-        )
-        .await
-        .map_err(|e| format!("websocket handshake with {target}: {e}"))?;
-        Ok(ws)
+        let mut nonce = [0u8; 16];
+        getrandom::fill(&mut nonce).map_err(|e| e.to_string())?;
+        let key = base64::engine::general_purpose::STANDARD.encode(nonce);
+        let mut request = format!(
+            "GET / HTTP/1.1\r\nHost: {target}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+        );
+        if let Some(v) = relayed_for {
+            request.push_str(&format!("{RELAYED_FOR}: {v}\r\n"));
+        }
+        request.push_str("\r\n");
+        let failed = |e: io::Error| format!("websocket handshake with {target}: {e}");
+        tcp.write_all(request.as_bytes()).await.map_err(failed)?;
+        let mut answer = Vec::with_capacity(256);
+        let mut chunk = [0u8; 1024];
+        let end = loop {
+            let n = tcp.read(&mut chunk).await.map_err(failed)?;
+            if n == 0 {
+                return Err(format!(
+                    "websocket handshake with {target}: the host closed the connection"
+                ));
+            }
+            answer.extend_from_slice(&chunk[..n]);
+            if let Some(end) = head_end(&answer) {
+                break end;
+            }
+            if answer.len() > MAX_ANSWER_HEAD {
+                return Err(format!(
+                    "websocket handshake with {target}: answer head too large"
+                ));
+            }
+        };
+        switched(&answer[..end], &key)
+            .map_err(|e| format!("websocket handshake with {target}: {e}"))?;
+        Ok((tcp, Bytes::copy_from_slice(&answer[end..])))
     };
     timeout(limit, attempt).await.unwrap_or_else(|| {
         Err(format!(
@@ -132,206 +159,212 @@ pub(crate) async fn dial_host(
     })
 }
 
-/// Why a relay ended.
-#[derive(Debug)]
-pub(crate) enum RelayEnd {
-    /// A close frame went through (from the client or from the host).
-    Closed(&'static str),
-    /// One side's connection ended or failed without a close frame.
-    Gone(&'static str, String),
-    /// No frame in either direction for the idle limit.
-    Idle,
-    /// The server is shutting down.
-    Shutdown,
-}
-
-impl std::fmt::Display for RelayEnd {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RelayEnd::Closed(side) => write!(f, "closed by the {side}"),
-            RelayEnd::Gone(side, e) => write!(f, "the {side} went away: {e}"),
-            RelayEnd::Idle => f.write_str("idle timeout"),
-            RelayEnd::Shutdown => f.write_str("server shutting down"),
-        }
+/// Whether `head` is a 101 answer to our key, with no extension or subprotocol (the
+/// splice passes frames as they are, so nothing may transform them).
+fn switched(head: &[u8], key: &str) -> Result<(), String> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut answer = httparse::Response::new(&mut headers);
+    match answer.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => return Err("unreadable answer".into()),
     }
-}
-
-enum PumpEnd {
-    Closed,
-    Gone(String),
-}
-
-struct Activity {
-    start: Instant,
-    last_ms: AtomicU64,
-}
-
-impl Activity {
-    fn touch(&self) {
-        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Relaxed);
+    if answer.code != Some(101) {
+        return Err(format!("answered {:?} instead of 101", answer.code));
     }
-
-    fn last(&self) -> Instant {
-        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    let header = |name: &str| {
+        answer
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    };
+    let want = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    if header("sec-websocket-accept").map(|v| v.trim_ascii()) != Some(want.as_bytes()) {
+        return Err("wrong Sec-WebSocket-Accept".into());
     }
+    if header("sec-websocket-extensions").is_some() || header("sec-websocket-protocol").is_some() {
+        return Err("an extension or subprotocol the relay did not ask for".into());
+    }
+    Ok(())
 }
 
-/// Forward messages from `rx` to `tx` one at a time (each send awaited before the next
-/// read, so a slow reader slows the writer down instead of filling memory).
-async fn pump<R, W>(
-    rx: &mut WebSocketReceiver<R>,
-    tx: &mut WebSocketSender<W>,
+/// One direction of the splice: bytes read from `from` are written to `to` before the
+/// next read (a slow reader slows the writer down instead of filling memory).
+struct Pipe {
+    from: Rewound<TcpStream>,
+    to: TcpStream,
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+    /// Frame boundaries of what was read (so of what is written once `buf` is empty).
+    frames: FrameCursor,
     direction: &'static str,
-    metrics: &Metrics,
-    activity: &Activity,
-) -> PumpEnd
-where
-    R: AsyncRead + AsyncWrite + Unpin,
-    W: AsyncRead + AsyncWrite + Unpin,
-{
-    loop {
-        let msg = match rx.next().await {
-            None => return PumpEnd::Gone("connection closed".into()),
-            Some(Err(e)) => return PumpEnd::Gone(e.to_string()),
-            Some(Ok(msg)) => msg,
-        };
-        activity.touch();
-        metrics.relay_bytes(direction, msg.len() as u64);
-        match msg {
-            Message::Close(frame) => {
-                // If this side closed in answer to a close we forwarded, the other side
-                // is no longer active and the send fails; the flush still writes the
-                // close reply tungstenite queued there.
-                let _ = tx.send(Message::Close(frame)).await;
-                let _ = tx.flush().await;
-                return PumpEnd::Closed;
-            }
-            // Raw frames are never returned by reads.
-            Message::Frame(_) => continue,
-            msg => {
-                if let Err(e) = tx.send(msg).await {
-                    return PumpEnd::Gone(format!("forwarding: {e}"));
+    source: Side,
+}
+
+/// How a pump stopped.
+enum Pumped {
+    /// The source ended its stream (everything read was written).
+    Ended,
+    /// This side's connection failed.
+    Failed(Side, String),
+}
+
+impl Pipe {
+    fn new(from: Rewound<TcpStream>, to: TcpStream, direction: &'static str, source: Side) -> Pipe {
+        Pipe {
+            from,
+            to,
+            buf: vec![0u8; SPLICE_BUFFER].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            frames: FrameCursor::default(),
+            direction,
+            source,
+        }
+    }
+
+    /// Move bytes until the source has nothing more for now. `moved` is set when a
+    /// byte was read.
+    fn poll_pump(
+        &mut self,
+        cx: &mut Context<'_>,
+        metrics: &Metrics,
+        moved: &mut bool,
+    ) -> Poll<Pumped> {
+        for _ in 0..TURN {
+            while self.start < self.end {
+                match Pin::new(&mut self.to).poll_write(cx, &self.buf[self.start..self.end]) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(Pumped::Failed(
+                            self.source.other(),
+                            "wrote nothing".into(),
+                        ))
+                    }
+                    Poll::Ready(Ok(n)) => self.start += n,
+                    Poll::Ready(Err(e)) => {
+                        return Poll::Ready(Pumped::Failed(self.source.other(), e.to_string()))
+                    }
                 }
-                activity.touch();
+            }
+            match Pin::new(&mut self.from).poll_read(cx, &mut self.buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) => return Poll::Ready(Pumped::Ended),
+                Poll::Ready(Ok(n)) => {
+                    *moved = true;
+                    metrics.relay_bytes(self.direction, n as u64);
+                    self.frames.advance(&self.buf[..n]);
+                    self.start = 0;
+                    self.end = n;
+                }
+                Poll::Ready(Err(e)) => {
+                    return Poll::Ready(Pumped::Failed(self.source, e.to_string()))
+                }
             }
         }
+        // Let the other direction (and the timers) have a turn.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// Best effort, bounded: write what is still buffered, then a close frame of the
+    /// relay's own (masked toward the host, which is a server).
+    async fn farewell(&mut self, reason: Option<&str>) {
+        let Some(reason) = reason else { return };
+        let mask = (self.source == Side::Client).then(|| {
+            let mut m = [0u8; 4];
+            let _ = getrandom::fill(&mut m);
+            m
+        });
+        let frame = close_frame(GOING_AWAY, reason, mask);
+        let pending = &self.buf[self.start..self.end];
+        let to = &mut self.to;
+        let _ = timeout(FAREWELL, async {
+            to.write_all(pending).await?;
+            to.write_all(&frame).await?;
+            to.flush().await
+        })
+        .await;
     }
 }
 
-async fn idle_watch(activity: &Activity, limit: Duration) {
-    loop {
-        let deadline = activity.last() + limit;
-        if Instant::now() >= deadline {
-            return;
-        }
-        async_io::Timer::at(deadline).await;
-    }
-}
-
-/// Best effort: tell one side the relay ends (or flush a queued close reply), bounded.
-async fn farewell<S>(tx: &mut WebSocketSender<S>, frame: Option<CloseFrame>)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let _ = timeout(FAREWELL, async {
-        let _ = tx.send(Message::Close(frame)).await;
-        let _ = tx.flush().await;
-    })
-    .await;
-}
-
-/// Relay between the upgraded client connection and the host until one of them closes,
-/// fails, both stay silent for `idle`, or `shutdown` resolves.
-pub(crate) async fn run<C>(
-    client: C,
-    host: WebSocketStream<TcpStream>,
-    config: WebSocketConfig,
+/// Splice the upgraded client connection and the host's until one of them ends, fails,
+/// both stay silent for `idle`, or `shutdown` resolves.
+pub(crate) async fn run(
+    client: Rewound<TcpStream>,
+    host: Rewound<TcpStream>,
     idle: Duration,
     metrics: &Metrics,
     shutdown: impl Future<Output = ()>,
-) -> RelayEnd
-where
-    C: AsyncRead + AsyncWrite + Unpin,
-{
-    let client = WebSocketStream::from_raw_socket(client, Role::Server, Some(config)).await;
-    let (mut c_tx, mut c_rx) = client.split();
-    let (mut h_tx, mut h_rx) = host.split();
-    let activity = Activity {
-        start: Instant::now(),
-        last_ms: AtomicU64::new(0),
-    };
+) -> RelayEnd {
+    let client_w = client.get_ref().clone();
+    let host_w = host.get_ref().clone();
+    let mut up = Pipe::new(client, host_w.clone(), CLIENT_TO_HOST, Side::Client);
+    let mut down = Pipe::new(host, client_w.clone(), HOST_TO_CLIENT, Side::Host);
+    let opened = Instant::now();
+    // The timer is re-armed only when it fires (moving it on every read would wake the
+    // reactor each time): then it is re-armed at the last activity's deadline, or the
+    // relay is idle.
+    let mut last_activity = Duration::ZERO;
+    let mut idle_timer = Timer::at(opened + idle_deadline(last_activity, idle));
+    let mut grace: Option<Timer> = None;
+    let mut ended = [false, false]; // client, host
+    let mut first_end: Option<Side> = None;
+    let mut shutdown = pin!(shutdown);
 
-    enum First {
-        Up(PumpEnd),
-        Down(PumpEnd),
-        Idle,
-        Shutdown,
-    }
-
-    let end = {
-        let mut up = pin!(pump(
-            &mut c_rx,
-            &mut h_tx,
-            CLIENT_TO_HOST,
-            metrics,
-            &activity
-        ));
-        let mut down = pin!(pump(
-            &mut h_rx,
-            &mut c_tx,
-            HOST_TO_CLIENT,
-            metrics,
-            &activity
-        ));
-        let mut idle_fut = pin!(idle_watch(&activity, idle));
-        let mut shutdown = pin!(shutdown);
-        let first = futures::future::poll_fn(|cx| {
-            if let Poll::Ready(e) = up.as_mut().poll(cx) {
-                return Poll::Ready(First::Up(e));
+    let end = futures::future::poll_fn(|cx| {
+        let mut moved = false;
+        for pipe in [&mut up, &mut down] {
+            let side = pipe.source;
+            let i = side as usize;
+            if ended[i] {
+                continue;
             }
-            if let Poll::Ready(e) = down.as_mut().poll(cx) {
-                return Poll::Ready(First::Down(e));
+            match pipe.poll_pump(cx, metrics, &mut moved) {
+                Poll::Pending => {}
+                Poll::Ready(Pumped::Failed(who, e)) => return Poll::Ready(RelayEnd::Gone(who, e)),
+                Poll::Ready(Pumped::Ended) => {
+                    ended[i] = true;
+                    first_end.get_or_insert(side);
+                    match after_end(ended[1 - i], side) {
+                        AfterEnd::Finish => {
+                            return Poll::Ready(RelayEnd::Closed(first_end.unwrap_or(side)))
+                        }
+                        AfterEnd::ShutWriteThenWait { to, grace: g } => {
+                            let w = if to == Side::Host { &host_w } else { &client_w };
+                            let _ = w.shutdown(Shutdown::Write);
+                            grace = Some(Timer::after(g));
+                        }
+                    }
+                }
             }
-            if idle_fut.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(First::Idle);
-            }
-            if shutdown.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(First::Shutdown);
-            }
-            Poll::Pending
-        })
-        .await;
-        match first {
-            First::Up(PumpEnd::Closed) => {
-                // Let the host's close reply (and anything it still sends) through.
-                let _ = timeout(CLOSE_GRACE, down.as_mut()).await;
-                RelayEnd::Closed("client")
-            }
-            First::Down(PumpEnd::Closed) => {
-                let _ = timeout(CLOSE_GRACE, up.as_mut()).await;
-                RelayEnd::Closed("host")
-            }
-            First::Up(PumpEnd::Gone(e)) => RelayEnd::Gone("client", e),
-            First::Down(PumpEnd::Gone(e)) => RelayEnd::Gone("host", e),
-            First::Idle => RelayEnd::Idle,
-            First::Shutdown => RelayEnd::Shutdown,
         }
-    };
+        if moved {
+            last_activity = opened.elapsed();
+        }
+        if let Some(g) = grace.as_mut() {
+            if Pin::new(g).poll(cx).is_ready() {
+                return Poll::Ready(RelayEnd::Closed(first_end.unwrap_or(Side::Client)));
+            }
+        }
+        while Pin::new(&mut idle_timer).poll(cx).is_ready() {
+            let deadline = opened + idle_deadline(last_activity, idle);
+            if Instant::now() >= deadline {
+                return Poll::Ready(RelayEnd::Idle);
+            }
+            idle_timer.set_at(deadline);
+        }
+        if shutdown.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(RelayEnd::Shutdown);
+        }
+        Poll::Pending
+    })
+    .await;
 
-    let away = |reason: &str| {
-        Some(CloseFrame {
-            code: CloseCode::Away,
-            reason: reason.to_owned().into(),
-        })
-    };
-    let (to_client, to_host) = match &end {
-        RelayEnd::Closed(_) => (None, None),
-        RelayEnd::Gone("client", _) => (None, away("client went away")),
-        RelayEnd::Gone(_, _) => (away("libp2p host went away"), None),
-        RelayEnd::Idle => (away("relay idle timeout"), away("relay idle timeout")),
-        RelayEnd::Shutdown => (away("server shutting down"), away("server shutting down")),
-    };
-    futures::join!(farewell(&mut c_tx, to_client), farewell(&mut h_tx, to_host));
+    // `down` carries host -> client, so its frames tell whether the client can take a
+    // frame of ours now; `up` the same toward the host.
+    let bye = farewell(&end, down.frames.at_boundary(), up.frames.at_boundary());
+    futures::join!(down.farewell(bye.to_client), up.farewell(bye.to_host));
     end
 }

@@ -84,6 +84,11 @@ impl Host {
                 version: libp2p::core::upgrade::Version::V1,
                 handshake_timeout: config.handshake_timeout,
                 websocket: true,
+                relayed: Some(super::tcp::RelayedAddrs {
+                    key: super::relay_key(&keypair),
+                    max_pending: config.limits.max_pending_incoming,
+                    deadline: config.handshake_timeout,
+                }),
             },
         )?;
         let shared = Shared::new(runtime.clone(), service, &config);

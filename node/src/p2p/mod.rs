@@ -218,6 +218,14 @@ impl Default for Limits {
     }
 }
 
+/// The key the HTTP relays sign `X-Dealport-Relayed-For` with and this node's host
+/// checks it with: derived from the identity, which every node of a cluster shares, so any
+/// node's relay is believed by whichever node holds the lease, and no one else's is.
+pub fn relay_key(keypair: &Keypair) -> dealport_core::relay::RelayKey {
+    let secret = keypair.to_protobuf_encoding().unwrap_or_default();
+    dealport_core::relay::relay_key(&secret)
+}
+
 /// Everything [`Host::start`] needs besides the key, the runtime and the service.
 #[derive(Debug, Clone)]
 pub struct HostConfig {

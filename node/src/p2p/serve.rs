@@ -51,6 +51,13 @@ use crate::{
 /// not with lengths a peer merely announces.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// Least read while collecting a request. The framer asks for as little as the next
+/// CBOR header (a byte or a few), and a proposal has dozens of headers: reading only
+/// that made each header a read and a budget update of its own. A read returns what is
+/// there, so a larger one does not wait for more; bytes past the item (MK12 clients send
+/// none) are dropped.
+const MIN_READ: usize = 4 * 1024;
+
 /// Live counters of a host. All monotonic except the `active_*` gauges.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -390,8 +397,9 @@ impl Drop for BufferShare<'_> {
     }
 }
 
-/// Read exactly one CBOR item: never past its end, never waiting for EOF. The first
-/// read must return within `first_byte` (the caller bounds the whole read).
+/// Read exactly one CBOR item: never waiting for EOF or for bytes past its end, never
+/// more than `max` bytes. The first read must return within `first_byte` (the caller
+/// bounds the whole read).
 async fn read_item(
     stream: &mut Stream,
     max: usize,
@@ -409,8 +417,9 @@ async fn read_item(
         held: 0,
     };
     loop {
-        let want = framer.read_hint().min(READ_CHUNK);
         let old = buf.len();
+        let room = max.saturating_sub(old).max(1);
+        let want = framer.read_hint().max(MIN_READ.min(room)).min(READ_CHUNK);
         share.set(old + want)?;
         buf.resize(old + want, 0);
         let read = stream.read(&mut buf[old..]);

@@ -7,6 +7,13 @@
 //! Accepts exactly `/ip4/<a>/tcp/<port>` and `/ip6/<a>/tcp/<port>`; anything with more
 //! protocols after the port (e.g. `/ws`) is refused with `MultiaddrNotSupported` so an
 //! [`OrTransport`](libp2p::core::transport::OrTransport) passes it to the next transport.
+//!
+//! Under the WebSocket layer the listener learns relayed clients' addresses
+//! ([`RelayedAddrs`]): it reads each connection's upgrade request head before handing it
+//! on, and when the head carries the HTTP relay's signed `X-Dealport-Relayed-For` header
+//! (core::relay), the connection is reported as coming from that address, so the per-IP
+//! limits count the client, not the relay. The head is given back unread
+//! ([`Rewound`]) for the WebSocket handshake.
 
 use std::{
     collections::VecDeque,
@@ -17,9 +24,16 @@ use std::{
     time::Duration,
 };
 
+use crate::rewound::Rewound;
 use async_io::Timer;
 use async_net::{TcpListener, TcpStream};
-use futures::{future::BoxFuture, stream::BoxStream, FutureExt, StreamExt};
+use bytes::Bytes;
+use dealport_core::relay::{head_end, relayed_for_in_head, RelayKey};
+use futures::{
+    future::BoxFuture,
+    stream::{BoxStream, FuturesUnordered},
+    AsyncReadExt, FutureExt, StreamExt,
+};
 use libp2p::{
     core::{
         multiaddr::Protocol,
@@ -33,11 +47,48 @@ use libp2p::{
 /// persistent error does not spin the swarm.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 
+/// Longest upgrade request head read to find the relay's header; a longer one is handed
+/// on as it is (the WebSocket handshake then refuses it or not).
+const MAX_SNIFFED_HEAD: usize = 8 << 10;
+
+/// A connection as this transport hands it on: any bytes read ahead first.
+pub type TcpConn = Rewound<TcpStream>;
+
+/// How a WebSocket listener learns relayed clients' addresses.
+#[derive(Clone)]
+pub struct RelayedAddrs {
+    /// The key the HTTP relays sign their header with (core::relay::relay_key).
+    pub key: RelayKey,
+    /// Connections whose head is being read at once; more are closed on accept.
+    pub max_pending: usize,
+    /// Time for a connection's head to arrive.
+    pub deadline: Duration,
+}
+
+impl std::fmt::Debug for RelayedAddrs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayedAddrs")
+            .field("max_pending", &self.max_pending)
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A connection whose head was read: who it comes from.
+struct Sniffed {
+    listener_id: ListenerId,
+    local: SocketAddr,
+    remote: SocketAddr,
+    conn: TcpConn,
+}
+
 /// TCP transport over `async-net`, with `TCP_NODELAY` on every connection.
 #[derive(Default)]
 pub struct TcpTransport {
     listeners: Vec<Listener>,
     events: VecDeque<TransportEvent<<Self as Transport>::ListenerUpgrade, io::Error>>,
+    relayed: Option<RelayedAddrs>,
+    sniffing: FuturesUnordered<BoxFuture<'static, Option<Sniffed>>>,
 }
 
 impl std::fmt::Debug for TcpTransport {
@@ -60,6 +111,44 @@ impl TcpTransport {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// A transport for the WebSocket listener that believes the HTTP relay's header.
+    pub fn with_relayed_addrs(relayed: RelayedAddrs) -> Self {
+        Self {
+            relayed: Some(relayed),
+            ..Self::default()
+        }
+    }
+}
+
+/// Read `stream`'s request head (bounded in size and time) and find the address the
+/// relay vouches for, if any. `None`: the connection closed or stayed silent.
+async fn sniff(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    relayed: &RelayedAddrs,
+) -> Option<(SocketAddr, TcpConn)> {
+    let read = async {
+        let mut head = Vec::with_capacity(1024);
+        let mut chunk = [0u8; 2048];
+        loop {
+            let n = stream.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            head.extend_from_slice(&chunk[..n]);
+            if let Some(end) = head_end(&head) {
+                let client = relayed_for_in_head(&relayed.key, &head[..end]);
+                return Some((client, head));
+            }
+            if head.len() >= MAX_SNIFFED_HEAD {
+                return Some((None, head));
+            }
+        }
+    };
+    let (client, head) = crate::runtime::timeout(relayed.deadline, read).await??;
+    let remote = client.map_or(peer, |ip| SocketAddr::new(ip, 0));
+    Some((remote, Rewound::new(Bytes::from(head), stream)))
 }
 
 /// `/ip4|ip6/<addr>/tcp/<port>`, optionally followed by `/p2p/<peer>`, and nothing else.
@@ -114,10 +203,10 @@ fn listen_addrs(bound: SocketAddr) -> Vec<Multiaddr> {
 }
 
 impl Transport for TcpTransport {
-    type Output = TcpStream;
+    type Output = TcpConn;
     type Error = io::Error;
-    type ListenerUpgrade = futures::future::Ready<Result<TcpStream, io::Error>>;
-    type Dial = BoxFuture<'static, Result<TcpStream, io::Error>>;
+    type ListenerUpgrade = futures::future::Ready<Result<TcpConn, io::Error>>;
+    type Dial = BoxFuture<'static, Result<TcpConn, io::Error>>;
 
     fn listen_on(
         &mut self,
@@ -176,7 +265,7 @@ impl Transport for TcpTransport {
         Ok(async move {
             let stream = TcpStream::connect(sa).await?;
             stream.set_nodelay(true)?;
-            Ok(stream)
+            Ok(Rewound::new(Bytes::new(), stream))
         }
         .boxed())
     }
@@ -188,7 +277,20 @@ impl Transport for TcpTransport {
         if let Some(ev) = self.events.pop_front() {
             return Poll::Ready(ev);
         }
-        for l in self.listeners.iter_mut() {
+        while let Poll::Ready(Some(done)) = self.sniffing.poll_next_unpin(cx) {
+            let Some(s) = done else { continue };
+            if !self.listeners.iter().any(|l| l.id == s.listener_id) {
+                continue;
+            }
+            return Poll::Ready(TransportEvent::Incoming {
+                listener_id: s.listener_id,
+                upgrade: futures::future::ready(Ok(s.conn)),
+                local_addr: to_multiaddr(s.local),
+                send_back_addr: to_multiaddr(s.remote),
+            });
+        }
+        let this = &mut *self;
+        for l in this.listeners.iter_mut() {
             if let Some(t) = l.pause.as_mut() {
                 if t.poll_unpin(cx).is_pending() {
                     continue;
@@ -201,12 +303,35 @@ impl Transport for TcpTransport {
                         tracing::debug!(error = %e, "set TCP_NODELAY failed");
                     }
                     let local = stream.local_addr().unwrap_or(l.bound);
-                    return Poll::Ready(TransportEvent::Incoming {
-                        listener_id: l.id,
-                        upgrade: futures::future::ready(Ok(stream)),
-                        local_addr: to_multiaddr(local),
-                        send_back_addr: to_multiaddr(remote),
-                    });
+                    let Some(relayed) = this.relayed.clone() else {
+                        return Poll::Ready(TransportEvent::Incoming {
+                            listener_id: l.id,
+                            upgrade: futures::future::ready(Ok(Rewound::new(Bytes::new(), stream))),
+                            local_addr: to_multiaddr(local),
+                            send_back_addr: to_multiaddr(remote),
+                        });
+                    };
+                    if this.sniffing.len() >= relayed.max_pending {
+                        tracing::debug!(%remote, "too many WebSocket heads being read, closing");
+                        cx.waker().wake_by_ref();
+                        continue;
+                    }
+                    let listener_id = l.id;
+                    this.sniffing.push(
+                        async move {
+                            let (remote, conn) = sniff(stream, remote, &relayed).await?;
+                            Some(Sniffed {
+                                listener_id,
+                                local,
+                                remote,
+                                conn,
+                            })
+                        }
+                        .boxed(),
+                    );
+                    // Poll the new head read (and this listener again) on the next turn.
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
                 }
                 Poll::Ready(Some(Err(error))) => {
                     l.pause = Some(Timer::after(ACCEPT_ERROR_BACKOFF));

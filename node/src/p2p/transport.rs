@@ -20,7 +20,7 @@ use libp2p::{
     noise, tls, websocket, yamux, PeerId,
 };
 
-use super::tcp::TcpTransport;
+use super::tcp::{RelayedAddrs, TcpTransport};
 
 type WsStream = <websocket::Config<TcpTransport> as Transport>::Output;
 
@@ -59,6 +59,8 @@ pub struct TransportConfig {
     pub handshake_timeout: Duration,
     /// Also speak WebSocket (`…/tcp/N/ws`).
     pub websocket: bool,
+    /// Listening: believe the HTTP relay's signed header on WebSocket connections.
+    pub relayed: Option<RelayedAddrs>,
 }
 
 impl Default for TransportConfig {
@@ -68,6 +70,7 @@ impl Default for TransportConfig {
             version: upgrade::Version::V1,
             handshake_timeout: Duration::from_secs(20),
             websocket: true,
+            relayed: None,
         }
     }
 }
@@ -78,7 +81,11 @@ pub fn build_transport(
     cfg: &TransportConfig,
 ) -> Result<Boxed<(PeerId, StreamMuxerBox)>, TransportBuildError> {
     let base = if cfg.websocket {
-        let ws = websocket::Config::new(TcpTransport::new());
+        let ws_tcp = match cfg.relayed.clone() {
+            Some(r) => TcpTransport::with_relayed_addrs(r),
+            None => TcpTransport::new(),
+        };
+        let ws = websocket::Config::new(ws_tcp);
         TcpTransport::new().or_transport(ws).boxed()
     } else {
         TcpTransport::new()

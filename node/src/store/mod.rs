@@ -14,10 +14,12 @@ mod group_flush;
 pub mod pg_connect;
 pub mod postgres;
 pub mod sled;
+mod sled_ui;
 
 use std::{future::Future, path::PathBuf, pin::Pin, time::Duration};
 
 use dealport_core::{
+    dashboard::{DealQuery, HourCount, StateCounts},
     deal::{Checkpoint, DealRecord},
     piece_index::{BlockEntry, BlockLocation, IndexState},
     wire::{Cbor, Cid, DealParams, DealUuid},
@@ -185,6 +187,23 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> StoreFuture<'a, Vec<DealRecord>>;
 
+    // ---- The dashboard's reads (`/ui/`), each from an index, never a scan ----------
+
+    /// A page of deals matching `q` (state filter, client), newest or oldest first,
+    /// strictly after `q.after`, at most `q.limit`.
+    fn query_deals<'a>(&'a self, q: &'a DealQuery) -> StoreFuture<'a, Vec<DealRecord>>;
+
+    /// How many deals are in each state (`dashboard::state_code`).
+    fn state_counts(&self) -> StoreFuture<'_, StateCounts>;
+
+    /// Deals accepted per hour from hour `since_hour` (hours since the epoch) on, and how
+    /// many of those have failed since. Hours with none may be left out.
+    fn hourly_counts(&self, since_hour: i64) -> StoreFuture<'_, Vec<HourCount>>;
+
+    /// When the deal was first stored in each state it reached, as `(state code, unix
+    /// ms)` in state-code order. Deals stored before the timeline existed have fewer.
+    fn deal_timeline(&self, uuid: DealUuid) -> StoreFuture<'_, Vec<(u8, i64)>>;
+
     /// Where the store lives (for `dealport info`).
     fn describe(&self) -> String;
 
@@ -341,15 +360,7 @@ pub struct StoredDeal {
 }
 
 /// Every checkpoint, in order.
-pub const CHECKPOINTS: [Checkpoint; 7] = [
-    Checkpoint::Accepted,
-    Checkpoint::Transferred,
-    Checkpoint::Published,
-    Checkpoint::PublishConfirmed,
-    Checkpoint::AddedPiece,
-    Checkpoint::IndexedAndAnnounced,
-    Checkpoint::Complete,
-];
+pub use dealport_core::dashboard::CHECKPOINTS;
 
 /// Is a deal at `checkpoint`, failed or not, still at work (in the live index)?
 pub fn is_live(checkpoint: Checkpoint, failed: bool) -> bool {

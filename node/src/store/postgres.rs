@@ -4,8 +4,9 @@
 //! Schema (`node/migrations/`, embedded and run at [`PostgresStore::connect`]): one
 //! `libp2p` row holding the identity and the leader lease (after Curio's table), and a
 //! `deals` table mirroring the sled record, with UNIQUE proposal and signed-proposal CIDs
-//! and an indexed `piece_cid` (migration 4); the piece directory, `piece_index` and
-//! `piece_blocks` (migration 6).
+//! and an indexed `piece_cid` (migration 4), the dashboard's indexes, counts and
+//! timeline (migration 5), and the piece directory, `piece_index` and `piece_blocks`
+//! (migration 6).
 //!
 //! Fencing: a leader writes deals and its listen address only through the fenced forms.
 //! Each checks, in the same transaction (deals: `SELECT … FOR SHARE` on the lease row,
@@ -44,6 +45,7 @@ use std::{
 };
 
 use dealport_core::{
+    dashboard::{state_code, DealQuery, HourCount, Order, StateCounts, StateFilter},
     db_target::{DbTarget, HostSpec, SessionAttrs},
     deal::{Checkpoint, DealRecord},
     piece_index::{BlockEntry, BlockLocation, IndexState},
@@ -171,7 +173,14 @@ fn migrator() -> Migrator {
             include_str!("../../migrations/0004_deals_by_piece.sql").into_sql_str(),
             false,
         ),
-        // 5 and 7 are taken by other branches.
+        Migration::new(
+            5,
+            Cow::Borrowed("dashboard"),
+            MigrationType::Simple,
+            include_str!("../../migrations/0005_dashboard.sql").into_sql_str(),
+            false,
+        ),
+        // 7 is taken by another branch.
         Migration::new(
             6,
             Cow::Borrowed("piece directory"),
@@ -379,6 +388,8 @@ struct DealRow {
     sealing_status: String,
     /// Only written by the insert (`deals_by_piece_cid`).
     piece_cid: String,
+    /// The proposal's client address; only written by the insert (`deals_ui_by_client`).
+    client: String,
 }
 
 const DEAL_COLUMNS: &str = "uuid::text AS uuid, params, proposal_cid, signed_proposal_cid, \
@@ -404,6 +415,7 @@ impl DealRow {
             sector_offset: opt("sector_offset", d.sector_offset)?,
             sealing_status: d.sealing_status.clone(),
             piece_cid: d.params.client_deal_proposal.proposal.piece_cid.to_string(),
+            client: d.params.client_deal_proposal.proposal.client.to_string(),
         })
     }
 
@@ -632,6 +644,118 @@ impl PostgresStore {
             )
         })?;
         rows.iter().map(DealRow::decode).collect()
+    }
+
+    /// The dashboard's list: the filter repeats a partial index's predicate and the
+    /// order is the index's, so the planner reads one index range (migration 5).
+    async fn query_deals_impl(&self, q: &DealQuery) -> Result<Vec<DealRecord>, StoreError> {
+        let state = match q.state {
+            StateFilter::Any => "TRUE",
+            StateFilter::Failed => "error IS NOT NULL",
+            StateFilter::InProgress => "error IS NULL AND checkpoint <> 'Complete'",
+            StateFilter::Done => "error IS NULL AND checkpoint = 'Complete'",
+            StateFilter::At(_) => "error IS NULL AND checkpoint = $2",
+        };
+        let (cmp, dir) = match q.order {
+            Order::Newest => ("<", "DESC"),
+            Order::Oldest => (">", "ASC"),
+        };
+        let sql = format!(
+            "SELECT {DEAL_COLUMNS} FROM deals WHERE ({state}) \
+             AND ($1::text IS NULL OR client = $1) \
+             AND ($3::bigint IS NULL OR (created_at_unix_nanos, uuid) {cmp} ($3, $4::uuid)) \
+             ORDER BY created_at_unix_nanos {dir}, uuid {dir} LIMIT $5"
+        );
+        let at = match q.state {
+            StateFilter::At(c) => Some(c.name().to_owned()),
+            _ => None,
+        };
+        let (after_t, after_u) = match q.after {
+            Some(c) => (Some(c.created_at_unix_nanos), Some(c.uuid.to_string())),
+            None => (None, None),
+        };
+        let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
+        let rows = with_retry!(self, "query deals", async {
+            Ok::<_, Fail>(
+                sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                    .bind(q.client.clone())
+                    .bind(at.clone())
+                    .bind(after_t)
+                    .bind(after_u.clone())
+                    .bind(limit)
+                    .fetch_all(&self.pool())
+                    .await?,
+            )
+        })?;
+        rows.iter().map(DealRow::decode).collect()
+    }
+
+    async fn state_counts_impl(&self) -> Result<StateCounts, StoreError> {
+        let rows: Vec<(String, bool, i64)> = with_retry!(self, "count deals", async {
+            Ok::<_, Fail>(
+                sqlx::query_as(
+                    "SELECT checkpoint, failed, sum(n)::bigint FROM deal_state_counts \
+                     GROUP BY 1, 2 HAVING sum(n) > 0",
+                )
+                .fetch_all(&self.pool())
+                .await?,
+            )
+        })?;
+        Ok(StateCounts(
+            rows.into_iter()
+                .filter_map(|(c, failed, n)| {
+                    let c = super::checkpoint_from_name(&c)?;
+                    Some((state_code(c, failed), u64::try_from(n).ok()?))
+                })
+                .collect(),
+        ))
+    }
+
+    async fn hourly_counts_impl(&self, since_hour: i64) -> Result<Vec<HourCount>, StoreError> {
+        let since = since_hour.saturating_mul(dealport_core::dashboard::HOUR_NANOS);
+        let rows: Vec<(i64, i64, i64)> = with_retry!(self, "count deals per hour", async {
+            Ok::<_, Fail>(
+                sqlx::query_as(
+                    "SELECT created_at_unix_nanos / 3600000000000 AS hour, count(*), \
+                     count(error) FROM deals WHERE created_at_unix_nanos >= $1 \
+                     GROUP BY 1 ORDER BY 1",
+                )
+                .bind(since)
+                .fetch_all(&self.pool())
+                .await?,
+            )
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|(hour, accepted, failed)| HourCount {
+                hour,
+                accepted: u64::try_from(accepted).unwrap_or(0),
+                failed: u64::try_from(failed).unwrap_or(0),
+            })
+            .collect())
+    }
+
+    async fn deal_timeline_impl(&self, uuid: DealUuid) -> Result<Vec<(u8, i64)>, StoreError> {
+        let sql = format!(
+            "SELECT checkpoint, failed, {} FROM deal_timeline WHERE uuid = $1::uuid",
+            ms_sql("at")
+        );
+        let rows: Vec<(String, bool, i64)> = with_retry!(self, "read a deal's timeline", async {
+            Ok::<_, Fail>(
+                sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
+                    .bind(uuid.to_string())
+                    .fetch_all(&self.pool())
+                    .await?,
+            )
+        })?;
+        let mut out: Vec<(u8, i64)> = rows
+            .into_iter()
+            .filter_map(|(c, failed, ms)| {
+                Some((state_code(super::checkpoint_from_name(&c)?, failed), ms))
+            })
+            .collect();
+        out.sort_unstable();
+        Ok(out)
     }
 
     async fn deal_where(
@@ -1276,6 +1400,22 @@ impl Store for PostgresStore {
         ))
     }
 
+    fn query_deals<'a>(&'a self, q: &'a DealQuery) -> StoreFuture<'a, Vec<DealRecord>> {
+        Box::pin(self.query_deals_impl(q))
+    }
+
+    fn state_counts(&self) -> StoreFuture<'_, StateCounts> {
+        Box::pin(self.state_counts_impl())
+    }
+
+    fn hourly_counts(&self, since_hour: i64) -> StoreFuture<'_, Vec<HourCount>> {
+        Box::pin(self.hourly_counts_impl(since_hour))
+    }
+
+    fn deal_timeline(&self, uuid: DealUuid) -> StoreFuture<'_, Vec<(u8, i64)>> {
+        Box::pin(self.deal_timeline_impl(uuid))
+    }
+
     fn describe(&self) -> String {
         self.describe.clone()
     }
@@ -1385,12 +1525,14 @@ impl Store for PostgresStore {
     }
 }
 
-/// Rows written before migration 4 get their piece CID, read from their params, a batch
-/// at a time (the index finds the NULLs; nothing to do is one indexed query).
+/// Rows written before migrations 4 and 5 get their piece CID and client, read from
+/// their params, a batch at a time (the indexes find the NULLs; nothing to do is one
+/// indexed query each).
 async fn fill_piece_cids(pool: &PgPool) -> Result<(), String> {
     loop {
         let rows = sqlx::query(
-            "SELECT uuid::text AS uuid, params FROM deals WHERE piece_cid IS NULL LIMIT 500",
+            "(SELECT uuid::text AS uuid, params FROM deals WHERE piece_cid IS NULL LIMIT 500) \
+             UNION (SELECT uuid::text AS uuid, params FROM deals WHERE client IS NULL LIMIT 500)",
         )
         .fetch_all(pool)
         .await
@@ -1401,16 +1543,15 @@ async fn fill_piece_cids(pool: &PgPool) -> Result<(), String> {
         for row in rows {
             let uuid: String = row.try_get("uuid").map_err(|e| e.to_string())?;
             let params: Vec<u8> = row.try_get("params").map_err(|e| e.to_string())?;
-            let piece =
+            let proposal =
                 <dealport_core::wire::DealParams as dealport_core::wire::Cbor>::from_cbor(&params)
                     .map_err(|e| format!("deal {uuid}: stored params do not decode: {e}"))?
                     .client_deal_proposal
-                    .proposal
-                    .piece_cid
-                    .to_string();
-            sqlx::query("UPDATE deals SET piece_cid = $2 WHERE uuid = $1::uuid")
+                    .proposal;
+            sqlx::query("UPDATE deals SET piece_cid = $2, client = $3 WHERE uuid = $1::uuid")
                 .bind(&uuid)
-                .bind(&piece)
+                .bind(proposal.piece_cid.to_string())
+                .bind(proposal.client.to_string())
                 .execute(pool)
                 .await
                 .map_err(|e| e.to_string())?;
@@ -1426,14 +1567,16 @@ type PgQuery<'q> =
 const INSERT_DEAL: &str = "INSERT INTO deals (uuid, params, proposal_cid, signed_proposal_cid, \
      client_peer_id, created_at_unix_nanos, checkpoint, error, n_bytes_received, \
      publish_cid, chain_deal_id, sector_number, sector_offset, sealing_status, \
-     writer_generation, piece_cid) \
-     VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+     writer_generation, piece_cid, client) \
+     VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
      ON CONFLICT DO NOTHING RETURNING 1";
 
-/// [`bind_deal`] and the piece CID as `$16`: a new row (the piece CID never changes, so
-/// the update leaves it).
+/// [`bind_deal`] and the piece CID and client as `$16`, `$17`: a new row (neither ever
+/// changes, so the update leaves them).
 fn bind_new_deal<'q>(q: PgQuery<'q>, d: &'q DealRow, generation: i64) -> PgQuery<'q> {
-    bind_deal(q, d, generation).bind(&d.piece_cid)
+    bind_deal(q, d, generation)
+        .bind(&d.piece_cid)
+        .bind(&d.client)
 }
 
 fn bind_deal<'q>(q: PgQuery<'q>, d: &'q DealRow, generation: i64) -> PgQuery<'q> {
@@ -1487,11 +1630,12 @@ mod tests {
     fn migrations_are_embedded() {
         let m = migrator();
         let sql: Vec<&str> = m.iter().map(|m| m.sql.as_str()).collect();
-        assert_eq!(sql.len(), 5);
+        assert_eq!(sql.len(), 6);
         assert!(sql[0].contains("CREATE TABLE IF NOT EXISTS libp2p"));
         assert!(sql[1].contains("CREATE TABLE IF NOT EXISTS leader_state"));
         assert!(sql[2].contains("deals_live_by_checkpoint"));
         assert!(sql[3].contains("deals_by_piece_cid"));
-        assert!(sql[4].contains("piece_blocks_by_multihash"));
+        assert!(sql[4].contains("deals_ui_by_time") && sql[4].contains("deal_timeline"));
+        assert!(sql[5].contains("piece_blocks_by_multihash"));
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Trees: `meta` (`identity` -> key bytes), `deals` (16 UUID bytes -> [`StoredDeal`]
 //! JSON), `by_proposal_cid` and `by_signed_proposal_cid` (CID bytes -> UUID bytes),
-//! `live_by_checkpoint` and `by_piece_cid` (indexes, keys only); the piece directory:
+//! `live_by_checkpoint` and `by_piece_cid` (indexes, keys only), the dashboard's
+//! `ui_lists`, `ui_counters` and `ui_timeline` (see [`super::sled_ui`]); the piece directory:
 //! `piece_index` (piece CID bytes -> state JSON), `piece_blocks` (piece CID bytes ‖
 //! offset (8 bytes BE) -> length (8 bytes BE) ‖ multihash) and `blocks_by_multihash`
 //! (multihash ‖ piece CID bytes ‖ offset -> length). A new
@@ -28,12 +29,14 @@ use ::sled::{
     Transactional, Tree,
 };
 use dealport_core::{
+    dashboard::{DealQuery, HourCount, StateCounts},
     deal::{Checkpoint, DealRecord},
     piece_index::{BlockEntry, BlockLocation, IndexState},
     wire::{Cid, DealUuid},
 };
 
 use super::group_flush::GroupFlush;
+use super::sled_ui::{self, UiFacts};
 use super::{
     checkpoint_from_name, is_live, DbMillis, Fence, Inserted, LeaseGrant, LeaseRead, LeaseRow,
     RelayTarget, Store, StoreError, StoreFuture, StoredDeal, CHECKPOINTS,
@@ -66,6 +69,10 @@ struct Inner {
     piece_index: Tree,
     piece_blocks: Tree,
     blocks_by_multihash: Tree,
+    /// The dashboard's indexes (`sled_ui`), written with the deal.
+    ui_lists: Tree,
+    ui_counters: Tree,
+    ui_timeline: Tree,
     lease: Mutex<LocalLease>,
     group_flush: GroupFlush,
 }
@@ -79,6 +86,9 @@ const LIVE_INDEX_BUILT: &[u8] = b"live_index_v2";
 /// The meta key marking that `by_piece_cid` holds every deal (built once, as the live
 /// index).
 const PIECE_INDEX_BUILT: &[u8] = b"piece_index_v1";
+
+/// The meta key marking that the dashboard's trees hold every deal (built once).
+const UI_INDEX_BUILT: &[u8] = b"ui_index_v1";
 
 /// A deal's key in the piece index.
 fn piece_key(piece: &Cid, uuid: &[u8; 16]) -> Vec<u8> {
@@ -272,6 +282,9 @@ impl SledStore {
             piece_index: tree("piece_index")?,
             piece_blocks: tree("piece_blocks")?,
             blocks_by_multihash: tree("blocks_by_multihash")?,
+            ui_lists: tree("ui_lists")?,
+            ui_counters: tree("ui_counters")?,
+            ui_timeline: tree("ui_timeline")?,
             lease: Mutex::new(LocalLease::default()),
             group_flush: GroupFlush::new(),
             path,
@@ -279,6 +292,7 @@ impl SledStore {
         };
         inner.build_live_index()?;
         inner.build_piece_index()?;
+        inner.build_ui_index()?;
         Ok(SledStore {
             inner: Arc::new(inner),
             rt,
@@ -388,6 +402,27 @@ impl Inner {
         self.flush()
     }
 
+    /// Fill the dashboard's trees from the deals once, for a store written before they
+    /// existed.
+    fn build_ui_index(&self) -> Result<(), StoreError> {
+        if self.meta.get(UI_INDEX_BUILT).map_err(backend)?.is_some() {
+            return Ok(());
+        }
+        for kv in self.deals.iter() {
+            let (k, v) = kv.map_err(backend)?;
+            let deal = StoredDeal::decode(&hex::encode(&k), &v)?;
+            let facts = UiFacts::of(&deal);
+            (&self.ui_lists, &self.ui_counters, &self.ui_timeline)
+                .transaction(|(l, c, t)| {
+                    sled_ui::on_insert(l, c, t, &facts)?;
+                    Ok::<_, ::sled::transaction::ConflictableTransactionError<StoreError>>(())
+                })
+                .map_err(tx_error)?;
+        }
+        self.meta.insert(UI_INDEX_BUILT, &[]).map_err(backend)?;
+        self.flush()
+    }
+
     fn by_piece(&self, piece: &Cid, limit: usize) -> Result<Vec<DealRecord>, StoreError> {
         let prefix = piece.as_bytes();
         let mut out = Vec::new();
@@ -487,9 +522,22 @@ impl Inner {
             &self.by_signed_proposal_cid,
             &self.live,
             &self.by_piece_cid,
+            &self.ui_lists,
+            &self.ui_counters,
+            &self.ui_timeline,
         )
             .transaction(
-                |(deals, by_prop, by_signed, live, by_piece)| -> ConflictableTransactionResult<Inserted, StoreError> {
+                |(
+                    deals,
+                    by_prop,
+                    by_signed,
+                    live,
+                    by_piece,
+                    ui_lists,
+                    ui_counters,
+                    ui_timeline,
+                )|
+                 -> ConflictableTransactionResult<Inserted, StoreError> {
                     if deals.get(new.uuid)?.is_some() {
                         return Ok(Inserted::UuidExists);
                     }
@@ -507,30 +555,42 @@ impl Inner {
                         live.insert(&k, &[])?;
                     }
                     by_piece.insert(new.piece.as_slice(), &[])?;
+                    sled_ui::on_insert(ui_lists, ui_counters, ui_timeline, &new.ui)?;
                     Ok(Inserted::Yes)
                 },
             )
             .map_err(tx_error)
     }
 
-    fn update(&self, uuid: DealUuid, value: &[u8], new_live: LiveEntry) -> Result<(), StoreError> {
-        self.update_unflushed(uuid, value, new_live)?;
+    fn update(&self, up: &DealUpdate) -> Result<(), StoreError> {
+        self.update_unflushed(up)?;
         self.flush()
     }
 
-    fn update_unflushed(
-        &self,
-        uuid: DealUuid,
-        value: &[u8],
-        new_live: LiveEntry,
-    ) -> Result<(), StoreError> {
-        let LiveEntry {
-            key: new_live,
-            offline,
-        } = new_live;
-        (&self.deals, &self.live)
+    fn update_unflushed(&self, up: &DealUpdate) -> Result<(), StoreError> {
+        let DealUpdate {
+            uuid,
+            value,
+            live: new_live,
+            ui,
+        } = up;
+        let (
+            uuid,
+            LiveEntry {
+                key: new_live,
+                offline,
+            },
+        ) = (*uuid, *new_live);
+        let now = now_millis();
+        (
+            &self.deals,
+            &self.live,
+            &self.ui_lists,
+            &self.ui_counters,
+            &self.ui_timeline,
+        )
             .transaction(
-                |(deals, live)| -> ConflictableTransactionResult<(), StoreError> {
+                |(deals, live, ui_lists, ui_counters, ui_timeline)| -> ConflictableTransactionResult<(), StoreError> {
                     let Some(old) = deals.get(uuid.0)? else {
                         return ::sled::transaction::abort(StoreError::NoSuchDeal(uuid));
                     };
@@ -543,7 +603,10 @@ impl Inner {
                             live.insert(&k, &[])?;
                         }
                     }
-                    deals.insert(&uuid.0, value)?;
+                    if let Some(old_state) = sled_ui::stored_state(&old) {
+                        sled_ui::on_update(ui_lists, ui_counters, ui_timeline, old_state, ui, now)?;
+                    }
+                    deals.insert(&uuid.0, value.as_slice())?;
                     Ok(())
                 },
             )
@@ -559,6 +622,26 @@ struct NewDeal {
     signed: Vec<u8>,
     live: LiveEntry,
     piece: Vec<u8>,
+    ui: UiFacts,
+}
+
+/// A known deal's new record, ready for [`Inner::update`].
+struct DealUpdate {
+    uuid: DealUuid,
+    value: Vec<u8>,
+    live: LiveEntry,
+    ui: UiFacts,
+}
+
+impl DealUpdate {
+    fn of(deal: &DealRecord) -> DealUpdate {
+        DealUpdate {
+            uuid: deal.uuid,
+            value: StoredDeal::encode(deal),
+            live: LiveEntry::of(deal),
+            ui: UiFacts::of(deal),
+        }
+    }
 }
 
 impl NewDeal {
@@ -573,6 +656,7 @@ impl NewDeal {
                 &deal.params.client_deal_proposal.proposal.piece_cid,
                 &deal.uuid.0,
             ),
+            ui: UiFacts::of(deal),
         }
     }
 }
@@ -625,10 +709,8 @@ impl Store for SledStore {
     }
 
     fn update_deal<'a>(&'a self, deal: &'a DealRecord) -> StoreFuture<'a, ()> {
-        let uuid = deal.uuid;
-        let value = StoredDeal::encode(deal);
-        let live = LiveEntry::of(deal);
-        self.run(move |inner| inner.update(uuid, &value, live))
+        let up = DealUpdate::of(deal);
+        self.run(move |inner| inner.update(&up))
     }
 
     fn deal_by_uuid(&self, uuid: DealUuid) -> StoreFuture<'_, Option<DealRecord>> {
@@ -709,6 +791,30 @@ impl Store for SledStore {
         self.run(move |inner| inner.by_piece(&piece, limit))
     }
 
+    fn query_deals<'a>(&'a self, q: &'a DealQuery) -> StoreFuture<'a, Vec<DealRecord>> {
+        let q = q.clone();
+        self.run(move |inner| {
+            let uuids = sled_ui::query(&inner.ui_lists, &q)?;
+            let mut out = Vec::with_capacity(uuids.len());
+            for u in uuids {
+                out.extend(inner.get_deal(&u)?);
+            }
+            Ok(out)
+        })
+    }
+
+    fn state_counts(&self) -> StoreFuture<'_, StateCounts> {
+        self.run(|inner| sled_ui::counts(&inner.ui_counters))
+    }
+
+    fn hourly_counts(&self, since_hour: i64) -> StoreFuture<'_, Vec<HourCount>> {
+        self.run(move |inner| sled_ui::hourly(&inner.ui_counters, since_hour))
+    }
+
+    fn deal_timeline(&self, uuid: DealUuid) -> StoreFuture<'_, Vec<(u8, i64)>> {
+        self.run(move |inner| sled_ui::timeline(&inner.ui_timeline, &uuid.0))
+    }
+
     fn describe(&self) -> String {
         format!("sled at {}", self.inner.path.display())
     }
@@ -741,15 +847,13 @@ impl Store for SledStore {
         fence: &'a Fence,
         deal: &'a DealRecord,
     ) -> StoreFuture<'a, ()> {
-        let uuid = deal.uuid;
-        let value = StoredDeal::encode(deal);
-        let live = LiveEntry::of(deal);
+        let up = DealUpdate::of(deal);
         let fence = fence.clone();
         self.run(move |inner| {
             {
                 let lease = inner.lease();
                 lease.check(&fence)?;
-                inner.update_unflushed(uuid, &value, live)?;
+                inner.update_unflushed(&up)?;
             }
             inner.flush()
         })
