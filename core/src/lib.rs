@@ -15,6 +15,7 @@ pub mod facts;
 pub mod fuzzing;
 pub mod ipni;
 pub mod lease;
+pub mod mac;
 pub mod miner_info;
 pub mod piece_index;
 pub mod publish;

@@ -21,7 +21,7 @@ pub use deals::deal_json;
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use dealport_core::{dashboard::session::constant_time_eq, wire::DealUuid};
+use dealport_core::{mac::constant_time_eq, wire::DealUuid};
 use futures::{future, StreamExt};
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 use http_body_util::Full;
