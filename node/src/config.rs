@@ -1277,7 +1277,9 @@ bitswap = []
 # Advertise every indexed deal's blocks to IPNI (the network indexer) and serve the
 # advertisement chain at /ipni/v1/ad/head and /ipni/v1/ad/<cid>; a deal then goes
 # AddedPiece -> IndexedAndAnnounced -> Complete. Deals with SkipIPNIAnnounce are indexed
-# but not advertised. Signed with the node's libp2p identity (docs/ipni.md).
+# but not advertised. Signed with the node's libp2p identity (docs/ipni.md). Needs
+# [retrieval] serve_pieces = true: the advertisements name /ipfs/ and /piece/ as the
+# transports that serve the blocks.
 enable = false
 # Indexers to tell about each new advertisement (HTTP PUT of the announce message), e.g.
 # ["https://cid.contact/announce"]. Empty: none (offline).

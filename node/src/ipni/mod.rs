@@ -51,10 +51,17 @@ pub struct IpniSettings {
 impl IpniSettings {
     pub fn from_config(c: &Config) -> Result<IpniSettings, String> {
         let i = &c.ipni;
-        let mut transports = vec![TRANSPORT_IPFS_GATEWAY_HTTP];
-        if c.retrieval.serve_pieces {
-            transports.push(TRANSPORT_FILECOIN_PIECE_HTTP);
+        // An advertisement names the transports that serve its blocks; both are this
+        // node's `[retrieval]` routes, so without them it would point indexers at nothing.
+        if !c.retrieval.serve_pieces {
+            return Err(
+                "[ipni] enable = true needs [retrieval] serve_pieces = true: an \
+                 advertisement names the transports that serve its blocks (/ipfs/ and \
+                 /piece/), and without serve_pieces this node serves neither"
+                    .to_owned(),
+            );
         }
+        let transports = vec![TRANSPORT_IPFS_GATEWAY_HTTP, TRANSPORT_FILECOIN_PIECE_HTTP];
         Ok(IpniSettings {
             topic: i.topic.clone(),
             addresses: i.addresses.clone(),
@@ -137,4 +144,27 @@ pub fn leader_task(ipni: Arc<Ipni>) -> LeaderTask {
         let ipni = ipni.clone();
         Box::pin(async move { ipni.run().await })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn settings(extra: &str) -> Result<IpniSettings, String> {
+        let text = format!("[ipni]\nenable = true\n{extra}");
+        IpniSettings::from_config(&Config::parse(&text, Path::new("t.toml")).unwrap())
+    }
+
+    #[test]
+    fn advertising_needs_the_routes_that_serve_the_blocks() {
+        let e = settings("").unwrap_err();
+        assert!(e.contains("[retrieval] serve_pieces = true"), "{e}");
+        let s = settings("[retrieval]\nserve_pieces = true\n").unwrap();
+        assert_eq!(
+            s.transports,
+            [TRANSPORT_IPFS_GATEWAY_HTTP, TRANSPORT_FILECOIN_PIECE_HTTP]
+        );
+    }
 }
