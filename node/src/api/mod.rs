@@ -95,6 +95,29 @@ impl ApiError {
     pub fn into_response(self) -> StreamResponse {
         json(self.status, &serde_json::json!({ "error": self.message }))
     }
+
+    /// [`ApiError::into_response`] for a read-only route: a 405 says `Allow: GET, HEAD`.
+    pub fn into_read_only_response(self) -> StreamResponse {
+        let mut r = self.into_response();
+        if r.status() == StatusCode::METHOD_NOT_ALLOWED {
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        }
+        r
+    }
+}
+
+/// A read-only route's method: whether it is `HEAD` (`GET` otherwise); any other method
+/// is a 405 naming `route`.
+pub fn get_or_head(method: &Method, route: &str) -> Result<bool, ApiError> {
+    match *method {
+        Method::GET => Ok(false),
+        Method::HEAD => Ok(true),
+        _ => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{route} takes GET or HEAD, not {method}"),
+        )),
+    }
 }
 
 /// The one mapping of a lifecycle event's failure to HTTP.

@@ -13,12 +13,12 @@ use dealport_core::{
     ipni::{ipld::Ipld, signed_head},
     wire::Cid,
 };
-use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
+use http::{header, HeaderMap, Method, Response, StatusCode};
 use http_body_util::Full;
 
 use super::Ipni;
 use crate::{
-    api::ApiError,
+    api::{get_or_head, ApiError},
     http::{boxed, StreamResponse, StreamRoute},
     runtime::timeout,
 };
@@ -71,14 +71,7 @@ impl IpniHttp {
             Box::pin(async move {
                 match this.serve(&method, &path, cbor).await {
                     Ok(r) => r,
-                    Err(e) => {
-                        let mut r = e.into_response();
-                        if r.status() == StatusCode::METHOD_NOT_ALLOWED {
-                            r.headers_mut()
-                                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-                        }
-                        r
-                    }
+                    Err(e) => e.into_read_only_response(),
                 }
             })
         })
@@ -90,16 +83,7 @@ impl IpniHttp {
         path: &str,
         cbor: bool,
     ) -> Result<StreamResponse, ApiError> {
-        let head_only = match *method {
-            Method::GET => false,
-            Method::HEAD => true,
-            _ => {
-                return Err(ApiError::new(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    format!("{PREFIX}… takes GET or HEAD, not {method}"),
-                ))
-            }
-        };
+        let head_only = get_or_head(method, &format!("{PREFIX}…"))?;
         let Some(segment) = path.strip_prefix(PREFIX).filter(|s| !s.contains('/')) else {
             return Err(ApiError::not_found(format!(
                 "no such IPNI resource {path}: the publisher serves {PREFIX}head and {PREFIX}<cid>"

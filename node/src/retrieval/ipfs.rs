@@ -25,7 +25,7 @@ use http_body_util::{BodyExt, Full};
 
 use super::piece::{store_timeout, PieceServer, LOOKUP_BOUND};
 use crate::{
-    api::ApiError,
+    api::{get_or_head, ApiError},
     http::{StreamResponse, StreamRoute},
     metrics::Metrics,
     runtime::{timeout, unblock, Runtime},
@@ -86,12 +86,7 @@ impl IpfsServer {
                         if e.status == StatusCode::NOT_FOUND {
                             this.metrics.block_not_found();
                         }
-                        let mut r = e.into_response();
-                        if r.status() == StatusCode::METHOD_NOT_ALLOWED {
-                            r.headers_mut()
-                                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-                        }
-                        r
+                        e.into_read_only_response()
                     }
                 }
             })
@@ -104,16 +99,7 @@ impl IpfsServer {
         target: &str,
         accept: Option<&str>,
     ) -> Result<StreamResponse, ApiError> {
-        let head = match *method {
-            Method::GET => false,
-            Method::HEAD => true,
-            _ => {
-                return Err(ApiError::new(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    format!("{PREFIX}<cid> takes GET or HEAD, not {method}"),
-                ))
-            }
-        };
+        let head = get_or_head(method, &format!("{PREFIX}<cid>"))?;
         let req = parse_request(target, accept).map_err(|e| ApiError::bad_request(e.0))?;
         let locations = timeout(
             LOOKUP_BOUND,

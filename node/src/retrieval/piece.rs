@@ -17,7 +17,7 @@ use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use http_body_util::BodyExt;
 
 use crate::{
-    api::{file_response_with, ApiError, FileMeta},
+    api::{file_response_with, get_or_head, ApiError, FileMeta},
     exec::{piece_store::PieceStore, staging::Staging},
     http::{StreamResponse, StreamRoute},
     metrics::Metrics,
@@ -103,12 +103,7 @@ impl PieceServer {
                 if e.status == StatusCode::NOT_FOUND {
                     self.metrics.piece_not_found();
                 }
-                let mut r = e.into_response();
-                if r.status() == StatusCode::METHOD_NOT_ALLOWED {
-                    r.headers_mut()
-                        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-                }
-                r
+                e.into_read_only_response()
             }
         }
     }
@@ -119,16 +114,7 @@ impl PieceServer {
         segment: &str,
         range: Option<&HeaderValue>,
     ) -> Result<StreamResponse, ApiError> {
-        let head = match *method {
-            Method::GET => false,
-            Method::HEAD => true,
-            _ => {
-                return Err(ApiError::new(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    format!("{PREFIX}<pieceCid> takes GET or HEAD, not {method}"),
-                ))
-            }
-        };
+        let head = get_or_head(method, &format!("{PREFIX}<pieceCid>"))?;
         if segment.is_empty() || segment.contains('/') {
             return Err(ApiError::bad_request(format!(
                 "expected {PREFIX}<pieceCid>, got {PREFIX}{segment}"
