@@ -18,7 +18,7 @@ use dealport_node::store::{
     Fence, Store,
 };
 use dealport_testkit::{
-    node::{golden, hold_lease, runtime, within},
+    node::{golden, hold_lease, reopen_sled, runtime, within},
     postgres::PgServer,
 };
 use futures::executor::block_on;
@@ -181,21 +181,6 @@ async fn check(store: &dyn Store, all: &[DealRecord]) {
     assert!(t.windows(2).all(|w| w[0].0 < w[1].0));
 }
 
-fn reopen(dir: &std::path::Path) -> SledStore {
-    let mut n = 0;
-    loop {
-        match SledStore::open(dir, runtime()) {
-            Ok(s) => break s,
-            // sled's flusher thread of the dropped store still holds the lock.
-            Err(_) if n < 100 => {
-                n += 1;
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => panic!("{e}"),
-        }
-    }
-}
-
 #[test]
 fn sled_dashboard_reads_match_the_oracle_across_a_reopen_and_for_an_old_store() {
     let dir = tempfile::tempdir().unwrap();
@@ -208,7 +193,7 @@ fn sled_dashboard_reads_match_the_oracle_across_a_reopen_and_for_an_old_store() 
             all
         })
     };
-    block_on(check(&reopen(dir.path()), &all));
+    block_on(check(&reopen_sled(dir.path()), &all));
     // As a store written before the dashboard: no ui trees, no marker. The timeline of
     // such a store holds only what open rebuilt (the current state); check the rest.
     {
@@ -232,7 +217,7 @@ fn sled_dashboard_reads_match_the_oracle_across_a_reopen_and_for_an_old_store() 
         db.open_tree("meta").unwrap().remove("ui_index_v1").unwrap();
         db.flush().unwrap();
     }
-    block_on(check(&reopen(dir.path()), &all));
+    block_on(check(&reopen_sled(dir.path()), &all));
 }
 
 #[test]

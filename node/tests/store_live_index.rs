@@ -15,7 +15,7 @@ use dealport_node::store::{
     Fence, Store, CHECKPOINTS,
 };
 use dealport_testkit::{
-    node::{a4_deal, hold_lease, runtime, within},
+    node::{a4_deal, hold_lease, reopen_sled, runtime, within},
     postgres::PgServer,
 };
 use futures::executor::block_on;
@@ -143,20 +143,7 @@ fn sled_index_follows_every_transition_and_a_restart() {
         })
     };
     // Reopened (the first store dropped): the index is what was written.
-    block_on(assert_index(&reopen(dir.path()), &deals));
-}
-
-/// Open the sled store in `dir`, waiting out the lock of a store just dropped.
-fn reopen(dir: &std::path::Path) -> SledStore {
-    let mut n = 0;
-    loop {
-        match SledStore::open(dir, runtime()) {
-            Ok(s) => break s,
-            // sled's flusher thread of the dropped store still holds the lock.
-            Err(_) if n < 100 => n += 1,
-            Err(e) => panic!("{e}"),
-        }
-    }
+    block_on(assert_index(&reopen_sled(dir.path()), &deals));
 }
 
 /// A store written by a version whose live index kept offline deals with the online
@@ -175,7 +162,7 @@ fn sled_index_of_an_older_store_is_rebuilt_with_offline_deals_apart() {
             }
         });
     }
-    drop(reopen(dir.path()));
+    drop(reopen_sled(dir.path()));
     // Rewrite the index as version 1 had it: every deal at `Accepted` under byte 0.
     {
         let db = sled::open(dir.path().join("store")).unwrap();
@@ -191,7 +178,7 @@ fn sled_index_of_an_older_store_is_rebuilt_with_offline_deals_apart() {
         meta.insert(b"live_index_v1", &[]).unwrap();
         db.flush().unwrap();
     }
-    let store = reopen(dir.path());
+    let store = reopen_sled(dir.path());
     block_on(assert_index(&store, &deals));
 }
 

@@ -14,7 +14,7 @@ use dealport_node::store::{
     Store,
 };
 use dealport_testkit::{
-    node::{runtime, within},
+    node::{reopen_sled, runtime, within},
     postgres::PgServer,
 };
 use futures::executor::block_on;
@@ -194,21 +194,6 @@ async fn reindex(store: &dyn Store) {
     );
 }
 
-fn reopen(dir: &std::path::Path) -> SledStore {
-    let mut n = 0;
-    loop {
-        match SledStore::open(dir, runtime()) {
-            Ok(s) => break s,
-            // sled's flusher thread of the dropped store still holds the lock.
-            Err(_) if n < 100 => {
-                n += 1;
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => panic!("{e}"),
-        }
-    }
-}
-
 #[test]
 fn sled_piece_directory() {
     let dir = tempfile::tempdir().unwrap();
@@ -219,7 +204,7 @@ fn sled_piece_directory() {
             check(&*store).await;
         });
     }
-    let again = reopen(dir.path());
+    let again = reopen_sled(dir.path());
     block_on(async {
         check(&again).await;
         reindex(&again).await;

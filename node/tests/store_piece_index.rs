@@ -14,7 +14,7 @@ use dealport_node::store::{
     Fence, Store,
 };
 use dealport_testkit::{
-    node::{golden, hold_lease, runtime, within},
+    node::{golden, hold_lease, reopen_sled, runtime, within},
     postgres::PgServer,
 };
 use futures::executor::block_on;
@@ -76,21 +76,6 @@ async fn check(store: &dyn Store) {
     );
 }
 
-fn reopen(dir: &std::path::Path) -> SledStore {
-    let mut n = 0;
-    loop {
-        match SledStore::open(dir, runtime()) {
-            Ok(s) => break s,
-            // sled's flusher thread of the dropped store still holds the lock.
-            Err(_) if n < 100 => {
-                n += 1;
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => panic!("{e}"),
-        }
-    }
-}
-
 #[test]
 fn sled_finds_deals_by_piece_across_a_restart_and_builds_the_index_for_an_old_store() {
     let dir = tempfile::tempdir().unwrap();
@@ -102,7 +87,7 @@ fn sled_finds_deals_by_piece_across_a_restart_and_builds_the_index_for_an_old_st
             check(&*store).await;
         });
     }
-    block_on(check(&reopen(dir.path())));
+    block_on(check(&reopen_sled(dir.path())));
     // As a store written before the index: no index tree, no marker.
     {
         let mut n = 0;
@@ -126,7 +111,7 @@ fn sled_finds_deals_by_piece_across_a_restart_and_builds_the_index_for_an_old_st
             .unwrap();
         db.flush().unwrap();
     }
-    block_on(check(&reopen(dir.path())));
+    block_on(check(&reopen_sled(dir.path())));
 }
 
 #[test]

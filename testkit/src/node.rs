@@ -24,6 +24,22 @@ use dealport_node::{
     store::{sled::SledStore, Fence, LeaseGate, Store},
 };
 
+/// Open the sled store in `dir` again, waiting out (bounded) the lock that a store just
+/// dropped still holds while sled's flusher thread ends.
+pub fn reopen_sled(dir: &std::path::Path) -> SledStore {
+    let mut tries = 0;
+    loop {
+        match SledStore::open(dir, runtime()) {
+            Ok(s) => return s,
+            Err(_) if tries < 100 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
 /// Take `store`'s lease as node "holder" and open a gate with its fence for a minute,
 /// as a node's lease loop does.
 pub async fn hold_lease(store: &Arc<dyn Store>) -> (Arc<LeaseGate>, Fence) {

@@ -7,7 +7,7 @@
 //! good CARs through `/ipfs/<cid>` as a raw block and as a one-block CAR (each hashed to
 //! its CID here), checks the refusals (404, 400 with reasons), and after the node stops
 //! compares the store's entries with the expected set.
-use std::{collections::BTreeSet, net::SocketAddr, path::Path, process::Command, time::Duration};
+use std::{collections::BTreeSet, net::SocketAddr, time::Duration};
 
 use dealport_core::{
     car::{section_prefix, v1_header},
@@ -27,7 +27,7 @@ use crate::{
         golden::A4_CLIENT_KEY_FILE,
         http::{request, request_raw},
         probe::wait_until,
-        process::{DataDir, Node},
+        process::{deals_import, DataDir, Node},
     },
 };
 
@@ -134,25 +134,6 @@ fn car_v2(v1: &[u8]) -> Vec<u8> {
 }
 
 // ---- The node -------------------------------------------------------------------------
-
-fn import(bin: &str, dir: &Path, http: SocketAddr, uuid: &str, bytes: &[u8]) -> String {
-    let file = dir.join(format!("{uuid}.in"));
-    std::fs::write(&file, bytes).expect("write the file");
-    let out = Command::new(bin)
-        .args(["deals", "import", uuid])
-        .arg(&file)
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["--node", &format!("http://{http}")])
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run deals import");
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// The deal's piece index as the API shows it, once it is no longer `not-yet`.
 fn index_of(http: SocketAddr, uuid: &str) -> serde_json::Value {
@@ -284,7 +265,7 @@ pub fn deals_cars_are_indexed_and_their_blocks_served_by_cid(bin: &str) {
     ];
     for (uuid, bytes) in cases {
         propose(bin, &p2p, &wallet, uuid, &piece_of(bytes), &["--offline"]);
-        let said = import(bin, &d.path, http, uuid, bytes);
+        let said = deals_import(bin, &d.path, http, uuid, bytes);
         assert!(said.contains("imported"), "{uuid}: {said}");
     }
     let states: Vec<serde_json::Value> = cases.iter().map(|(u, _)| index_of(http, u)).collect();

@@ -6,7 +6,7 @@
 //! code); a deal's piece is 404 once the deal failed, even with its data left on disk;
 //! garbage is 400.
 //! (`keep_pieces` after sealing is in `execution_lifecycle`, where a deal gets sealed.)
-use std::{net::SocketAddr, path::Path, process::Command, time::Duration};
+use std::time::Duration;
 
 use dealport_core::wire::{
     primitives::padded_piece_size, Cid, TransportProtocol, TransportsResponse,
@@ -20,7 +20,7 @@ use crate::{
         config,
         golden::A4_CLIENT_KEY_FILE,
         http::{request, request_raw},
-        process::{DataDir, Node, Ready},
+        process::{deals_import, DataDir, Node, Ready},
         rust_client::Client,
     },
 };
@@ -66,26 +66,6 @@ pub fn transports_answer_lists_the_configured_endpoints_byte_for_byte(bin: &str)
     let r = request(ready.http, "GET", &format!("/piece/{piece}"), None, None);
     assert_eq!(r.status, 404, "serving is off");
     drop(node);
-}
-
-/// `dealport deals import <uuid> <file>` against the running node.
-fn import(bin: &str, dir: &Path, http: SocketAddr, uuid: &str, bytes: &[u8]) -> String {
-    let file = dir.join(format!("{uuid}.car"));
-    std::fs::write(&file, bytes).expect("write the file");
-    let out = Command::new(bin)
-        .args(["deals", "import", uuid])
-        .arg(&file)
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["--node", &format!("http://{http}")])
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run deals import");
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// The piece CID of `bytes` computed here, bit by bit.
@@ -134,7 +114,7 @@ pub fn pieces_are_served_by_range_and_head_never_a_failed_deals(bin: &str) {
     let good = data(300_000, 21);
     let good_piece = piece_of(&good);
     propose(bin, &p2p, &wallet, GOOD_UUID, &good_piece, &["--offline"]);
-    let said = import(bin, &d.path, http, GOOD_UUID, &good);
+    let said = deals_import(bin, &d.path, http, GOOD_UUID, &good);
     assert!(said.contains("imported"), "{said}");
     // The other is served until it fails (here the sealing system reports a failure
     // after its data came in); then never, though keep_staging leaves its data on disk.
@@ -148,7 +128,7 @@ pub fn pieces_are_served_by_range_and_head_never_a_failed_deals(bin: &str) {
         &failed_piece,
         &["--offline"],
     );
-    let said = import(bin, &d.path, http, FAILED_UUID, &other);
+    let said = deals_import(bin, &d.path, http, FAILED_UUID, &other);
     assert!(said.contains("imported"), "{said}");
     let r = request(
         http,

@@ -27,6 +27,27 @@ pub fn dealport(bin: &str, args: &[&str], dir: &Path) -> Output {
         .unwrap_or_else(|e| panic!("cannot run {bin}: {e}"))
 }
 
+/// `dealport deals import <uuid> <file>` of `bytes` (written beside the data dir's files)
+/// against the node at `http`: what it printed, stdout then stderr.
+pub fn deals_import(
+    bin: &str,
+    dir: &Path,
+    http: std::net::SocketAddr,
+    uuid: &str,
+    bytes: &[u8],
+) -> String {
+    let file = dir.join(format!("{uuid}.import"));
+    std::fs::write(&file, bytes).expect("write the file");
+    let file = file.to_str().expect("a UTF-8 path");
+    let node = format!("http://{http}");
+    let out = dealport(bin, &["deals", "import", uuid, file, "--node", &node], dir);
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// A fresh data dir (its own temp dir) after `dealport init`.
 pub struct DataDir {
     _tmp: TempDir,
