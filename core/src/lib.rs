@@ -12,6 +12,7 @@ pub mod dashboard;
 pub mod db_target;
 pub mod deal;
 pub mod facts;
+pub mod fifo_map;
 pub mod fuzzing;
 pub mod ipni;
 pub mod lease;

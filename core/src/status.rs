@@ -9,12 +9,12 @@
 //! Verifying a BLS signature costs a pairing (about 1.7 ms), and Boost clients poll with
 //! the same signature again and again, so results go through a bounded [`VerifyCache`].
 use crate::deal::{Checkpoint, DealRecord, DealState};
+use crate::fifo_map::FifoMap;
 use crate::sig;
 use crate::wire::{
     Address, DealStatus, DealStatusRequest, DealStatusResponse, DealUuid, Network, Protocol,
     Signature,
 };
-use std::collections::{HashMap, VecDeque};
 
 /// Boost's error when the signature does not verify (or is malformed).
 pub const SIGNATURE_VERIFICATION_FAILED: &str = "signature verification failed";
@@ -174,9 +174,7 @@ pub fn status_response(deal: &DealRecord) -> DealStatusResponse {
 /// whatever the signature size); a false hit would need a blake2b-256 collision.
 #[derive(Debug)]
 pub struct VerifyCache {
-    capacity: usize,
-    entries: HashMap<[u8; 32], bool>,
-    order: VecDeque<[u8; 32]>,
+    entries: FifoMap<[u8; 32], bool>,
     hits: u64,
     misses: u64,
 }
@@ -185,9 +183,7 @@ impl VerifyCache {
     /// A cache holding at most `capacity` results (0 = verify every time).
     pub fn new(capacity: usize) -> VerifyCache {
         VerifyCache {
-            capacity,
-            entries: HashMap::with_capacity(capacity.min(1 << 16)),
-            order: VecDeque::with_capacity(capacity.min(1 << 16)),
+            entries: FifoMap::new(capacity),
             hits: 0,
             misses: 0,
         }
@@ -204,15 +200,7 @@ impl VerifyCache {
         }
         self.misses += 1;
         let ok = sig::verify(sig.sig_type, &sig.data, signer.as_bytes(), &uuid.0).is_ok();
-        if self.capacity > 0 {
-            while self.order.len() >= self.capacity {
-                if let Some(old) = self.order.pop_front() {
-                    self.entries.remove(&old);
-                }
-            }
-            self.entries.insert(key, ok);
-            self.order.push_back(key);
-        }
+        self.entries.insert(key, ok, 1);
         ok
     }
 
@@ -236,7 +224,7 @@ impl VerifyCache {
     }
 
     pub fn capacity(&self) -> usize {
-        self.capacity
+        self.entries.max_cost()
     }
 }
 

@@ -13,6 +13,7 @@ mod fence;
 mod group_flush;
 pub mod pg_connect;
 pub mod postgres;
+mod recent;
 pub mod sled;
 mod sled_ui;
 

@@ -38,6 +38,7 @@ use dealport_core::{
 };
 
 use super::group_flush::GroupFlush;
+use super::recent::RecentDeals;
 use super::sled_ui::{self, UiFacts};
 use super::{
     checkpoint_from_name, is_live, DbMillis, Fence, Inserted, IpniAdRef, IpniHead, IpniPublish,
@@ -86,6 +87,7 @@ struct Inner {
     ui_timeline: Tree,
     lease: Mutex<LocalLease>,
     group_flush: GroupFlush,
+    recent: RecentDeals<DealRecord>,
 }
 
 /// The meta key marking that `live` holds every live deal (built once on the first open
@@ -302,6 +304,7 @@ impl SledStore {
             ui_timeline: tree("ui_timeline")?,
             lease: Mutex::new(LocalLease::default()),
             group_flush: GroupFlush::new(),
+            recent: RecentDeals::new(),
             path,
             db,
         };
@@ -355,6 +358,17 @@ fn restrict_permissions(dir: &Path) {
 }
 
 impl Inner {
+    /// [`Inner::get_deal`], remembering what it read in `recent`.
+    fn get_recent_deal(&self, uuid: &[u8; 16]) -> Result<Option<DealRecord>, StoreError> {
+        let generation = self.recent.generation();
+        let Some(v) = self.deals.get(uuid).map_err(backend)? else {
+            return Ok(None);
+        };
+        let deal = StoredDeal::decode(&hex::encode(uuid), &v)?;
+        self.recent.offer(generation, *uuid, &deal, v.len());
+        Ok(Some(deal))
+    }
+
     fn get_deal(&self, uuid: &[u8]) -> Result<Option<DealRecord>, StoreError> {
         let Some(v) = self.deals.get(uuid).map_err(backend)? else {
             return Ok(None);
@@ -597,7 +611,7 @@ impl Inner {
             },
         ) = (*uuid, *new_live);
         let now = now_millis();
-        (
+        let written = (
             &self.deals,
             &self.live,
             &self.ui_lists,
@@ -625,7 +639,10 @@ impl Inner {
                     Ok(())
                 },
             )
-            .map_err(tx_error)
+            .map_err(tx_error);
+        // After the commit (whatever it said), so no read can bring the old record back.
+        self.recent.forget(&uuid.0);
+        written
     }
 }
 
@@ -856,7 +873,12 @@ impl Store for SledStore {
     }
 
     fn deal_by_uuid(&self, uuid: DealUuid) -> StoreFuture<'_, Option<DealRecord>> {
-        self.run(move |inner| inner.get_deal(&uuid.0))
+        // A recent record is answered here: the hand-off to the blocking pool would cost
+        // more than the read (a client polling its deal's status asks again and again).
+        if let Some(deal) = self.inner.recent.get(&uuid.0) {
+            return Box::pin(std::future::ready(Ok(Some(deal))));
+        }
+        self.run(move |inner| inner.get_recent_deal(&uuid.0))
     }
 
     fn deal_by_proposal_cid<'a>(&'a self, cid: &'a Cid) -> StoreFuture<'a, Option<DealRecord>> {
