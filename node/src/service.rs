@@ -408,23 +408,23 @@ impl Inner {
         if let Some(r) = accept::disabled_miner(&params, policy) {
             return self.reject(protocol, &peer, &params, r);
         }
-        let by_uuid = match self.store.deal_by_uuid(params.deal_uuid).await {
-            Ok(d) => d,
+        let proposal_cid = params.client_deal_proposal.proposal.cid();
+        let lookup = || {
+            self.store
+                .deals_for_proposal(params.deal_uuid, &proposal_cid)
+        };
+        let (mut by_uuid, mut by_prop) = match lookup().await {
+            Ok(found) => found,
             Err(e) => return self.reject_store(protocol, &peer, params.deal_uuid, &e),
         };
         if accept::is_identical_retry(&params, by_uuid.as_ref()) {
             return self.accepted_again(protocol, &peer, &params);
         }
         let facts = self.chain.facts_for(&params).await;
-        let proposal_cid = params.client_deal_proposal.proposal.cid();
         // Twice at most: a concurrent insert of the same UUID or proposal between our
-        // lookups and our insert is decided again against what won.
-        let mut by_uuid = by_uuid;
+        // lookups and our insert is decided again against what won (the insert itself
+        // refuses a duplicate atomically).
         for _ in 0..2 {
-            let by_prop = match self.store.deal_by_proposal_cid(&proposal_cid).await {
-                Ok(d) => d,
-                Err(e) => return self.reject_store(protocol, &peer, params.deal_uuid, &e),
-            };
             // This very deal (a retry racing its first attempt) may have landed after the
             // UUID lookup: it is the UUID's record then, not another deal's duplicate.
             if by_uuid.is_none() {
@@ -468,8 +468,8 @@ impl Inner {
                     return DealResponse::accepted();
                 }
                 Ok(Inserted::UuidExists | Inserted::ProposalExists(_)) => {
-                    by_uuid = match self.store.deal_by_uuid(params.deal_uuid).await {
-                        Ok(d) => d,
+                    (by_uuid, by_prop) = match lookup().await {
+                        Ok(found) => found,
                         Err(e) => return self.reject_store(protocol, &peer, params.deal_uuid, &e),
                     };
                 }

@@ -168,6 +168,29 @@ async fn deals_and_identity(store: &dyn Store, writes: Writes) -> Keypair {
             .as_ref(),
         Some(&deal)
     );
+    // What a new proposal is checked against, in one call.
+    let other_uuid = DealUuid([9; 16]);
+    assert_eq!(
+        store
+            .deals_for_proposal(deal.uuid, &deal.proposal_cid)
+            .await
+            .unwrap(),
+        (Some(deal.clone()), Some(deal.clone()))
+    );
+    assert_eq!(
+        store
+            .deals_for_proposal(other_uuid, &deal.proposal_cid)
+            .await
+            .unwrap(),
+        (None, Some(deal.clone()))
+    );
+    assert_eq!(
+        store
+            .deals_for_proposal(deal.uuid, &deal.signed_proposal_cid)
+            .await
+            .unwrap(),
+        (Some(deal.clone()), None)
+    );
     // The proposal CID is not a signed proposal CID and vice versa.
     assert_eq!(
         store

@@ -1,6 +1,14 @@
 //! `dealport` on smol: the executor and the blocking pool. Everything else, signals
 //! included, is in `dealport_app` and `dealport_node`.
 
+/// jemalloc rather than glibc's malloc: on a million-deal sled store, where every
+/// proposal pages sled leaves in and out on the blocking pool's threads, glibc's per-thread
+/// arenas fragment (`malloc_consolidate` and `unlink_chunk` high in the profile); jemalloc
+/// accepted ~1.5x the deals per second there, at less memory (BENCHMARKS.md, "A long
+/// history").
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::{
     process::ExitCode,
     sync::{Arc, OnceLock},

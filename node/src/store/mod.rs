@@ -121,6 +121,20 @@ pub trait Store: Send + Sync + 'static {
     fn deal_by_uuid(&self, uuid: DealUuid) -> StoreFuture<'_, Option<DealRecord>>;
     /// By the on-chain proposal CID (blake2b-256 dag-cbor of the DealProposal).
     fn deal_by_proposal_cid<'a>(&'a self, cid: &'a Cid) -> StoreFuture<'a, Option<DealRecord>>;
+    /// What a new proposal is checked against: the deal under its UUID and the deal with
+    /// its proposal CID. One call, so a backend can answer both with one trip (sled: one
+    /// hand-off to the blocking pool instead of two).
+    fn deals_for_proposal<'a>(
+        &'a self,
+        uuid: DealUuid,
+        proposal_cid: &'a Cid,
+    ) -> StoreFuture<'a, (Option<DealRecord>, Option<DealRecord>)> {
+        Box::pin(async move {
+            let by_uuid = self.deal_by_uuid(uuid).await?;
+            let by_proposal = self.deal_by_proposal_cid(proposal_cid).await?;
+            Ok((by_uuid, by_proposal))
+        })
+    }
     /// By the signed proposal CID (sha2-256 dag-cbor of the ClientDealProposal).
     fn deal_by_signed_proposal_cid<'a>(
         &'a self,

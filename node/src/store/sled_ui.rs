@@ -121,12 +121,22 @@ pub(super) fn on_insert(
         &[1, i64::from(failed)],
     )?;
     // Kept when already there (an index rebuilt for an old store keeps what it had).
-    let tk = [&f.uuid[..], &[f.state]].concat();
+    let tk = timeline_key(f);
     if timeline.get(&tk)?.is_none() {
         let at_ms = f.created_at_unix_nanos.div_euclid(1_000_000);
         timeline.insert(tk, &at_ms.to_be_bytes())?;
     }
     Ok(())
+}
+
+/// The deal's key in `ui_timeline` for its current state.
+fn timeline_key(f: &UiFacts) -> Vec<u8> {
+    [&f.uuid[..], &[f.state]].concat()
+}
+
+/// Read the `ui_timeline` leaf [`on_insert`] will write (see `Inner::warm` in sled.rs).
+pub(super) fn warm(timeline: &Tree, f: &UiFacts) {
+    let _ = timeline.get(timeline_key(f));
 }
 
 /// A deal that moved from state `old` to `f.state` at `now_ms` (inside the update's
@@ -159,7 +169,7 @@ pub(super) fn on_update(
             &[0, d],
         )?;
     }
-    let tk = [&f.uuid[..], &[f.state]].concat();
+    let tk = timeline_key(f);
     if timeline.get(&tk)?.is_none() {
         timeline.insert(tk, &now_ms.to_be_bytes())?;
     }
