@@ -129,7 +129,7 @@ pub(crate) async fn run(shell: Shell, at: Location, store_flag: Option<String>) 
         )),
         shell.runtime.clone(),
         metrics.clone(),
-        Duration::from_secs(30),
+        dealport_node::exec::index::RESCAN,
     );
     transfers.set_index_notifier(index_wake);
     if config.api.token.is_empty() {

@@ -163,3 +163,53 @@ fn postgres_indexes_a_piece_as_a_stream() {
         scenario(store, dir.path()).await;
     }));
 }
+
+/// The indexer looks at a deal once: a scan settles it (here: no data to read), a later
+/// scan does not look at it again (so deals waiting for sealing cost nothing at rest),
+/// and a notice that the deal's data is in indexes its piece.
+#[test]
+fn sled_settled_deals_are_not_looked_at_again_and_a_notice_indexes() {
+    use dealport_core::deal::DealEvent;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path(), runtime()).unwrap());
+    let staging = Staging::new(dir.path().join("staging"));
+    let (ix, _notices) = Indexer::new(
+        store.clone(),
+        staging.clone(),
+        None,
+        runtime(),
+        Arc::new(Metrics::new()),
+        Duration::from_secs(3600),
+    );
+    block_on(async {
+        let mut deal = dealport_testkit::node::a4_deal(1);
+        let size = deal.params.transfer.size;
+        deal.apply(DealEvent::Transferred { bytes: size }).unwrap();
+        store.insert_new_deal(&deal).await.unwrap();
+        let piece = deal.params.client_deal_proposal.proposal.piece_cid.clone();
+
+        ix.scan().await; // no data: settled, remembered
+        assert_eq!(
+            store.piece_index_state(&piece).await.unwrap(),
+            IndexState::NotYet
+        );
+
+        let (bytes, want) = car(3);
+        let path = staging.data_path(deal.uuid);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &bytes).unwrap();
+        ix.scan().await;
+        assert_eq!(
+            store.piece_index_state(&piece).await.unwrap(),
+            IndexState::NotYet,
+            "a rescan looked at a deal it had settled"
+        );
+
+        ix.deal_data_in(deal.uuid).await;
+        assert_eq!(
+            store.piece_index_state(&piece).await.unwrap(),
+            IndexState::Indexed { blocks: 3 }
+        );
+        assert_eq!(all_entries(&*store, &piece).await, want);
+    });
+}

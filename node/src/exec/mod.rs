@@ -25,7 +25,10 @@ pub mod throttle;
 use std::{
     collections::HashSet,
     path::Path,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
     time::Duration,
 };
 
@@ -114,6 +117,15 @@ impl TransferSettings {
     }
 }
 
+/// How the piece indexer hears of data that came in: each deal's UUID on a bounded
+/// channel, and a flag raised when the channel was full (the indexer then reads all the
+/// deals with data, as at its start).
+#[derive(Clone)]
+pub struct IndexNotices {
+    pub deals: mpsc::Sender<DealUuid>,
+    pub missed: Arc<AtomicBool>,
+}
+
 /// The executor's shared state: staging, the deals whose data is coming in right now,
 /// the bandwidth cap, the accept notifications.
 pub struct Transfers {
@@ -124,8 +136,8 @@ pub struct Transfers {
     throttle: Throttle,
     in_flight: Mutex<HashSet<DealUuid>>,
     wake: futures::lock::Mutex<mpsc::Receiver<DealUuid>>,
-    /// Wakes the piece indexer ([`index`]) when a deal's data is in.
-    index_wake: Mutex<Option<mpsc::Sender<()>>>,
+    /// Tells the piece indexer ([`index`]) which deal's data is in.
+    index_wake: Mutex<Option<IndexNotices>>,
 }
 
 /// A deal's data is coming in (download or import) while this lives.
@@ -162,20 +174,22 @@ impl Transfers {
         })
     }
 
-    /// Wake `indexer` whenever a deal's data is in.
-    pub fn set_index_notifier(&self, indexer: mpsc::Sender<()>) {
+    /// Tell the indexer whenever a deal's data is in.
+    pub fn set_index_notifier(&self, indexer: IndexNotices) {
         *self.index_wake.lock().unwrap_or_else(|e| e.into_inner()) = Some(indexer);
     }
 
-    /// A deal's data is in: the indexer has work (a full queue already says so).
-    fn data_in(&self) {
-        if let Some(tx) = self
+    /// `uuid`'s data is in: the indexer has work.
+    fn data_in(&self, uuid: DealUuid) {
+        if let Some(n) = self
             .index_wake
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_mut()
         {
-            let _ = tx.try_send(());
+            if n.deals.try_send(uuid).is_err() {
+                n.missed.store(true, Ordering::Release);
+            }
         }
     }
 
@@ -325,7 +339,7 @@ impl Transfers {
             .apply_event(uuid, DealEvent::Transferred { bytes })
             .await
             .map_err(|e| ExecError::Apply(uuid, e))?;
-        self.data_in();
+        self.data_in(uuid);
         Ok(deal)
     }
 

@@ -211,7 +211,7 @@ async fn download_one(t: Arc<Transfers>, uuid: DealUuid) {
         {
             Ok(_) => {
                 tracing::info!(deal = %uuid, bytes, "transferred, piece CID checked");
-                t.data_in();
+                t.data_in(uuid);
             }
             Err(e) => tracing::warn!(deal = %uuid, error = %e, "cannot record Transferred"),
         },
