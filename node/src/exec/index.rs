@@ -163,7 +163,9 @@ impl Indexer {
 
     /// One scan: index every piece found not yet indexed.
     pub async fn scan(&self) {
-        for (piece, deals) in self.pieces_to_index().await {
+        let pieces = self.pieces_to_index().await;
+        tracing::debug!(pieces = pieces.len(), "indexer: scan");
+        for (piece, deals) in pieces {
             self.settle(&piece, &deals).await;
         }
     }
