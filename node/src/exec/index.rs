@@ -161,12 +161,21 @@ impl Indexer {
         pieces
     }
 
-    /// One scan: index every piece found not yet indexed.
+    /// Scans until one finds fewer than [`MAX_PER_SCAN`] pieces or settles none of them
+    /// (the next rescan tries those again); as many scans at most as the remembered deals
+    /// fill, so more deals with data than it remembers cannot keep it going.
     pub async fn scan(&self) {
-        let pieces = self.pieces_to_index().await;
-        tracing::debug!(pieces = pieces.len(), "indexer: scan");
-        for (piece, deals) in pieces {
-            self.settle(&piece, &deals).await;
+        for _ in 0..REMEMBERED / MAX_PER_SCAN {
+            let pieces = self.pieces_to_index().await;
+            tracing::debug!(pieces = pieces.len(), "indexer: scan");
+            let full = pieces.len() >= MAX_PER_SCAN;
+            let mut settled = 0;
+            for (piece, deals) in pieces {
+                settled += usize::from(self.settle(&piece, &deals).await);
+            }
+            if !full || settled == 0 {
+                return;
+            }
         }
     }
 
@@ -186,14 +195,17 @@ impl Indexer {
         }
     }
 
-    /// Index `piece` if needed; remember `deals` when their piece needs nothing more.
-    async fn settle(&self, piece: &Cid, deals: &[DealUuid]) {
-        if let Outcome::Settled = self.index_if_needed(piece, deals).await {
-            let mut dealt_with = self.dealt_with();
-            for uuid in deals {
-                dealt_with.insert(*uuid, (), 1);
-            }
+    /// Index `piece` if needed; remember `deals` when their piece needs nothing more
+    /// (and say so).
+    async fn settle(&self, piece: &Cid, deals: &[DealUuid]) -> bool {
+        let Outcome::Settled = self.index_if_needed(piece, deals).await else {
+            return false;
+        };
+        let mut dealt_with = self.dealt_with();
+        for uuid in deals {
+            dealt_with.insert(*uuid, (), 1);
         }
+        true
     }
 
     async fn index_if_needed(&self, piece: &Cid, deals: &[DealUuid]) -> Outcome {
