@@ -171,7 +171,9 @@ impl Indexer {
             let full = pieces.len() >= MAX_PER_SCAN;
             let mut settled = 0;
             for (piece, deals) in pieces {
-                settled += usize::from(self.settle(&piece, &deals).await);
+                if let Outcome::Settled = self.settle(&piece, &deals).await {
+                    settled += 1;
+                }
             }
             if !full || settled == 0 {
                 return;
@@ -195,17 +197,16 @@ impl Indexer {
         }
     }
 
-    /// Index `piece` if needed; remember `deals` when their piece needs nothing more
-    /// (and say so).
-    async fn settle(&self, piece: &Cid, deals: &[DealUuid]) -> bool {
-        let Outcome::Settled = self.index_if_needed(piece, deals).await else {
-            return false;
-        };
-        let mut dealt_with = self.dealt_with();
-        for uuid in deals {
-            dealt_with.insert(*uuid, (), 1);
+    /// Index `piece` if needed; remember `deals` when their piece needs nothing more.
+    async fn settle(&self, piece: &Cid, deals: &[DealUuid]) -> Outcome {
+        let outcome = self.index_if_needed(piece, deals).await;
+        if let Outcome::Settled = outcome {
+            let mut dealt_with = self.dealt_with();
+            for uuid in deals {
+                dealt_with.insert(*uuid, (), 1);
+            }
         }
-        true
+        outcome
     }
 
     async fn index_if_needed(&self, piece: &Cid, deals: &[DealUuid]) -> Outcome {

@@ -361,19 +361,23 @@ impl Inner {
     /// [`Inner::get_deal`], remembering what it read in `recent`.
     fn get_recent_deal(&self, uuid: &[u8; 16]) -> Result<Option<DealRecord>, StoreError> {
         let generation = self.recent.generation();
-        let Some(v) = self.deals.get(uuid).map_err(backend)? else {
-            return Ok(None);
-        };
-        let deal = StoredDeal::decode(&hex::encode(uuid), &v)?;
-        self.recent.offer(generation, *uuid, &deal, v.len());
-        Ok(Some(deal))
+        let read = self.read_deal(uuid)?;
+        if let Some((deal, stored_bytes)) = &read {
+            self.recent.offer(generation, *uuid, deal, *stored_bytes);
+        }
+        Ok(read.map(|(deal, _)| deal))
     }
 
     fn get_deal(&self, uuid: &[u8]) -> Result<Option<DealRecord>, StoreError> {
+        Ok(self.read_deal(uuid)?.map(|(deal, _)| deal))
+    }
+
+    /// The deal under `uuid` and the size of its stored record.
+    fn read_deal(&self, uuid: &[u8]) -> Result<Option<(DealRecord, usize)>, StoreError> {
         let Some(v) = self.deals.get(uuid).map_err(backend)? else {
             return Ok(None);
         };
-        StoredDeal::decode(&hex::encode(uuid), &v).map(Some)
+        Ok(Some((StoredDeal::decode(&hex::encode(uuid), &v)?, v.len())))
     }
 
     fn get_by_index(&self, index: &Tree, cid: &Cid) -> Result<Option<DealRecord>, StoreError> {
@@ -544,23 +548,7 @@ impl Inner {
         Ok(outcome)
     }
 
-    /// Read, before the transaction, the leaves a new deal's transaction will read and
-    /// write. sled runs a transaction with every other reader and writer of the store held
-    /// off, so a leaf read from disk inside one stalls them all (on a million-deal store
-    /// most leaves are outside the 64 MiB cache: acceptance fell to 59 % of an empty
-    /// store's, BENCHMARKS.md); read here, under sled's shared lock, the reads of
-    /// concurrent proposals overlap and the transaction finds its leaves in the cache.
-    /// Only a cost, never a change: what the transaction decides is unaffected.
-    fn warm(&self, new: &NewDeal) {
-        let _ = self.deals.get(new.uuid);
-        let _ = self.by_proposal_cid.get(&new.prop);
-        let _ = self.by_signed_proposal_cid.get(&new.signed);
-        let _ = self.by_piece_cid.get(&new.piece);
-        sled_ui::warm(&self.ui_timeline, &new.ui);
-    }
-
     fn insert_unflushed(&self, new: &NewDeal) -> Result<Inserted, StoreError> {
-        self.warm(new);
         (
             &self.deals,
             &self.by_proposal_cid,
@@ -627,7 +615,6 @@ impl Inner {
             },
         ) = (*uuid, *new_live);
         let now = now_millis();
-        let _ = self.deals.get(uuid.0); // as in `warm`: the leaf read outside the transaction
         let written = (
             &self.deals,
             &self.live,

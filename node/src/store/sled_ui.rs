@@ -134,11 +134,6 @@ fn timeline_key(f: &UiFacts) -> Vec<u8> {
     [&f.uuid[..], &[f.state]].concat()
 }
 
-/// Read the `ui_timeline` leaf [`on_insert`] will write (see `Inner::warm` in sled.rs).
-pub(super) fn warm(timeline: &Tree, f: &UiFacts) {
-    let _ = timeline.get(timeline_key(f));
-}
-
 /// A deal that moved from state `old` to `f.state` at `now_ms` (inside the update's
 /// transaction); nothing when the state did not change.
 pub(super) fn on_update(
