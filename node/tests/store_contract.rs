@@ -213,6 +213,14 @@ async fn deals_and_identity(store: &dyn Store, writes: Writes) -> Keypair {
 
     let other = a4_deal(7);
     assert_eq!(w.insert(&other).await.unwrap(), Inserted::Yes);
+    // A UUID and a proposal CID of two different deals: each answer is its own deal.
+    assert_eq!(
+        store
+            .deals_for_proposal(other.uuid, &deal.proposal_cid)
+            .await
+            .unwrap(),
+        (Some(other.clone()), Some(deal.clone()))
+    );
     let listed = store.list_deals().await.unwrap();
     assert_eq!(listed.len(), 2);
     // Ordered by UUID bytes.

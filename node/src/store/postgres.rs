@@ -1536,6 +1536,46 @@ impl Store for PostgresStore {
         Box::pin(self.deal_where("signed_proposal_cid = $1", cid.to_string()))
     }
 
+    /// One query: the rows under either key, each told apart by what it matched.
+    fn deals_for_proposal<'a>(
+        &'a self,
+        uuid: DealUuid,
+        proposal_cid: &'a Cid,
+    ) -> StoreFuture<'a, (Option<DealRecord>, Option<DealRecord>)> {
+        Box::pin(async move {
+            let sql = format!(
+                "SELECT {DEAL_COLUMNS}, deals.uuid = $1::uuid AS is_uuid, \
+                 proposal_cid = $2 AS is_proposal \
+                 FROM deals WHERE deals.uuid = $1::uuid OR proposal_cid = $2"
+            );
+            let (uuid, cid) = (uuid.to_string(), proposal_cid.to_string());
+            let rows = with_retry!(self, "read deals of a proposal", async {
+                Ok::<_, Fail>(
+                    sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                        .bind(&uuid)
+                        .bind(&cid)
+                        .fetch_all(&self.pool())
+                        .await?,
+                )
+            })?;
+            let (mut by_uuid, mut by_proposal) = (None, None);
+            for row in &rows {
+                let flag = |name: &str| {
+                    row.try_get::<bool, _>(name)
+                        .map_err(|e| StoreError::Backend(e.to_string()))
+                };
+                let deal = DealRow::decode(row)?;
+                if flag("is_proposal")? {
+                    by_proposal = Some(deal.clone());
+                }
+                if flag("is_uuid")? {
+                    by_uuid = Some(deal);
+                }
+            }
+            Ok((by_uuid, by_proposal))
+        })
+    }
+
     fn list_deals(&self) -> StoreFuture<'_, Vec<DealRecord>> {
         Box::pin(async move {
             let sql = format!("SELECT {DEAL_COLUMNS} FROM deals ORDER BY deals.uuid");
