@@ -41,10 +41,154 @@ fn store_files_are_owner_only() {
 fn stored_form_round_trips_and_rejects_damage() {
     use dealport_node::store::StoredDeal;
     let deal = a4_record();
-    let bytes = StoredDeal::encode(&deal);
+    let bytes = StoredDeal::encode_v1(&deal);
     assert_eq!(StoredDeal::decode("k", &bytes).unwrap(), deal);
     let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
     v["checkpoint"] = "Sealing".into();
     let err = StoredDeal::decode("k", &serde_json::to_vec(&v).unwrap()).unwrap_err();
     assert!(err.to_string().contains("unknown checkpoint"), "{err}");
+}
+
+/// A record with every optional field set, failed, far along.
+fn full_record() -> dealport_core::deal::DealRecord {
+    let mut d = a4_record();
+    d.checkpoint = dealport_core::deal::Checkpoint::AddedPiece;
+    d.error = Some("sealer said no".into());
+    d.n_bytes_received = 1 << 40;
+    d.publish_cid = Some(d.proposal_cid.clone());
+    d.chain_deal_id = u64::MAX;
+    d.sector_number = Some(7);
+    d.sector_offset = Some(0);
+    d.sealing_status = "PreCommit1".into();
+    d.created_at_unix_nanos = -1;
+    d
+}
+
+#[test]
+fn format_2_round_trips_and_format_1_is_still_read() {
+    use dealport_core::deal::Checkpoint;
+    use dealport_node::store::StoredDeal;
+    for deal in [a4_record(), full_record()] {
+        let v2 = StoredDeal::encode(&deal);
+        let v1 = StoredDeal::encode_v1(&deal);
+        assert_eq!(v2[0], 0x8e, "a CBOR array of 14 items");
+        assert!(
+            v2.len() * 2 < v1.len() + 200,
+            "{} vs {}",
+            v2.len(),
+            v1.len()
+        );
+        assert_eq!(StoredDeal::decode("k", &v2).unwrap(), deal);
+        assert_eq!(StoredDeal::decode("k", &v1).unwrap(), deal);
+        let progress = Some((deal.checkpoint, deal.error.is_some()));
+        assert_eq!(StoredDeal::progress(&v2), progress);
+        assert_eq!(StoredDeal::progress(&v1), progress);
+    }
+    assert_eq!(
+        StoredDeal::progress(&StoredDeal::encode(&full_record())),
+        Some((Checkpoint::AddedPiece, true))
+    );
+}
+
+#[test]
+fn format_2_damage_is_a_clear_error() {
+    use dealport_node::store::StoredDeal;
+    let good = StoredDeal::encode(&full_record());
+    let msg = |bytes: &[u8]| {
+        StoredDeal::decode("deal-key", bytes)
+            .unwrap_err()
+            .to_string()
+    };
+    // Every truncation fails, naming the key; none panics.
+    for n in 0..good.len() {
+        let m = msg(&good[..n]);
+        assert!(m.contains("deal-key"), "{n}: {m}");
+    }
+    // Any byte changed to anything: an answer or an error, never a panic.
+    for i in 0..good.len() {
+        for b in [0x00, 0x17, 0x18, 0x40, 0x5b, 0x60, 0x7b, 0x9f, 0xf6, 0xff] {
+            let mut damaged = good.clone();
+            damaged[i] = b;
+            let _ = StoredDeal::decode("k", &damaged);
+            let _ = StoredDeal::progress(&damaged);
+        }
+    }
+    let mut trailing = good.clone();
+    trailing.push(0);
+    assert!(
+        msg(&trailing).contains("1 bytes after the record"),
+        "{}",
+        msg(&trailing)
+    );
+    let mut format = good.clone();
+    format[1] = 9;
+    assert!(
+        msg(&format).contains("format 9 is not known"),
+        "{}",
+        msg(&format)
+    );
+    let checkpoint = StoredDeal::encode(&full_record());
+    let at = checkpoint
+        .windows(10)
+        .position(|w| w == b"AddedPiece")
+        .unwrap();
+    let mut bad = checkpoint.clone();
+    bad[at..at + 10].copy_from_slice(b"AddedPeace");
+    assert!(
+        msg(&bad).contains("unknown checkpoint \"AddedPeace\""),
+        "{}",
+        msg(&bad)
+    );
+    assert_eq!(StoredDeal::progress(&bad), None);
+}
+
+/// A store written before format 2 (its records JSON, no index built yet) opens, builds
+/// its indexes from the old records, answers them, and writes a deal's next record in
+/// format 2.
+#[test]
+fn a_store_of_format_1_records_is_read_and_rewritten_in_format_2() {
+    use dealport_node::store::{Store, StoredDeal};
+    let dir = tempfile::tempdir().unwrap();
+    let old = a4_record();
+    {
+        let db = sled::open(SledStore::path_in(dir.path())).unwrap();
+        let deals = db.open_tree("deals").unwrap();
+        deals
+            .insert(old.uuid.0, StoredDeal::encode_v1(&old))
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let store = SledStore::open(dir.path(), rt()).unwrap();
+    use futures::executor::block_on as block;
+    assert_eq!(
+        block(store.deal_by_uuid(old.uuid)).unwrap(),
+        Some(old.clone())
+    );
+    assert_eq!(
+        block(store.live_deals_at(old.checkpoint, None, 10)).unwrap(),
+        vec![old.clone()]
+    );
+    let mut moved = old.clone();
+    moved.checkpoint = dealport_core::deal::Checkpoint::Transferred;
+    block(store.update_deal(&moved)).unwrap();
+    assert_eq!(
+        block(store.deal_by_uuid(old.uuid)).unwrap(),
+        Some(moved.clone())
+    );
+    assert!(block(store.live_deals_at(old.checkpoint, None, 10))
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        block(store.live_deals_at(moved.checkpoint, None, 10)).unwrap(),
+        vec![moved.clone()]
+    );
+    drop(store);
+    let db = sled::open(SledStore::path_in(dir.path())).unwrap();
+    let raw = db
+        .open_tree("deals")
+        .unwrap()
+        .get(old.uuid.0)
+        .unwrap()
+        .unwrap();
+    assert_eq!(raw.to_vec(), StoredDeal::encode(&moved));
 }

@@ -4,8 +4,8 @@
 //!
 //! The trait is asynchronous (every method returns a boxed future) because the cluster
 //! backend talks to a database over the network; the sled backend runs its blocking work
-//! on the runtime's blocking pool. A deal record is stored as the raw DealParams bytes
-//! plus the record fields, in the stable JSON form of [`StoredDeal`].
+//! on the runtime's blocking pool. The sled store keeps a deal as the raw DealParams bytes
+//! plus the record fields ([`StoredDeal`]); PostgreSQL keeps them as columns.
 //!
 //! Layer: the store, above the runtime seam: uses `runtime` only.
 
@@ -14,6 +14,7 @@ mod group_flush;
 pub mod pg_connect;
 pub mod postgres;
 mod recent;
+mod record;
 pub mod sled;
 mod sled_ui;
 
@@ -24,12 +25,12 @@ use dealport_core::{
     deal::{Checkpoint, DealRecord},
     ipni::Block,
     piece_index::{BlockEntry, BlockLocation, IndexState},
-    wire::{Cbor, Cid, DealParams, DealUuid},
+    wire::{Cid, DealUuid},
 };
-use serde::{Deserialize, Serialize};
 
 pub use dealport_core::lease::{DbMillis, LeaseRow};
 pub use fence::{Fence, LeaseGate};
+pub use record::StoredDeal;
 
 /// The future every store method returns.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -426,31 +427,6 @@ pub enum Published {
     Already(Cid),
 }
 
-/// The stable stored form of a [`DealRecord`] (format version 1).
-///
-/// Byte strings are lowercase hex; CIDs are their canonical string form; the checkpoint
-/// is its Boost name. `params` is the DealParams exactly as the client sent them; the
-/// decoded params and the two CIDs are recomputed or cross-checked from it on load.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct StoredDeal {
-    pub v: u32,
-    pub uuid: String,
-    pub params: String,
-    pub signed_proposal_cid: String,
-    pub proposal_cid: String,
-    pub client_peer_id: String,
-    pub created_at_unix_nanos: i64,
-    pub checkpoint: String,
-    pub error: Option<String>,
-    pub n_bytes_received: u64,
-    pub publish_cid: Option<String>,
-    pub chain_deal_id: u64,
-    pub sector_number: Option<u64>,
-    pub sector_offset: Option<u64>,
-    pub sealing_status: String,
-}
-
 /// Every checkpoint, in order.
 pub use dealport_core::dashboard::CHECKPOINTS;
 
@@ -507,76 +483,4 @@ where
 /// Parse a checkpoint from its Boost name.
 pub fn checkpoint_from_name(name: &str) -> Option<Checkpoint> {
     CHECKPOINTS.into_iter().find(|c| c.name() == name)
-}
-
-impl StoredDeal {
-    pub fn from_record(d: &DealRecord) -> StoredDeal {
-        StoredDeal {
-            v: 1,
-            uuid: d.uuid.to_string(),
-            params: hex::encode(&d.params_bytes),
-            signed_proposal_cid: d.signed_proposal_cid.to_string(),
-            proposal_cid: d.proposal_cid.to_string(),
-            client_peer_id: d.client_peer_id.clone(),
-            created_at_unix_nanos: d.created_at_unix_nanos,
-            checkpoint: d.checkpoint.name().to_owned(),
-            error: d.error.clone(),
-            n_bytes_received: d.n_bytes_received,
-            publish_cid: d.publish_cid.as_ref().map(Cid::to_string),
-            chain_deal_id: d.chain_deal_id,
-            sector_number: d.sector_number,
-            sector_offset: d.sector_offset,
-            sealing_status: d.sealing_status.clone(),
-        }
-    }
-
-    pub fn into_record(self) -> Result<DealRecord, String> {
-        let params_bytes = hex::decode(&self.params).map_err(|e| format!("params: {e}"))?;
-        let params = DealParams::from_cbor(&params_bytes).map_err(|e| format!("params: {e}"))?;
-        let uuid = DealUuid::parse(&self.uuid).map_err(|e| format!("uuid: {e}"))?;
-        if uuid != params.deal_uuid {
-            return Err(format!(
-                "uuid {uuid} differs from the params' {}",
-                params.deal_uuid
-            ));
-        }
-        let cid = |what: &str, s: &str| Cid::parse(s).map_err(|e| format!("{what}: {e}"));
-        let checkpoint = checkpoint_from_name(&self.checkpoint)
-            .ok_or_else(|| format!("unknown checkpoint {:?}", self.checkpoint))?;
-        Ok(DealRecord {
-            uuid,
-            params_bytes,
-            params,
-            signed_proposal_cid: cid("signed_proposal_cid", &self.signed_proposal_cid)?,
-            proposal_cid: cid("proposal_cid", &self.proposal_cid)?,
-            client_peer_id: self.client_peer_id,
-            created_at_unix_nanos: self.created_at_unix_nanos,
-            checkpoint,
-            error: self.error,
-            n_bytes_received: self.n_bytes_received,
-            publish_cid: self
-                .publish_cid
-                .as_deref()
-                .map(|s| cid("publish_cid", s))
-                .transpose()?,
-            chain_deal_id: self.chain_deal_id,
-            sector_number: self.sector_number,
-            sector_offset: self.sector_offset,
-            sealing_status: self.sealing_status,
-        })
-    }
-
-    pub fn encode(d: &DealRecord) -> Vec<u8> {
-        serde_json::to_vec(&StoredDeal::from_record(d)).expect("a StoredDeal always serializes")
-    }
-
-    pub fn decode(key: &str, bytes: &[u8]) -> Result<DealRecord, StoreError> {
-        let corrupt = |message: String| StoreError::Corrupt {
-            key: key.to_owned(),
-            message,
-        };
-        let stored: StoredDeal =
-            serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
-        stored.into_record().map_err(corrupt)
-    }
 }

@@ -1,16 +1,15 @@
 //! The embedded store: sled 0.34 in `<data dir>/store`.
 //!
-//! Trees: `meta` (`identity` -> key bytes), `deals` (16 UUID bytes -> [`StoredDeal`]
-//! JSON), `by_proposal_cid` and `by_signed_proposal_cid` (CID bytes -> UUID bytes),
-//! `live_by_checkpoint` and `by_piece_cid` (indexes, keys only); the piece directory:
-//! `piece_index` (piece CID bytes -> state JSON), `piece_blocks` (piece CID bytes ‖
-//! offset (8 bytes BE) -> length (8 bytes BE) ‖ multihash) and `blocks_by_multihash`
-//! (multihash ‖ piece CID bytes ‖ offset -> length). A new
-//! `live_by_checkpoint` and `by_piece_cid` (indexes, keys only), and the dashboard's
-//! `ui_lists`, `ui_counters` and `ui_timeline` (see [`super::sled_ui`]). A new
-//! deal goes into all the deal trees in one transaction and is flushed before
-//! [`Store::insert_new_deal`] returns. sled's calls block, so every operation runs on the
-//! runtime's blocking pool.
+//! Trees: `meta` (`identity` -> key bytes), `deals` (16 UUID bytes -> [`StoredDeal`],
+//! format 2 written, format 1 read), `by_proposal_cid` and `by_signed_proposal_cid` (CID
+//! bytes -> UUID bytes), `live_by_checkpoint` and `by_piece_cid` (indexes, keys only);
+//! the piece directory: `piece_index` (piece CID bytes -> state JSON), `piece_blocks`
+//! (piece CID bytes ‖ offset (8 bytes BE) -> length (8 bytes BE) ‖ multihash) and
+//! `blocks_by_multihash` (multihash ‖ piece CID bytes ‖ offset -> length); the IPNI
+//! chain (`ipni_*`); the dashboard's `ui_lists`, `ui_counters` and `ui_timeline` (see
+//! [`super::sled_ui`]). A new deal goes into all the deal trees in one transaction and
+//! is flushed before [`Store::insert_new_deal`] returns. sled's calls block, so every
+//! operation runs on the runtime's blocking pool.
 //!
 //! The lease: a sled store belongs to one process (its data dir is locked), so there is
 //! nobody to share a lease with. It still keeps one, in memory, with the same rules as the
@@ -41,9 +40,8 @@ use super::group_flush::GroupFlush;
 use super::recent::RecentDeals;
 use super::sled_ui::{self, UiFacts};
 use super::{
-    checkpoint_from_name, is_live, DbMillis, Fence, Inserted, IpniAdRef, IpniHead, IpniPublish,
-    LeaseGrant, LeaseRead, LeaseRow, Published, RelayTarget, Store, StoreError, StoreFuture,
-    StoredDeal, CHECKPOINTS,
+    is_live, DbMillis, Fence, Inserted, IpniAdRef, IpniHead, IpniPublish, LeaseGrant, LeaseRead,
+    LeaseRow, Published, RelayTarget, Store, StoreError, StoreFuture, StoredDeal, CHECKPOINTS,
 };
 use crate::runtime::{unblock, Runtime};
 
@@ -156,21 +154,11 @@ fn checkpoint_byte(c: Checkpoint) -> u8 {
     CHECKPOINTS.iter().position(|x| *x == c).unwrap_or(0) as u8
 }
 
-/// The live key of a stored record of a deal that is `offline` or not, from its JSON's
+/// The live key of a stored record of a deal that is `offline` or not, from its
 /// checkpoint and error alone.
 fn stored_live_key(uuid: &[u8; 16], value: &[u8], offline: bool) -> Option<[u8; 17]> {
-    #[derive(serde::Deserialize)]
-    struct Progress {
-        checkpoint: String,
-        error: Option<String>,
-    }
-    let p: Progress = serde_json::from_slice(value).ok()?;
-    live_key(
-        checkpoint_from_name(&p.checkpoint)?,
-        p.error.is_some(),
-        offline,
-        uuid,
-    )
+    let (checkpoint, failed) = StoredDeal::progress(value)?;
+    live_key(checkpoint, failed, offline, uuid)
 }
 
 /// The in-memory lease row of a sled store (see the module docs).

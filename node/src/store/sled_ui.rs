@@ -23,7 +23,7 @@ use dealport_core::{
     deal::DealRecord,
 };
 
-use super::{checkpoint_from_name, StoreError};
+use super::{StoreError, StoredDeal};
 
 type TxResult<T> = Result<T, ::sled::transaction::UnabortableTransactionError>;
 
@@ -171,18 +171,10 @@ pub(super) fn on_update(
     Ok(())
 }
 
-/// The state code of a stored record, from its JSON's checkpoint and error alone.
+/// The state code of a stored record, from its checkpoint and error alone.
 pub(super) fn stored_state(value: &[u8]) -> Option<u8> {
-    #[derive(serde::Deserialize)]
-    struct Progress {
-        checkpoint: String,
-        error: Option<String>,
-    }
-    let p: Progress = serde_json::from_slice(value).ok()?;
-    Some(state_code(
-        checkpoint_from_name(&p.checkpoint)?,
-        p.error.is_some(),
-    ))
+    let (checkpoint, failed) = StoredDeal::progress(value)?;
+    Some(state_code(checkpoint, failed))
 }
 
 fn backend(e: ::sled::Error) -> StoreError {
