@@ -192,3 +192,27 @@ fn a_store_of_format_1_records_is_read_and_rewritten_in_format_2() {
         .unwrap();
     assert_eq!(raw.to_vec(), StoredDeal::encode(&moved));
 }
+
+/// A record under another deal's key is corruption, not that deal.
+#[test]
+fn a_record_under_another_uuid_is_corrupt() {
+    use dealport_node::store::{Store, StoredDeal};
+    use futures::executor::block_on;
+    let dir = tempfile::tempdir().unwrap();
+    let deal = a4_record();
+    let other = dealport_core::wire::DealUuid([7; 16]);
+    {
+        let db = sled::open(SledStore::path_in(dir.path())).unwrap();
+        let deals = db.open_tree("deals").unwrap();
+        deals.insert(other.0, StoredDeal::encode(&deal)).unwrap();
+        db.flush().unwrap();
+    }
+    let store = SledStore::open(dir.path(), rt()).unwrap();
+    let err = block_on(store.deal_by_uuid(other)).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains(&format!("the record is deal {}", deal.uuid)),
+        "{err}"
+    );
+}

@@ -220,21 +220,17 @@ mod v2 {
         checkpoint_from_name(name).ok_or_else(|| format!("unknown checkpoint {name:?}"))
     }
 
-    /// A text item or null.
-    fn opt_str(d: &mut Decoder<'_>, what: &str) -> Read<Option<String>> {
+    /// An item read by `read`, or null.
+    fn opt<'b, T>(
+        d: &mut Decoder<'b>,
+        what: &str,
+        read: impl FnOnce(&mut Decoder<'b>) -> Result<T, minicbor::decode::Error>,
+    ) -> Read<Option<T>> {
         if d.datatype().map_err(err(what))? == Type::Null {
             d.skip().map_err(err(what))?;
             return Ok(None);
         }
-        Ok(Some(d.str().map_err(err(what))?.to_owned()))
-    }
-
-    fn opt_u64(d: &mut Decoder<'_>, what: &str) -> Read<Option<u64>> {
-        if d.datatype().map_err(err(what))? == Type::Null {
-            d.skip().map_err(err(what))?;
-            return Ok(None);
-        }
-        Ok(Some(d.u64().map_err(err(what))?))
+        read(d).map(Some).map_err(err(what))
     }
 
     pub fn decode(bytes: &[u8]) -> Read<DealRecord> {
@@ -249,17 +245,14 @@ mod v2 {
         let client_peer_id = d.str().map_err(err("client_peer_id"))?.to_owned();
         let created_at_unix_nanos = d.i64().map_err(err("created_at_unix_nanos"))?;
         let checkpoint = checkpoint(d.str().map_err(err("checkpoint"))?)?;
-        let error = opt_str(&mut d, "error")?;
+        let error = opt(&mut d, "error", |d| d.str().map(str::to_owned))?;
         let n_bytes_received = d.u64().map_err(err("n_bytes_received"))?;
-        let publish_cid = if d.datatype().map_err(err("publish_cid"))? == Type::Null {
-            d.skip().map_err(err("publish_cid"))?;
-            None
-        } else {
-            Some(cid("publish_cid", d.bytes().map_err(err("publish_cid"))?)?)
-        };
+        let publish_cid = opt(&mut d, "publish_cid", |d| d.bytes())?
+            .map(|b| cid("publish_cid", b))
+            .transpose()?;
         let chain_deal_id = d.u64().map_err(err("chain_deal_id"))?;
-        let sector_number = opt_u64(&mut d, "sector_number")?;
-        let sector_offset = opt_u64(&mut d, "sector_offset")?;
+        let sector_number = opt(&mut d, "sector_number", |d| d.u64())?;
+        let sector_offset = opt(&mut d, "sector_offset", |d| d.u64())?;
         let sealing_status = d.str().map_err(err("sealing_status"))?.to_owned();
         if d.position() != bytes.len() {
             return Err(format!(
@@ -299,6 +292,7 @@ mod v2 {
             d.skip().map_err(err(what))?;
         }
         let checkpoint = checkpoint(d.str().map_err(err("checkpoint"))?)?;
-        Ok((checkpoint, opt_str(&mut d, "error")?.is_some()))
+        let failed = opt(&mut d, "error", |d| d.str().map(|_| ()))?.is_some();
+        Ok((checkpoint, failed))
     }
 }

@@ -365,7 +365,16 @@ impl Inner {
         let Some(v) = self.deals.get(uuid).map_err(backend)? else {
             return Ok(None);
         };
-        Ok(Some((StoredDeal::decode(&hex::encode(uuid), &v)?, v.len())))
+        let key = hex::encode(uuid);
+        let deal = StoredDeal::decode(&key, &v)?;
+        // Format 2 keeps the UUID only in the key and the params: they must agree.
+        if deal.uuid.0[..] != *uuid {
+            return Err(StoreError::Corrupt {
+                key,
+                message: format!("the record is deal {}", deal.uuid),
+            });
+        }
+        Ok(Some((deal, v.len())))
     }
 
     fn get_by_index(&self, index: &Tree, cid: &Cid) -> Result<Option<DealRecord>, StoreError> {
