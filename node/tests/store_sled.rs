@@ -37,11 +37,16 @@ fn store_files_are_owner_only() {
     }
 }
 
+/// A record in format 1 (JSON), as stores written before format 2 hold it.
+fn format_1(d: &dealport_core::deal::DealRecord) -> Vec<u8> {
+    serde_json::to_vec(&dealport_node::store::StoredDeal::from_record(d)).unwrap()
+}
+
 #[test]
 fn stored_form_round_trips_and_rejects_damage() {
     use dealport_node::store::StoredDeal;
     let deal = a4_record();
-    let bytes = StoredDeal::encode_v1(&deal);
+    let bytes = format_1(&deal);
     assert_eq!(StoredDeal::decode("k", &bytes).unwrap(), deal);
     let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
     v["checkpoint"] = "Sealing".into();
@@ -70,7 +75,7 @@ fn format_2_round_trips_and_format_1_is_still_read() {
     use dealport_node::store::StoredDeal;
     for deal in [a4_record(), full_record()] {
         let v2 = StoredDeal::encode(&deal);
-        let v1 = StoredDeal::encode_v1(&deal);
+        let v1 = format_1(&deal);
         assert_eq!(v2[0], 0x8e, "a CBOR array of 14 items");
         assert!(
             v2.len() * 2 < v1.len() + 200,
@@ -153,9 +158,7 @@ fn a_store_of_format_1_records_is_read_and_rewritten_in_format_2() {
     {
         let db = sled::open(SledStore::path_in(dir.path())).unwrap();
         let deals = db.open_tree("deals").unwrap();
-        deals
-            .insert(old.uuid.0, StoredDeal::encode_v1(&old))
-            .unwrap();
+        deals.insert(old.uuid.0, format_1(&old)).unwrap();
         db.flush().unwrap();
     }
     let store = SledStore::open(dir.path(), rt()).unwrap();

@@ -92,11 +92,6 @@ impl StoredDeal {
         })
     }
 
-    /// Format 1 (JSON), as stores written before format 2 hold it.
-    pub fn encode_v1(d: &DealRecord) -> Vec<u8> {
-        serde_json::to_vec(&StoredDeal::from_record(d)).expect("a StoredDeal always serializes")
-    }
-
     /// The form new writes use (format 2).
     pub fn encode(d: &DealRecord) -> Vec<u8> {
         v2::encode(d)
