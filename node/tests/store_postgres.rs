@@ -181,3 +181,61 @@ fn lost_database_is_an_error_then_recovers() {
     assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(4));
 }
+
+/// The lease's statements run on a connection of their own: with every pooled
+/// connection stuck behind a lock on the deals table (deal traffic waiting), the lease
+/// is still taken, renewed, read and released before the lock goes. Through the pool
+/// they would wait for the pool's one connection, which only the commit after them
+/// frees: each would fail at the pool's acquire time-out.
+#[test]
+fn lease_statements_do_not_wait_for_the_pool() {
+    use sqlx::{Connection, Executor};
+    let server = PgServer::start();
+    block_on(async {
+        let opts = PostgresOptions {
+            max_connections: 1,
+            acquire_timeout: Duration::from_secs(5),
+            attempt_timeout: Duration::from_secs(30),
+            max_attempts: 1,
+            ..PostgresOptions::default()
+        };
+        let store = PostgresStore::connect(&server.url(), opts).await.unwrap();
+        let mut admin = sqlx::PgConnection::connect(&server.url()).await.unwrap();
+        admin.execute("BEGIN").await.unwrap();
+        admin
+            .execute("LOCK TABLE deals IN ACCESS EXCLUSIVE MODE")
+            .await
+            .unwrap();
+        // The pool's one connection waits on the lock until `admin` commits.
+        let listing = store.list_deals();
+        let lease_work = async {
+            let blocked = "SELECT count(*) FROM pg_stat_activity \
+                 WHERE wait_event_type = 'Lock' AND query LIKE '%FROM deals%'";
+            let until = Instant::now() + Duration::from_secs(10);
+            loop {
+                let n: i64 = sqlx::query_scalar(blocked)
+                    .fetch_one(&mut admin)
+                    .await
+                    .unwrap();
+                if n == 1 {
+                    break;
+                }
+                assert!(
+                    Instant::now() < until,
+                    "the listing never waited on the lock"
+                );
+                async_io::Timer::after(Duration::from_millis(20)).await;
+            }
+            let g = store.try_acquire("a", None, TTL).await.unwrap().unwrap();
+            let renewed = store.renew(&fence("a", &g), TTL).await.unwrap();
+            assert_eq!(renewed.map(|r| r.generation), Some(g.generation));
+            let read = store.read_lease().await.unwrap();
+            assert_eq!(read.row.unwrap().holder.as_deref(), Some("a"));
+            assert!(store.release(&fence("a", &g)).await.unwrap());
+            admin.execute("COMMIT").await.unwrap();
+        };
+        let (listed, ()) = futures::join!(listing, lease_work);
+        assert_eq!(listed.unwrap(), vec![]);
+        store.close().await;
+    });
+}

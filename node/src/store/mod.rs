@@ -12,6 +12,7 @@
 mod fence;
 mod group_flush;
 pub mod pg_connect;
+mod pg_lease_conn;
 pub mod postgres;
 mod recent;
 mod record;

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use dealport_core::db_target::{self, DbTarget, HostSpec, ServerRole, SslMode};
+use dealport_core::db_target::{self, DbTarget, HostSpec, ServerRole, SessionAttrs, SslMode};
 use sqlx::{
     postgres::{PgConnectOptions, PgConnection, PgSslMode},
     ConnectOptions, Connection, Row,
@@ -84,6 +84,26 @@ pub async fn role_of(conn: &mut PgConnection) -> Result<ServerRole, sqlx::Error>
         read_only: row.try_get(0)?,
         in_recovery: row.try_get(1)?,
     })
+}
+
+/// Refuse a freshly opened connection whose server the connection string's
+/// `target_session_attrs` does not accept (a server demoted after it was chosen).
+pub async fn check_session_attrs(
+    conn: &mut PgConnection,
+    attrs: SessionAttrs,
+) -> Result<(), sqlx::Error> {
+    if attrs == SessionAttrs::Any {
+        return Ok(());
+    }
+    let role = role_of(conn).await?;
+    if attrs.accepts(role) {
+        Ok(())
+    } else {
+        Err(sqlx::Error::Protocol(format!(
+            "server not acceptable for target_session_attrs={}",
+            attrs.as_str()
+        )))
+    }
 }
 
 /// Connect to one host and ask its role, all within `bound`.

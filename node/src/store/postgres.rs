@@ -60,6 +60,7 @@ use sqlx::{
 };
 
 use super::pg_connect;
+use super::pg_lease_conn::{LeaseConn, LeaseConnSlot};
 
 use super::{
     Fence, Inserted, IpniAdRef, IpniHead, IpniPublish, LeaseGrant, LeaseRead, LeaseRow, Published,
@@ -125,22 +126,7 @@ fn pool_options(opts: &PostgresOptions, attrs: SessionAttrs) -> PgPoolOptions {
         .idle_timeout(Duration::from_secs(60))
         .max_lifetime(Duration::from_secs(30 * 60))
         .test_before_acquire(true)
-        .after_connect(move |conn, _meta| {
-            Box::pin(async move {
-                if attrs == SessionAttrs::Any {
-                    return Ok(());
-                }
-                let role = pg_connect::role_of(conn).await?;
-                if attrs.accepts(role) {
-                    Ok(())
-                } else {
-                    Err(sqlx::Error::Protocol(format!(
-                        "server not acceptable for target_session_attrs={}",
-                        attrs.as_str()
-                    )))
-                }
-            })
-        })
+        .after_connect(move |conn, _meta| Box::pin(pg_connect::check_session_attrs(conn, attrs)))
 }
 
 /// The migrations, embedded so the binary needs no files beside it.
@@ -214,6 +200,8 @@ pub struct PostgresStore {
     /// failures walks once.
     walking: Arc<std::sync::atomic::AtomicBool>,
     last_walk: Arc<std::sync::Mutex<Option<Instant>>>,
+    /// The lease statements' own connection, outside the pool.
+    lease: Arc<LeaseConnSlot>,
     opts: PostgresOptions,
     describe: String,
 }
@@ -542,6 +530,7 @@ impl PostgresStore {
             target: Arc::new(target),
             walking: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             last_walk: Arc::new(std::sync::Mutex::new(None)),
+            lease: Arc::new(LeaseConnSlot::default()),
             opts,
             describe,
         })
@@ -620,7 +609,19 @@ impl PostgresStore {
 
     /// Close the pool's connections.
     pub async fn close(&self) {
+        self.lease.close().await;
         self.pool().close().await;
+    }
+
+    /// The lease's own connection to the host talked to now (see `pg_lease_conn`).
+    async fn lease_conn(&self) -> Result<LeaseConn, Fail> {
+        let host = self
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .host
+            .clone();
+        Ok(self.lease.take(&self.target, &host).await?)
     }
 
     /// At most `limit` deals matching `filter` (which reads `$1`, the text `key`), after
@@ -934,11 +935,12 @@ impl PostgresStore {
             ms_sql("l.expires_at")
         );
         let row = with_retry!(self, "read lease", async {
-            Ok::<_, Fail>(
-                sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-                    .fetch_one(&self.pool())
-                    .await?,
-            )
+            let mut c = self.lease_conn().await?;
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                .fetch_one(&mut c.conn)
+                .await?;
+            self.lease.give_back(c);
+            Ok::<_, Fail>(row)
         })?;
         let get = |e: sqlx::Error| StoreError::Backend(format!("read lease: {e}"));
         let now: i64 = row.try_get("now_ms").map_err(get)?;
@@ -993,10 +995,10 @@ impl PostgresStore {
             if let Some(g) = expect {
                 q = q.bind(g);
             }
-            match q.fetch_optional(&self.pool()).await? {
-                Some(row) => grant_of(&row).map(Some),
-                None => Ok(None),
-            }
+            let mut c = self.lease_conn().await?;
+            let row = q.fetch_optional(&mut c.conn).await?;
+            self.lease.give_back(c);
+            row.as_ref().map(grant_of).transpose()
         })
     }
 
@@ -1014,33 +1016,33 @@ impl PostgresStore {
         );
         let generation = to_i64("generation", fence.generation)?;
         with_retry!(self, "renew lease", async {
-            match sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+            let mut c = self.lease_conn().await?;
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
                 .bind(&fence.node)
                 .bind(generation)
                 .bind(ttl_ms(ttl))
-                .fetch_optional(&self.pool())
-                .await?
-            {
-                Some(row) => grant_of(&row).map(Some),
-                None => Ok(None),
-            }
+                .fetch_optional(&mut c.conn)
+                .await?;
+            self.lease.give_back(c);
+            row.as_ref().map(grant_of).transpose()
         })
     }
 
     async fn release_impl(&self, fence: &Fence) -> Result<bool, StoreError> {
         let generation = to_i64("generation", fence.generation)?;
         let done = with_retry!(self, "release lease", async {
-            Ok::<_, Fail>(
-                sqlx::query(
-                    "UPDATE libp2p SET holder = NULL, expires_at = NULL, local_listen = NULL, \
-                     updated_at = now() \
-                     WHERE singleton AND holder = $1 AND generation = $2",
-                )
-                .bind(&fence.node)
-                .bind(generation)
-                .execute(&self.pool())
-                .await?,
+            let mut c = self.lease_conn().await?;
+            let done = sqlx::query(
+                "UPDATE libp2p SET holder = NULL, expires_at = NULL, local_listen = NULL, \
+                 updated_at = now() \
+                 WHERE singleton AND holder = $1 AND generation = $2",
             )
+            .bind(&fence.node)
+            .bind(generation)
+            .execute(&mut c.conn)
+            .await?;
+            self.lease.give_back(c);
+            Ok::<_, Fail>(done)
         })?;
         Ok(done.rows_affected() == 1)
     }
