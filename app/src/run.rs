@@ -279,7 +279,11 @@ pub(crate) async fn run(shell: Shell, at: Location, store_flag: Option<String>) 
         tracing::info!("standing by: another node holds the lease");
     }
     tracing::info!("ready");
-    let signal = serve_until_stopped(&mut lease, &mut stop, first_wait, &duties, metrics).await;
+    let counted = Arc::downgrade(&duties);
+    metrics.read_host_counts_from(Box::new(move || {
+        counted.upgrade().map_or((0, 0), |d| d.host_counts())
+    }));
+    let signal = serve_until_stopped(&mut lease, &mut stop, first_wait).await;
     tracing::info!(signal = %signal, grace = ?SHUTDOWN_GRACE, "stopping");
     // Give the lease up first so a standby takes over at its next poll.
     lease.release().await;
@@ -431,27 +435,18 @@ fn leader_tasks(
     leader_tasks
 }
 
-/// Serve until SIGINT or SIGTERM: the lease loop (its first wait already decided) and
-/// the host gauges; the signal's name.
+/// Serve until SIGINT or SIGTERM: the lease loop (its first wait already decided); the
+/// signal's name.
 async fn serve_until_stopped(
     lease: &mut LeaseLoop,
     stop: &mut ShutdownSignal,
     first_wait: Duration,
-    duties: &Duties,
-    metrics: Arc<Metrics>,
 ) -> String {
-    let gauges = std::pin::pin!(report_host_gauges(duties, metrics));
     let first = Timer::after(first_wait);
-    let stopped = async {
-        if let Either::Left((s, _)) = future::select(stop.as_mut(), first).await {
-            return s;
-        }
-        lease.run(stop).await
-    };
-    match future::select(std::pin::pin!(stopped), gauges).await {
-        Either::Left((signal, _)) => signal,
-        Either::Right(((), _)) => unreachable!("the gauges never end"),
+    if let Either::Left((s, _)) = future::select(stop.as_mut(), first).await {
+        return s;
     }
+    lease.run(stop).await
 }
 
 /// The Lotus chain from `[chain.lotus]` or `FULLNODE_API_INFO`.
@@ -504,15 +499,5 @@ fn log_open_file_limit() {
         ),
         Ok(r) => tracing::info!("open-file limit {}", show(r.after)),
         Err(e) => tracing::warn!("{e}"),
-    }
-}
-
-/// Keep the connection and stream gauges current (every 2 s) until dropped.
-async fn report_host_gauges(duties: &Duties, metrics: Arc<Metrics>) {
-    loop {
-        let (connections, streams) = duties.host_counts();
-        metrics.set_libp2p_connections(connections as i64);
-        metrics.set_libp2p_streams(streams as i64);
-        Timer::after(Duration::from_secs(2)).await;
     }
 }

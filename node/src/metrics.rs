@@ -33,6 +33,10 @@ fn l2(k1: &'static str, v1: &str, k2: &'static str, v2: &str) -> Labels2 {
 pub const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// The libp2p host's connection and stream counts, read when the metrics are encoded
+/// rather than copied into the gauges on a timer: an idle node then wakes for nothing.
+pub type HostCounts = Box<dyn Fn() -> (usize, usize) + Send + Sync>;
+
 /// All metric families of the node, registered under the prefix `dealport`.
 pub struct Metrics {
     registry: Registry,
@@ -41,6 +45,8 @@ pub struct Metrics {
     undecodable: Family<Labels1, Counter>,
     libp2p_connections: Gauge,
     libp2p_streams: Gauge,
+    /// Reads the two gauges above when the metrics are encoded (see [`HostCounts`]).
+    host_counts: std::sync::Mutex<Option<HostCounts>>,
     relay_active: Gauge,
     relay_opened: Counter,
     relay_bytes: Family<Labels1, Counter>,
@@ -230,6 +236,7 @@ impl Metrics {
             undecodable,
             libp2p_connections,
             libp2p_streams,
+            host_counts: std::sync::Mutex::new(None),
             relay_active,
             relay_opened,
             relay_bytes,
@@ -302,11 +309,16 @@ impl Metrics {
             .get()
     }
 
-    pub fn set_libp2p_connections(&self, n: i64) {
+    /// Where [`Metrics::encode`] reads the host's connection and stream counts.
+    pub fn read_host_counts_from(&self, source: HostCounts) {
+        *self.host_counts.lock().unwrap_or_else(|e| e.into_inner()) = Some(source);
+    }
+
+    fn set_libp2p_connections(&self, n: i64) {
         self.libp2p_connections.set(n);
     }
 
-    pub fn set_libp2p_streams(&self, n: i64) {
+    fn set_libp2p_streams(&self, n: i64) {
         self.libp2p_streams.set(n);
     }
 
@@ -401,6 +413,11 @@ impl Metrics {
 
     /// All metrics as OpenMetrics text, ending with `# EOF`.
     pub fn encode(&self) -> String {
+        if let Some(counts) = &*self.host_counts.lock().unwrap_or_else(|e| e.into_inner()) {
+            let (connections, streams) = counts();
+            self.set_libp2p_connections(i64::try_from(connections).unwrap_or(i64::MAX));
+            self.set_libp2p_streams(i64::try_from(streams).unwrap_or(i64::MAX));
+        }
         let mut out = String::with_capacity(4096);
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
@@ -500,6 +517,21 @@ mod tests {
         let s = parse(&m.encode());
         assert_eq!(s.get("dealport_relay_active"), Some(&0.0));
         assert_eq!(s.get("dealport_relay_opened_total"), Some(&0.0));
+    }
+
+    #[test]
+    fn host_counts_are_read_when_encoding() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let m = Metrics::new();
+        let connections = std::sync::Arc::new(AtomicUsize::new(2));
+        let seen = connections.clone();
+        m.read_host_counts_from(Box::new(move || (seen.load(Ordering::Relaxed), 5)));
+        let get = |text: &str, k: &str| parse(text)[k];
+        assert_eq!(get(&m.encode(), "dealport_libp2p_connections"), 2.0);
+        connections.store(9, Ordering::Relaxed);
+        let text = m.encode();
+        assert_eq!(get(&text, "dealport_libp2p_connections"), 9.0);
+        assert_eq!(get(&text, "dealport_libp2p_streams"), 5.0);
     }
 
     #[test]

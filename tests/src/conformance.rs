@@ -24,6 +24,7 @@ use crate::harness::{
     config,
     golden::{golden, A4_TRANSFER_SIZE, A4_UUID},
     js,
+    probe::{http, metric},
     process::{dealport, DataDir, Node, Ready},
     rust_client::Client,
 };
@@ -196,6 +197,10 @@ fn rust_deal_status_ask_transports(bin: &str, ws: bool) {
         assert_offline_ask_is_null(&c.request(peer, PROTOCOL_ASK, &ask_request()).await);
         let tr = c.request(peer, PROTOCOL_TRANSPORTS, &[]).await;
         assert_no_transports(&tr);
+        // /metrics counts the connection still open (read when scraped).
+        let (code, text) = http(ready.http, "GET", "/metrics").expect("GET /metrics answered");
+        assert_eq!(code, 200, "{text}");
+        assert_eq!(metric(&text, "dealport_libp2p_connections"), 1.0, "{text}");
     });
 }
 
