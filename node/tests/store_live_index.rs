@@ -209,3 +209,62 @@ fn postgres_index_follows_every_transition_and_the_next_holder() {
         assert_index(&*second, &deals).await;
     }));
 }
+
+/// Each deal's `is_offline` column, in UUID order.
+async fn flags(admin: &mut sqlx::PgConnection) -> Vec<(String, Option<bool>)> {
+    sqlx::query_as("SELECT uuid::text, is_offline FROM deals ORDER BY uuid")
+        .fetch_all(admin)
+        .await
+        .unwrap()
+}
+
+/// Deals stored before PostgreSQL kept the offline flag in a column of its own
+/// (migration 8; the flag NULL): `awaiting_download` still leaves the offline ones out,
+/// and the next connect fills the flag in for the deals at `Accepted`, the ones its
+/// index is about, and leaves finished history alone.
+#[test]
+fn postgres_offline_flags_of_older_deals_are_filled_at_connect() {
+    use sqlx::Connection;
+    let server = PgServer::start();
+    block_on(within(Duration::from_secs(60), async {
+        let url = server.url();
+        let connect = || PostgresStore::connect(&url, PostgresOptions::default());
+        let store: Arc<dyn Store> = Arc::new(connect().await.unwrap());
+        let (_gate, fence) = hold_lease(&store).await;
+        let mut deals = vec![offline_deal(8), a4_deal(9), offline_deal(10), a4_deal(11)];
+        for d in &deals {
+            store.insert_new_deal_fenced(&fence, d).await.unwrap();
+        }
+        deals[3].apply(step(Checkpoint::Transferred)).unwrap();
+        store.update_deal_fenced(&fence, &deals[3]).await.unwrap();
+        let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+        let uuid = |d: &DealRecord| d.uuid.to_string();
+        assert_eq!(
+            flags(&mut admin).await,
+            vec![
+                (uuid(&deals[0]), Some(true)),
+                (uuid(&deals[1]), Some(false)),
+                (uuid(&deals[2]), Some(true)),
+                (uuid(&deals[3]), Some(false)),
+            ],
+            "the insert writes the flag"
+        );
+        sqlx::query("UPDATE deals SET is_offline = NULL")
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        assert_index(&*store, &deals).await;
+        let again: Arc<dyn Store> = Arc::new(connect().await.unwrap());
+        assert_eq!(
+            flags(&mut admin).await,
+            vec![
+                (uuid(&deals[0]), Some(true)),
+                (uuid(&deals[1]), Some(false)),
+                (uuid(&deals[2]), Some(true)),
+                (uuid(&deals[3]), None),
+            ],
+            "filled at connect for the deals at Accepted only"
+        );
+        assert_index(&*again, &deals).await;
+    }));
+}

@@ -167,33 +167,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// At most `limit` online deals at `Accepted` that have not failed, after `after` in
     /// UUID byte order: the transfer runner's work. Offline deals waiting for an import
-    /// are not its work; a backend that keeps them apart (sled) never reads them here.
+    /// are not its work; a backend that keeps them apart (sled, PostgreSQL) never reads
+    /// them here.
     /// The default reads [`Store::live_deals_at`] and leaves the offline ones out.
     fn awaiting_download(
         &self,
         after: Option<DealUuid>,
         limit: usize,
     ) -> StoreFuture<'_, Vec<DealRecord>> {
-        Box::pin(async move {
-            let limit = limit.max(1);
-            let (mut out, mut after) = (Vec::new(), after);
-            loop {
-                let page = self
-                    .live_deals_at(Checkpoint::Accepted, after, limit)
-                    .await?;
-                let full = page.len() >= limit;
-                after = page.last().map(|d| d.uuid);
-                for d in page.into_iter().filter(|d| !d.params.is_offline) {
-                    if out.len() == limit {
-                        return Ok(out);
-                    }
-                    out.push(d);
-                }
-                if !full || out.len() == limit {
-                    return Ok(out);
-                }
-            }
-        })
+        let limit = limit.max(1);
+        let page = move |after| self.live_deals_at(Checkpoint::Accepted, after, limit);
+        Box::pin(online_only(page, after, limit))
     }
 
     /// At most `limit` deals whose proposal names `piece` as its piece CID, ordered by
@@ -477,6 +461,35 @@ where
         each(deals);
         if n < page.max(1) {
             return Ok(seen);
+        }
+    }
+}
+
+/// At most `limit` online deals, after `after`, from the pages `read` gives in UUID
+/// order (each at most `limit` long): offline deals are left out and pages read on until
+/// `limit` remain or the pages end. The one filter behind [`Store::awaiting_download`].
+async fn online_only<'a, R>(
+    mut read: R,
+    mut after: Option<DealUuid>,
+    limit: usize,
+) -> Result<Vec<DealRecord>, StoreError>
+where
+    R: FnMut(Option<DealUuid>) -> StoreFuture<'a, Vec<DealRecord>>,
+{
+    let limit = limit.max(1);
+    let mut out = Vec::new();
+    loop {
+        let page = read(after).await?;
+        let full = page.len() >= limit;
+        after = page.last().map(|d| d.uuid);
+        for d in page.into_iter().filter(|d| !d.params.is_offline) {
+            if out.len() == limit {
+                return Ok(out);
+            }
+            out.push(d);
+        }
+        if !full || out.len() == limit {
+            return Ok(out);
         }
     }
 }

@@ -181,6 +181,13 @@ fn migrator() -> Migrator {
             include_str!("../../migrations/0007_ipni_chain.sql").into_sql_str(),
             false,
         ),
+        Migration::new(
+            8,
+            Cow::Borrowed("online deals awaiting download"),
+            MigrationType::Simple,
+            include_str!("../../migrations/0008_awaiting_download.sql").into_sql_str(),
+            false,
+        ),
     ])
 }
 
@@ -385,6 +392,8 @@ struct DealRow {
     piece_cid: String,
     /// The proposal's client address; only written by the insert (`deals_ui_by_client`).
     client: String,
+    /// Only written by the insert (`deals_awaiting_download`).
+    is_offline: bool,
 }
 
 const DEAL_COLUMNS: &str = "uuid::text AS uuid, params, proposal_cid, signed_proposal_cid, \
@@ -411,6 +420,7 @@ impl DealRow {
             sealing_status: d.sealing_status.clone(),
             piece_cid: d.params.client_deal_proposal.proposal.piece_cid.to_string(),
             client: d.params.client_deal_proposal.proposal.client.to_string(),
+            is_offline: d.params.is_offline,
         })
     }
 
@@ -510,6 +520,9 @@ impl PostgresStore {
             fill_piece_cids(&pool)
                 .await
                 .map_err(|e| open(format!("{describe}: filling deals.piece_cid: {e}")))?;
+            fill_offline_flags(&pool)
+                .await
+                .map_err(|e| open(format!("{describe}: filling deals.is_offline: {e}")))?;
             Ok::<_, StoreError>((pool, chosen))
         };
         let (pool, chosen) = timeout(opts.connect_timeout, connecting)
@@ -1606,6 +1619,23 @@ impl Store for PostgresStore {
         ))
     }
 
+    fn awaiting_download(
+        &self,
+        after: Option<DealUuid>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<DealRecord>> {
+        // The filter repeats migration 8's index predicate, so the planner reads that
+        // index; `$1` is the page's unused key. Offline deals a row's NULL flag let
+        // through (written by an older node) are dropped by `online_only`.
+        let filter = "checkpoint = 'Accepted' AND error IS NULL AND is_offline IS NOT TRUE \
+             AND $1::text IS NULL";
+        let limit = limit.max(1);
+        let page = move |after| -> StoreFuture<'_, Vec<DealRecord>> {
+            Box::pin(self.deals_page("list deals awaiting download", filter, None, after, limit))
+        };
+        Box::pin(super::online_only(page, after, limit))
+    }
+
     fn live_deals_at(
         &self,
         checkpoint: Checkpoint,
@@ -1830,6 +1860,38 @@ async fn fill_piece_cids(pool: &PgPool) -> Result<(), String> {
     }
 }
 
+/// `is_offline` of the deals at `Accepted` stored before migration 8 (the flag is in the
+/// params bytes). Only those are read by it, and they are the work in flight, so this
+/// stays short whatever the history; older finished deals keep NULL.
+async fn fill_offline_flags(pool: &PgPool) -> Result<(), String> {
+    loop {
+        let rows = sqlx::query(
+            "SELECT uuid::text AS uuid, params FROM deals \
+             WHERE is_offline IS NULL AND checkpoint = 'Accepted' AND error IS NULL LIMIT 500",
+        )
+        .fetch_all(pool)
+        .await
+        .map_err(|e| e.to_string())?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        for row in rows {
+            let uuid: String = row.try_get("uuid").map_err(|e| e.to_string())?;
+            let params: Vec<u8> = row.try_get("params").map_err(|e| e.to_string())?;
+            let offline =
+                <dealport_core::wire::DealParams as dealport_core::wire::Cbor>::from_cbor(&params)
+                    .map_err(|e| format!("deal {uuid}: stored params do not decode: {e}"))?
+                    .is_offline;
+            sqlx::query("UPDATE deals SET is_offline = $2 WHERE uuid = $1::uuid")
+                .bind(&uuid)
+                .bind(offline)
+                .execute(pool)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+    }
+}
+
 type PgQuery<'q> =
     sqlx::query::Query<'q, sqlx::Postgres, <sqlx::Postgres as sqlx::Database>::Arguments>;
 
@@ -1838,16 +1900,18 @@ type PgQuery<'q> =
 const INSERT_DEAL: &str = "INSERT INTO deals (uuid, params, proposal_cid, signed_proposal_cid, \
      client_peer_id, created_at_unix_nanos, checkpoint, error, n_bytes_received, \
      publish_cid, chain_deal_id, sector_number, sector_offset, sealing_status, \
-     writer_generation, piece_cid, client) \
-     VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+     writer_generation, piece_cid, client, is_offline) \
+     VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+     $18) \
      ON CONFLICT DO NOTHING RETURNING 1";
 
-/// [`bind_deal`] and the piece CID and client as `$16`, `$17`: a new row (neither ever
-/// changes, so the update leaves them).
+/// [`bind_deal`] and the piece CID, client and offline flag as `$16` to `$18`: a new
+/// row (none of them ever changes, so the update leaves them).
 fn bind_new_deal<'q>(q: PgQuery<'q>, d: &'q DealRow, generation: i64) -> PgQuery<'q> {
     bind_deal(q, d, generation)
         .bind(&d.piece_cid)
         .bind(&d.client)
+        .bind(d.is_offline)
 }
 
 fn bind_deal<'q>(q: PgQuery<'q>, d: &'q DealRow, generation: i64) -> PgQuery<'q> {
@@ -1901,7 +1965,7 @@ mod tests {
     fn migrations_are_embedded() {
         let m = migrator();
         let sql: Vec<&str> = m.iter().map(|m| m.sql.as_str()).collect();
-        assert_eq!(sql.len(), 7);
+        assert_eq!(sql.len(), 8);
         assert!(sql[0].contains("CREATE TABLE IF NOT EXISTS libp2p"));
         assert!(sql[1].contains("CREATE TABLE IF NOT EXISTS leader_state"));
         assert!(sql[2].contains("deals_live_by_checkpoint"));
@@ -1909,5 +1973,6 @@ mod tests {
         assert!(sql[4].contains("deals_ui_by_time") && sql[4].contains("deal_timeline"));
         assert!(sql[5].contains("piece_blocks_by_multihash"));
         assert!(sql[6].contains("CREATE TABLE IF NOT EXISTS ipni_head"));
+        assert!(sql[7].contains("deals_awaiting_download"));
     }
 }
