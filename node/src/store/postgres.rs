@@ -1875,6 +1875,7 @@ async fn fill_offline_flags(pool: &PgPool) -> Result<(), String> {
         if rows.is_empty() {
             return Ok(());
         }
+        let (mut uuids, mut flags) = (Vec::new(), Vec::new());
         for row in rows {
             let uuid: String = row.try_get("uuid").map_err(|e| e.to_string())?;
             let params: Vec<u8> = row.try_get("params").map_err(|e| e.to_string())?;
@@ -1882,13 +1883,20 @@ async fn fill_offline_flags(pool: &PgPool) -> Result<(), String> {
                 <dealport_core::wire::DealParams as dealport_core::wire::Cbor>::from_cbor(&params)
                     .map_err(|e| format!("deal {uuid}: stored params do not decode: {e}"))?
                     .is_offline;
-            sqlx::query("UPDATE deals SET is_offline = $2 WHERE uuid = $1::uuid")
-                .bind(&uuid)
-                .bind(offline)
-                .execute(pool)
-                .await
-                .map_err(|e| e.to_string())?;
+            uuids.push(uuid);
+            flags.push(offline);
         }
+        // One statement per batch: this runs inside the connect deadline.
+        sqlx::query(
+            "UPDATE deals SET is_offline = f.offline \
+             FROM unnest($1::text[], $2::bool[]) AS f(uuid, offline) \
+             WHERE deals.uuid = f.uuid::uuid",
+        )
+        .bind(&uuids)
+        .bind(&flags)
+        .execute(pool)
+        .await
+        .map_err(|e| e.to_string())?;
     }
 }
 
