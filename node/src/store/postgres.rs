@@ -1826,29 +1826,45 @@ impl Store for PostgresStore {
     }
 }
 
+/// A batch of rows from `select` (which reads `uuid` and `params`), each with its params
+/// decoded: the fills at connect read what older rows lack from their params bytes,
+/// which SQL cannot decode.
+async fn decoded_batch(
+    pool: &PgPool,
+    select: &'static str,
+) -> Result<Vec<(String, dealport_core::wire::DealParams)>, String> {
+    let rows = sqlx::query(select)
+        .fetch_all(pool)
+        .await
+        .map_err(|e| e.to_string())?;
+    rows.iter()
+        .map(|row| {
+            let uuid: String = row.try_get("uuid").map_err(|e| e.to_string())?;
+            let params: Vec<u8> = row.try_get("params").map_err(|e| e.to_string())?;
+            let decoded =
+                <dealport_core::wire::DealParams as dealport_core::wire::Cbor>::from_cbor(&params)
+                    .map_err(|e| format!("deal {uuid}: stored params do not decode: {e}"))?;
+            Ok((uuid, decoded))
+        })
+        .collect()
+}
+
 /// Rows written before migrations 4 and 5 get their piece CID and client, read from
 /// their params, a batch at a time (the indexes find the NULLs; nothing to do is one
 /// indexed query each).
 async fn fill_piece_cids(pool: &PgPool) -> Result<(), String> {
     loop {
-        let rows = sqlx::query(
+        let batch = decoded_batch(
+            pool,
             "(SELECT uuid::text AS uuid, params FROM deals WHERE piece_cid IS NULL LIMIT 500) \
              UNION (SELECT uuid::text AS uuid, params FROM deals WHERE client IS NULL LIMIT 500)",
         )
-        .fetch_all(pool)
-        .await
-        .map_err(|e| e.to_string())?;
-        if rows.is_empty() {
+        .await?;
+        if batch.is_empty() {
             return Ok(());
         }
-        for row in rows {
-            let uuid: String = row.try_get("uuid").map_err(|e| e.to_string())?;
-            let params: Vec<u8> = row.try_get("params").map_err(|e| e.to_string())?;
-            let proposal =
-                <dealport_core::wire::DealParams as dealport_core::wire::Cbor>::from_cbor(&params)
-                    .map_err(|e| format!("deal {uuid}: stored params do not decode: {e}"))?
-                    .client_deal_proposal
-                    .proposal;
+        for (uuid, params) in batch {
+            let proposal = params.client_deal_proposal.proposal;
             sqlx::query("UPDATE deals SET piece_cid = $2, client = $3 WHERE uuid = $1::uuid")
                 .bind(&uuid)
                 .bind(proposal.piece_cid.to_string())
@@ -1865,27 +1881,17 @@ async fn fill_piece_cids(pool: &PgPool) -> Result<(), String> {
 /// stays short whatever the history; older finished deals keep NULL.
 async fn fill_offline_flags(pool: &PgPool) -> Result<(), String> {
     loop {
-        let rows = sqlx::query(
+        let batch = decoded_batch(
+            pool,
             "SELECT uuid::text AS uuid, params FROM deals \
              WHERE is_offline IS NULL AND checkpoint = 'Accepted' AND error IS NULL LIMIT 500",
         )
-        .fetch_all(pool)
-        .await
-        .map_err(|e| e.to_string())?;
-        if rows.is_empty() {
+        .await?;
+        if batch.is_empty() {
             return Ok(());
         }
-        let (mut uuids, mut flags) = (Vec::new(), Vec::new());
-        for row in rows {
-            let uuid: String = row.try_get("uuid").map_err(|e| e.to_string())?;
-            let params: Vec<u8> = row.try_get("params").map_err(|e| e.to_string())?;
-            let offline =
-                <dealport_core::wire::DealParams as dealport_core::wire::Cbor>::from_cbor(&params)
-                    .map_err(|e| format!("deal {uuid}: stored params do not decode: {e}"))?
-                    .is_offline;
-            uuids.push(uuid);
-            flags.push(offline);
-        }
+        let (uuids, flags): (Vec<String>, Vec<bool>) =
+            batch.into_iter().map(|(u, p)| (u, p.is_offline)).unzip();
         // One statement per batch: this runs inside the connect deadline.
         sqlx::query(
             "UPDATE deals SET is_offline = f.offline \
