@@ -12,13 +12,9 @@ use dealport_core::{
     deal::{Checkpoint, DealEvent, DealRecord},
     wire::{Address, Cbor, Cid, DealParams, DealUuid},
 };
-use dealport_node::store::{
-    postgres::{PostgresOptions, PostgresStore},
-    sled::SledStore,
-    Fence, Store,
-};
+use dealport_node::store::{sled::SledStore, Fence, Store};
 use dealport_testkit::{
-    node::{golden, hold_lease, reopen_sled, runtime, within},
+    node::{golden, hold_lease, postgres_store, reopen_sled, runtime, within},
     postgres::PgServer,
 };
 use futures::executor::block_on;
@@ -225,11 +221,7 @@ fn postgres_dashboard_reads_match_the_oracle() {
     let server = PgServer::start();
     block_on(within(Duration::from_secs(60), async {
         let url = server.url();
-        let store: Arc<dyn Store> = Arc::new(
-            PostgresStore::connect(&url, PostgresOptions::default())
-                .await
-                .unwrap(),
-        );
+        let store: Arc<dyn Store> = postgres_store(&url).await;
         let (_gate, fence) = hold_lease(&store).await;
         let all = write(&*store, &fence).await;
         check(&*store, &all).await;
@@ -239,11 +231,7 @@ fn postgres_dashboard_reads_match_the_oracle() {
             .execute(&pool)
             .await
             .unwrap();
-        let again: Arc<dyn Store> = Arc::new(
-            PostgresStore::connect(&url, PostgresOptions::default())
-                .await
-                .unwrap(),
-        );
+        let again: Arc<dyn Store> = postgres_store(&url).await;
         check(&*again, &all).await;
     }));
 }

@@ -8,13 +8,9 @@ use dealport_core::{
     ipni::{ad::dag_json_cid, Block},
     wire::DealUuid,
 };
-use dealport_node::store::{
-    postgres::{PostgresOptions, PostgresStore},
-    sled::SledStore,
-    Fence, IpniPublish, Published, Store, StoreError,
-};
+use dealport_node::store::{sled::SledStore, Fence, IpniPublish, Published, Store, StoreError};
 use dealport_testkit::{
-    node::{runtime, within},
+    node::{postgres_store, runtime, within},
     postgres::PgServer,
 };
 use futures::executor::block_on;
@@ -192,8 +188,7 @@ fn postgres_ipni_chain_and_a_second_holder() {
     let server = PgServer::start();
     block_on(within(Duration::from_secs(60), async {
         let url = server.url();
-        let connect = || PostgresStore::connect(&url, PostgresOptions::default());
-        let a: Arc<dyn Store> = Arc::new(connect().await.unwrap());
+        let a: Arc<dyn Store> = postgres_store(&url).await;
         build_chain(&*a).await;
         check_chain(&*a).await;
         // Node a releases; node b takes over and extends the same chain.
@@ -203,7 +198,7 @@ fn postgres_ipni_chain_and_a_second_holder() {
             generation: read.generation,
         };
         assert!(a.release(&fa).await.unwrap());
-        let b: Arc<dyn Store> = Arc::new(connect().await.unwrap());
+        let b: Arc<dyn Store> = postgres_store(&url).await;
         check_chain(&*b).await;
         let fb = fence_for(&*b, "b").await;
         let a4 = block("{\"ad\":4}");

@@ -9,13 +9,9 @@ use dealport_core::{
     deal::{Checkpoint, DealEvent, DealRecord},
     wire::{Cbor, Cid, DealUuid},
 };
-use dealport_node::store::{
-    postgres::{PostgresOptions, PostgresStore},
-    sled::SledStore,
-    Fence, Store, CHECKPOINTS,
-};
+use dealport_node::store::{sled::SledStore, Fence, Store, CHECKPOINTS};
 use dealport_testkit::{
-    node::{a4_deal, hold_lease, reopen_sled, runtime, within},
+    node::{a4_deal, hold_lease, postgres_store, reopen_sled, runtime, within},
     postgres::PgServer,
 };
 use futures::executor::block_on;
@@ -187,13 +183,12 @@ fn postgres_index_follows_every_transition_and_the_next_holder() {
     let server = PgServer::start();
     block_on(within(Duration::from_secs(60), async {
         let url = server.url();
-        let connect = || PostgresStore::connect(&url, PostgresOptions::default());
-        let first: Arc<dyn Store> = Arc::new(connect().await.unwrap());
+        let first: Arc<dyn Store> = postgres_store(&url).await;
         let (_gate, fence) = hold_lease(&first).await;
         let mut deals = walk(&*first, &fence).await;
         first.release(&fence).await.unwrap();
         // Another node takes the lease and moves a deal on: both see one index.
-        let second: Arc<dyn Store> = Arc::new(connect().await.unwrap());
+        let second: Arc<dyn Store> = postgres_store(&url).await;
         let grant = second
             .try_acquire("next", Some(fence.generation), Duration::from_secs(600))
             .await
@@ -228,8 +223,7 @@ fn postgres_offline_flags_of_older_deals_are_filled_at_connect() {
     let server = PgServer::start();
     block_on(within(Duration::from_secs(60), async {
         let url = server.url();
-        let connect = || PostgresStore::connect(&url, PostgresOptions::default());
-        let store: Arc<dyn Store> = Arc::new(connect().await.unwrap());
+        let store: Arc<dyn Store> = postgres_store(&url).await;
         let (_gate, fence) = hold_lease(&store).await;
         let mut deals = vec![offline_deal(8), a4_deal(9), offline_deal(10), a4_deal(11)];
         for d in &deals {
@@ -254,7 +248,7 @@ fn postgres_offline_flags_of_older_deals_are_filled_at_connect() {
             .await
             .unwrap();
         assert_index(&*store, &deals).await;
-        let again: Arc<dyn Store> = Arc::new(connect().await.unwrap());
+        let again: Arc<dyn Store> = postgres_store(&url).await;
         assert_eq!(
             flags(&mut admin).await,
             vec![

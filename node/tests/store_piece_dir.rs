@@ -8,13 +8,9 @@ use dealport_core::{
     piece_index::{BlockEntry, BlockLocation, IndexState},
     wire::Cid,
 };
-use dealport_node::store::{
-    postgres::{PostgresOptions, PostgresStore},
-    sled::SledStore,
-    Store,
-};
+use dealport_node::store::{sled::SledStore, Store};
 use dealport_testkit::{
-    node::{reopen_sled, runtime, within},
+    node::{postgres_store, reopen_sled, runtime, within},
     postgres::PgServer,
 };
 use futures::executor::block_on;
@@ -216,11 +212,10 @@ fn postgres_piece_directory() {
     let server = PgServer::start();
     block_on(within(Duration::from_secs(60), async {
         let url = server.url();
-        let connect = || PostgresStore::connect(&url, PostgresOptions::default());
-        let store: Arc<dyn Store> = Arc::new(connect().await.unwrap());
+        let store: Arc<dyn Store> = postgres_store(&url).await;
         write(&*store).await;
         check(&*store).await;
-        let again: Arc<dyn Store> = Arc::new(connect().await.unwrap());
+        let again: Arc<dyn Store> = postgres_store(&url).await;
         check(&*again).await;
         reindex(&*again).await;
     }));

@@ -8,13 +8,9 @@ use dealport_core::{
     deal::{DealEvent, DealRecord},
     wire::{Cbor, Cid, DealParams, DealUuid},
 };
-use dealport_node::store::{
-    postgres::{PostgresOptions, PostgresStore},
-    sled::SledStore,
-    Fence, Store,
-};
+use dealport_node::store::{sled::SledStore, Fence, Store};
 use dealport_testkit::{
-    node::{golden, hold_lease, reopen_sled, runtime, within},
+    node::{golden, hold_lease, postgres_store, reopen_sled, runtime, within},
     postgres::PgServer,
 };
 use futures::executor::block_on;
@@ -119,8 +115,7 @@ fn postgres_finds_deals_by_piece_and_fills_rows_from_before_the_column() {
     let server = PgServer::start();
     block_on(within(Duration::from_secs(60), async {
         let url = server.url();
-        let connect = || PostgresStore::connect(&url, PostgresOptions::default());
-        let store: Arc<dyn Store> = Arc::new(connect().await.unwrap());
+        let store: Arc<dyn Store> = postgres_store(&url).await;
         let (_gate, fence) = hold_lease(&store).await;
         write(&*store, &fence).await;
         check(&*store).await;
@@ -135,7 +130,7 @@ fn postgres_finds_deals_by_piece_and_fills_rows_from_before_the_column() {
             .await
             .unwrap()
             .is_empty());
-        let again: Arc<dyn Store> = Arc::new(connect().await.unwrap());
+        let again: Arc<dyn Store> = postgres_store(&url).await;
         check(&*again).await;
         check(&*store).await;
     }));

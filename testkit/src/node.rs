@@ -21,7 +21,11 @@ use dealport_node::{
     metrics::Metrics,
     runtime::{BoxTask, Runtime},
     service::{DealService, ServiceConfig},
-    store::{sled::SledStore, Fence, LeaseGate, Store},
+    store::{
+        postgres::{PostgresOptions, PostgresStore},
+        sled::SledStore,
+        Fence, LeaseGate, Store,
+    },
 };
 
 /// Open the sled store in `dir` again, waiting out (bounded) the lock that a store just
@@ -38,6 +42,16 @@ pub fn reopen_sled(dir: &std::path::Path) -> SledStore {
             Err(e) => panic!("{e}"),
         }
     }
+}
+
+/// A PostgreSQL store on `url` with the default options, as a node opens it (migrations
+/// and the fills at connect included).
+pub async fn postgres_store(url: &str) -> Arc<dyn Store> {
+    Arc::new(
+        PostgresStore::connect(url, PostgresOptions::default())
+            .await
+            .unwrap(),
+    )
 }
 
 /// Take `store`'s lease as node "holder" and open a gate with its fence for a minute,
