@@ -95,15 +95,19 @@ impl Duties {
         }
     }
 
-    /// Start the host and record its internal WebSocket address under `fence`; the
-    /// host's WebSocket listener for the relay, if it has one.
+    /// Start the host and record its internal WebSocket address under `fence`; that
+    /// address, if the host has a WebSocket listener.
     async fn start(&self, store: &dyn Store, fence: &Fence) -> Result<Option<SocketAddr>, String> {
         let peer = self.peer();
         let announce = self.host_config.announce.clone();
+        let config = HostConfig {
+            handoffs: Some(self.front_door.handoffs()),
+            ..self.host_config.clone()
+        };
         let host = Host::start(
             self.runtime.clone(),
             self.key.clone(),
-            self.host_config.clone(),
+            config,
             Arc::new(self.service.clone()),
         )
         .map_err(|e| e.to_string())?;
@@ -121,8 +125,11 @@ impl Duties {
         for a in &announce {
             tracing::info!("announcing {}", with_p2p(a, peer));
         }
-        let local_ws = ws_socket_addr(&addrs);
-        let internal = local_ws.map(|s| internal_ws_multiaddr(self.internal_ws_host, s.port()));
+        // What other nodes' relays dial (and what this node's relay compares with the
+        // holder the store names).
+        let recorded =
+            ws_socket_addr(&addrs).map(|s| SocketAddr::new(self.internal_ws_host, s.port()));
+        let internal = recorded.map(|s| internal_ws_multiaddr(s.ip(), s.port()));
         if let Some(internal) = &internal {
             let announce: Vec<String> = announce.iter().map(ToString::to_string).collect();
             if let Err(e) = store
@@ -147,7 +154,7 @@ impl Duties {
             })
             .collect();
         *self.host.lock().unwrap_or_else(|e| e.into_inner()) = Some((host, tasks));
-        Ok(local_ws)
+        Ok(recorded)
     }
 
     /// Stop the leader-only work and close the host, letting streams in flight finish
@@ -159,6 +166,8 @@ impl Duties {
                 t.abort();
             }
             host.shutdown(grace).await;
+            // Connections handed over after the host stopped taking them.
+            self.front_door.handoffs().clear();
             tracing::info!("libp2p host closed");
         }
     }

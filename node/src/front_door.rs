@@ -1,9 +1,10 @@
 //! What this node tells its HTTP server: where the libp2p host listens for relayed
 //! WebSockets, whether the node is healthy, and its banner.
 //!
-//! With one node (sled), the host always runs here and the relay goes to it. In cluster
-//! mode every node relays to the current lease holder's internal WebSocket address, read
-//! from the shared store (only while its lease is live).
+//! With one node (sled), the host always runs here and the relay hands each connection
+//! to it in-process (crate::handoff). In cluster mode every node relays to the current
+//! lease holder's internal WebSocket address, read from the shared store (only while its
+//! lease is live); the holder itself hands over instead of dialing its own address.
 //!
 //! Layer: what the HTTP server serves, above the routes: uses `api`, `ui`, `mk12_http`,
 //! `http`, `p2p` (address helpers), `store`, `metrics`. The lease loop sets its [`Role`].
@@ -21,7 +22,8 @@ use http::{HeaderMap, Method};
 
 use crate::{
     api::Api,
-    http::{BoxFuture, HttpBackend, HttpResponse, StreamRoute},
+    handoff::HandOffs,
+    http::{BoxFuture, HttpBackend, HttpResponse, RelayRoute, StreamRoute},
     metrics::Metrics,
     mk12_http::Mk12Http,
     p2p::addr::relay_socket_addr,
@@ -47,8 +49,9 @@ pub struct Role {
 /// The libp2p host this node runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunningHost {
-    /// The host's own WebSocket listener, the relay's target; `None` when the host
-    /// listens on TCP only (then the relay is the one thing this node cannot serve).
+    /// The host's own WebSocket listener as recorded in the store for other nodes'
+    /// relays; `None` when the host listens on TCP only (then the relay is the one thing
+    /// this node cannot serve).
     pub relay: Option<SocketAddr>,
 }
 
@@ -86,7 +89,12 @@ pub struct FrontDoor {
     ipni: Option<Arc<crate::ipni::http::IpniHttp>>,
     /// The dashboard under `/ui/` (absent: 404).
     ui: Option<Ui>,
+    /// Relayed connections given to this node's own host (crate::handoff).
+    handoffs: Arc<HandOffs>,
 }
+
+/// Relayed connections waiting for this node's host to take them; more get a 503.
+const HANDOFF_QUEUE: usize = 128;
 
 impl FrontDoor {
     pub fn new(peer: PeerId, store: Arc<dyn Store>, metrics: Arc<Metrics>, mk12: Mk12Http) -> Self {
@@ -103,7 +111,13 @@ impl FrontDoor {
             retrieval: None,
             ipni: None,
             ui: None,
+            handoffs: Arc::new(HandOffs::new(HANDOFF_QUEUE)),
         }
+    }
+
+    /// The queue this node's relay hands connections to its own host through.
+    pub fn handoffs(&self) -> Arc<HandOffs> {
+        self.handoffs.clone()
     }
 
     /// Serve the piece URLs under `/piece/`.
@@ -165,9 +179,13 @@ impl FrontDoor {
 }
 
 impl HttpBackend for FrontDoor {
-    fn relay_target(&self) -> BoxFuture<Result<SocketAddr, String>> {
+    fn relay_target(&self) -> BoxFuture<Result<RelayRoute, String>> {
         let role = self.role();
+        let handoffs = self.handoffs.clone();
         if self.cluster && role.host != Some(RunningHost { relay: None }) {
+            // The store names the holder; when that is this node's own listener, the
+            // connection is handed over instead of dialed.
+            let own = role.host.and_then(|h| h.relay);
             let store = self.store.clone();
             return Box::pin(async move {
                 let found = crate::runtime::timeout(HEALTH_STORE_BOUND, store.relay_target())
@@ -178,19 +196,21 @@ impl HttpBackend for FrontDoor {
                         ))
                     });
                 match found {
-                    Ok(Some(t)) if t.live => relay_socket_addr(&t.local_listen).ok_or_else(|| {
-                        format!(
+                    Ok(Some(t)) if t.live => match relay_socket_addr(&t.local_listen) {
+                        Some(addr) if Some(addr) == own => Ok(RelayRoute::HandOff(handoffs)),
+                        Some(addr) => Ok(RelayRoute::Dial(addr)),
+                        None => Err(format!(
                             "the lease holder's address {} is not usable",
                             t.local_listen
-                        )
-                    }),
+                        )),
+                    },
                     Ok(_) => Err("no node holds the lease right now, retry".to_owned()),
                     Err(e) => Err(format!("cannot find the lease holder: {e}")),
                 }
             });
         }
         let target = match role.host {
-            Some(RunningHost { relay: Some(ws) }) => Ok(ws),
+            Some(RunningHost { relay: Some(_) }) => Ok(RelayRoute::HandOff(handoffs)),
             Some(RunningHost { relay: None }) => Err(NO_WS_LISTENER.to_owned()),
             None => Err("the libp2p host is not running on this node".to_owned()),
         };

@@ -8,6 +8,7 @@ pub mod config;
 pub mod exec;
 pub mod fd_limit;
 pub mod front_door;
+pub mod handoff;
 pub mod http;
 pub mod identity;
 pub mod ipni;

@@ -49,6 +49,7 @@ pub struct Metrics {
     host_counts: std::sync::Mutex<Option<HostCounts>>,
     relay_active: Gauge,
     relay_opened: Counter,
+    relay_handed_off: Counter,
     relay_bytes: Family<Labels1, Counter>,
     relay_rejected: Family<Labels1, Counter>,
     lease_role: Family<Labels1, Gauge>,
@@ -140,6 +141,12 @@ impl Metrics {
             "relay_opened",
             "WebSocket relays opened since start",
             relay_opened.clone(),
+        );
+        let relay_handed_off = Counter::default();
+        registry.register(
+            "relay_handed_off",
+            "WebSocket relays given to this node's own libp2p host in-process instead of dialed",
+            relay_handed_off.clone(),
         );
         let relay_bytes = Family::<Labels1, Counter>::default();
         registry.register(
@@ -239,6 +246,7 @@ impl Metrics {
             host_counts: std::sync::Mutex::new(None),
             relay_active,
             relay_opened,
+            relay_handed_off,
             relay_bytes,
             relay_rejected,
             lease_role,
@@ -365,6 +373,11 @@ impl Metrics {
         self.relay_opened.inc();
     }
 
+    /// An established relay went to this node's own host (counted as opened too).
+    pub fn relay_handed_off(&self) {
+        self.relay_handed_off.inc();
+    }
+
     /// An established relay ended.
     pub fn relay_closed(&self) {
         self.relay_active.dec();
@@ -375,6 +388,13 @@ impl Metrics {
         self.relay_bytes
             .get_or_create(&l1("direction", direction))
             .inc_by(n);
+    }
+
+    /// The two byte counters of [`Metrics::relay_bytes`] (client to host, host to client),
+    /// for a relay that counts without a label lookup per read.
+    pub fn relay_byte_counters(&self) -> (Counter, Counter) {
+        let get = |d: &str| self.relay_bytes.get_or_create(&l1("direction", d)).clone();
+        (get("client_to_host"), get("host_to_client"))
     }
 
     /// An upgrade request that was not relayed, e.g. `no_target`, `limit`, `unreachable`.

@@ -31,6 +31,11 @@ impl<T> Rewound<T> {
     pub fn get_ref(&self) -> &T {
         &self.inner
     }
+
+    /// The bytes not yet read again, and the stream.
+    pub fn into_parts(self) -> (Bytes, T) {
+        (self.prefix, self.inner)
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Rewound<T> {

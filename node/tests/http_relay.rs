@@ -15,7 +15,8 @@ use async_io::Timer;
 use async_net::{TcpListener, TcpStream};
 use async_tungstenite::WebSocketStream;
 use dealport_node::{
-    http::{self, BoxFuture, HttpBackend, HttpConfig, HttpHandle},
+    handoff::HandOffs,
+    http::{self, BoxFuture, HttpBackend, HttpConfig, HttpHandle, RelayRoute},
     metrics::Metrics,
     p2p::{
         transport::{build_transport, Security, TransportConfig},
@@ -57,22 +58,37 @@ impl StreamService for EchoService {
     }
 }
 
+/// Answers the address the host counts the stream's connection under.
+#[derive(Default)]
+struct RemoteService;
+
+impl StreamService for RemoteService {
+    fn handle(&self, _: &str, _: PeerId, remote: &Multiaddr, _: Vec<u8>) -> Reply {
+        let out = remote.to_string().into_bytes();
+        Box::pin(async move { Some(out) })
+    }
+}
+
 /// A libp2p host listening on loopback WS only; returns its handle and WS socket address.
 async fn start_host() -> (HostHandle, SocketAddr) {
+    start_host_with(None, Arc::new(EchoService)).await
+}
+
+/// The same, taking the connections an HTTP relay hands over through `handoffs`.
+async fn start_host_with(
+    handoffs: Option<Arc<HandOffs>>,
+    service: Arc<dyn StreamService>,
+) -> (HostHandle, SocketAddr) {
     let config = HostConfig {
         listen: vec!["/ip4/127.0.0.1/tcp/0/ws".parse().unwrap()],
         agent_version: "dealport/test".into(),
         // The idle relay test keeps a raw WebSocket silent for 20 s before its handshake.
         handshake_timeout: Duration::from_secs(60),
+        handoffs,
         ..HostConfig::default()
     };
-    let host = Host::start(
-        runtime(),
-        Keypair::generate_ed25519(),
-        config,
-        Arc::new(EchoService),
-    )
-    .expect("host starts");
+    let host =
+        Host::start(runtime(), Keypair::generate_ed25519(), config, service).expect("host starts");
     let addrs = host.listen_addrs().await.expect("listen addrs");
     let ws = addrs
         .iter()
@@ -97,11 +113,11 @@ fn socket_addr(ma: &Multiaddr) -> SocketAddr {
 // ---------------------------------------------------------------- backend and server
 
 struct TestBackend {
-    target: Mutex<Result<SocketAddr, String>>,
+    target: Mutex<Result<RelayRoute, String>>,
 }
 
 impl HttpBackend for TestBackend {
-    fn relay_target(&self) -> BoxFuture<Result<SocketAddr, String>> {
+    fn relay_target(&self) -> BoxFuture<Result<RelayRoute, String>> {
         let t = self.target.lock().unwrap().clone();
         Box::pin(async move { t })
     }
@@ -125,6 +141,13 @@ fn test_config() -> HttpConfig {
 
 async fn serve(
     target: Result<SocketAddr, String>,
+    config: HttpConfig,
+) -> (HttpHandle, Arc<Metrics>, Arc<TestBackend>) {
+    serve_route(target.map(RelayRoute::Dial), config).await
+}
+
+async fn serve_route(
+    target: Result<RelayRoute, String>,
     config: HttpConfig,
 ) -> (HttpHandle, Arc<Metrics>, Arc<TestBackend>) {
     let metrics = Arc::new(Metrics::new());
@@ -493,6 +516,95 @@ fn rust_client_through_libp2p_path() {
     });
 }
 
+/// The relay hands the connection to a host in its own process instead of dialing it:
+/// a rust-libp2p client through `/libp2p` identifies and gets its answer; the host
+/// counts the stream under the client's socket address (with its port, where the
+/// dialing relay's signed header gives port 0); the relay's byte counters move both
+/// ways, and its slot and gauge come back when the client leaves.
+#[test]
+fn relay_hands_the_connection_to_its_own_host() {
+    run(Duration::from_secs(60), async {
+        let handoffs = Arc::new(HandOffs::new(8));
+        let (host, _) = start_host_with(Some(handoffs.clone()), Arc::new(RemoteService)).await;
+        let config = HttpConfig {
+            max_relays: 1,
+            ..test_config()
+        };
+        let (server, metrics, _) = serve_route(Ok(RelayRoute::HandOff(handoffs)), config).await;
+        let port = server.local_addr().port();
+        let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}/x-parity-ws/%2Flibp2p")
+            .parse()
+            .unwrap();
+        let (info, reply) = rust_client_request(addr, host.peer_id(), b"\xa0").await;
+        assert_eq!(info.agent_version, "dealport/test");
+        let seen: Multiaddr = String::from_utf8(reply).unwrap().parse().unwrap();
+        let seen = socket_addr(&seen);
+        assert_eq!(seen.ip(), std::net::IpAddr::from([127, 0, 0, 1]));
+        assert_ne!(
+            seen.port(),
+            0,
+            "the client's own port, not a vouched-for address"
+        );
+        let m = parse_metrics(&metrics.encode());
+        assert_eq!(m["dealport_relay_opened_total"], 1.0);
+        assert_eq!(m["dealport_relay_handed_off_total"], 1.0);
+        assert!(m[r#"dealport_relay_bytes_total{direction="client_to_host"}"#] > 0.0);
+        assert!(m[r#"dealport_relay_bytes_total{direction="host_to_client"}"#] > 0.0);
+        // The client has gone: the host drops the connection, the slot comes back (a
+        // second relay fits under max_relays = 1 again).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while parse_metrics(&metrics.encode())["dealport_relay_active"] != 0.0 {
+            assert!(
+                Instant::now() < deadline,
+                "relay still active after the client left"
+            );
+            Timer::after(Duration::from_millis(50)).await;
+        }
+        let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}/ws").parse().unwrap();
+        let (_, reply) = rust_client_request(addr, host.peer_id(), b"\xa0").await;
+        assert!(!reply.is_empty());
+        server.shutdown().await;
+        host.shutdown(Duration::from_secs(1)).await;
+    });
+}
+
+/// A host that does not take handed-over connections fast enough: once its queue is
+/// full, upgrades get 503 (and count as the relay limit), not a 101 that leads nowhere.
+#[test]
+fn a_full_hand_off_queue_is_503() {
+    run(Duration::from_secs(30), async {
+        // No host drains this queue.
+        let handoffs = Arc::new(HandOffs::new(1));
+        let (server, metrics, _) =
+            serve_route(Ok(RelayRoute::HandOff(handoffs.clone())), test_config()).await;
+        let first = upgrade(server.local_addr(), "/", "Upgrade").await;
+        assert!(first.is_ok(), "the first one is queued");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while handoffs.has_room() {
+            assert!(
+                Instant::now() < deadline,
+                "the first upgrade was not queued"
+            );
+            Timer::after(Duration::from_millis(20)).await;
+        }
+        let r = upgrade(server.local_addr(), "/", "Upgrade")
+            .await
+            .expect_err("not 101");
+        assert_eq!(r.status, 503);
+        assert!(r.body.contains("not taking connections"), "{}", r.body);
+        let m = parse_metrics(&metrics.encode());
+        assert_eq!(m[r#"dealport_relay_rejected_total{reason="limit"}"#], 1.0);
+        // Clearing the queue (the host stopped) closes the queued client.
+        handoffs.clear();
+        let mut ws = first.unwrap();
+        match within(Duration::from_secs(5), ws.next()).await {
+            None | Some(Err(_)) => {}
+            other => panic!("expected the connection closed, got {other:?}"),
+        }
+        server.shutdown().await;
+    });
+}
+
 /// (c): a relayed connection silent in both directions for 20 s (Curio cuts at 15 s)
 /// still carries a multistream-select handshake with the real host afterwards.
 #[test]
@@ -704,7 +816,7 @@ fn no_target_503_and_unreachable_502() {
             let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
             l.local_addr().unwrap()
         };
-        *backend.target.lock().unwrap() = Ok(closed);
+        *backend.target.lock().unwrap() = Ok(RelayRoute::Dial(closed));
         let r = upgrade(server.local_addr(), "/", "Upgrade")
             .await
             .expect_err("not 101");
@@ -718,7 +830,7 @@ fn no_target_503_and_unreachable_502() {
         // A target that accepts TCP but never answers the handshake: 502 after the
         // dial timeout.
         let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        *backend.target.lock().unwrap() = Ok(silent.local_addr().unwrap());
+        *backend.target.lock().unwrap() = Ok(RelayRoute::Dial(silent.local_addr().unwrap()));
         let t0 = Instant::now();
         let r = upgrade(server.local_addr(), "/", "Upgrade")
             .await

@@ -7,7 +7,7 @@
 //! -- --ignored --nocapture` measures one connection's throughput from staging.
 use std::{
     io::{Read, Write},
-    net::{SocketAddr, TcpStream},
+    net::TcpStream,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -28,7 +28,7 @@ const B: &str = "5b0e4f86-7c1d-4a7e-9a51-0d2c3e4f5a02";
 struct Backend(Arc<PieceUrls>);
 
 impl HttpBackend for Backend {
-    fn relay_target(&self) -> BoxFuture<Result<SocketAddr, String>> {
+    fn relay_target(&self) -> BoxFuture<Result<dealport_node::http::RelayRoute, String>> {
         Box::pin(async { Err("no relay here".to_owned()) })
     }
     fn health(&self) -> BoxFuture<(bool, serde_json::Value)> {

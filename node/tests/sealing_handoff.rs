@@ -47,7 +47,7 @@ const PADDED: u64 = 2048;
 struct Backend(Arc<PieceUrls>);
 
 impl HttpBackend for Backend {
-    fn relay_target(&self) -> BoxFuture<Result<std::net::SocketAddr, String>> {
+    fn relay_target(&self) -> BoxFuture<Result<dealport_node::http::RelayRoute, String>> {
         Box::pin(async { Err("none".to_owned()) })
     }
     fn health(&self) -> BoxFuture<(bool, serde_json::Value)> {

@@ -773,10 +773,26 @@ fn connect_from(from: std::net::IpAddr, to: SocketAddr) -> std::io::Result<TcpSt
     Ok(TcpStream::from(fd))
 }
 
+/// What became of a relayed connection at the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AtHost {
+    /// The host took it: its multistream-select answered (the connection is then held
+    /// in its handshake).
+    Served,
+    /// The host refused it: `502` from a relay that dialed it, or, when the relay handed
+    /// the connection to its own host in-process, closed after the `101`.
+    Refused,
+}
+
 /// A relayed WebSocket upgrade at `/libp2p` from `from`, with an optional
-/// `X-Forwarded-For`; the status code, with the socket kept open (held relays keep their
-/// host connection in its handshake).
-fn ws_upgrade_from(from: &str, forwarded_for: Option<&str>, http: SocketAddr) -> (u16, TcpStream) {
+/// `X-Forwarded-For`, then a multistream-select header in a WebSocket frame: whether the
+/// host served or refused it, with the socket kept open (served ones stay in the host's
+/// handshake).
+fn ws_upgrade_from(
+    from: &str,
+    forwarded_for: Option<&str>,
+    http: SocketAddr,
+) -> (AtHost, TcpStream) {
     let mut s = connect_from(from.parse().unwrap(), http).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
     let xff = forwarded_for
@@ -787,10 +803,29 @@ fn ws_upgrade_from(from: &str, forwarded_for: Option<&str>, http: SocketAddr) ->
         "GET /libp2p HTTP/1.1\r\nHost: {http}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{xff}Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     )
     .unwrap();
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head).expect("an answer");
-    let code = std::str::from_utf8(&head[9..12]).unwrap().parse().unwrap();
-    (code, s)
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).expect("an answer head");
+        head.push(byte[0]);
+    }
+    match &head[9..12] {
+        b"101" => {}
+        b"502" => return (AtHost::Refused, s),
+        other => panic!("answered {}", String::from_utf8_lossy(other)),
+    }
+    // A masked (all-zero key) binary frame: the length-prefixed multistream header.
+    let header = b"\x13/multistream/1.0.0\n";
+    let mut frame = vec![0x82, 0x80 | header.len() as u8, 0, 0, 0, 0];
+    frame.extend_from_slice(header);
+    s.write_all(&frame).expect("the probe");
+    let at_host = match s.read(&mut byte) {
+        Ok(0) => AtHost::Refused,
+        Ok(_) => AtHost::Served,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => AtHost::Refused,
+        Err(e) => panic!("no answer from the host: {e}"),
+    };
+    (at_host, s)
 }
 
 /// Relayed clients count under their own address at the host: many relayed connections
@@ -820,7 +855,7 @@ fn per_ip_limits_apply_through_the_relay() {
     let extra = 4 * scale();
     let attacker = Attacker::launch(move |placed, stop| {
         let mut held = Vec::new();
-        let mut codes = |from: &str, xff: Option<&str>, n: usize| -> Vec<u16> {
+        let mut codes = |from: &str, xff: Option<&str>, n: usize| -> Vec<AtHost> {
             (0..n)
                 .map(|_| {
                     let (code, s) = ws_upgrade_from(from, xff, http);
@@ -829,28 +864,29 @@ fn per_ip_limits_apply_through_the_relay() {
                 })
                 .collect()
         };
-        let count = |v: &[u16], c: u16| v.iter().filter(|&&x| x == c).count();
+        let count = |v: &[AtHost], c: AtHost| v.iter().filter(|&&x| x == c).count();
+        use AtHost::{Refused, Served};
         // By the relay's TCP peer.
         let by_tcp = codes("127.0.0.2", None, PER_IP + extra);
-        assert_eq!(count(&by_tcp, 101), PER_IP, "127.0.0.2: {by_tcp:?}");
-        assert_eq!(count(&by_tcp, 502), extra, "127.0.0.2: {by_tcp:?}");
+        assert_eq!(count(&by_tcp, Served), PER_IP, "127.0.0.2: {by_tcp:?}");
+        assert_eq!(count(&by_tcp, Refused), extra, "127.0.0.2: {by_tcp:?}");
         let other_tcp = codes("127.0.0.3", None, 1);
-        assert_eq!(other_tcp, [101], "another address is served");
+        assert_eq!(other_tcp, [Served], "another address is served");
         // By a trusted proxy's X-Forwarded-For.
         let by_xff = codes("127.0.0.1", Some("198.51.100.7"), PER_IP + extra);
-        assert_eq!(count(&by_xff, 101), PER_IP, "198.51.100.7: {by_xff:?}");
-        assert_eq!(count(&by_xff, 502), extra, "198.51.100.7: {by_xff:?}");
+        assert_eq!(count(&by_xff, Served), PER_IP, "198.51.100.7: {by_xff:?}");
+        assert_eq!(count(&by_xff, Refused), extra, "198.51.100.7: {by_xff:?}");
         let other_xff = codes("127.0.0.1", Some("203.0.113.5, 198.51.100.8"), 1);
-        assert_eq!(other_xff, [101], "another forwarded address is served");
+        assert_eq!(other_xff, [Served], "another forwarded address is served");
         // From peers that are not trusted proxies, X-Forwarded-For changes nothing.
         let untrusted_named_full = codes("127.0.0.4", Some("198.51.100.7"), 1);
         assert_eq!(
             untrusted_named_full,
-            [101],
+            [Served],
             "counted as 127.0.0.4, not as the full 198.51.100.7"
         );
         let untrusted_escape = codes("127.0.0.2", Some("198.51.100.9"), 1);
-        assert_eq!(untrusted_escape, [502], "127.0.0.2 stays at its limit");
+        assert_eq!(untrusted_escape, [Refused], "127.0.0.2 stays at its limit");
         placed.store(true, Ordering::Release);
         while !stop.load(Ordering::Acquire) {
             std::thread::sleep(Duration::from_millis(50));

@@ -44,6 +44,7 @@ use smol_hyper::rt::FuturesIo;
 
 use crate::{
     budget::{ByteBudget, Held},
+    handoff::HandOffs,
     metrics::Metrics,
     rewound::Rewound,
     runtime::Runtime,
@@ -75,11 +76,21 @@ pub fn boxed(r: HttpResponse) -> StreamResponse {
 /// A route that reads its own body: called with the body once the head was matched.
 pub type StreamRoute = Box<dyn FnOnce(BodyStream) -> BoxFuture<StreamResponse> + Send>;
 
+/// Where a relayed WebSocket connection goes.
+#[derive(Debug, Clone)]
+pub enum RelayRoute {
+    /// Dial that host's WebSocket listener and splice the two connections.
+    Dial(SocketAddr),
+    /// The host runs in this process: hand the client's connection to it.
+    HandOff(Arc<HandOffs>),
+}
+
 /// What the HTTP server asks of the rest of the node.
 pub trait HttpBackend: Send + Sync + 'static {
-    /// The internal WebSocket address of the node that runs the libp2p host now, or why
-    /// there is none (lease not live, host not started). `Err(text)` -> 503 with that text.
-    fn relay_target(&self) -> BoxFuture<Result<SocketAddr, String>>;
+    /// Where a WebSocket upgrade goes: the internal WebSocket address of the node that
+    /// runs the libp2p host now, or this process's host; or why there is none (lease not
+    /// live, host not started). `Err(text)` -> 503 with that text.
+    fn relay_target(&self) -> BoxFuture<Result<RelayRoute, String>>;
 
     /// `(ready, JSON body)` for `/health`: `ready == false` -> 503.
     fn health(&self) -> BoxFuture<(bool, serde_json::Value)>;
@@ -604,7 +615,7 @@ async fn upgrade(state: &Arc<State>, mut req: Request<Incoming>, peer: SocketAdd
             );
         }
     };
-    let target = match state.backend.relay_target().await {
+    let route = match state.backend.relay_target().await {
         Ok(t) => t,
         Err(reason) => {
             metrics.relay_rejected("no_target");
@@ -613,7 +624,7 @@ async fn upgrade(state: &Arc<State>, mut req: Request<Incoming>, peer: SocketAdd
         }
     };
     // The slot is held through the dial so concurrent dials count against the limit;
-    // it moves into the relay task below.
+    // it moves into the relay below and is given back when the relay ends.
     let Some(slot) = Slot::take(&state.relays, state.config.max_relays) else {
         metrics.relay_rejected("limit");
         metrics.limit_hit("relays");
@@ -621,6 +632,28 @@ async fn upgrade(state: &Arc<State>, mut req: Request<Incoming>, peer: SocketAdd
             StatusCode::SERVICE_UNAVAILABLE,
             "relay connection limit reached\n",
         );
+    };
+    let target = match route {
+        RelayRoute::HandOff(handoffs) => {
+            if !handoffs.has_room() {
+                metrics.relay_rejected("limit");
+                metrics.limit_hit("relay_handoffs");
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the libp2p host is not taking connections as fast as they come, retry\n",
+                );
+            }
+            let on_upgrade = hyper::upgrade::on(&mut req);
+            state.runtime.spawn(Box::pin(relay::hand_off(
+                state.clone(),
+                on_upgrade,
+                handoffs,
+                slot,
+                peer,
+            )));
+            return switching_protocols(&accept);
+        }
+        RelayRoute::Dial(target) => target,
     };
     let relayed_for = state
         .config
@@ -642,21 +675,8 @@ async fn upgrade(state: &Arc<State>, mut req: Request<Incoming>, peer: SocketAdd
     let st = state.clone();
     state.runtime.spawn(Box::pin(async move {
         let _slot = slot;
-        let upgraded = match on_upgrade.await {
-            Ok(u) => u,
-            Err(e) => {
-                st.metrics.relay_rejected("upgrade_failed");
-                tracing::debug!(%peer, error = %e, "client upgrade failed");
-                return;
-            }
-        };
-        let client = match upgraded.downcast::<FuturesIo<TcpStream>>() {
-            Ok(parts) => Rewound::new(parts.read_buf, parts.io.into_inner()),
-            Err(_) => {
-                st.metrics.relay_rejected("upgrade_failed");
-                tracing::error!("upgraded connection is not the TcpStream we served");
-                return;
-            }
+        let Some(client) = relay::upgraded_client(on_upgrade, &st.metrics, peer).await else {
+            return;
         };
         st.metrics.relay_opened();
         tracing::debug!(%peer, %target, "relay open");
@@ -672,6 +692,11 @@ async fn upgrade(state: &Arc<State>, mut req: Request<Incoming>, peer: SocketAdd
         st.metrics.relay_closed();
         tracing::debug!(%peer, %end, "relay closed");
     }));
+    switching_protocols(&accept)
+}
+
+/// The `101` answer to a WebSocket upgrade with `accept` as `Sec-WebSocket-Accept`.
+fn switching_protocols(accept: &str) -> HttpResponse {
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = r.headers_mut();
@@ -679,7 +704,7 @@ async fn upgrade(state: &Arc<State>, mut req: Request<Incoming>, peer: SocketAdd
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     h.insert(
         header::SEC_WEBSOCKET_ACCEPT,
-        HeaderValue::from_str(&accept).expect("base64 is a valid header value"),
+        HeaderValue::from_str(accept).expect("base64 is a valid header value"),
     );
     r
 }

@@ -13,6 +13,12 @@
 //!   `X-Dealport-Relayed-For` (core::relay), signed with a key derived from the node
 //!   identity, which the host's listener believes and no other header.
 //!
+//! When this process runs the host itself (the lease holder's own HTTP server), the
+//! relay does not dial it: [`hand_off`] gives the client's connection to the host
+//! (crate::handoff), which serves it like a direct one under the client's own address;
+//! the relay slot and the byte counters follow the connection until the host drops it.
+//! What follows is about the splice to another node's host.
+//!
 //! Close: when one side ends its connection, the end is passed on (the relay shuts down
 //! writing to the other side) and the other direction gets `core::relay::CLOSE_GRACE` to finish.
 //! When the relay ends for a reason of its own (idle, shutdown, a side failed) it writes
@@ -30,15 +36,22 @@ use std::{
 
 use async_io::Timer;
 use async_net::TcpStream;
-use base64::Engine as _;
 use bytes::Bytes;
 use dealport_core::relay::{
     after_end, close_frame, farewell, head_end, idle_deadline, AfterEnd, FrameCursor, RelayEnd,
-    Side, GOING_AWAY, RELAYED_FOR,
+    Side, GOING_AWAY,
 };
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use http::HeaderMap;
+use hyper::upgrade::OnUpgrade;
+use prometheus_client::metrics::counter::Counter;
+use smol_hyper::rt::FuturesIo;
+use std::sync::Arc;
 
+use super::{Slot, State};
+use crate::handoff::{
+    new_key, switched, upgrade_request, HandOff, HandOffs, HandedOff, Meter, MAX_ANSWER_HEAD,
+};
 use crate::metrics::Metrics;
 use crate::rewound::Rewound;
 use crate::runtime::timeout;
@@ -52,9 +65,6 @@ const SPLICE_BUFFER: usize = 32 << 10;
 
 /// Reads in a row one direction makes before letting the other one run.
 const TURN: usize = 16;
-
-/// Largest 101 answer head read from the host.
-const MAX_ANSWER_HEAD: usize = 16 << 10;
 
 pub(crate) const CLIENT_TO_HOST: &str = "client_to_host";
 pub(crate) const HOST_TO_CLIENT: &str = "host_to_client";
@@ -103,6 +113,101 @@ pub(crate) fn accept_key(headers: &HeaderMap) -> Result<String, HandshakeProblem
     Ok(tungstenite::handshake::derive_accept_key(key))
 }
 
+/// The client's connection once hyper has sent its 101, with what hyper read past the
+/// request; `None` (counted, logged) when the upgrade did not happen.
+pub(crate) async fn upgraded_client(
+    on_upgrade: OnUpgrade,
+    metrics: &Metrics,
+    peer: SocketAddr,
+) -> Option<Rewound<TcpStream>> {
+    let upgraded = match on_upgrade.await {
+        Ok(u) => u,
+        Err(e) => {
+            metrics.relay_rejected("upgrade_failed");
+            tracing::debug!(%peer, error = %e, "client upgrade failed");
+            return None;
+        }
+    };
+    match upgraded.downcast::<FuturesIo<TcpStream>>() {
+        Ok(parts) => Some(Rewound::new(parts.read_buf, parts.io.into_inner())),
+        Err(_) => {
+            metrics.relay_rejected("upgrade_failed");
+            tracing::error!("upgraded connection is not the TcpStream we served");
+            None
+        }
+    }
+}
+
+/// A handed-off relay's place and counters: the relay ends when the host drops it.
+struct HandOffMeter {
+    metrics: Arc<Metrics>,
+    up: Counter,
+    down: Counter,
+    _slot: Slot,
+    peer: SocketAddr,
+}
+
+impl Meter for HandOffMeter {
+    fn client_to_host(&self, bytes: u64) {
+        self.up.inc_by(bytes);
+    }
+    fn host_to_client(&self, bytes: u64) {
+        self.down.inc_by(bytes);
+    }
+}
+
+impl Drop for HandOffMeter {
+    fn drop(&mut self) {
+        self.metrics.relay_closed();
+        tracing::debug!(peer = %self.peer, "handed-off relay closed");
+    }
+}
+
+/// Give the upgraded client connection to this process's host.
+pub(crate) async fn hand_off(
+    state: Arc<State>,
+    on_upgrade: OnUpgrade,
+    handoffs: Arc<HandOffs>,
+    slot: Slot,
+    peer: SocketAddr,
+) {
+    let metrics = &state.metrics;
+    let Some(client) = upgraded_client(on_upgrade, metrics, peer).await else {
+        return;
+    };
+    let (read_ahead, client) = client.into_parts();
+    let (up, down) = metrics.relay_byte_counters();
+    metrics.relay_opened();
+    let meter = HandOffMeter {
+        metrics: metrics.clone(),
+        up,
+        down,
+        _slot: slot,
+        peer,
+    };
+    let conn = match HandedOff::new(client, read_ahead, Box::new(meter)) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "cannot hand the connection to the host");
+            return;
+        }
+    };
+    let handed = HandOff {
+        conn: Box::new(conn),
+        remote: peer,
+    };
+    match handoffs.give(handed) {
+        Ok(()) => {
+            metrics.relay_handed_off();
+            tracing::debug!(%peer, "relay handed to this node's host");
+        }
+        Err(_) => {
+            metrics.relay_rejected("limit");
+            tracing::debug!(%peer, "the host's hand-off queue is full, closing");
+        }
+    }
+}
+
 /// Dial the host's WebSocket listener and finish the client handshake within `limit`,
 /// telling it whom the connection is for (`relayed_for`, the signed header value).
 /// Returns the connection and any bytes the host sent after its 101 answer.
@@ -116,17 +221,8 @@ pub(crate) async fn dial_host(
             .await
             .map_err(|e| format!("connecting to {target}: {e}"))?;
         let _ = tcp.set_nodelay(true);
-        let mut nonce = [0u8; 16];
-        getrandom::fill(&mut nonce).map_err(|e| e.to_string())?;
-        let key = base64::engine::general_purpose::STANDARD.encode(nonce);
-        let mut request = format!(
-            "GET / HTTP/1.1\r\nHost: {target}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-        );
-        if let Some(v) = relayed_for {
-            request.push_str(&format!("{RELAYED_FOR}: {v}\r\n"));
-        }
-        request.push_str("\r\n");
+        let key = new_key().map_err(|e| e.to_string())?;
+        let request = upgrade_request(&target.to_string(), &key, relayed_for.as_deref());
         let failed = |e: io::Error| format!("websocket handshake with {target}: {e}");
         tcp.write_all(request.as_bytes()).await.map_err(failed)?;
         let mut answer = Vec::with_capacity(256);
@@ -157,35 +253,6 @@ pub(crate) async fn dial_host(
             "no websocket handshake with {target} within {limit:?}"
         ))
     })
-}
-
-/// Whether `head` is a 101 answer to our key, with no extension or subprotocol (the
-/// splice passes frames as they are, so nothing may transform them).
-fn switched(head: &[u8], key: &str) -> Result<(), String> {
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut answer = httparse::Response::new(&mut headers);
-    match answer.parse(head) {
-        Ok(httparse::Status::Complete(_)) => {}
-        _ => return Err("unreadable answer".into()),
-    }
-    if answer.code != Some(101) {
-        return Err(format!("answered {:?} instead of 101", answer.code));
-    }
-    let header = |name: &str| {
-        answer
-            .headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value)
-    };
-    let want = tungstenite::handshake::derive_accept_key(key.as_bytes());
-    if header("sec-websocket-accept").map(|v| v.trim_ascii()) != Some(want.as_bytes()) {
-        return Err("wrong Sec-WebSocket-Accept".into());
-    }
-    if header("sec-websocket-extensions").is_some() || header("sec-websocket-protocol").is_some() {
-        return Err("an extension or subprotocol the relay did not ask for".into());
-    }
-    Ok(())
 }
 
 /// One direction of the splice: bytes read from `from` are written to `to` before the

@@ -88,6 +88,7 @@ impl Host {
                     key: super::relay_key(&keypair),
                     max_pending: config.limits.max_pending_incoming,
                     deadline: config.handshake_timeout,
+                    handoffs: config.handoffs.clone(),
                 }),
             },
         )?;

@@ -21,7 +21,7 @@ mod serve;
 pub mod tcp;
 pub mod transport;
 
-use std::{future::Future, pin::Pin, time::Duration};
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 pub use dealport_core::wire::framer::FrameError;
 use dealport_core::wire::protocols;
@@ -267,6 +267,9 @@ pub struct HostConfig {
     pub handshake_timeout: Duration,
     /// How long [`HostHandle::listen_addrs`] waits for every listener to report.
     pub listen_wait: Duration,
+    /// Connections the HTTP relay of this process hands to the WebSocket listener
+    /// (crate::handoff); `None`: only dialed connections.
+    pub handoffs: Option<Arc<crate::handoff::HandOffs>>,
 }
 
 impl Default for HostConfig {
@@ -291,6 +294,7 @@ impl Default for HostConfig {
             idle_connection_timeout: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(20),
             listen_wait: Duration::from_secs(5),
+            handoffs: None,
         }
     }
 }

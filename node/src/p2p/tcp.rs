@@ -13,17 +13,21 @@
 //! on, and when the head carries the HTTP relay's signed `X-Dealport-Relayed-For` header
 //! (core::relay), the connection is reported as coming from that address, so the per-IP
 //! limits count the client, not the relay. The head is given back unread
-//! ([`Rewound`]) for the WebSocket handshake.
+//! ([`Rewound`]) for the WebSocket handshake. The same listener also takes the
+//! connections this node's own HTTP relay hands over in-process (crate::handoff), under
+//! the client's address.
 
 use std::{
     collections::VecDeque,
     io,
     net::{IpAddr, SocketAddr, TcpListener as StdListener},
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
 
+use crate::handoff::{HandOffs, HandedOff};
 use crate::rewound::Rewound;
 use async_io::Timer;
 use async_net::{TcpListener, TcpStream};
@@ -32,7 +36,7 @@ use dealport_core::relay::{head_end, relayed_for_in_head, RelayKey};
 use futures::{
     future::BoxFuture,
     stream::{BoxStream, FuturesUnordered},
-    AsyncReadExt, FutureExt, StreamExt,
+    AsyncRead, AsyncReadExt, AsyncWrite, FutureExt, StreamExt,
 };
 use libp2p::{
     core::{
@@ -51,8 +55,59 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 /// on as it is (the WebSocket handshake then refuses it or not).
 const MAX_SNIFFED_HEAD: usize = 8 << 10;
 
-/// A connection as this transport hands it on: any bytes read ahead first.
-pub type TcpConn = Rewound<TcpStream>;
+/// A connection as this transport hands it on: a socket it accepted or dialed (any
+/// bytes read ahead first), or one the HTTP relay handed over.
+#[derive(Debug)]
+pub enum TcpConn {
+    Socket(Rewound<TcpStream>),
+    HandedOff(Box<HandedOff>),
+}
+
+impl From<TcpStream> for TcpConn {
+    fn from(s: TcpStream) -> Self {
+        TcpConn::Socket(Rewound::new(Bytes::new(), s))
+    }
+}
+
+impl AsyncRead for TcpConn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            TcpConn::Socket(s) => Pin::new(s).poll_read(cx, buf),
+            TcpConn::HandedOff(h) => Pin::new(&mut **h).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for TcpConn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            TcpConn::Socket(s) => Pin::new(s).poll_write(cx, buf),
+            TcpConn::HandedOff(h) => Pin::new(&mut **h).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            TcpConn::Socket(s) => Pin::new(s).poll_flush(cx),
+            TcpConn::HandedOff(h) => Pin::new(&mut **h).poll_flush(cx),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            TcpConn::Socket(s) => Pin::new(s).poll_close(cx),
+            TcpConn::HandedOff(h) => Pin::new(&mut **h).poll_close(cx),
+        }
+    }
+}
 
 /// How a WebSocket listener learns relayed clients' addresses.
 #[derive(Clone)]
@@ -63,6 +118,8 @@ pub struct RelayedAddrs {
     pub max_pending: usize,
     /// Time for a connection's head to arrive.
     pub deadline: Duration,
+    /// Connections this node's HTTP relay hands over in-process, if it does.
+    pub handoffs: Option<Arc<HandOffs>>,
 }
 
 impl std::fmt::Debug for RelayedAddrs {
@@ -121,6 +178,29 @@ impl TcpTransport {
     }
 }
 
+impl TcpTransport {
+    /// A connection the HTTP relay handed over, as an incoming one on the first
+    /// listener (without a listener it is closed: no host serves here).
+    fn take_handed_off(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Option<TransportEvent<<Self as Transport>::ListenerUpgrade, io::Error>> {
+        let handoffs = self.relayed.as_ref()?.handoffs.as_ref()?;
+        while let Poll::Ready(h) = handoffs.poll_take(cx) {
+            let Some(l) = self.listeners.first() else {
+                continue;
+            };
+            return Some(TransportEvent::Incoming {
+                listener_id: l.id,
+                upgrade: futures::future::ready(Ok(TcpConn::HandedOff(h.conn))),
+                local_addr: to_multiaddr(l.bound),
+                send_back_addr: to_multiaddr(h.remote),
+            });
+        }
+        None
+    }
+}
+
 /// Read `stream`'s request head (bounded in size and time) and find the address the
 /// relay vouches for, if any. `None`: the connection closed or stayed silent.
 async fn sniff(
@@ -148,7 +228,10 @@ async fn sniff(
     };
     let (client, head) = crate::runtime::timeout(relayed.deadline, read).await??;
     let remote = client.map_or(peer, |ip| SocketAddr::new(ip, 0));
-    Some((remote, Rewound::new(Bytes::from(head), stream)))
+    Some((
+        remote,
+        TcpConn::Socket(Rewound::new(Bytes::from(head), stream)),
+    ))
 }
 
 /// `/ip4|ip6/<addr>/tcp/<port>`, optionally followed by `/p2p/<peer>`, and nothing else.
@@ -265,7 +348,7 @@ impl Transport for TcpTransport {
         Ok(async move {
             let stream = TcpStream::connect(sa).await?;
             stream.set_nodelay(true)?;
-            Ok(Rewound::new(Bytes::new(), stream))
+            Ok(TcpConn::from(stream))
         }
         .boxed())
     }
@@ -289,6 +372,9 @@ impl Transport for TcpTransport {
                 send_back_addr: to_multiaddr(s.remote),
             });
         }
+        if let Some(ev) = self.take_handed_off(cx) {
+            return Poll::Ready(ev);
+        }
         let this = &mut *self;
         for l in this.listeners.iter_mut() {
             if let Some(t) = l.pause.as_mut() {
@@ -306,7 +392,7 @@ impl Transport for TcpTransport {
                     let Some(relayed) = this.relayed.clone() else {
                         return Poll::Ready(TransportEvent::Incoming {
                             listener_id: l.id,
-                            upgrade: futures::future::ready(Ok(Rewound::new(Bytes::new(), stream))),
+                            upgrade: futures::future::ready(Ok(TcpConn::from(stream))),
                             local_addr: to_multiaddr(local),
                             send_back_addr: to_multiaddr(remote),
                         });

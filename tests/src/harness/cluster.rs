@@ -55,19 +55,32 @@ pub fn timings() -> Timings {
 /// Time for a new holder's host to start and its relay target to be written.
 const START_SLACK: Duration = Duration::from_secs(3);
 
-/// `GET /health` of the node at `http`: the JSON body, `None` when unreachable.
-pub fn health(http: SocketAddr) -> Option<Value> {
+/// `GET path` of the node at `http`: the body, `None` when unreachable.
+fn get(http: SocketAddr, path: &str) -> Option<String> {
     let mut s = TcpStream::connect_timeout(&http, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
     write!(
         s,
-        "GET /health HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n"
     )
     .ok()?;
     let mut out = Vec::new();
     s.read_to_end(&mut out).ok()?;
     let text = String::from_utf8_lossy(&out);
-    let body = text.split("\r\n\r\n").nth(1)?;
+    Some(text.split_once("\r\n\r\n")?.1.to_owned())
+}
+
+/// A counter or gauge of the node's `/metrics` at `http` (0 when absent).
+pub fn metric(http: SocketAddr, name: &str) -> f64 {
+    let body = get(http, "/metrics").expect("/metrics answers");
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// `GET /health` of the node at `http`: the JSON body, `None` when unreachable.
+pub fn health(http: SocketAddr) -> Option<Value> {
+    let body = get(http, "/health")?;
     // The body may be chunked: take the JSON object in it.
     let start = body.find('{')?;
     let end = body.rfind('}')?;
@@ -288,6 +301,14 @@ pub fn failover(bin: &str) -> (Duration, Duration) {
     assert_accepted_status(&s);
     let (reply, _) = deal_and_status(&members[other].relay(&peer));
     assert!(reply.accepted, "A4 again after the takeover: {reply:?}");
+    // The holder's own relay hands the connection to its host in-process; a standby's
+    // dials the holder.
+    let s = status_via(&members[new_leader].relay(&peer), Duration::from_secs(10));
+    assert_accepted_status(&s);
+    let handed_off =
+        |m: &Member| metric(m.http.expect("running"), "dealport_relay_handed_off_total");
+    assert!(handed_off(&members[new_leader]) >= 1.0);
+    assert_eq!(handed_off(&members[other]), 0.0);
 
     // The killed node restarted stands by.
     members[leader].start(bin, &url);
