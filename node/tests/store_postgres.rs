@@ -239,3 +239,35 @@ fn lease_statements_do_not_wait_for_the_pool() {
         store.close().await;
     });
 }
+
+/// A rolling upgrade: a node one version behind starts on the schema a newer node
+/// migrated further (here a table and a migration row this binary does not know); the
+/// unknown migration is left alone, and the store works.
+#[test]
+fn a_schema_a_newer_node_migrated_further_still_opens() {
+    use sqlx::Connection;
+    let server = PgServer::start();
+    block_on(async {
+        let url = server.url();
+        drop(connect(&server).await);
+        let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+        for sql in [
+            "CREATE TABLE from_a_newer_dealport (x integer)",
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, \
+             execution_time) VALUES (9999, 'from a newer dealport', true, '\\x00', 0)",
+        ] {
+            sqlx::query(sql).execute(&mut admin).await.unwrap();
+        }
+        let store = PostgresStore::connect(&url, PostgresOptions::default())
+            .await
+            .expect("an older node opens the newer schema");
+        let (_, created) = identity::load_or_create(&store).await.unwrap();
+        assert!(created, "the store works: the identity is written");
+        let versions: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
+                .fetch_all(&mut admin)
+                .await
+                .unwrap();
+        assert_eq!(versions.last(), Some(&9999), "the newer row is kept");
+    });
+}

@@ -130,8 +130,14 @@ fn pool_options(opts: &PostgresOptions, attrs: SessionAttrs) -> PgPoolOptions {
 }
 
 /// The migrations, embedded so the binary needs no files beside it.
+///
+/// Migrations a newer dealport applied are left alone, not an error (sqlx's
+/// `ignore_missing`): in a rolling upgrade a node one version behind must still start on
+/// the schema the first upgraded node migrated. That holds because migrations only add
+/// (tables, indexes, columns that may be NULL), never rename, drop or change what an
+/// older node reads or writes (docs/operations.md, upgrades).
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![
+    let mut m = Migrator::with_migrations(vec![
         Migration::new(
             1,
             Cow::Borrowed("cluster store"),
@@ -188,7 +194,29 @@ fn migrator() -> Migrator {
             include_str!("../../migrations/0008_awaiting_download.sql").into_sql_str(),
             false,
         ),
-    ])
+    ]);
+    m.set_ignore_missing(true);
+    m
+}
+
+/// Say so when a newer dealport migrated this database further than this one knows (a
+/// rolling upgrade in progress): fine for a while, worth upgrading this node too.
+async fn warn_if_newer_schema(pool: &PgPool, known: &Migrator) {
+    let ours = known.iter().map(|m| m.version).max().unwrap_or(0);
+    let applied: Result<Option<i64>, _> =
+        sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(pool)
+            .await;
+    if let Ok(Some(newest)) = applied {
+        if newest > ours {
+            tracing::warn!(
+                schema = newest,
+                this_binary = ours,
+                "the database was migrated by a newer dealport; this node runs on it \
+                 (migrations only add), upgrade it when you can"
+            );
+        }
+    }
 }
 
 /// The server the store is talking to now, and its pool.
@@ -513,10 +541,12 @@ impl PostgresStore {
                 .connect_with(pg_connect::options_for(&target, &chosen.host))
                 .await
                 .map_err(|e| open(format!("{describe}: {}: {e}", chosen.host)))?;
-            migrator()
+            let migrations = migrator();
+            migrations
                 .run(&pool)
                 .await
                 .map_err(|e| open(format!("{describe}: migrations: {e}")))?;
+            warn_if_newer_schema(&pool, &migrations).await;
             fill_piece_cids(&pool)
                 .await
                 .map_err(|e| open(format!("{describe}: filling deals.piece_cid: {e}")))?;
