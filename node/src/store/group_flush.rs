@@ -1,10 +1,24 @@
 //! Group commit for the embedded store: every write is durable before its caller goes
 //! on, but writers that arrive while a flush runs share the next one instead of each
 //! paying an fsync. A writer takes a ticket after its write; a flush that starts after
-//! ticket `t` was taken covers every write with a ticket up to `t`. Used by the sled
-//! store only; uses nothing else of the node.
+//! ticket `t` was taken covers every write with a ticket up to `t`.
+//!
+//! A deal write announces itself before it starts ([`GroupFlush::writing`]): a flush
+//! that would start while such writes are under way waits for them first (at most
+//! [`GATHER`]), so one flush covers every deal decided in the same few hundred
+//! microseconds. Without the wait, a flush began as soon as the previous one ended and
+//! covered about one deal (measured: one `sync_file_range` per fresh deal at 16 streams,
+//! each a round of sled's I/O threads). PostgreSQL's `commit_delay` does the same when
+//! enough other transactions are active. Used by the sled store only; uses nothing else
+//! of the node.
 
-use std::sync::{Condvar, Mutex};
+use std::{
+    sync::{Condvar, Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+/// Longest a flush waits for the writes under way to finish.
+pub const GATHER: Duration = Duration::from_millis(1);
 
 #[derive(Debug, Default)]
 struct State {
@@ -12,15 +26,57 @@ struct State {
     taken: u64,
     /// Every write with a ticket up to this one is durable.
     durable: u64,
-    /// A flush is running.
+    /// A flush is running (or gathering).
     flushing: bool,
+    /// Writes announced and not yet ticketed (or given up).
+    writing: usize,
+    /// The flush runner is waiting for `writing` to reach 0.
+    gathering: bool,
 }
 
 /// Shares flushes between concurrent writers.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct GroupFlush {
     state: Mutex<State>,
+    /// Signalled when a flush ends.
     done: Condvar,
+    /// Signalled when an announced write takes its ticket or is given up.
+    written: Condvar,
+    gather: Duration,
+}
+
+impl Default for GroupFlush {
+    fn default() -> Self {
+        GroupFlush::with_gather(GATHER)
+    }
+}
+
+/// A write under way (see [`GroupFlush::writing`]); dropped without
+/// [`Writing::flush`], it is given up (e.g. the write failed).
+#[derive(Debug)]
+pub struct Writing<'a> {
+    group: &'a GroupFlush,
+    open: bool,
+}
+
+impl Writing<'_> {
+    /// The write is done: make it durable, sharing a flush with the writes around it.
+    pub fn flush<E>(mut self, flush: impl Fn() -> Result<(), E>) -> Result<(), E> {
+        self.open = false;
+        let mut st = self.group.lock();
+        st.writing -= 1;
+        self.group.written.notify_all();
+        self.group.flush_from(st, flush)
+    }
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            self.group.lock().writing -= 1;
+            self.group.written.notify_all();
+        }
+    }
 }
 
 impl GroupFlush {
@@ -28,12 +84,47 @@ impl GroupFlush {
         GroupFlush::default()
     }
 
+    /// With another longest wait for the writes under way (tests).
+    pub fn with_gather(gather: Duration) -> GroupFlush {
+        GroupFlush {
+            state: Mutex::default(),
+            done: Condvar::new(),
+            written: Condvar::new(),
+            gather,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Announce a write about to be made: a flush starting meanwhile waits for it.
+    pub fn writing(&self) -> Writing<'_> {
+        self.lock().writing += 1;
+        Writing {
+            group: self,
+            open: true,
+        }
+    }
+
+    /// Whether a flush is waiting for announced writes now.
+    #[cfg(test)]
+    pub fn is_gathering(&self) -> bool {
+        self.lock().gathering
+    }
+
     /// Make everything written before this call durable, by running `flush` or by
     /// waiting for a flush that started after this call. Blocks: call it off the async
     /// threads, as the store's blocking work is.
     pub fn flush<E>(&self, flush: impl Fn() -> Result<(), E>) -> Result<(), E> {
-        let lock = || self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let mut st = lock();
+        self.flush_from(self.lock(), flush)
+    }
+
+    fn flush_from<'a, E>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        flush: impl Fn() -> Result<(), E>,
+    ) -> Result<(), E> {
         st.taken += 1;
         let mine = st.taken;
         loop {
@@ -42,10 +133,11 @@ impl GroupFlush {
             }
             if !st.flushing {
                 st.flushing = true;
+                st = self.gather(st);
                 let covers = st.taken;
                 drop(st);
                 let result = flush();
-                st = lock();
+                st = self.lock();
                 st.flushing = false;
                 if result.is_ok() {
                     st.durable = st.durable.max(covers);
@@ -60,6 +152,28 @@ impl GroupFlush {
             }
             st = self.done.wait(st).unwrap_or_else(|p| p.into_inner());
         }
+    }
+
+    /// Wait (at most `gather`) until no announced write is under way.
+    fn gather<'a>(&self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        if st.writing == 0 {
+            return st;
+        }
+        let deadline = Instant::now() + self.gather;
+        st.gathering = true;
+        while st.writing > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            st = self
+                .written
+                .wait_timeout(st, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        st.gathering = false;
+        st
     }
 }
 
@@ -124,6 +238,35 @@ mod tests {
         }
         let flushes = started.load(Ordering::SeqCst);
         assert!((1..=writers).contains(&flushes), "{flushes} flushes");
+    }
+
+    /// A flush that would start while a write is under way waits for it, and covers it:
+    /// one flush for both.
+    #[test]
+    fn a_flush_waits_for_the_write_under_way_and_covers_it() {
+        let g = Arc::new(GroupFlush::with_gather(Duration::from_secs(60)));
+        let flushes = Arc::new(AtomicUsize::new(0));
+        let count = |n: &AtomicUsize| {
+            n.fetch_add(1, Ordering::SeqCst);
+            Ok::<(), ()>(())
+        };
+        let w = g.writing();
+        let other = {
+            let (g, flushes) = (g.clone(), flushes.clone());
+            std::thread::spawn(move || g.flush(|| count(&flushes)))
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !g.is_gathering() {
+            assert!(Instant::now() < deadline, "the flush never waited");
+            std::thread::yield_now();
+        }
+        w.flush(|| count(&flushes)).unwrap();
+        other.join().unwrap().unwrap();
+        assert_eq!(flushes.load(Ordering::SeqCst), 1);
+        // A write given up does not hold the next flush.
+        drop(g.writing());
+        g.flush(|| count(&flushes)).unwrap();
+        assert_eq!(flushes.load(Ordering::SeqCst), 2);
     }
 
     #[test]

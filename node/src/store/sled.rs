@@ -36,7 +36,7 @@ use dealport_core::{
     wire::{Cid, DealUuid},
 };
 
-use super::group_flush::GroupFlush;
+use super::group_flush::{GroupFlush, Writing};
 use super::recent::RecentDeals;
 use super::sled_ui::{self, UiFacts};
 use super::{
@@ -386,8 +386,16 @@ impl Inner {
 
     /// Durable before returning; concurrent writers share one fsync (group commit).
     fn flush(&self) -> Result<(), StoreError> {
-        self.group_flush
-            .flush(|| self.db.flush().map(|_| ()).map_err(backend))
+        self.group_flush.flush(|| self.flush_now())
+    }
+
+    /// [`Inner::flush`] for a deal write announced with `GroupFlush::writing`.
+    fn flush_written(&self, w: Writing<'_>) -> Result<(), StoreError> {
+        w.flush(|| self.flush_now())
+    }
+
+    fn flush_now(&self) -> Result<(), StoreError> {
+        self.db.flush().map(|_| ()).map_err(backend)
     }
 
     fn lease(&self) -> MutexGuard<'_, LocalLease> {
@@ -538,9 +546,10 @@ impl Inner {
     }
 
     fn insert(&self, new: &NewDeal) -> Result<Inserted, StoreError> {
+        let w = self.group_flush.writing();
         let outcome = self.insert_unflushed(new)?;
         if outcome == Inserted::Yes {
-            self.flush()?;
+            self.flush_written(w)?;
         }
         Ok(outcome)
     }
@@ -593,8 +602,9 @@ impl Inner {
     }
 
     fn update(&self, up: &DealUpdate) -> Result<(), StoreError> {
+        let w = self.group_flush.writing();
         self.update_unflushed(up)?;
-        self.flush()
+        self.flush_written(w)
     }
 
     fn update_unflushed(&self, up: &DealUpdate) -> Result<(), StoreError> {
@@ -1009,13 +1019,14 @@ impl Store for SledStore {
         let new = NewDeal::of(deal);
         let fence = fence.clone();
         self.run(move |inner| {
+            let w = inner.group_flush.writing();
             let outcome = {
                 let lease = inner.lease();
                 lease.check(&fence)?;
                 inner.insert_unflushed(&new)?
             };
             if outcome == Inserted::Yes {
-                inner.flush()?;
+                inner.flush_written(w)?;
             }
             Ok(outcome)
         })
@@ -1029,12 +1040,13 @@ impl Store for SledStore {
         let up = DealUpdate::of(deal);
         let fence = fence.clone();
         self.run(move |inner| {
+            let w = inner.group_flush.writing();
             {
                 let lease = inner.lease();
                 lease.check(&fence)?;
                 inner.update_unflushed(&up)?;
             }
-            inner.flush()
+            inner.flush_written(w)
         })
     }
 
