@@ -278,6 +278,19 @@ async fn next_data(ws: &mut WebSocketStream<TcpStream>) -> Message {
     }
 }
 
+/// Wait (10 s at most) until `dealport_relay_active` is back at 0: the client has gone
+/// and the relay ended.
+async fn until_no_relay_is_active(metrics: &Metrics) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while parse_metrics(&metrics.encode())["dealport_relay_active"] != 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "relay still active after the client left"
+        );
+        Timer::after(Duration::from_millis(50)).await;
+    }
+}
+
 /// The OpenMetrics exposition, checked line by line; returns sample -> value.
 fn parse_metrics(text: &str) -> HashMap<String, f64> {
     assert!(text.ends_with("# EOF\n"), "ends with # EOF");
@@ -475,14 +488,7 @@ fn js_client_through_root_and_metrics() {
         assert!(m[r#"dealport_relay_bytes_total{direction="host_to_client"}"#] > 0.0);
         assert!(m[r#"dealport_http_requests_total{route="root",code="101"}"#] >= 1.0);
         // The js client has exited: the relay ends and the active gauge returns to 0.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while parse_metrics(&metrics.encode())["dealport_relay_active"] != 0.0 {
-            assert!(
-                Instant::now() < deadline,
-                "relay still active after the client left"
-            );
-            Timer::after(Duration::from_millis(100)).await;
-        }
+        until_no_relay_is_active(&metrics).await;
         server.shutdown().await;
         host.shutdown(Duration::from_secs(1)).await;
     });
@@ -552,14 +558,7 @@ fn relay_hands_the_connection_to_its_own_host() {
         assert!(m[r#"dealport_relay_bytes_total{direction="host_to_client"}"#] > 0.0);
         // The client has gone: the host drops the connection, the slot comes back (a
         // second relay fits under max_relays = 1 again).
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while parse_metrics(&metrics.encode())["dealport_relay_active"] != 0.0 {
-            assert!(
-                Instant::now() < deadline,
-                "relay still active after the client left"
-            );
-            Timer::after(Duration::from_millis(50)).await;
-        }
+        until_no_relay_is_active(&metrics).await;
         let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}/ws").parse().unwrap();
         let (_, reply) = rust_client_request(addr, host.peer_id(), b"\xa0").await;
         assert!(!reply.is_empty());
