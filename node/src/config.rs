@@ -340,7 +340,9 @@ impl Default for Libp2pConfig {
 pub struct HttpConfig {
     /// The HTTP server: WebSocket relay at `/libp2p` and `/`, `/health`, `/metrics`.
     pub listen: SocketAddr,
-    /// A relayed WebSocket with no frame either way for this long is closed.
+    /// A relayed WebSocket spliced to another node's host with no frame either way for
+    /// this long is closed (a connection handed to this node's own host has the host's
+    /// limits instead).
     pub relay_idle_timeout_secs: u64,
     /// Relayed WebSockets open at once; more upgrades get 503.
     pub max_relays: usize,
@@ -1051,7 +1053,9 @@ announce = []
 # /dns/<domain>/tcp/443/wss announce address reaches through a TLS proxy), /health and
 # /metrics. Every node serves it, also one that does not run the libp2p host.
 listen = "0.0.0.0:12310"
-# A relayed connection idle this long in both directions is closed (Curio: 15 s).
+# A relayed connection spliced to another node's host, idle this long in both
+# directions, is closed (Curio: 15 s). On the node that runs the host, relayed
+# connections are handed to it and its own idle limits apply.
 relay_idle_timeout_secs = 600
 # Relayed connections at once; further upgrades get 503.
 max_relays = 1024
