@@ -231,6 +231,14 @@ impl Store for HookedStore {
     ) -> StoreFuture<'_, Vec<DealRecord>> {
         self.inner.live_deals_at(checkpoint, after, limit)
     }
+    fn live_uuids_at(
+        &self,
+        checkpoint: Checkpoint,
+        after: Option<DealUuid>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<DealUuid>> {
+        self.inner.live_uuids_at(checkpoint, after, limit)
+    }
     fn deals_by_piece_cid<'a>(
         &'a self,
         piece: &'a Cid,

@@ -2,14 +2,17 @@
 //! failure, a restart (sled) and another node taking the lease (PostgreSQL), a deal is
 //! found at exactly its checkpoint while it is at work, and nowhere once failed or done;
 //! `awaiting_download` finds exactly the online deals at `Accepted` (offline ones wait
-//! for an import, which no background task scans for).
+//! for an import, which no background task scans for); `live_uuids_at` gives the same
+//! deals' UUIDs, and a pass that has seen them all reads none of the deals.
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use dealport_core::{
     deal::{Checkpoint, DealEvent, DealRecord},
     wire::{Cbor, Cid, DealUuid},
 };
-use dealport_node::store::{sled::SledStore, Fence, Store, CHECKPOINTS};
+use dealport_node::store::{
+    for_each_new_live_deal, sled::SledStore, Fence, LivePass, Store, CHECKPOINTS,
+};
 use dealport_testkit::{
     node::{a4_deal, hold_lease, postgres_store, reopen_sled, runtime, within},
     postgres::PgServer,
@@ -59,6 +62,8 @@ async fn assert_index(store: &dyn Store, deals: &[DealRecord]) {
             .map(|d| d.uuid)
             .collect();
         assert_eq!(found, want, "live deals at {c}");
+        assert_eq!(live_uuids(store, c).await, want, "live UUIDs at {c}");
+        assert_only_new_deals_are_read(store, c, &want).await;
     }
     let mut found = Vec::new();
     let mut after = None;
@@ -79,6 +84,78 @@ async fn assert_index(store: &dyn Store, deals: &[DealRecord]) {
     assert_eq!(
         found, want,
         "online deals awaiting a download, in UUID order"
+    );
+}
+
+/// Every UUID `live_uuids_at` gives at `c`, a page of 2 at a time, checked in order.
+async fn live_uuids(store: &dyn Store, c: Checkpoint) -> BTreeSet<DealUuid> {
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.live_uuids_at(c, after, 2).await.unwrap();
+        assert!(page.len() <= 2, "a page longer than asked");
+        all.extend_from_slice(&page);
+        if page.len() < 2 {
+            break;
+        }
+        after = page.last().copied();
+    }
+    assert!(
+        all.windows(2).all(|w| w[0] < w[1]),
+        "UUIDs out of order at {c}"
+    );
+    all.into_iter().collect()
+}
+
+/// `for_each_new_live_deal` reads no deal when none is new, and exactly the new ones
+/// otherwise (every other live deal at `c`: every page; the first: the first page).
+async fn assert_only_new_deals_are_read(
+    store: &dyn Store,
+    c: Checkpoint,
+    live: &BTreeSet<DealUuid>,
+) {
+    let pass = for_each_new_live_deal(
+        store,
+        c,
+        2,
+        |_| false,
+        |page| assert!(page.is_empty(), "deals handed over when none was new"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        pass,
+        LivePass {
+            seen: live.len(),
+            read: 0
+        },
+        "at rest at {c}"
+    );
+
+    let new: BTreeSet<DealUuid> = live.iter().step_by(2).copied().collect();
+    let mut got = BTreeSet::new();
+    let pass = for_each_new_live_deal(
+        store,
+        c,
+        2,
+        |u| new.contains(u),
+        |page| got.extend(page.into_iter().map(|d| d.uuid)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(got, new, "new deals at {c}");
+    assert_eq!(pass.seen, live.len());
+    // Each page of 2 holds one new deal (every other one): every page is read.
+    assert_eq!(pass.read, live.len(), "pages read at {c}");
+
+    let Some(first) = live.first() else { return };
+    let pass = for_each_new_live_deal(store, c, 2, |u| u == first, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        pass.read,
+        live.len().min(2),
+        "only the first page is read at {c}"
     );
 }
 

@@ -11,10 +11,12 @@
 //! then it takes the deals [`Transfers`] names as their data comes in, one at a time, and
 //! reads everything again only every [`RESCAN`] or after a notice was lost to a full
 //! channel. Deals it has dealt with (their piece's state is final, or their data is gone)
-//! are remembered, so a rescan costs a read of the live index, not a look at every piece:
-//! deals stay at `Transferred` to `AddedPiece` for as long as sealing takes, and before,
-//! every 30 s rescan looked at each of them (at a million stored deals, 29 % of a core
-//! at rest, BENCHMARKS.md).
+//! are remembered, so a rescan reads the live index's keys only
+//! ([`for_each_new_live_deal`]), neither their deals nor their pieces: deals stay at
+//! `Transferred` to `AddedPiece` for as long as sealing takes, and before, every 30 s
+//! rescan looked at each of them (at a million stored deals, 29 % of a core at rest),
+//! then every 10-minute rescan read each of them (a burst of seconds of CPU on sled;
+//! BENCHMARKS.md).
 //!
 //! Uses `store` (bounded by [`STORE_BOUND`]), `exec::staging` and the piece store for
 //! paths, `metrics`, `runtime`.
@@ -43,7 +45,7 @@ use super::{piece_store::PieceStore, staging::Staging, IndexNotices, SCAN_PAGE};
 use crate::{
     metrics::Metrics,
     runtime::{timeout, unblock, LeaderTask, Runtime},
-    store::{for_each_live_page, Store, StoreError},
+    store::{for_each_new_live_deal, Store, StoreError},
 };
 
 /// Bound on each store call of the indexer.
@@ -135,27 +137,30 @@ impl Indexer {
     }
 
     /// The pieces of live deals with their data in and not yet dealt with, and those
-    /// deals (a piece may be shared by several).
+    /// deals (a piece may be shared by several). Only the index is read for deals dealt
+    /// with already, which at rest is all of them.
     async fn pieces_to_index(&self) -> BTreeMap<Cid, Vec<DealUuid>> {
         let mut pieces: BTreeMap<Cid, Vec<DealUuid>> = BTreeMap::new();
         for checkpoint in WITH_DATA {
-            let read = for_each_live_page(&*self.store, checkpoint, SCAN_PAGE, |page| {
-                let dealt_with = self.dealt_with();
-                for d in page {
-                    if pieces.len() >= MAX_PER_SCAN {
-                        return;
-                    }
-                    if dealt_with.get(&d.uuid).is_none() {
+            let read = for_each_new_live_deal(
+                &*self.store,
+                checkpoint,
+                SCAN_PAGE,
+                |uuid| self.dealt_with().get(uuid).is_none(),
+                |page| {
+                    for d in page {
+                        if pieces.len() >= MAX_PER_SCAN {
+                            return;
+                        }
                         pieces.entry(piece_of(&d).clone()).or_default().push(d.uuid);
                     }
+                },
+            );
+            match bounded(read).await {
+                Ok(pass) => {
+                    tracing::debug!(%checkpoint, seen = pass.seen, read = pass.read, "indexer: deals with data")
                 }
-            });
-            if let Err(e) = timeout(STORE_BOUND, read).await.unwrap_or_else(|| {
-                Err(StoreError::Backend(
-                    "the store did not answer in time".into(),
-                ))
-            }) {
-                tracing::warn!(error = %e, "indexer: cannot read the deals with data");
+                Err(e) => tracing::warn!(error = %e, "indexer: cannot read the deals with data"),
             }
         }
         pieces

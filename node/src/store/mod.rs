@@ -19,7 +19,7 @@ mod record;
 pub mod sled;
 mod sled_ui;
 
-use std::{future::Future, path::PathBuf, pin::Pin, time::Duration};
+use std::{collections::BTreeSet, future::Future, path::PathBuf, pin::Pin, time::Duration};
 
 use dealport_core::{
     dashboard::{DealQuery, HourCount, StateCounts},
@@ -164,6 +164,16 @@ pub trait Store: Send + Sync + 'static {
         after: Option<DealUuid>,
         limit: usize,
     ) -> StoreFuture<'_, Vec<DealRecord>>;
+
+    /// The UUIDs [`Store::live_deals_at`] would give, without reading the deals: a
+    /// rescan that has seen most of them already reads only the index (keys on sled, one
+    /// column of a partial index on PostgreSQL).
+    fn live_uuids_at(
+        &self,
+        checkpoint: Checkpoint,
+        after: Option<DealUuid>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<DealUuid>>;
 
     /// At most `limit` online deals at `Accepted` that have not failed, after `after` in
     /// UUID byte order: the transfer runner's work. Offline deals waiting for an import
@@ -438,6 +448,56 @@ where
         each,
     )
     .await
+}
+
+/// What [`for_each_new_live_deal`] read.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LivePass {
+    /// UUIDs seen in the live index.
+    pub seen: usize,
+    /// Deals read from the store (whole pages, for the pages holding UUIDs `new` kept).
+    pub read: usize,
+}
+
+/// Page through the live UUIDs at `checkpoint`, `page` at a time; where a page holds
+/// UUIDs `new` keeps, read that page's deals and hand those to `each`. A task that
+/// remembers what it has dealt with (the piece indexer) reads only keys at rest, not
+/// every deal waiting at its checkpoints.
+pub async fn for_each_new_live_deal<N, F>(
+    store: &dyn Store,
+    checkpoint: Checkpoint,
+    page: usize,
+    mut new: N,
+    mut each: F,
+) -> Result<LivePass, StoreError>
+where
+    N: FnMut(&DealUuid) -> bool,
+    F: FnMut(Vec<DealRecord>),
+{
+    let page = page.max(1);
+    let mut pass = LivePass::default();
+    let mut after = None;
+    loop {
+        let uuids = store.live_uuids_at(checkpoint, after, page).await?;
+        pass.seen += uuids.len();
+        let wanted: BTreeSet<DealUuid> = uuids.iter().filter(|u| new(u)).copied().collect();
+        if !wanted.is_empty() {
+            // The same range again, as deals (a deal that moved since is left to the
+            // next pass).
+            let deals = store.live_deals_at(checkpoint, after, page).await?;
+            pass.read += deals.len();
+            each(
+                deals
+                    .into_iter()
+                    .filter(|d| wanted.contains(&d.uuid))
+                    .collect(),
+            );
+        }
+        if uuids.len() < page {
+            return Ok(pass);
+        }
+        after = uuids.last().copied();
+    }
 }
 
 /// Page through a paged read (`read(after)` gives at most `page` deals after `after`,

@@ -1506,6 +1506,43 @@ impl PostgresStore {
             .collect()
     }
 
+    /// [`Store::live_uuids_at`]: the live partial index's own columns, no deal read.
+    async fn live_uuids_at_impl(
+        &self,
+        checkpoint: Checkpoint,
+        after: Option<DealUuid>,
+        limit: usize,
+    ) -> Result<Vec<DealUuid>, StoreError> {
+        if checkpoint == Checkpoint::Complete {
+            return Ok(Vec::new());
+        }
+        let after = after.map(|u| u.to_string());
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows: Vec<String> = with_retry!(self, "list live deal UUIDs", async {
+            Ok::<_, Fail>(
+                // The filter repeats the partial index's predicate, so the planner uses it.
+                sqlx::query_scalar(
+                    "SELECT uuid::text FROM deals \
+                     WHERE error IS NULL AND checkpoint <> 'Complete' AND checkpoint = $1 \
+                     AND ($2::uuid IS NULL OR uuid > $2::uuid) ORDER BY uuid LIMIT $3",
+                )
+                .bind(checkpoint.name())
+                .bind(&after)
+                .bind(limit)
+                .fetch_all(&self.pool())
+                .await?,
+            )
+        })?;
+        rows.iter()
+            .map(|u| {
+                DealUuid::parse(u).map_err(|e| StoreError::Corrupt {
+                    key: format!("deals/{u}"),
+                    message: e.to_string(),
+                })
+            })
+            .collect()
+    }
+
     async fn ipni_announced_page_impl(
         &self,
         after: Option<DealUuid>,
@@ -1682,6 +1719,15 @@ impl Store for PostgresStore {
             self.deals_page("list live deals", filter, key, after, limit)
                 .await
         })
+    }
+
+    fn live_uuids_at(
+        &self,
+        checkpoint: Checkpoint,
+        after: Option<DealUuid>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<DealUuid>> {
+        Box::pin(self.live_uuids_at_impl(checkpoint, after, limit))
     }
 
     fn deals_by_piece_cid<'a>(

@@ -486,15 +486,24 @@ impl Inner {
         after: Option<DealUuid>,
         limit: usize,
     ) -> Result<Vec<DealRecord>, StoreError> {
+        self.deals_of(&self.live_uuids_at(checkpoint, after, limit)?)
+    }
+
+    /// The keys behind [`Inner::live_at`], read from the live index alone.
+    fn live_uuids_at(
+        &self,
+        checkpoint: Checkpoint,
+        after: Option<DealUuid>,
+        limit: usize,
+    ) -> Result<Vec<[u8; 16]>, StoreError> {
         let online = self.queue(checkpoint_byte(checkpoint), after);
-        let uuids: Vec<[u8; 16]> = if checkpoint == Checkpoint::Accepted {
+        if checkpoint == Checkpoint::Accepted {
             // Both queues of `Accepted`, merged in UUID order.
             let offline = self.queue(AWAITING_IMPORT, after);
-            merge_sorted(online, offline, limit)?
+            merge_sorted(online, offline, limit)
         } else {
-            online.take(limit).collect::<Result<_, _>>()?
-        };
-        self.deals_of(&uuids)
+            online.take(limit).collect()
+        }
     }
 
     /// The online deals at `Accepted` (the transfer runner's work).
@@ -961,6 +970,18 @@ impl Store for SledStore {
         limit: usize,
     ) -> StoreFuture<'_, Vec<DealRecord>> {
         self.run(move |inner| inner.live_at(checkpoint, after, limit))
+    }
+
+    fn live_uuids_at(
+        &self,
+        checkpoint: Checkpoint,
+        after: Option<DealUuid>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<DealUuid>> {
+        self.run(move |inner| {
+            let keys = inner.live_uuids_at(checkpoint, after, limit)?;
+            Ok(keys.into_iter().map(DealUuid).collect())
+        })
     }
 
     fn awaiting_download(
