@@ -400,6 +400,10 @@ fn peer_id_of(key: &[u8]) -> Result<String, StoreError> {
         .map_err(|e| StoreError::Backend(format!("identity key does not decode: {e}")))
 }
 
+/// Live deals at the checkpoint bound to `$1`: the live partial index's predicate
+/// (migration 3) repeated, so the planner reads that index.
+const LIVE_AT: &str = "error IS NULL AND checkpoint <> 'Complete' AND checkpoint = $1";
+
 /// A deal's columns, in the order of [`DEAL_COLUMNS`] after `uuid` and `params`.
 struct DealRow {
     uuid: String,
@@ -1518,19 +1522,18 @@ impl PostgresStore {
         }
         let after = after.map(|u| u.to_string());
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let sql = format!(
+            "SELECT uuid::text FROM deals WHERE ({LIVE_AT}) \
+             AND ($2::uuid IS NULL OR uuid > $2::uuid) ORDER BY uuid LIMIT $3"
+        );
         let rows: Vec<String> = with_retry!(self, "list live deal UUIDs", async {
             Ok::<_, Fail>(
-                // The filter repeats the partial index's predicate, so the planner uses it.
-                sqlx::query_scalar(
-                    "SELECT uuid::text FROM deals \
-                     WHERE error IS NULL AND checkpoint <> 'Complete' AND checkpoint = $1 \
-                     AND ($2::uuid IS NULL OR uuid > $2::uuid) ORDER BY uuid LIMIT $3",
-                )
-                .bind(checkpoint.name())
-                .bind(&after)
-                .bind(limit)
-                .fetch_all(&self.pool())
-                .await?,
+                sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone()))
+                    .bind(checkpoint.name())
+                    .bind(&after)
+                    .bind(limit)
+                    .fetch_all(&self.pool())
+                    .await?,
             )
         })?;
         rows.iter()
@@ -1713,10 +1716,8 @@ impl Store for PostgresStore {
             if checkpoint == Checkpoint::Complete {
                 return Ok(Vec::new());
             }
-            // The filter repeats the partial index's predicate, so the planner uses it.
-            let filter = "error IS NULL AND checkpoint <> 'Complete' AND checkpoint = $1";
             let key = Some(checkpoint.name().to_owned());
-            self.deals_page("list live deals", filter, key, after, limit)
+            self.deals_page("list live deals", LIVE_AT, key, after, limit)
                 .await
         })
     }
