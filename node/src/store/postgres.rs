@@ -1536,14 +1536,7 @@ impl PostgresStore {
                     .await?,
             )
         })?;
-        rows.iter()
-            .map(|u| {
-                DealUuid::parse(u).map_err(|e| StoreError::Corrupt {
-                    key: format!("deals/{u}"),
-                    message: e.to_string(),
-                })
-            })
-            .collect()
+        stored_uuids("deals", &rows)
     }
 
     async fn ipni_announced_page_impl(
@@ -1565,15 +1558,20 @@ impl PostgresStore {
                 .await?,
             )
         })?;
-        rows.iter()
-            .map(|u| {
-                DealUuid::parse(u).map_err(|e| StoreError::Corrupt {
-                    key: format!("ipni_announced/{u}"),
-                    message: e.to_string(),
-                })
-            })
-            .collect()
+        stored_uuids("ipni_announced", &rows)
     }
+}
+
+/// UUIDs read as text from a column of `table`.
+fn stored_uuids(table: &str, rows: &[String]) -> Result<Vec<DealUuid>, StoreError> {
+    rows.iter()
+        .map(|u| {
+            DealUuid::parse(u).map_err(|e| StoreError::Corrupt {
+                key: format!("{table}/{u}"),
+                message: e.to_string(),
+            })
+        })
+        .collect()
 }
 
 /// A CID read from a column.
