@@ -504,9 +504,7 @@ fn rust_client_through_libp2p_path() {
         let (host, ws) = start_host().await;
         let (server, metrics, _) = serve(Ok(ws), test_config()).await;
         let port = server.local_addr().port();
-        let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}/x-parity-ws/%2Flibp2p")
-            .parse()
-            .unwrap();
+        let addr = libp2p_path(port);
         let (info, reply) = rust_client_request(addr, host.peer_id(), b"\xa0").await;
         assert_eq!(info.agent_version, "dealport/test");
         assert!(info
@@ -538,9 +536,7 @@ fn relay_hands_the_connection_to_its_own_host() {
         };
         let (server, metrics, _) = serve_route(Ok(RelayRoute::HandOff(handoffs)), config).await;
         let port = server.local_addr().port();
-        let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}/x-parity-ws/%2Flibp2p")
-            .parse()
-            .unwrap();
+        let addr = libp2p_path(port);
         let (info, reply) = rust_client_request(addr, host.peer_id(), b"\xa0").await;
         assert_eq!(info.agent_version, "dealport/test");
         let seen: Multiaddr = String::from_utf8(reply).unwrap().parse().unwrap();
@@ -1008,4 +1004,12 @@ fn shutdown_closes_relays() {
         }
         assert!(TcpStream::connect(addr).await.is_err(), "listener closed");
     });
+}
+
+/// The relay's `/libp2p` path on `port` as rust-libp2p dials it (`x-parity-ws` carries
+/// the path).
+fn libp2p_path(port: u16) -> Multiaddr {
+    format!("/ip4/127.0.0.1/tcp/{port}/x-parity-ws/%2Flibp2p")
+        .parse()
+        .unwrap()
 }
