@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use dealport_core::{
     deal::{Checkpoint, DealEvent, DealRecord},
     lease::LeaseRow,
-    wire::DealUuid,
+    wire::{Cbor, DealUuid},
 };
 use dealport_node::{
     identity,
@@ -69,6 +69,22 @@ fn postgres_deals_and_identity() {
     });
 }
 
+#[test]
+fn sled_duplicates_submitted_together() {
+    let dir = tempfile::tempdir().unwrap();
+    block_on(duplicates_submitted_together(&open_sled(dir.path())));
+}
+
+#[test]
+fn postgres_duplicates_submitted_together() {
+    let server = PgServer::start();
+    block_on(async {
+        let store = connect(&server).await;
+        duplicates_submitted_together(&store).await;
+        store.close().await;
+    });
+}
+
 /// A sled store has one handle (its data dir is locked): "both nodes" are that handle.
 #[test]
 fn sled_lease() {
@@ -88,6 +104,80 @@ fn postgres_lease() {
 }
 
 // ---- The contract -----------------------------------------------------------------
+
+/// `d`'s proposal under another UUID.
+fn under_uuid(d: &DealRecord, b: u8) -> DealRecord {
+    let mut params = d.params.clone();
+    params.deal_uuid = DealUuid([b; 16]);
+    DealRecord::new_accepted(params.to_cbor(), params, String::new(), 1)
+}
+
+/// Deals submitted all at once, each twice under its UUID and once more under another
+/// UUID with the same proposal, and one more under a fence the store does not hold
+/// (the sled store writes what arrives together as one group): one copy of each
+/// proposal is written and every other copy is told which, the stale fence is refused,
+/// and the store holds exactly the written deals.
+async fn duplicates_submitted_together(store: &dyn Store) {
+    let g = store.try_acquire("a", None, TTL).await.unwrap().unwrap();
+    let good = fence("a", &g);
+    let stale = Fence {
+        node: "a".into(),
+        generation: g.generation + 1,
+    };
+    let deals: Vec<DealRecord> = (0..8).map(|i| a4_deal(100 + i)).collect();
+    let mut copies = Vec::new();
+    for (i, d) in deals.iter().enumerate() {
+        copies.push(d.clone());
+        copies.push(under_uuid(d, 200 + i as u8));
+        copies.push(d.clone());
+    }
+    let refused = a4_deal(150);
+    let (outcomes, stale_outcome) = futures::join!(
+        futures::future::join_all(
+            copies
+                .iter()
+                .map(|d| store.insert_new_deal_fenced(&good, d))
+        ),
+        store.insert_new_deal_fenced(&stale, &refused),
+    );
+    assert!(is_fenced(stale_outcome));
+    assert_eq!(store.deal_by_uuid(refused.uuid).await.unwrap(), None);
+
+    let mut written = Vec::new();
+    for (copies, outcomes) in copies.chunks(3).zip(outcomes.chunks(3)) {
+        let outcomes: Vec<Inserted> = outcomes.iter().map(|o| *o.as_ref().unwrap()).collect();
+        let winners: Vec<&DealRecord> = copies
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, o)| **o == Inserted::Yes)
+            .map(|(d, _)| d)
+            .collect();
+        assert_eq!(winners.len(), 1, "{outcomes:?}");
+        let winner = winners[0];
+        for (d, o) in copies.iter().zip(&outcomes) {
+            match o {
+                Inserted::Yes => {}
+                Inserted::UuidExists => assert_eq!(d.uuid, winner.uuid),
+                Inserted::ProposalExists(u) => assert_eq!(*u, winner.uuid),
+            }
+        }
+        assert_eq!(
+            store.deal_by_uuid(winner.uuid).await.unwrap().as_ref(),
+            Some(winner)
+        );
+        written.push(winner.uuid);
+    }
+    let mut listed: Vec<DealUuid> = store
+        .list_deals()
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.uuid)
+        .collect();
+    listed.sort();
+    written.sort();
+    assert_eq!(listed, written);
+}
 
 fn fence(node: &str, g: &LeaseGrant) -> Fence {
     Fence {

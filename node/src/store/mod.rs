@@ -18,6 +18,7 @@ mod recent;
 mod record;
 pub mod sled;
 mod sled_ui;
+mod write_group;
 
 use std::{collections::BTreeSet, future::Future, path::PathBuf, pin::Pin, time::Duration};
 
@@ -36,8 +37,9 @@ pub use record::StoredDeal;
 /// The future every store method returns.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
-/// Why a store operation failed.
-#[derive(Debug, thiserror::Error)]
+/// Why a store operation failed. Clone: a write shared by a group of callers (the sled
+/// store's write group) fails each of them with its error.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The data dir is locked by another process.
     #[error("data dir {} is in use by another dealport process", .0.display())]
@@ -91,7 +93,7 @@ pub struct RelayTarget {
 }
 
 /// The outcome of [`Store::insert_new_deal`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Inserted {
     /// Stored and durable (flushed).
     Yes,

@@ -7,8 +7,9 @@
 //! (piece CID bytes ‖ offset (8 bytes BE) -> length (8 bytes BE) ‖ multihash) and
 //! `blocks_by_multihash` (multihash ‖ piece CID bytes ‖ offset -> length); the IPNI
 //! chain (`ipni_*`); the dashboard's `ui_lists`, `ui_counters` and `ui_timeline` (see
-//! [`super::sled_ui`]). A new deal goes into all the deal trees in one transaction and
-//! is flushed before [`Store::insert_new_deal`] returns. sled's calls block, so every
+//! [`super::sled_ui`]). A new deal goes into all the deal trees in one transaction, with
+//! the new deals that arrived meanwhile ([`super::write_group`]), and is flushed before
+//! [`Store::insert_new_deal`] returns. sled's calls block, so every
 //! operation runs on the runtime's blocking pool.
 //!
 //! The lease: a sled store belongs to one process (its data dir is locked), so there is
@@ -39,6 +40,7 @@ use dealport_core::{
 use super::group_flush::{GroupFlush, Writing};
 use super::recent::RecentDeals;
 use super::sled_ui::{self, UiFacts};
+use super::write_group::WriteGroup;
 use super::{
     is_live, DbMillis, Fence, Inserted, IpniAdRef, IpniHead, IpniPublish, LeaseGrant, LeaseRead,
     LeaseRow, Published, RelayTarget, Store, StoreError, StoreFuture, StoredDeal, CHECKPOINTS,
@@ -53,6 +55,14 @@ const LOCK_RETRY: Duration = Duration::from_millis(600);
 /// node's memory then follows the history). The background work reads only the live
 /// index and status reads one deal, so a small cache serves both.
 const CACHE_BYTES: u64 = 64 << 20;
+/// Most new deals written in one transaction by the write group (16 streams of one
+/// client make groups of a few; the bound keeps a transaction's memory small).
+const INSERT_GROUP: usize = 64;
+/// Most new deals waiting for the write group's writer; past it a new deal is refused
+/// at once (a writer stalled on the disk must not make the queue grow without bound).
+const INSERT_QUEUE: usize = 4096;
+/// Deals per transaction in [`SledStore::bulk_load`].
+const BULK_GROUP: usize = 256;
 
 struct Inner {
     path: PathBuf,
@@ -85,6 +95,9 @@ struct Inner {
     ui_timeline: Tree,
     lease: Mutex<LocalLease>,
     group_flush: GroupFlush,
+    /// New deals arriving together are written in one transaction (see
+    /// [`super::write_group`]).
+    inserts: WriteGroup<InsertJob, Result<Inserted, StoreError>>,
     recent: RecentDeals<DealRecord>,
 }
 
@@ -232,8 +245,10 @@ impl SledStore {
     pub fn bulk_load(&self, deals: Vec<DealRecord>) -> StoreFuture<'_, usize> {
         self.run(move |inner| {
             let mut written = 0;
-            for d in &deals {
-                written += usize::from(inner.insert_unflushed(&NewDeal::of(d))? == Inserted::Yes);
+            for chunk in deals.chunks(BULK_GROUP) {
+                let news: Vec<NewDeal> = chunk.iter().map(NewDeal::of).collect();
+                let outcomes = inner.insert_unflushed(&news.iter().collect::<Vec<_>>())?;
+                written += outcomes.iter().filter(|o| **o == Inserted::Yes).count();
             }
             inner.flush()?;
             Ok(written)
@@ -292,6 +307,7 @@ impl SledStore {
             ui_timeline: tree("ui_timeline")?,
             lease: Mutex::new(LocalLease::default()),
             group_flush: GroupFlush::new(),
+            inserts: WriteGroup::new(INSERT_GROUP, INSERT_QUEUE),
             recent: RecentDeals::new(),
             path,
             db,
@@ -302,6 +318,30 @@ impl SledStore {
         Ok(SledStore {
             inner: Arc::new(inner),
             rt,
+        })
+    }
+
+    /// Insert a new deal, durably, in a group with the new deals arriving meanwhile
+    /// (see [`super::write_group`]): the first to find no group being written starts the
+    /// writer on the blocking pool.
+    fn insert(&self, job: InsertJob) -> StoreFuture<'_, Inserted> {
+        let inner = self.inner.clone();
+        let rt = self.rt.clone();
+        Box::pin(async move {
+            let submitted = inner.inserts.submit(job).map_err(|full| {
+                StoreError::Backend(format!(
+                    "{} new deals are already waiting to be written (is the disk stalled?)",
+                    full.0
+                ))
+            })?;
+            if submitted.start_writer {
+                let writer = InsertWriter {
+                    inner,
+                    started: false,
+                };
+                rt.spawn_blocking(Box::new(move || writer.run()));
+            }
+            submitted.result.await.map_err(|_| StoreError::Dropped)?
         })
     }
 
@@ -554,16 +594,48 @@ impl Inner {
         Ok(out)
     }
 
-    fn insert(&self, new: &NewDeal) -> Result<Inserted, StoreError> {
-        let w = self.group_flush.writing();
-        let outcome = self.insert_unflushed(new)?;
-        if outcome == Inserted::Yes {
-            self.flush_written(w)?;
-        }
-        Ok(outcome)
+    /// Write a group of new deals: the fences checked and the deals written under the
+    /// lease lock (so no write lands after the lease it was made under was lost), then
+    /// one flush outside it, shared with any other writer's. One result per job.
+    fn write_group(&self, jobs: &[InsertJob]) -> Vec<Result<Inserted, StoreError>> {
+        let lease = self.lease();
+        let admitted: Vec<Result<&NewDeal, StoreError>> = jobs
+            .iter()
+            .map(|j| match &j.fence {
+                Some(fence) => lease.check(fence).map(|()| &j.new),
+                None => Ok(&j.new),
+            })
+            .collect();
+        let news: Vec<&NewDeal> = admitted
+            .iter()
+            .filter_map(|a| a.as_ref().ok().copied())
+            .collect();
+        let written = self.insert_unflushed(&news);
+        drop(lease);
+        let written = written.and_then(|outcomes| {
+            if outcomes.contains(&Inserted::Yes) {
+                self.flush()?;
+            }
+            Ok(outcomes)
+        });
+        let mut outcomes = written.as_ref().map(|o| o.iter());
+        admitted
+            .into_iter()
+            .map(|a| {
+                a?;
+                match &mut outcomes {
+                    Ok(o) => o.next().copied().ok_or_else(|| {
+                        StoreError::Backend("a group write returned too few outcomes".into())
+                    }),
+                    Err(e) => Err(e.clone()),
+                }
+            })
+            .collect()
     }
 
-    fn insert_unflushed(&self, new: &NewDeal) -> Result<Inserted, StoreError> {
+    /// Write new deals in one transaction, not flushed. A deal whose UUID or proposal
+    /// is already stored (or earlier in `news`) is not written; one outcome per deal.
+    fn insert_unflushed(&self, news: &[&NewDeal]) -> Result<Vec<Inserted>, StoreError> {
         (
             &self.deals,
             &self.by_proposal_cid,
@@ -585,26 +657,34 @@ impl Inner {
                     ui_counters,
                     ui_timeline,
                 )|
-                 -> ConflictableTransactionResult<Inserted, StoreError> {
-                    if deals.get(new.uuid)?.is_some() {
-                        return Ok(Inserted::UuidExists);
-                    }
-                    if let Some(other) = by_prop.get(&new.prop)? {
-                        let mut u = [0u8; 16];
-                        if other.len() == 16 {
-                            u.copy_from_slice(&other);
+                 -> ConflictableTransactionResult<Vec<Inserted>, StoreError> {
+                    let mut outcomes = Vec::with_capacity(news.len());
+                    for new in news {
+                        // A transaction reads its own writes, so a duplicate within
+                        // `news` is found as one already stored.
+                        if deals.get(new.uuid)?.is_some() {
+                            outcomes.push(Inserted::UuidExists);
+                            continue;
                         }
-                        return Ok(Inserted::ProposalExists(DealUuid(u)));
+                        if let Some(other) = by_prop.get(&new.prop)? {
+                            let mut u = [0u8; 16];
+                            if other.len() == 16 {
+                                u.copy_from_slice(&other);
+                            }
+                            outcomes.push(Inserted::ProposalExists(DealUuid(u)));
+                            continue;
+                        }
+                        deals.insert(&new.uuid, new.value.as_slice())?;
+                        by_prop.insert(new.prop.as_slice(), &new.uuid)?;
+                        by_signed.insert(new.signed.as_slice(), &new.uuid)?;
+                        if let Some(k) = new.live.key {
+                            live.insert(&k, &[])?;
+                        }
+                        by_piece.insert(new.piece.as_slice(), &[])?;
+                        sled_ui::on_insert(ui_lists, ui_counters, ui_timeline, &new.ui)?;
+                        outcomes.push(Inserted::Yes);
                     }
-                    deals.insert(&new.uuid, new.value.as_slice())?;
-                    by_prop.insert(new.prop.as_slice(), &new.uuid)?;
-                    by_signed.insert(new.signed.as_slice(), &new.uuid)?;
-                    if let Some(k) = new.live.key {
-                        live.insert(&k, &[])?;
-                    }
-                    by_piece.insert(new.piece.as_slice(), &[])?;
-                    sled_ui::on_insert(ui_lists, ui_counters, ui_timeline, &new.ui)?;
-                    Ok(Inserted::Yes)
+                    Ok(outcomes)
                 },
             )
             .map_err(tx_error)
@@ -666,7 +746,37 @@ impl Inner {
     }
 }
 
-/// A deal record ready for [`Inner::insert`].
+/// The write group's writer for new deals, on the blocking pool. Dropped unrun (the
+/// runtime is shutting down), it gives the queued deals up so their callers do not wait.
+struct InsertWriter {
+    inner: Arc<Inner>,
+    started: bool,
+}
+
+impl InsertWriter {
+    fn run(mut self) {
+        self.started = true;
+        let inner = &self.inner;
+        inner.inserts.write_queued(|jobs| inner.write_group(&jobs));
+    }
+}
+
+impl Drop for InsertWriter {
+    fn drop(&mut self) {
+        if !self.started {
+            self.inner.inserts.abandon();
+        }
+    }
+}
+
+/// A new deal for [`SledStore::insert`], with the fence it is written under (none: an
+/// unfenced write).
+struct InsertJob {
+    new: NewDeal,
+    fence: Option<Fence>,
+}
+
+/// A deal record ready for [`Inner::insert_unflushed`].
 struct NewDeal {
     uuid: [u8; 16],
     value: Vec<u8>,
@@ -883,8 +993,10 @@ impl Store for SledStore {
     }
 
     fn insert_new_deal<'a>(&'a self, deal: &'a DealRecord) -> StoreFuture<'a, Inserted> {
-        let new = NewDeal::of(deal);
-        self.run(move |inner| inner.insert(&new))
+        self.insert(InsertJob {
+            new: NewDeal::of(deal),
+            fence: None,
+        })
     }
 
     fn update_deal<'a>(&'a self, deal: &'a DealRecord) -> StoreFuture<'a, ()> {
@@ -1029,27 +1141,16 @@ impl Store for SledStore {
         format!("sled at {}", self.inner.path.display())
     }
 
-    // The lease lock is held across the check and the write, so a write can never land
-    // after the lease it was made under was lost. The flush comes after the lock (the
-    // write already landed, in order, in sled's log), so concurrent writers share it.
+    // The fence is checked under the lease lock, in the write group's transaction (see
+    // `Inner::write_group`).
     fn insert_new_deal_fenced<'a>(
         &'a self,
         fence: &'a Fence,
         deal: &'a DealRecord,
     ) -> StoreFuture<'a, Inserted> {
-        let new = NewDeal::of(deal);
-        let fence = fence.clone();
-        self.run(move |inner| {
-            let w = inner.group_flush.writing();
-            let outcome = {
-                let lease = inner.lease();
-                lease.check(&fence)?;
-                inner.insert_unflushed(&new)?
-            };
-            if outcome == Inserted::Yes {
-                inner.flush_written(w)?;
-            }
-            Ok(outcome)
+        self.insert(InsertJob {
+            new: NewDeal::of(deal),
+            fence: Some(fence.clone()),
         })
     }
 
