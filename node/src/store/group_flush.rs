@@ -3,14 +3,15 @@
 //! paying an fsync. A writer takes a ticket after its write; a flush that starts after
 //! ticket `t` was taken covers every write with a ticket up to `t`.
 //!
-//! A deal write announces itself before it starts ([`GroupFlush::writing`]): a flush
+//! A deal update announces itself before it starts ([`GroupFlush::writing`]): a flush
 //! that would start while such writes are under way waits for them first (at most
-//! [`GATHER`]), so one flush covers every deal decided in the same few hundred
+//! [`GATHER`]), so one flush covers every write made in the same few hundred
 //! microseconds. Without the wait, a flush began as soon as the previous one ended and
-//! covered about one deal (measured: one `sync_file_range` per fresh deal at 16 streams,
-//! each a round of sled's I/O threads). PostgreSQL's `commit_delay` does the same when
-//! enough other transactions are active. Used by the sled store only; uses nothing else
-//! of the node.
+//! covered about one write (measured on new deals, before they were written in groups by
+//! [`super::write_group`], whose flush goes through here too: one `sync_file_range` per
+//! fresh deal at 16 streams, each a round of sled's I/O threads). PostgreSQL's
+//! `commit_delay` does the same when enough other transactions are active. Used by the
+//! sled store only; uses nothing else of the node.
 
 use std::{
     sync::{Condvar, Mutex, MutexGuard},

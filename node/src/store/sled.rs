@@ -597,7 +597,7 @@ impl Inner {
     /// Write a group of new deals: the fences checked and the deals written under the
     /// lease lock (so no write lands after the lease it was made under was lost), then
     /// one flush outside it, shared with any other writer's. One result per job.
-    fn write_group(&self, jobs: &[InsertJob]) -> Vec<Result<Inserted, StoreError>> {
+    fn write_new_deals(&self, jobs: &[InsertJob]) -> Vec<Result<Inserted, StoreError>> {
         let lease = self.lease();
         let admitted: Vec<Result<&NewDeal, StoreError>> = jobs
             .iter()
@@ -757,7 +757,9 @@ impl InsertWriter {
     fn run(mut self) {
         self.started = true;
         let inner = &self.inner;
-        inner.inserts.write_queued(|jobs| inner.write_group(&jobs));
+        inner
+            .inserts
+            .write_queued(|jobs| inner.write_new_deals(&jobs));
     }
 }
 
@@ -1142,7 +1144,7 @@ impl Store for SledStore {
     }
 
     // The fence is checked under the lease lock, in the write group's transaction (see
-    // `Inner::write_group`).
+    // `Inner::write_new_deals`).
     fn insert_new_deal_fenced<'a>(
         &'a self,
         fence: &'a Fence,
