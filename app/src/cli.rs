@@ -68,6 +68,13 @@ pub enum Command {
         #[command(subcommand)]
         command: DealsCommand,
     },
+    /// Move the node's store.
+    Store {
+        #[command(flatten)]
+        at: Location,
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
     /// The miners' on-chain peer info (Lotus mode).
     Chain {
         #[command(flatten)]
@@ -96,6 +103,20 @@ pub enum ChainCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Copy this data dir's sled store into a PostgreSQL database, with no node running
+    /// on either: the identity key (the PeerID stays), every deal and its timeline, the
+    /// piece directory, the IPNI chain and any publish or add-piece in flight. Run it
+    /// again to finish a copy that stopped; then point `store` in the config at the
+    /// database.
+    Copy {
+        /// The database: `postgres://user@host:port/db` (libpq forms, as `store`).
+        #[arg(long)]
+        to: String,
     },
 }
 

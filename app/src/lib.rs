@@ -7,7 +7,8 @@
 //! - [`cli`]: the command-line definition;
 //! - [`run`]: `dealport run`, wiring the node's parts and serving until a signal;
 //! - [`commands`]: `init`, `info`, `deals`, `chain check`;
-//! - [`files`]: the data dir, the config file and the store they name.
+//! - [`files`]: the data dir, the config file and the store they name;
+//! - `store_copy`: `store copy`, a sled store into PostgreSQL.
 
 pub mod cli;
 mod commands;
@@ -15,13 +16,14 @@ mod demo;
 mod files;
 mod populate;
 mod run;
+mod store_copy;
 
 use std::{io::IsTerminal, process::ExitCode, sync::Arc};
 
 use clap::Parser;
 use dealport_node::runtime::Runtime;
 
-pub use cli::{ChainCommand, Cli, Command, DealsCommand, Location};
+pub use cli::{ChainCommand, Cli, Command, DealsCommand, Location, StoreCommand};
 
 /// What a runtime shell hands to the app.
 pub struct Shell {
@@ -81,6 +83,10 @@ async fn run_command(shell: Shell, command: Command) -> CmdResult {
         Command::Run { at, store } => run::run(shell, at, store).await,
         Command::Info { at, json } => commands::info(shell, at, json).await,
         Command::Deals { at, command } => commands::deals(shell, at, command).await,
+        Command::Store {
+            at,
+            command: StoreCommand::Copy { to },
+        } => store_copy::copy(shell, at, to).await,
         Command::Chain {
             at,
             command: ChainCommand::Check { json },

@@ -26,6 +26,7 @@ pub mod retrieval;
 pub mod sealing;
 pub mod sig;
 pub mod status;
+pub mod store_copy;
 pub mod transfer;
 pub mod trustless;
 pub mod wire;

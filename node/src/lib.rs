@@ -24,4 +24,5 @@ pub mod sealing;
 pub mod service;
 pub mod signals;
 pub mod store;
+pub mod store_copy;
 pub mod ui;

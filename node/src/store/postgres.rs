@@ -45,7 +45,9 @@ use std::{
 };
 
 use dealport_core::{
-    dashboard::{state_code, DealQuery, HourCount, Order, StateCounts, StateFilter},
+    dashboard::{
+        from_state_code, state_code, DealQuery, HourCount, Order, StateCounts, StateFilter,
+    },
     db_target::{DbTarget, HostSpec, SessionAttrs},
     deal::{Checkpoint, DealRecord},
     ipni::Block,
@@ -850,6 +852,64 @@ impl PostgresStore {
         }
         tx.commit().await.map_err(db)?;
         Ok(written)
+    }
+
+    /// [`PostgresStore::bulk_load`] for deals brought from another store with their
+    /// timelines (`(state code, unix ms)`, as [`Store::deal_timeline`] gives them): a
+    /// deal written here gets exactly those timeline rows (not the insert's own, which
+    /// would say now); a deal already known keeps what it has. How many were written.
+    pub async fn bulk_load_history(
+        &self,
+        deals: &[(DealRecord, Vec<(u8, i64)>)],
+    ) -> Result<usize, StoreError> {
+        let rows = deals
+            .iter()
+            .map(|(d, _)| DealRow::of(d))
+            .collect::<Result<Vec<_>, _>>()?;
+        let db = |e: sqlx::Error| StoreError::Backend(format!("bulk load: {e}"));
+        let mut tx = self.pool().begin().await.map_err(db)?;
+        let mut written = Vec::new();
+        for (row, (_, timeline)) in rows.iter().zip(deals) {
+            let done = bind_new_deal(sqlx::query(INSERT_DEAL), row, 0)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
+            if done.is_some() {
+                written.push((row.uuid.as_str(), timeline));
+            }
+        }
+        let uuids: Vec<String> = written.iter().map(|(u, _)| u.to_string()).collect();
+        sqlx::query("DELETE FROM deal_timeline WHERE uuid = ANY($1::uuid[])")
+            .bind(&uuids)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        let (mut u, mut c, mut f, mut ms) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (uuid, timeline) in &written {
+            for (code, at) in timeline.iter() {
+                if let Some((checkpoint, failed)) = from_state_code(*code) {
+                    u.push(uuid.to_string());
+                    c.push(checkpoint.name());
+                    f.push(failed);
+                    ms.push(*at);
+                }
+            }
+        }
+        sqlx::query(
+            "INSERT INTO deal_timeline (uuid, checkpoint, failed, at) \
+             SELECT u::uuid, c, f, 'epoch'::timestamptz + ms * interval '1 millisecond' \
+             FROM UNNEST($1::text[], $2::text[], $3::bool[], $4::bigint[]) AS t(u, c, f, ms) \
+             ON CONFLICT (uuid, checkpoint, failed) DO UPDATE SET at = EXCLUDED.at",
+        )
+        .bind(&u)
+        .bind(&c)
+        .bind(&f)
+        .bind(&ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(written.len())
     }
 
     async fn insert_fenced(
