@@ -10,7 +10,7 @@ use dealport_node::{
     store::{
         postgres::{PostgresOptions, PostgresStore},
         sled::SledStore,
-        StoreError, StoredDeal,
+        Store, StoreError, StoredDeal,
     },
 };
 use libp2p::Multiaddr;
@@ -135,24 +135,48 @@ pub(crate) async fn chain_check(shell: Shell, at: Location, json: bool) -> CmdRe
     Ok(())
 }
 
+fn peer_of(key: Option<libp2p::identity::Keypair>) -> Option<String> {
+    key.map(|k| k.public().to_peer_id().to_string())
+}
+
 pub(crate) async fn info(shell: Shell, at: Location, json: bool) -> CmdResult {
     let (dir, path, config) = locate(&at)?;
     let have_config = config.is_some();
     let config = config.unwrap_or_default();
-    let (peer, store_state) = match SledStore::open(&dir, shell.runtime.clone()) {
-        Ok(store) => match identity::load(&store).await? {
-            Some(k) => (Some(k.public().to_peer_id().to_string()), "ok".to_owned()),
-            None => (None, "no identity yet (run `dealport init`)".to_owned()),
-        },
-        Err(e @ StoreError::InUse(_)) => {
-            let peer = std::fs::read_to_string(dir.join("peer-id"))
-                .ok()
-                .map(|s| s.trim().to_owned());
-            (peer, format!("in use: {e}"))
+    // The store the config names: after `store copy` the PeerID comes from the database.
+    let (peer, store_path, store_state) = if is_postgres_url(&config.store) {
+        match PostgresStore::connect(&config.store, PostgresOptions::default()).await {
+            Ok(store) => {
+                let peer = identity::load(&store).await?;
+                let state = if peer.is_some() {
+                    "ok"
+                } else {
+                    "no identity yet"
+                };
+                (peer_of(peer), Store::describe(&store), state.to_owned())
+            }
+            Err(e) => (None, "PostgreSQL".to_owned(), format!("unreachable: {e}")),
         }
-        Err(e) => return Err(e.into()),
+    } else {
+        let path = SledStore::path_in(&dir).display().to_string();
+        match SledStore::open(&dir, shell.runtime.clone()) {
+            Ok(store) => match identity::load(&store).await? {
+                Some(k) => (peer_of(Some(k)), path, "ok".to_owned()),
+                None => (
+                    None,
+                    path,
+                    "no identity yet (run `dealport init`)".to_owned(),
+                ),
+            },
+            Err(e @ StoreError::InUse(_)) => {
+                let peer = std::fs::read_to_string(dir.join("peer-id"))
+                    .ok()
+                    .map(|s| s.trim().to_owned());
+                (peer, path, format!("in use: {e}"))
+            }
+            Err(e) => return Err(e.into()),
+        }
     };
-    let store_path = SledStore::path_in(&dir);
     let strs = |v: &[Multiaddr]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
     if json {
         let v = serde_json::json!({
@@ -182,7 +206,7 @@ pub(crate) async fn info(shell: Shell, at: Location, json: bool) -> CmdResult {
                 " (missing: defaults shown)"
             }
         );
-        println!("store:    {} ({store_state})", store_path.display());
+        println!("store:    {store_path} ({store_state})");
         println!("listen:   {}", strs(&config.libp2p.listen).join(" "));
         println!("announce: {}", strs(&config.libp2p.announce).join(" "));
         println!("http:     {} (not served yet)", config.http.listen);

@@ -35,7 +35,8 @@ pub struct Serve {
     /// For each coming request in turn: cut the connection after this many body bytes.
     pub cuts: VecDeque<u64>,
     /// Each response's first bytes go at full speed; the rest `slow_chunk` bytes at a
-    /// time with `slow_delay` between chunks.
+    /// time with `slow_delay` between chunks (read again before each chunk: a change
+    /// made with [`DataServer::set`] applies to the responses under way too).
     pub fast_bytes: u64,
     pub slow_chunk: usize,
     pub slow_delay: Duration,
@@ -233,12 +234,17 @@ fn answer(s: &Shared, mut conn: TcpStream) {
     let mut sent = 0usize;
     let ok = conn.write_all(head.as_bytes()).is_ok();
     while ok && sent < limit {
-        let fast = (serve.fast_bytes as usize).saturating_sub(sent);
+        // The pace as set now, so a test can speed up a response under way.
+        let (fast_bytes, slow_delay, slow_chunk) = {
+            let now = s.serve.lock().unwrap();
+            (now.fast_bytes, now.slow_delay, now.slow_chunk)
+        };
+        let fast = (fast_bytes as usize).saturating_sub(sent);
         let n = if fast > 0 {
             fast.min(256 << 10)
         } else {
-            thread::sleep(serve.slow_delay);
-            serve.slow_chunk
+            thread::sleep(slow_delay);
+            slow_chunk
         }
         .min(limit - sent);
         if conn.write_all(&body[sent..sent + n]).is_err() {

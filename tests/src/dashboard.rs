@@ -14,8 +14,9 @@
 //! Screenshots of every page go to `target/ui-screenshots/`.
 
 use std::{
+    io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, Stdio},
     time::Duration,
 };
 
@@ -53,6 +54,12 @@ pub fn screenshot_dir() -> PathBuf {
 /// Run one browser job; panics (never skips) when Chromium or the driver is missing, or
 /// when a check in the page failed. The checks that passed.
 pub fn browse(job: &Value) -> Vec<String> {
+    browse_with(job, |_| {})
+}
+
+/// [`browse`], handing each line the driver prints to `on_line` as it comes (the driver
+/// says where it is, e.g. `progress-moved`).
+pub fn browse_with(job: &Value, mut on_line: impl FnMut(&str)) -> Vec<String> {
     let dir = ui_js_dir();
     assert!(
         dir.join("node_modules").is_dir(),
@@ -63,13 +70,24 @@ pub fn browse(job: &Value) -> Vec<String> {
         Path::new("/usr/bin/chromium").exists(),
         "Chromium is missing: `apt-get install chromium` (scripts/test does)"
     );
-    let out = Command::new("node")
+    let mut child = Command::new("node")
         .arg(dir.join("drive.mjs"))
         .arg(job.to_string())
         .current_dir(&dir)
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap_or_else(|e| panic!("cannot run node for the browser driver: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut stdout = String::new();
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let Ok(line) = line else { break };
+        on_line(&line);
+        stdout.push_str(&line);
+        stdout.push('\n');
+    }
+    let out = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("the browser driver: {e}"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     let line = stdout
         .lines()
@@ -109,10 +127,12 @@ pub fn dashboard_in_a_browser(bin: &str) {
     });
     let wallet = d.path.join("client.key");
     std::fs::write(&wallet, A4_CLIENT_KEY_FILE).expect("write the key file");
-    // 3 MiB, the first 256 KiB fast and the rest at 128 KiB/s: downloading for ~20 s.
+    // 3 MiB, the first 256 KiB fast and the rest at 16 KiB/s (three minutes) until the
+    // browser has seen the progress bar move, then at full speed: the download is under
+    // way whenever the browser gets there, however slowly it started.
     let bytes = data(3 << 20, 9);
     let piece = piece_of(&bytes);
-    let server = DataServer::start(Serve::new(bytes.clone()).slow_after(256 << 10, 128 << 10));
+    let server = DataServer::start(Serve::new(bytes.clone()).slow_after(256 << 10, 16 << 10));
     let mut node = Node::start(bin, &d.path);
     let ready = node.ready();
     let size = bytes.len().to_string();
@@ -125,16 +145,23 @@ pub fn dashboard_in_a_browser(bin: &str) {
         &piece,
         &["--car-size", &size, "--url", &url, "--label", LABEL],
     );
-    let checks = browse(&json!({
-        "base": format!("http://{}", ready.http),
-        "token": TOKEN,
-        "uuid": UUID,
-        "label": LABEL,
-        "piece": piece.0,
-        "expect_download": true,
-        "shots": screenshot_dir(),
-        "prefix": format!("{}-single", shell(bin)),
-    }));
+    let checks = browse_with(
+        &json!({
+            "base": format!("http://{}", ready.http),
+            "token": TOKEN,
+            "uuid": UUID,
+            "label": LABEL,
+            "piece": piece.0,
+            "expect_download": true,
+            "shots": screenshot_dir(),
+            "prefix": format!("{}-single", shell(bin)),
+        }),
+        |line| {
+            if line == "progress-moved" {
+                server.set(|s| s.fast_bytes = u64::MAX);
+            }
+        },
+    );
     assert!(checks
         .iter()
         .any(|c| c == "the state turned Transferred without a reload"));

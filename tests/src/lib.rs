@@ -15,4 +15,5 @@ pub mod harness;
 pub mod indexing;
 pub mod ipni;
 pub mod retrieval;
+pub mod store_move;
 pub mod tcp_only;

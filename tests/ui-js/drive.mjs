@@ -154,6 +154,8 @@ try {
     await until("the progress bar to move", 30000, async () =>
       Number(await page.evaluate(() => document.getElementById("progress-bar").value)) > Number(first));
     check(true, "the progress bar moves without a reload");
+    // The test's data server goes at full speed from here.
+    console.log("progress-moved");
     await shot(page, "deal-downloading");
     await until("Transferred, live", 60000, async () => (await page.textContent("#state")) === "Transferred");
     check(true, "the state turned Transferred without a reload");
