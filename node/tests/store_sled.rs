@@ -219,3 +219,46 @@ fn a_record_under_another_uuid_is_corrupt() {
         "{err}"
     );
 }
+
+/// A new deal's timeline starts at its acceptance, read from the record: its insert
+/// writes no timeline entry (one random leaf less per deal on a large store); the
+/// states it moves to later get theirs.
+#[test]
+fn a_new_deal_writes_no_timeline_entry_of_its_own() {
+    use dealport_core::deal::{Checkpoint, DealEvent};
+    use dealport_node::store::Store;
+    use futures::executor::block_on as block;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path(), rt()).unwrap();
+    let mut d = a4_record();
+    let accepted_ms = d.created_at_unix_nanos / 1_000_000;
+    block(store.insert_new_deal(&d)).unwrap();
+    assert_eq!(
+        block(store.deal_timeline(d.uuid)).unwrap(),
+        vec![(0, accepted_ms)]
+    );
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    d.apply(DealEvent::Transferred {
+        bytes: d.params.transfer.size,
+    })
+    .unwrap();
+    assert_eq!(d.checkpoint, Checkpoint::Transferred);
+    block(store.update_deal(&d)).unwrap();
+    let t = block(store.deal_timeline(d.uuid)).unwrap();
+    assert_eq!(t.len(), 2, "{t:?}");
+    assert_eq!(t[0], (0, accepted_ms));
+    assert_eq!(t[1].0, 1);
+    assert!(t[1].1 >= before, "{t:?}");
+    drop(store);
+    let db = sled::open(SledStore::path_in(dir.path())).unwrap();
+    let entries: Vec<_> = db
+        .open_tree("ui_timeline")
+        .unwrap()
+        .scan_prefix(d.uuid.0)
+        .map(|kv| kv.unwrap().0.to_vec())
+        .collect();
+    assert_eq!(entries, vec![[&d.uuid.0[..], &[1u8][..]].concat()]);
+}

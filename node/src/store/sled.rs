@@ -1136,7 +1136,10 @@ impl Store for SledStore {
     }
 
     fn deal_timeline(&self, uuid: DealUuid) -> StoreFuture<'_, Vec<(u8, i64)>> {
-        self.run(move |inner| sled_ui::timeline(&inner.ui_timeline, &uuid.0))
+        self.run(move |inner| {
+            let created = inner.get_deal(&uuid.0)?.map(|d| d.created_at_unix_nanos);
+            sled_ui::timeline(&inner.ui_timeline, &uuid.0, created)
+        })
     }
 
     fn describe(&self) -> String {

@@ -6,7 +6,8 @@
 //!   address). `time` is the acceptance time as 8 order-preserving bytes.
 //! - `ui_counters`: `s ‖ state` -> deals in that state (u64), `h ‖ hour` -> deals
 //!   accepted in that hour and how many of those failed since (2 × u64).
-//! - `ui_timeline`: `uuid ‖ state` -> unix milliseconds it was first written in that state.
+//! - `ui_timeline`: `uuid ‖ state` -> unix milliseconds it was first written in that state
+//!   (not written for `Accepted` at insert: the record's acceptance time is that).
 //!
 //! A list page merges one range per admitted state code (at most 14), newest or oldest
 //! first from the cursor, and stops after `limit` keys: its cost follows the page, not the
@@ -20,7 +21,7 @@ use dealport_core::{
         all_state_codes, deal_state_code, from_state_code, hour_of, state_code, Cursor, DealQuery,
         HourCount, Order, StateCounts,
     },
-    deal::DealRecord,
+    deal::{Checkpoint, DealRecord},
 };
 
 use super::{StoreError, StoredDeal};
@@ -120,13 +121,25 @@ pub(super) fn on_insert(
         &hour_key(hour_of(f.created_at_unix_nanos)),
         &[1, i64::from(failed)],
     )?;
-    // Kept when already there (an index rebuilt for an old store keeps what it had).
-    let tk = timeline_key(f);
-    if timeline.get(&tk)?.is_none() {
-        let at_ms = f.created_at_unix_nanos.div_euclid(1_000_000);
-        timeline.insert(tk, &at_ms.to_be_bytes())?;
+    // A deal stored at `Accepted` (every new deal) gets no timeline entry: its time in
+    // `Accepted` is its acceptance time, which the record holds ([`timeline`] adds it),
+    // and an entry keyed by UUID would cost every insert one more random leaf, which a
+    // store of a million deals reads back from disk (BENCHMARKS.md). Other states come
+    // from a bulk load or an index rebuilt for an old store; an entry already there is
+    // kept.
+    if f.state != accepted() {
+        let tk = timeline_key(f);
+        if timeline.get(&tk)?.is_none() {
+            let at_ms = f.created_at_unix_nanos.div_euclid(1_000_000);
+            timeline.insert(tk, &at_ms.to_be_bytes())?;
+        }
     }
     Ok(())
+}
+
+/// The state code of a deal at `Accepted`, not failed.
+fn accepted() -> u8 {
+    state_code(Checkpoint::Accepted, false)
 }
 
 /// The deal's key in `ui_timeline` for its current state.
@@ -279,13 +292,24 @@ pub(super) fn hourly(counters: &Tree, since_hour: i64) -> Result<Vec<HourCount>,
     Ok(out)
 }
 
-/// `(state code, unix ms)` of a deal's timeline, in state-code order.
-pub(super) fn timeline(tree: &Tree, uuid: &[u8; 16]) -> Result<Vec<(u8, i64)>, StoreError> {
+/// `(state code, unix ms)` of a deal's timeline, in state-code order: its entries, and
+/// `Accepted` at `created_at_unix_nanos` (the deal's acceptance) when no entry says
+/// otherwise (see [`on_insert`]).
+pub(super) fn timeline(
+    tree: &Tree,
+    uuid: &[u8; 16],
+    created_at_unix_nanos: Option<i64>,
+) -> Result<Vec<(u8, i64)>, StoreError> {
     let mut out = Vec::new();
     for kv in tree.scan_prefix(uuid) {
         let (k, v) = kv.map_err(backend)?;
         if let (Some(code), Ok(ms)) = (k.get(16), <[u8; 8]>::try_from(v.as_ref())) {
             out.push((*code, i64::from_be_bytes(ms)));
+        }
+    }
+    if let Some(created) = created_at_unix_nanos {
+        if out.first().is_none_or(|(code, _)| *code != accepted()) {
+            out.insert(0, (accepted(), created.div_euclid(1_000_000)));
         }
     }
     Ok(out)
