@@ -11,6 +11,9 @@
 //! again: deals, pieces and advertisements already there are kept, not written twice;
 //! what the target holds from another node stops it before it writes (decisions in
 //! `dealport_core::store_copy`).
+//!
+//! Layer: beside `cluster` at the top of the node (docs/design.md): it uses the store and
+//! the names of the leader states of `exec`, `sealing` and `chain`; nothing uses it.
 
 use std::time::{Duration, Instant};
 
