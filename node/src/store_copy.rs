@@ -197,15 +197,14 @@ async fn copy_all(
         }
         report.deals_read += batch.len() as u64;
         report.deals_written += target.bulk_load_history(&batch).await? as u64;
-        copy_pieces(source, target, &batch, &mut report).await?;
+        copy_pieces(source, target, lease, &batch, &mut report).await?;
         copy_intents(source, target, &lease.fence, &batch, &mut report).await?;
         progress(&report);
     }
     for name in [INTENT_STATE, IN_FLIGHT_STATE] {
         copy_state(source, target, &lease.fence, name, &mut report).await?;
     }
-    lease.keep(target).await?;
-    copy_chain(source, target, &lease.fence, ads, &mut report).await?;
+    copy_chain(source, target, lease, ads, &mut report).await?;
     Ok(report)
 }
 
@@ -214,6 +213,7 @@ async fn copy_all(
 async fn copy_pieces(
     source: &dyn Store,
     target: &PostgresStore,
+    lease: &mut Lease,
     batch: &[(DealRecord, Vec<(u8, i64)>)],
     report: &mut CopyReport,
 ) -> Result<(), CopyError> {
@@ -224,6 +224,7 @@ async fn copy_pieces(
     pieces.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
     pieces.dedup();
     for piece in pieces {
+        lease.keep(target).await?;
         let state = source.piece_index_state(piece).await?;
         if state == IndexState::NotYet || target.piece_index_state(piece).await? == state {
             continue;
@@ -292,7 +293,7 @@ struct AdAt {
 async fn copy_chain(
     source: &dyn Store,
     target: &PostgresStore,
-    fence: &Fence,
+    lease: &mut Lease,
     mut ads: Vec<AdAt>,
     report: &mut CopyReport,
 ) -> Result<(), CopyError> {
@@ -314,6 +315,7 @@ async fn copy_chain(
         } => return fork(&target_head, target_seq),
     };
     for (i, at) in ads.iter().enumerate().skip(start) {
+        lease.keep(target).await?;
         let bytes = block(source, &at.cid).await?;
         let ad = Advertisement::from_dag_json(&bytes)
             .or_else(|e| refused(format!("advertisement {}: {}", at.cid, e.0)))?;
@@ -335,7 +337,7 @@ async fn copy_chain(
             is_rm: at.is_rm,
             part: at.part,
         };
-        match target.publish_ipni_ad(fence, &publish).await? {
+        match target.publish_ipni_ad(&lease.fence, &publish).await? {
             Published::Yes { seq } if seq == at.seq => report.advertisements += 1,
             other => {
                 return refused(format!(

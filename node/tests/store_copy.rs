@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use dealport_core::{
-    deal::{Checkpoint, DealEvent, DealRecord},
+    deal::{DealEvent, DealRecord},
     ipni::{ad::dag_json_cid, Advertisement, Block, EntryChunk},
     piece_index::{BlockEntry, IndexState},
     wire::{Cbor, Cid, DealParams, DealUuid},
@@ -17,12 +17,12 @@ use dealport_node::{
     store::{
         postgres::{PostgresOptions, PostgresStore},
         sled::SledStore,
-        Fence, IpniPublish, Published, Store, CHECKPOINTS,
+        IpniPublish, Published, Store, CHECKPOINTS,
     },
     store_copy::{copy_to_postgres, CopyError, CopyReport},
 };
 use dealport_testkit::{
-    node::{golden, runtime, within},
+    node::{event_to, golden, runtime, take_lease, within},
     postgres::PgServer,
 };
 use futures::executor::block_on;
@@ -52,40 +52,6 @@ fn accepted(i: u8) -> DealRecord {
     p.piece_cid = piece(i);
     let created = 1_700_000_000_000_000_000 + i64::from(i) * 1_000_000_000;
     DealRecord::new_accepted(params.to_cbor(), params, String::new(), created)
-}
-
-/// The event that takes a deal to checkpoint `c`.
-fn event(c: Checkpoint, d: &DealRecord, i: u8) -> DealEvent {
-    match c {
-        Checkpoint::Transferred => DealEvent::Transferred {
-            bytes: d.params.transfer.size,
-        },
-        Checkpoint::Published => DealEvent::Published {
-            publish_cid: Cid::dag_cbor_blake2b(&[i]),
-        },
-        Checkpoint::PublishConfirmed => DealEvent::PublishConfirmed {
-            chain_deal_id: u64::from(i),
-        },
-        Checkpoint::AddedPiece => DealEvent::AddedPiece {
-            sector_number: 7,
-            offset: 0,
-        },
-        Checkpoint::IndexedAndAnnounced => DealEvent::IndexedAndAnnounced,
-        _ => DealEvent::Complete,
-    }
-}
-
-async fn fence_for(store: &dyn Store, node: &str) -> Fence {
-    let read = store.read_lease().await.unwrap();
-    let grant = store
-        .try_acquire(node, read.row.map(|r| r.generation), TTL)
-        .await
-        .unwrap()
-        .expect("lease free");
-    Fence {
-        node: node.into(),
-        generation: grant.generation,
-    }
 }
 
 fn dag_json(bytes: Vec<u8>) -> Block {
@@ -131,7 +97,7 @@ fn ad(d: DealUuid, previous: Option<&Cid>, is_rm: bool) -> (Block, Vec<Block>) {
 /// pieces indexed (one a CAR, one not); a chain of three advertisements; intents.
 async fn fill(store: &dyn Store) -> Vec<DealUuid> {
     store.identity_or_create(Box::new(|| key(1))).await.unwrap();
-    let fence = fence_for(store, "sled-node").await;
+    let fence = take_lease(store, "sled-node", TTL).await;
     let mut uuids = Vec::new();
     for i in 0..N {
         let mut d = accepted(i);
@@ -139,7 +105,7 @@ async fn fill(store: &dyn Store) -> Vec<DealUuid> {
         store.insert_new_deal_fenced(&fence, &d).await.unwrap();
         let target = CHECKPOINTS[usize::from(i) % CHECKPOINTS.len()];
         for c in CHECKPOINTS.iter().skip(1).take_while(|c| **c <= target) {
-            d.apply(event(*c, &d, i)).unwrap();
+            d.apply(event_to(*c, &d, i)).unwrap();
             store.update_deal_fenced(&fence, &d).await.unwrap();
         }
         if i % 5 == 4 {
@@ -289,7 +255,7 @@ fn a_sled_store_moves_to_postgres_whole() {
             .unwrap();
 
         // A node running on the database: refused, nothing written.
-        let node = fence_for(&target, "a-node").await;
+        let node = take_lease(&target, "a-node", TTL).await;
         let why = refusal(copy(&source, &target).await);
         assert!(why.contains("a-node holds the database's lease"), "{why}");
         assert_eq!(target.identity().await.unwrap(), None);
@@ -303,16 +269,8 @@ fn a_sled_store_moves_to_postgres_whole() {
         assert_eq!((first.advertisements, first.intents), (3, 2));
         same(&source, &target, &uuids).await;
         // The copy gave the lease up: a node can take it at once.
-        fence_for(&target, "the-node").await;
-        let read = target.read_lease().await.unwrap();
-        let held = read.row.unwrap();
-        target
-            .release(&Fence {
-                node: "the-node".into(),
-                generation: held.generation,
-            })
-            .await
-            .unwrap();
+        let node = take_lease(&target, "the-node", TTL).await;
+        assert!(target.release(&node).await.unwrap());
 
         // Run again: nothing new to write, and still the same.
         let again = copy(&source, &target).await.unwrap();
@@ -355,7 +313,7 @@ fn a_chain_that_is_not_the_stores_is_not_forked() {
             .unwrap();
         let d = accepted(40);
         assert_eq!(target.bulk_load(std::slice::from_ref(&d)).await.unwrap(), 1);
-        let fence = fence_for(&target, "a-node").await;
+        let fence = take_lease(&target, "a-node", TTL).await;
         let (block, _) = ad(d.uuid, None, false);
         let publish = IpniPublish {
             ad: block,

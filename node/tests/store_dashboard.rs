@@ -14,7 +14,7 @@ use dealport_core::{
 };
 use dealport_node::store::{sled::SledStore, Fence, Store};
 use dealport_testkit::{
-    node::{golden, hold_lease, postgres_store, reopen_sled, runtime, within},
+    node::{event_to, golden, hold_lease, postgres_store, reopen_sled, runtime, within},
     postgres::PgServer,
 };
 use futures::executor::block_on;
@@ -41,24 +41,7 @@ fn moved(i: u8) -> DealRecord {
     let mut d = deal(i);
     let target = CHECKPOINTS[usize::from(i) % 7];
     for c in CHECKPOINTS.iter().skip(1).take_while(|c| **c <= target) {
-        let ev = match c {
-            Checkpoint::Transferred => DealEvent::Transferred {
-                bytes: d.params.transfer.size,
-            },
-            Checkpoint::Published => DealEvent::Published {
-                publish_cid: Cid::dag_cbor_blake2b(&[i]),
-            },
-            Checkpoint::PublishConfirmed => DealEvent::PublishConfirmed {
-                chain_deal_id: u64::from(i),
-            },
-            Checkpoint::AddedPiece => DealEvent::AddedPiece {
-                sector_number: 1,
-                offset: 0,
-            },
-            Checkpoint::IndexedAndAnnounced => DealEvent::IndexedAndAnnounced,
-            _ => DealEvent::Complete,
-        };
-        d.apply(ev).unwrap();
+        d.apply(event_to(*c, &d, i)).unwrap();
     }
     if i.is_multiple_of(5) && target != Checkpoint::Complete {
         d.apply(DealEvent::Failed("broken".into())).unwrap();

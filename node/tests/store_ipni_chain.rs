@@ -10,7 +10,7 @@ use dealport_core::{
 };
 use dealport_node::store::{sled::SledStore, Fence, IpniPublish, Published, Store, StoreError};
 use dealport_testkit::{
-    node::{postgres_store, runtime, within},
+    node::{postgres_store, runtime, take_lease, within},
     postgres::PgServer,
 };
 use futures::executor::block_on;
@@ -38,21 +38,8 @@ fn publish(ad: &Block, previous: Option<&Block>, d: DealUuid, is_rm: bool) -> Ip
     }
 }
 
-async fn fence_for(store: &dyn Store, node: &str) -> Fence {
-    let read = store.read_lease().await.unwrap();
-    let grant = store
-        .try_acquire(node, read.row.map(|r| r.generation), TTL)
-        .await
-        .unwrap()
-        .expect("lease free");
-    Fence {
-        node: node.into(),
-        generation: grant.generation,
-    }
-}
-
 async fn build_chain(store: &dyn Store) {
-    let f = fence_for(store, "a").await;
+    let f = take_lease(store, "a", TTL).await;
     let (a1, a2, a3) = (
         block("{\"ad\":1}"),
         block("{\"ad\":2}"),
@@ -200,7 +187,7 @@ fn postgres_ipni_chain_and_a_second_holder() {
         assert!(a.release(&fa).await.unwrap());
         let b: Arc<dyn Store> = postgres_store(&url).await;
         check_chain(&*b).await;
-        let fb = fence_for(&*b, "b").await;
+        let fb = take_lease(&*b, "b", TTL).await;
         let a4 = block("{\"ad\":4}");
         let a3 = block("{\"ad\":3}");
         let refused = a

@@ -12,8 +12,8 @@ use futures::future::{self, Either};
 
 pub use crate::golden::golden;
 use dealport_core::{
-    deal::DealRecord,
-    wire::{Cbor, DealParams},
+    deal::{Checkpoint, DealEvent, DealRecord},
+    wire::{Cbor, Cid, DealParams},
 };
 use dealport_node::{
     chain::{ChainFactsSource, OfflineChain},
@@ -69,6 +69,43 @@ pub async fn hold_lease(store: &Arc<dyn Store>) -> (Arc<LeaseGate>, Fence) {
     let gate = Arc::new(LeaseGate::new());
     gate.open(fence.clone(), Instant::now() + Duration::from_secs(60));
     (gate, fence)
+}
+
+/// Take `store`'s lease (free, expired or released) for `node` for `ttl`, as a node's
+/// lease loop would: the fence its writes go under.
+pub async fn take_lease(store: &dyn Store, node: &str, ttl: Duration) -> Fence {
+    let read = store.read_lease().await.unwrap();
+    let grant = store
+        .try_acquire(node, read.row.map(|r| r.generation), ttl)
+        .await
+        .unwrap()
+        .expect("the lease is free");
+    Fence {
+        node: node.into(),
+        generation: grant.generation,
+    }
+}
+
+/// The event that moves deal `d` (number `n`) to checkpoint `c`, with made-up but
+/// well-formed facts (publish CID, deal ID, sector).
+pub fn event_to(c: Checkpoint, d: &DealRecord, n: u8) -> DealEvent {
+    match c {
+        Checkpoint::Transferred => DealEvent::Transferred {
+            bytes: d.params.transfer.size,
+        },
+        Checkpoint::Published => DealEvent::Published {
+            publish_cid: Cid::dag_cbor_blake2b(&[n]),
+        },
+        Checkpoint::PublishConfirmed => DealEvent::PublishConfirmed {
+            chain_deal_id: u64::from(n),
+        },
+        Checkpoint::AddedPiece => DealEvent::AddedPiece {
+            sector_number: 1,
+            offset: 0,
+        },
+        Checkpoint::IndexedAndAnnounced => DealEvent::IndexedAndAnnounced,
+        Checkpoint::Accepted | Checkpoint::Complete => DealEvent::Complete,
+    }
 }
 
 /// Golden vector A4 as a freshly accepted deal record.
