@@ -152,14 +152,17 @@ async fn copy_all(
     let mut report = CopyReport::default();
     let source_id = source.identity().await?;
     let target_id = target.identity().await?;
-    match identity_plan(source_id.as_deref(), target_id.as_deref()) {
-        IdentityPlan::Conflict => {
-            return refused(
-                "the database already has another node's identity key: copying would change \
-                 the PeerID or mix two nodes' deals"
-                    .into(),
-            )
-        }
+    let identity = identity_plan(source_id.as_deref(), target_id.as_deref());
+    if identity == IdentityPlan::Conflict {
+        return refused(
+            "the database already has another node's identity key: copying would change the \
+             PeerID or mix two nodes' deals"
+                .into(),
+        );
+    }
+    // Every refusal comes before the first write.
+    check_target_chain(source, target).await?;
+    match identity {
         IdentityPlan::Copy => {
             let key = source_id.unwrap_or_default();
             let copy = key.clone();
@@ -168,10 +171,9 @@ async fn copy_all(
             }
             report.identity_copied = true;
         }
-        IdentityPlan::Same | IdentityPlan::NoSource => {}
+        IdentityPlan::Conflict | IdentityPlan::Same | IdentityPlan::NoSource => {}
     }
     let source_head = source.ipni_head().await?;
-    check_target_chain(source, target).await?;
     let mut ads: Vec<AdAt> = Vec::new();
     let mut after: Option<DealUuid> = None;
     loop {

@@ -305,12 +305,7 @@ fn a_chain_that_is_not_the_stores_is_not_forked() {
         let target = PostgresStore::connect(&server.url(), PostgresOptions::default())
             .await
             .unwrap();
-        // The database already has a chain of its own (same identity, so only the
-        // chain is in the way).
-        target
-            .identity_or_create(Box::new(|| key(1)))
-            .await
-            .unwrap();
+        // The database already has a chain of its own, and no identity yet.
         let d = accepted(40);
         assert_eq!(target.bulk_load(std::slice::from_ref(&d)).await.unwrap(), 1);
         let fence = take_lease(&target, "a-node", TTL).await;
@@ -327,11 +322,12 @@ fn a_chain_that_is_not_the_stores_is_not_forked() {
         let why = refusal(copy(&source, &target).await);
         assert!(why.contains("appending would fork it"), "{why}");
         assert_eq!(target.ipni_head().await.unwrap().map(|h| h.seq), Some(1));
-        // Refused before a write: none of the source's deals went in.
+        // Refused before a write: no identity, none of the source's deals.
         let there = target.list_deals_page(None, 100).await.unwrap();
         assert_eq!(
             there.iter().map(|d| d.uuid).collect::<Vec<_>>(),
             vec![d.uuid]
         );
+        assert_eq!(target.identity().await.unwrap(), None);
     }));
 }
