@@ -842,16 +842,9 @@ impl PostgresStore {
             .collect::<Result<Vec<_>, _>>()?;
         let db = |e: sqlx::Error| StoreError::Backend(format!("bulk load: {e}"));
         let mut tx = self.pool().begin().await.map_err(db)?;
-        let mut written = 0;
-        for d in &rows {
-            let done = bind_new_deal(sqlx::query(INSERT_DEAL), d, 0)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db)?;
-            written += usize::from(done.is_some());
-        }
+        let written = insert_new_rows(&mut tx, &rows).await.map_err(db)?;
         tx.commit().await.map_err(db)?;
-        Ok(written)
+        Ok(written.iter().filter(|w| **w).count())
     }
 
     /// [`PostgresStore::bulk_load`] for deals brought from another store with their
@@ -868,16 +861,14 @@ impl PostgresStore {
             .collect::<Result<Vec<_>, _>>()?;
         let db = |e: sqlx::Error| StoreError::Backend(format!("bulk load: {e}"));
         let mut tx = self.pool().begin().await.map_err(db)?;
-        let mut written = Vec::new();
-        for (row, (_, timeline)) in rows.iter().zip(deals) {
-            let done = bind_new_deal(sqlx::query(INSERT_DEAL), row, 0)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db)?;
-            if done.is_some() {
-                written.push((row.uuid.as_str(), timeline));
-            }
-        }
+        let inserted = insert_new_rows(&mut tx, &rows).await.map_err(db)?;
+        let written: Vec<(&str, &Vec<(u8, i64)>)> = rows
+            .iter()
+            .zip(deals)
+            .zip(inserted)
+            .filter(|(_, w)| *w)
+            .map(|((row, (_, timeline)), _)| (row.uuid.as_str(), timeline))
+            .collect();
         let uuids: Vec<String> = written.iter().map(|(u, _)| u.to_string()).collect();
         sqlx::query("DELETE FROM deal_timeline WHERE uuid = ANY($1::uuid[])")
             .bind(&uuids)
@@ -2079,6 +2070,22 @@ fn bind_deal<'q>(q: PgQuery<'q>, d: &'q DealRow, generation: i64) -> PgQuery<'q>
         .bind(d.sector_offset)
         .bind(&d.sealing_status)
         .bind(generation)
+}
+
+/// Insert `rows` as new deals in `tx` (unfenced: administrative loads), skipping any
+/// whose UUID or proposal is already stored: whether each was written.
+async fn insert_new_rows(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    rows: &[DealRow],
+) -> Result<Vec<bool>, sqlx::Error> {
+    let mut written = Vec::with_capacity(rows.len());
+    for row in rows {
+        let done = bind_new_deal(sqlx::query(INSERT_DEAL), row, 0)
+            .fetch_optional(&mut **tx)
+            .await?;
+        written.push(done.is_some());
+    }
+    Ok(written)
 }
 
 #[cfg(test)]
