@@ -6,6 +6,7 @@
 
 pub mod accept;
 pub mod ask;
+pub mod bloom;
 pub mod car;
 pub mod commp;
 pub mod dashboard;

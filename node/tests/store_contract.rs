@@ -55,6 +55,18 @@ fn sled_deals_and_identity_fenced() {
     block_on(another_handle_sees_the_same(&open_sled(dir.path()), &key));
 }
 
+/// The same with one deal to a generation of sled's deal trees, so the contract's
+/// deals are spread over many (node/src/store/sled_gens.rs).
+#[test]
+fn sled_deals_and_identity_in_small_generations() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open_with(dir.path(), runtime(), 1).unwrap();
+    let key = block_on(deals_and_identity(&store, Writes::Fenced));
+    assert!(store.deal_generations() > 1);
+    drop(store);
+    block_on(another_handle_sees_the_same(&open_sled(dir.path()), &key));
+}
+
 #[test]
 fn postgres_deals_and_identity() {
     let server = PgServer::start();

@@ -31,9 +31,14 @@ use dealport_node::{
 /// Open the sled store in `dir` again, waiting out (bounded) the lock that a store just
 /// dropped still holds while sled's flusher thread ends.
 pub fn reopen_sled(dir: &std::path::Path) -> SledStore {
+    reopen_sled_with(dir, dealport_node::store::sled::GENERATION_DEALS)
+}
+
+/// [`reopen_sled`] with `deals_per_generation` deals in each generation of the deal trees.
+pub fn reopen_sled_with(dir: &std::path::Path, deals_per_generation: usize) -> SledStore {
     let mut tries = 0;
     loop {
-        match SledStore::open(dir, runtime()) {
+        match SledStore::open_with(dir, runtime(), deals_per_generation) {
             Ok(s) => return s,
             Err(_) if tries < 100 => {
                 tries += 1;

@@ -11,12 +11,14 @@
 
 mod fence;
 mod group_flush;
+mod merge;
 pub mod pg_connect;
 mod pg_lease_conn;
 pub mod postgres;
 mod recent;
 mod record;
 pub mod sled;
+mod sled_gens;
 mod sled_ui;
 mod write_group;
 
@@ -63,6 +65,11 @@ pub enum StoreError {
     /// A write that needs a lease (cluster store) made without one.
     #[error("store: {0} needs the lease in a cluster store; use the fenced form")]
     NeedsLease(&'static str),
+}
+
+/// A sled error as a [`StoreError`], for the sled store's modules.
+fn sled_backend(e: ::sled::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
 }
 
 /// The lease row as read, with the database's time of the read.

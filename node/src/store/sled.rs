@@ -2,7 +2,9 @@
 //!
 //! Trees: `meta` (`identity` -> key bytes), `deals` (16 UUID bytes -> [`StoredDeal`],
 //! format 2 written, format 1 read), `by_proposal_cid` and `by_signed_proposal_cid` (CID
-//! bytes -> UUID bytes), `live_by_checkpoint` and `by_piece_cid` (indexes, keys only);
+//! bytes -> UUID bytes) and `by_piece_cid` (keys only), these four in generations of
+//! [`GENERATION_DEALS`] deals (`deals.1`, … after the first; see [`super::sled_gens`]);
+//! `live_by_checkpoint` (keys only);
 //! the piece directory: `piece_index` (piece CID bytes -> state JSON), `piece_blocks`
 //! (piece CID bytes ‖ offset (8 bytes BE) -> length (8 bytes BE) ‖ multihash) and
 //! `blocks_by_multihash` (multihash ‖ piece CID bytes ‖ offset -> length); the IPNI
@@ -38,12 +40,16 @@ use dealport_core::{
 };
 
 use super::group_flush::{GroupFlush, Writing};
+use super::merge::merge_runs;
 use super::recent::RecentDeals;
+pub use super::sled_gens::GENERATION_DEALS;
+use super::sled_gens::{CidIndex, GenTrees, Generations, InSealed};
 use super::sled_ui::{self, UiFacts};
 use super::write_group::WriteGroup;
 use super::{
-    is_live, DbMillis, Fence, Inserted, IpniAdRef, IpniHead, IpniPublish, LeaseGrant, LeaseRead,
-    LeaseRow, Published, RelayTarget, Store, StoreError, StoreFuture, StoredDeal, CHECKPOINTS,
+    is_live, sled_backend as backend, DbMillis, Fence, Inserted, IpniAdRef, IpniHead, IpniPublish,
+    LeaseGrant, LeaseRead, LeaseRow, Published, RelayTarget, Store, StoreError, StoreFuture,
+    StoredDeal, CHECKPOINTS,
 };
 use crate::runtime::{unblock, Runtime};
 
@@ -68,15 +74,12 @@ struct Inner {
     path: PathBuf,
     db: ::sled::Db,
     meta: Tree,
-    deals: Tree,
-    by_proposal_cid: Tree,
-    by_signed_proposal_cid: Tree,
+    /// `deals`, `by_proposal_cid`, `by_signed_proposal_cid` and `by_piece_cid`, in
+    /// generations ([`super::sled_gens`]).
+    gens: Generations,
     /// Deals still at work: `[queue] ‖ uuid` -> nothing, kept in the same transaction
     /// as the deal (see [`live_key`]).
     live: Tree,
-    /// Deals by their proposal's piece CID: `piece CID bytes ‖ uuid` -> nothing, written
-    /// in the insert's transaction (a deal's piece CID never changes).
-    by_piece_cid: Tree,
     /// The piece directory (see the module docs).
     piece_index: Tree,
     piece_blocks: Tree,
@@ -230,10 +233,6 @@ impl std::fmt::Debug for SledStore {
     }
 }
 
-fn backend(e: ::sled::Error) -> StoreError {
-    StoreError::Backend(e.to_string())
-}
-
 fn is_lock_error(e: &::sled::Error) -> bool {
     matches!(e, ::sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
 }
@@ -263,6 +262,16 @@ impl SledStore {
     /// Open (or create) the store of `data_dir`. Blocks; call it at start-up.
     /// A store held by another process gives [`StoreError::InUse`] naming `data_dir`.
     pub fn open(data_dir: &Path, rt: Arc<dyn Runtime>) -> Result<SledStore, StoreError> {
+        Self::open_with(data_dir, rt, GENERATION_DEALS)
+    }
+
+    /// [`SledStore::open`] with `deals_per_generation` new deals in each generation of
+    /// the deal trees ([`super::sled_gens`]; tests use a few to have many).
+    pub fn open_with(
+        data_dir: &Path,
+        rt: Arc<dyn Runtime>,
+        deals_per_generation: usize,
+    ) -> Result<SledStore, StoreError> {
         let path = Self::path_in(data_dir);
         let started = Instant::now();
         let db = loop {
@@ -288,13 +297,11 @@ impl SledStore {
         };
         restrict_permissions(&path);
         let tree = |name: &str| db.open_tree(name).map_err(backend);
+        let meta = tree("meta")?;
         let inner = Inner {
-            meta: tree("meta")?,
-            deals: tree("deals")?,
-            by_proposal_cid: tree("by_proposal_cid")?,
-            by_signed_proposal_cid: tree("by_signed_proposal_cid")?,
+            gens: Generations::open(&db, &meta, deals_per_generation)?,
+            meta,
             live: tree("live_by_checkpoint")?,
-            by_piece_cid: tree("by_piece_cid")?,
             piece_index: tree("piece_index")?,
             piece_blocks: tree("piece_blocks")?,
             blocks_by_multihash: tree("blocks_by_multihash")?,
@@ -315,10 +322,19 @@ impl SledStore {
         inner.build_live_index()?;
         inner.build_piece_index()?;
         inner.build_ui_index()?;
+        // After the builds above, which may add to a store's one generation: a store
+        // from before generations, with many deals, has it sealed here, once.
+        drop(inner.gens.for_insert()?);
         Ok(SledStore {
             inner: Arc::new(inner),
             rt,
         })
+    }
+
+    /// How many generations the deal trees are in ([`super::sled_gens`]), the open one
+    /// included.
+    pub fn deal_generations(&self) -> usize {
+        self.inner.gens.view().count()
     }
 
     /// Insert a new deal, durably, in a group with the new deals arriving meanwhile
@@ -402,7 +418,8 @@ impl Inner {
 
     /// The deal under `uuid` and the size of its stored record.
     fn read_deal(&self, uuid: &[u8]) -> Result<Option<(DealRecord, usize)>, StoreError> {
-        let Some(v) = self.deals.get(uuid).map_err(backend)? else {
+        let view = self.gens.view();
+        let Some((_, v)) = view.find(uuid)? else {
             return Ok(None);
         };
         let key = hex::encode(uuid);
@@ -417,8 +434,8 @@ impl Inner {
         Ok(Some((deal, v.len())))
     }
 
-    fn get_by_index(&self, index: &Tree, cid: &Cid) -> Result<Option<DealRecord>, StoreError> {
-        match index.get(cid.as_bytes()).map_err(backend)? {
+    fn get_by_index(&self, index: CidIndex, cid: &Cid) -> Result<Option<DealRecord>, StoreError> {
+        match self.gens.view().uuid_by(index, cid.as_bytes())? {
             Some(uuid) => self.get_deal(&uuid),
             None => Ok(None),
         }
@@ -448,8 +465,8 @@ impl Inner {
             return Ok(());
         }
         self.live.clear().map_err(backend)?;
-        for kv in self.deals.iter() {
-            let (k, v) = kv.map_err(backend)?;
+        for kv in self.every_deal() {
+            let (k, v) = kv?;
             // A record that does not decode stays out of the index, as it would of a read.
             let Ok(d) = StoredDeal::decode(&hex::encode(&k), &v) else {
                 continue;
@@ -467,14 +484,17 @@ impl Inner {
         if self.meta.get(PIECE_INDEX_BUILT).map_err(backend)?.is_some() {
             return Ok(());
         }
-        for kv in self.deals.iter() {
-            let (k, v) = kv.map_err(backend)?;
-            let Ok(uuid) = <[u8; 16]>::try_from(k.as_ref()) else {
-                continue;
-            };
-            let deal = StoredDeal::decode(&hex::encode(uuid), &v)?;
-            let key = piece_key(&deal.params.client_deal_proposal.proposal.piece_cid, &uuid);
-            self.by_piece_cid.insert(key, &[]).map_err(backend)?;
+        for trees in self.gens.view().trees() {
+            for kv in trees.deals.iter() {
+                let (k, v) = kv.map_err(backend)?;
+                let Ok(uuid) = <[u8; 16]>::try_from(k.as_ref()) else {
+                    continue;
+                };
+                let deal = StoredDeal::decode(&hex::encode(uuid), &v)?;
+                let key = piece_key(&deal.params.client_deal_proposal.proposal.piece_cid, &uuid);
+                // In the deal's own generation, whose filter (if sealed) holds the piece.
+                trees.by_piece_cid.insert(key, &[]).map_err(backend)?;
+            }
         }
         self.meta.insert(PIECE_INDEX_BUILT, &[]).map_err(backend)?;
         self.flush()
@@ -486,8 +506,8 @@ impl Inner {
         if self.meta.get(UI_INDEX_BUILT).map_err(backend)?.is_some() {
             return Ok(());
         }
-        for kv in self.deals.iter() {
-            let (k, v) = kv.map_err(backend)?;
+        for kv in self.every_deal() {
+            let (k, v) = kv?;
             let deal = StoredDeal::decode(&hex::encode(&k), &v)?;
             let facts = UiFacts::of(&deal);
             (&self.ui_lists, &self.ui_counters, &self.ui_timeline)
@@ -502,22 +522,32 @@ impl Inner {
     }
 
     fn by_piece(&self, piece: &Cid, limit: usize) -> Result<Vec<DealRecord>, StoreError> {
-        let prefix = piece.as_bytes();
-        let mut out = Vec::new();
-        for kv in self.by_piece_cid.scan_prefix(prefix) {
-            if out.len() >= limit {
-                break;
-            }
-            let (k, _) = kv.map_err(backend)?;
-            // CIDs are self-delimiting; the length check keeps a longer key out anyway.
-            if k.len() != prefix.len() + 16 {
-                continue;
-            }
-            if let Some(d) = self.get_deal(&k[prefix.len()..])? {
-                out.push(d);
-            }
-        }
-        Ok(out)
+        let uuids = self.gens.view().by_piece(piece.as_bytes(), limit)?;
+        self.deals_of(&uuids)
+    }
+
+    /// Deals in UUID order after `after`, at most `limit`, from every generation.
+    fn deals_page(
+        &self,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<DealRecord>, StoreError> {
+        self.gens
+            .view()
+            .deals_page(after, limit)?
+            .into_iter()
+            .map(|(k, v)| StoredDeal::decode(&hex::encode(&k), &v))
+            .collect()
+    }
+
+    /// Every stored deal's key and record, generation by generation (for the one-time
+    /// index builds).
+    fn every_deal(&self) -> impl Iterator<Item = Result<(::sled::IVec, ::sled::IVec), StoreError>> {
+        let view = self.gens.view();
+        let trees: Vec<GenTrees> = view.trees().cloned().collect();
+        trees
+            .into_iter()
+            .flat_map(|t| t.deals.iter().map(|kv| kv.map_err(backend)))
     }
 
     fn live_at(
@@ -540,7 +570,7 @@ impl Inner {
         if checkpoint == Checkpoint::Accepted {
             // Both queues of `Accepted`, merged in UUID order.
             let offline = self.queue(AWAITING_IMPORT, after);
-            merge_sorted(online, offline, limit)
+            merge_runs(vec![online, offline], limit, false)
         } else {
             online.take(limit).collect()
         }
@@ -636,12 +666,21 @@ impl Inner {
     /// Write new deals in one transaction, not flushed. A deal whose UUID or proposal
     /// is already stored (or earlier in `news`) is not written; one outcome per deal.
     fn insert_unflushed(&self, news: &[&NewDeal]) -> Result<Vec<Inserted>, StoreError> {
-        (
-            &self.deals,
-            &self.by_proposal_cid,
-            &self.by_signed_proposal_cid,
+        let mut gens = self.gens.for_insert()?;
+        let view = gens.view();
+        // Sealed generations take no writes, so they are asked once, outside the
+        // transaction; the open one inside it.
+        let sealed: Vec<InSealed> = news
+            .iter()
+            .map(|new| view.in_sealed(&new.uuid, &new.prop))
+            .collect::<Result<_, _>>()?;
+        let open = view.open();
+        let outcomes = (
+            &open.deals,
+            &open.by_proposal_cid,
+            &open.by_signed_proposal_cid,
             &self.live,
-            &self.by_piece_cid,
+            &open.by_piece_cid,
             &self.ui_lists,
             &self.ui_counters,
             &self.ui_timeline,
@@ -659,14 +698,18 @@ impl Inner {
                 )|
                  -> ConflictableTransactionResult<Vec<Inserted>, StoreError> {
                     let mut outcomes = Vec::with_capacity(news.len());
-                    for new in news {
+                    for (new, sealed) in news.iter().zip(&sealed) {
                         // A transaction reads its own writes, so a duplicate within
                         // `news` is found as one already stored.
-                        if deals.get(new.uuid)?.is_some() {
+                        if sealed.uuid || deals.get(new.uuid)?.is_some() {
                             outcomes.push(Inserted::UuidExists);
                             continue;
                         }
-                        if let Some(other) = by_prop.get(&new.prop)? {
+                        let other = match &sealed.proposal_of {
+                            Some(u) => Some(u.clone()),
+                            None => by_prop.get(&new.prop)?,
+                        };
+                        if let Some(other) = other {
                             let mut u = [0u8; 16];
                             if other.len() == 16 {
                                 u.copy_from_slice(&other);
@@ -687,7 +730,9 @@ impl Inner {
                     Ok(outcomes)
                 },
             )
-            .map_err(tx_error)
+            .map_err(tx_error)?;
+        gens.written(outcomes.iter().filter(|o| **o == Inserted::Yes).count());
+        Ok(outcomes)
     }
 
     fn update(&self, up: &DealUpdate) -> Result<(), StoreError> {
@@ -711,8 +756,12 @@ impl Inner {
             },
         ) = (*uuid, *new_live);
         let now = now_millis();
+        let view = self.gens.view();
+        let Some((trees, _)) = view.find(&uuid.0)? else {
+            return Err(StoreError::NoSuchDeal(uuid));
+        };
         let written = (
-            &self.deals,
+            &trees.deals,
             &self.live,
             &self.ui_lists,
             &self.ui_counters,
@@ -1017,7 +1066,7 @@ impl Store for SledStore {
 
     fn deal_by_proposal_cid<'a>(&'a self, cid: &'a Cid) -> StoreFuture<'a, Option<DealRecord>> {
         let cid = cid.clone();
-        self.run(move |inner| inner.get_by_index(&inner.by_proposal_cid, &cid))
+        self.run(move |inner| inner.get_by_index(CidIndex::Proposal, &cid))
     }
 
     fn deals_for_proposal<'a>(
@@ -1029,7 +1078,7 @@ impl Store for SledStore {
         self.run(move |inner| {
             Ok((
                 inner.get_deal(&uuid.0)?,
-                inner.get_by_index(&inner.by_proposal_cid, &cid)?,
+                inner.get_by_index(CidIndex::Proposal, &cid)?,
             ))
         })
     }
@@ -1039,20 +1088,11 @@ impl Store for SledStore {
         cid: &'a Cid,
     ) -> StoreFuture<'a, Option<DealRecord>> {
         let cid = cid.clone();
-        self.run(move |inner| inner.get_by_index(&inner.by_signed_proposal_cid, &cid))
+        self.run(move |inner| inner.get_by_index(CidIndex::SignedProposal, &cid))
     }
 
     fn list_deals(&self) -> StoreFuture<'_, Vec<DealRecord>> {
-        self.run(|inner| {
-            inner
-                .deals
-                .iter()
-                .map(|kv| {
-                    let (k, v) = kv.map_err(backend)?;
-                    StoredDeal::decode(&hex::encode(&k), &v)
-                })
-                .collect()
-        })
+        self.run(|inner| inner.deals_page(None, usize::MAX))
     }
 
     fn list_deals_page(
@@ -1060,21 +1100,7 @@ impl Store for SledStore {
         after: Option<DealUuid>,
         limit: usize,
     ) -> StoreFuture<'_, Vec<DealRecord>> {
-        self.run(move |inner| {
-            let range = match after {
-                Some(u) => inner
-                    .deals
-                    .range((Bound::Excluded(u.0.to_vec()), Bound::Unbounded)),
-                None => inner.deals.range::<Vec<u8>, _>(..),
-            };
-            range
-                .take(limit)
-                .map(|kv| {
-                    let (k, v) = kv.map_err(backend)?;
-                    StoredDeal::decode(&hex::encode(&k), &v)
-                })
-                .collect()
-        })
+        self.run(move |inner| inner.deals_page(after.as_ref().map(|u| &u.0[..]), limit))
     }
 
     fn live_deals_at(
@@ -1571,29 +1597,4 @@ impl Inner {
         }
         Ok(out)
     }
-}
-
-/// The first `limit` UUIDs of two ordered queues, merged in order.
-fn merge_sorted(
-    a: impl Iterator<Item = Result<[u8; 16], StoreError>>,
-    b: impl Iterator<Item = Result<[u8; 16], StoreError>>,
-    limit: usize,
-) -> Result<Vec<[u8; 16]>, StoreError> {
-    let (mut a, mut b) = (a.peekable(), b.peekable());
-    let mut out = Vec::new();
-    while out.len() < limit {
-        let take_a = match (a.peek(), b.peek()) {
-            (None, None) => break,
-            (Some(_), None) => true,
-            (None, Some(_)) => false,
-            (Some(Err(_)), _) => true,
-            (_, Some(Err(_))) => false,
-            (Some(Ok(x)), Some(Ok(y))) => x <= y,
-        };
-        let next = if take_a { a.next() } else { b.next() };
-        if let Some(u) = next {
-            out.push(u?);
-        }
-    }
-    Ok(out)
 }

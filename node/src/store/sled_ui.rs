@@ -24,7 +24,7 @@ use dealport_core::{
     deal::{Checkpoint, DealRecord},
 };
 
-use super::{StoreError, StoredDeal};
+use super::{merge::merge_runs, sled_backend as backend, StoreError, StoredDeal};
 
 type TxResult<T> = Result<T, ::sled::transaction::UnabortableTransactionError>;
 
@@ -190,10 +190,6 @@ pub(super) fn stored_state(value: &[u8]) -> Option<u8> {
     Some(state_code(checkpoint, failed))
 }
 
-fn backend(e: ::sled::Error) -> StoreError {
-    StoreError::Backend(e.to_string())
-}
-
 /// The UUIDs of a page of `q`, in its order.
 pub(super) fn query(lists: &Tree, q: &DealQuery) -> Result<Vec<[u8; 16]>, StoreError> {
     let codes: Vec<u8> = q
@@ -215,8 +211,8 @@ pub(super) fn query(lists: &Tree, q: &DealQuery) -> Result<Vec<[u8; 16]>, StoreE
         s
     });
     let newest = q.order == Order::Newest;
-    // One iterator per prefix, yielding the 24-byte suffix (time ‖ uuid).
-    let mut iters: Vec<_> = prefixes
+    // One run per prefix, of the 24-byte suffixes (time ‖ uuid), merged in the page's order.
+    let runs: Vec<_> = prefixes
         .iter()
         .map(|p| {
             let lo = [&p[..], &[0u8; 24]].concat();
@@ -234,32 +230,17 @@ pub(super) fn query(lists: &Tree, q: &DealQuery) -> Result<Vec<[u8; 16]>, StoreE
                 } else {
                     Box::new(range)
                 };
-            it.map(move |kv| kv.map(|(k, _)| k.get(plen..).map(<[u8]>::to_vec)))
+            it.filter_map(move |kv| match kv {
+                Ok((k, _)) => k.get(plen..).map(|s| Ok(s.to_vec())),
+                Err(e) => Some(Err(e)),
+            })
         })
         .collect();
-    let mut heads: Vec<Option<Vec<u8>>> = Vec::with_capacity(iters.len());
-    for it in iters.iter_mut() {
-        heads.push(it.next().transpose().map_err(backend)?.flatten());
-    }
-    let mut out = Vec::with_capacity(q.limit);
-    while out.len() < q.limit {
-        let best = heads
-            .iter()
-            .enumerate()
-            .filter_map(|(i, h)| h.as_ref().map(|h| (i, h)))
-            .reduce(|a, b| match (newest, b.1 > a.1) {
-                (true, true) | (false, false) => b,
-                _ => a,
-            })
-            .map(|(i, _)| i);
-        let Some(i) = best else { break };
-        let key = heads[i].take().unwrap_or_default();
-        if let Ok(uuid) = <[u8; 16]>::try_from(key.get(8..24).unwrap_or(&[])) {
-            out.push(uuid);
-        }
-        heads[i] = iters[i].next().transpose().map_err(backend)?.flatten();
-    }
-    Ok(out)
+    let suffixes = merge_runs(runs, q.limit, newest).map_err(backend)?;
+    Ok(suffixes
+        .iter()
+        .filter_map(|s| <[u8; 16]>::try_from(s.get(8..24)?).ok())
+        .collect())
 }
 
 /// Deals per state code.

@@ -1,0 +1,186 @@
+//! The sled store's deal trees in generations (node/src/store/sled_gens.rs): with a few
+//! deals per generation, every lookup finds every deal whatever generation holds it,
+//! duplicates are refused across generations, updates reach a sealed generation, pages
+//! merge the generations in UUID order, and all of it holds after a reopen, with a
+//! filter lost or damaged, and for a store written before generations existed.
+
+use dealport_core::{
+    deal::{Checkpoint, DealRecord},
+    wire::DealUuid,
+};
+use dealport_node::store::{sled::SledStore, Inserted, Store};
+use dealport_testkit::node::{a4_deal, event_to, reopen_sled_with, runtime};
+use futures::executor::block_on;
+
+/// Deals `1..=n` (UUID `[b; 16]`, each its own proposal, all one piece), stored out of
+/// UUID order.
+fn deals(n: u8) -> Vec<DealRecord> {
+    let mut v: Vec<DealRecord> = (1..=n).map(a4_deal).collect();
+    v.reverse();
+    v.rotate_left(usize::from(n / 3));
+    v
+}
+
+async fn store_all(store: &SledStore, deals: &[DealRecord]) {
+    for d in deals {
+        assert_eq!(store.insert_new_deal(d).await.unwrap(), Inserted::Yes);
+    }
+}
+
+/// Every deal of `deals` found by UUID, both proposal CIDs and its piece; pages walk
+/// them all in UUID order.
+async fn every_lookup_finds_every_deal(store: &SledStore, deals: &[DealRecord]) {
+    for d in deals {
+        let by_uuid = store.deal_by_uuid(d.uuid).await.unwrap();
+        assert_eq!(by_uuid.as_ref().map(|x| x.uuid), Some(d.uuid));
+        let by_prop = store.deal_by_proposal_cid(&d.proposal_cid).await.unwrap();
+        assert_eq!(by_prop.map(|x| x.uuid), Some(d.uuid));
+        let by_signed = store
+            .deal_by_signed_proposal_cid(&d.signed_proposal_cid)
+            .await
+            .unwrap();
+        assert_eq!(by_signed.map(|x| x.uuid), Some(d.uuid));
+    }
+    let mut uuids: Vec<DealUuid> = deals.iter().map(|d| d.uuid).collect();
+    uuids.sort();
+    let piece = &deals[0].params.client_deal_proposal.proposal.piece_cid;
+    let of_piece = store.deals_by_piece_cid(piece, 1000).await.unwrap();
+    assert_eq!(of_piece.iter().map(|d| d.uuid).collect::<Vec<_>>(), uuids);
+    let first_five = store.deals_by_piece_cid(piece, 5).await.unwrap();
+    assert_eq!(
+        first_five.iter().map(|d| d.uuid).collect::<Vec<_>>(),
+        uuids[..5]
+    );
+    for limit in [1, 4, 7, 100] {
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store.list_deals_page(after, limit).await.unwrap();
+            assert!(page.len() <= limit);
+            let Some(last) = page.last() else { break };
+            after = Some(last.uuid);
+            seen.extend(page.iter().map(|d| d.uuid));
+        }
+        assert_eq!(seen, uuids, "pages of {limit}");
+    }
+    let all = store.list_deals().await.unwrap();
+    assert_eq!(all.iter().map(|d| d.uuid).collect::<Vec<_>>(), uuids);
+    assert_eq!(
+        store.deal_by_uuid(DealUuid([0xee; 16])).await.unwrap(),
+        None
+    );
+}
+
+#[test]
+fn lookups_duplicates_updates_and_pages_span_the_generations() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = deals(40);
+    block_on(async {
+        let store = SledStore::open_with(dir.path(), runtime(), 3).unwrap();
+        store_all(&store, &all).await;
+        // 40 deals, 3 to a generation: 13 sealed and the open one holding 1.
+        assert_eq!(store.deal_generations(), 14);
+        every_lookup_finds_every_deal(&store, &all).await;
+
+        // Duplicates of a deal in the first generation, by UUID and by proposal.
+        let first = &all[0];
+        assert_eq!(
+            store.insert_new_deal(first).await.unwrap(),
+            Inserted::UuidExists
+        );
+        let mut again = first.clone();
+        again.uuid = DealUuid([0xaa; 16]);
+        again.params.deal_uuid = again.uuid;
+        assert_eq!(
+            store.insert_new_deal(&again).await.unwrap(),
+            Inserted::ProposalExists(first.uuid)
+        );
+
+        // An update reaches a deal in a sealed generation, and its live-index entry moves.
+        let mut moved = first.clone();
+        moved
+            .apply(event_to(Checkpoint::Transferred, first, 1))
+            .unwrap();
+        store.update_deal(&moved).await.unwrap();
+        let read = store.deal_by_uuid(first.uuid).await.unwrap().unwrap();
+        assert_eq!(read.checkpoint, Checkpoint::Transferred);
+        let at = store
+            .live_uuids_at(Checkpoint::Transferred, None, 100)
+            .await
+            .unwrap();
+        assert_eq!(at, vec![first.uuid]);
+    });
+    drop(all);
+    // Reopened with another size: the generations are what the store recorded.
+    let store = reopen_sled_with(dir.path(), 1000);
+    assert_eq!(store.deal_generations(), 14);
+    block_on(every_lookup_finds_every_deal(&store, &deals(40)));
+}
+
+/// The raw sled database of a store just dropped (its lock waited out, bounded).
+fn raw_sled(dir: &std::path::Path) -> ::sled::Db {
+    let path = SledStore::path_in(dir);
+    for _ in 0..100 {
+        match ::sled::open(&path) {
+            Ok(db) => return db,
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    }
+    panic!("the store at {} stayed locked", path.display());
+}
+
+#[test]
+fn a_lost_or_damaged_filter_is_rebuilt_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = deals(12);
+    {
+        let store = SledStore::open_with(dir.path(), runtime(), 4).unwrap();
+        block_on(store_all(&store, &all));
+        assert_eq!(store.deal_generations(), 3);
+    }
+    {
+        let db = raw_sled(dir.path());
+        let meta = db.open_tree("meta").unwrap();
+        let key = |n: u32| [&b"generation_filters/"[..], &n.to_be_bytes()].concat();
+        assert!(meta.remove(key(0)).unwrap().is_some());
+        assert!(meta.insert(key(1), &b"not a filter"[..]).unwrap().is_some());
+        db.flush().unwrap();
+    }
+    let store = reopen_sled_with(dir.path(), 4);
+    block_on(every_lookup_finds_every_deal(&store, &all));
+    drop(store);
+    let db = raw_sled(dir.path());
+    let meta = db.open_tree("meta").unwrap();
+    let stored = meta.get([&b"generation_filters/"[..], &0u32.to_be_bytes()].concat());
+    assert!(
+        stored.unwrap().is_some_and(|v| v.len() > 100),
+        "rebuilt and stored"
+    );
+}
+
+#[test]
+fn a_store_from_before_generations_is_sealed_once_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut all = deals(10);
+    {
+        // A large generation size: all ten in the first, open generation, as a store
+        // written before generations holds every deal in the trees' original names.
+        let store = SledStore::open_with(dir.path(), runtime(), 1000).unwrap();
+        block_on(store_all(&store, &all));
+        assert_eq!(store.deal_generations(), 1);
+    }
+    let store = reopen_sled_with(dir.path(), 4);
+    assert_eq!(
+        store.deal_generations(),
+        2,
+        "the full generation sealed at open"
+    );
+    let new = a4_deal(200);
+    block_on(store_all(&store, std::slice::from_ref(&new)));
+    all.push(new);
+    block_on(every_lookup_finds_every_deal(&store, &all));
+    assert_eq!(
+        block_on(store.insert_new_deal(&all[3])).unwrap(),
+        Inserted::UuidExists
+    );
+}
