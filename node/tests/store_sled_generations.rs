@@ -161,9 +161,9 @@ fn a_lost_or_damaged_filter_is_rebuilt_at_open() {
 #[test]
 fn a_store_from_before_generations_is_sealed_once_at_open() {
     let dir = tempfile::tempdir().unwrap();
-    let mut all = deals(10);
+    let mut all = deals(40);
     {
-        // A large generation size: all ten in the first, open generation, as a store
+        // A large generation size: all forty in the first, open generation, as a store
         // written before generations holds every deal in the trees' original names.
         let store = SledStore::open_with(dir.path(), runtime(), 1000).unwrap();
         block_on(store_all(&store, &all));
@@ -175,12 +175,19 @@ fn a_store_from_before_generations_is_sealed_once_at_open() {
         2,
         "the full generation sealed at open"
     );
-    let new = a4_deal(200);
-    block_on(store_all(&store, std::slice::from_ref(&new)));
-    all.push(new);
+    // Its filters are sized for its forty deals, the later ones for four: the lookups
+    // ask both kinds.
+    let new: Vec<DealRecord> = (200..209).map(a4_deal).collect();
+    block_on(store_all(&store, &new));
+    assert_eq!(store.deal_generations(), 4);
+    all.extend(new);
     block_on(every_lookup_finds_every_deal(&store, &all));
     assert_eq!(
         block_on(store.insert_new_deal(&all[3])).unwrap(),
+        Inserted::UuidExists
+    );
+    assert_eq!(
+        block_on(store.insert_new_deal(&all[45])).unwrap(),
         Inserted::UuidExists
     );
 }

@@ -492,7 +492,9 @@ impl Inner {
                 };
                 let deal = StoredDeal::decode(&hex::encode(uuid), &v)?;
                 let key = piece_key(&deal.params.client_deal_proposal.proposal.piece_cid, &uuid);
-                // In the deal's own generation, whose filter (if sealed) holds the piece.
+                // In the deal's own generation. A store without this index is from before
+                // generations: its one generation is sealed after these builds, so the
+                // filter will hold the piece.
                 trees.by_piece_cid.insert(key, &[]).map_err(backend)?;
             }
         }

@@ -9,8 +9,10 @@
 //! ones add `.N`), and once it holds [`GENERATION_DEALS`] deals it is sealed: a Bloom
 //! filter of each tree's keys is stored in `meta` in the same batch that opens the next
 //! generation. The open generation's leaves stay in the page cache; a lookup asks the open
-//! generation, then each sealed one whose filter may hold the key (one cache line each;
-//! about one sealed generation in a thousand answers "maybe" wrongly and costs a read).
+//! generation, then each sealed one whose filter may hold the key (about one in a
+//! thousand answers "maybe" wrongly and costs a read). The filters of one kind are kept
+//! block by block ([`BloomStack`]), so asking every generation about a key reads one run
+//! of memory, not a cache line in each.
 //!
 //! A sealed generation takes no new keys (a deal's UUID and CIDs never change; updates
 //! rewrite a record in place), so its filter stays true. Filters are derived data: one
@@ -24,7 +26,7 @@ use std::{
 };
 
 use ::sled::{Batch, Db, IVec, Tree};
-use dealport_core::bloom::{Bloom, KeyHash};
+use dealport_core::bloom::{Bloom, BloomStack, KeyHash};
 
 use super::{merge::merge_runs, sled_backend as backend, StoreError};
 
@@ -94,45 +96,61 @@ impl CidIndex {
         }
     }
 
-    fn filter(self, f: &Filters) -> &Bloom {
+    fn kind(self) -> Kind {
         match self {
-            CidIndex::Proposal => &f.proposal,
-            CidIndex::SignedProposal => &f.signed,
+            CidIndex::Proposal => Kind::Proposal,
+            CidIndex::SignedProposal => Kind::SignedProposal,
         }
     }
 }
 
-/// A sealed generation's filters, one per tree (`by_piece_cid`'s over the piece CIDs).
-struct Filters {
-    uuid: Bloom,
-    proposal: Bloom,
-    signed: Bloom,
-    piece: Bloom,
+/// What a filter holds, and its place in [`Filters`] and [`View`]'s filters.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Uuid = 0,
+    Proposal = 1,
+    SignedProposal = 2,
+    /// The piece CIDs of `by_piece_cid`'s keys.
+    Piece = 3,
+}
+
+/// A sealed generation's filters, one per tree, in [`Kind`] order.
+struct Filters([Bloom; 4]);
+
+/// The capacity a generation's filters are sized for: the generation's size, so that
+/// they stack ([`BloomStack`]), unless it holds far more (a store from before
+/// generations, sealed at its first open).
+fn filter_capacity(deals: usize, deals_per_generation: usize) -> usize {
+    if deals <= 2 * deals_per_generation {
+        deals_per_generation
+    } else {
+        deals
+    }
 }
 
 impl Filters {
-    /// Read the keys of `trees`, which hold about `deals` deals.
-    fn build(trees: &GenTrees, deals: usize) -> Result<Filters, StoreError> {
+    /// Read the keys of `trees` into filters sized for `capacity` deals.
+    fn build(trees: &GenTrees, capacity: usize) -> Result<Filters, StoreError> {
         let fill = |tree: &Tree, cut: usize| -> Result<Bloom, StoreError> {
-            let mut f = Bloom::with_capacity(deals);
+            let mut f = Bloom::with_capacity(capacity);
             for k in tree.iter().keys() {
                 let k = k.map_err(backend)?;
                 f.insert(&k[..k.len().saturating_sub(cut)]);
             }
             Ok(f)
         };
-        Ok(Filters {
-            uuid: fill(&trees.deals, 0)?,
-            proposal: fill(&trees.by_proposal_cid, 0)?,
-            signed: fill(&trees.by_signed_proposal_cid, 0)?,
-            piece: fill(&trees.by_piece_cid, 16)?,
-        })
+        Ok(Filters([
+            fill(&trees.deals, 0)?,
+            fill(&trees.by_proposal_cid, 0)?,
+            fill(&trees.by_signed_proposal_cid, 0)?,
+            fill(&trees.by_piece_cid, 16)?,
+        ]))
     }
 
     /// The four filters, each as its length (u32 BE) and [`Bloom::to_bytes`].
     fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        for f in [&self.uuid, &self.proposal, &self.signed, &self.piece] {
+        for f in &self.0 {
             let b = f.to_bytes();
             out.extend_from_slice(&(b.len() as u32).to_be_bytes());
             out.extend_from_slice(&b);
@@ -148,42 +166,90 @@ impl Filters {
             bytes = &rest[len..];
             Some(f)
         };
-        let f = Filters {
-            uuid: next()?,
-            proposal: next()?,
-            signed: next()?,
-            piece: next()?,
-        };
+        let f = Filters([next()?, next()?, next()?, next()?]);
         bytes.is_empty().then_some(f)
     }
 }
 
-struct Sealed {
-    trees: GenTrees,
-    filters: Filters,
+/// One kind's filters of every sealed generation.
+#[derive(Clone)]
+struct KindFilters {
+    /// The filters of the generation's size.
+    stack: BloomStack,
+    /// The sealed generation of each stacked filter, in stack order.
+    stacked: Vec<usize>,
+    /// Filters of another size, with their generation.
+    odd: Vec<(usize, Bloom)>,
+}
+
+impl KindFilters {
+    fn new(deals_per_generation: usize) -> KindFilters {
+        KindFilters {
+            stack: BloomStack::for_capacity(deals_per_generation),
+            stacked: Vec::new(),
+            odd: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, generation: usize, f: Bloom) {
+        match self.stack.push(f) {
+            Ok(()) => self.stacked.push(generation),
+            Err(f) => self.odd.push((generation, f)),
+        }
+    }
+
+    /// The sealed generations whose filter may hold the key, newest first.
+    fn candidates(&self, key: KeyHash) -> Vec<usize> {
+        let mut out: Vec<usize> = self
+            .stack
+            .may_contain(key)
+            .map(|i| self.stacked[i])
+            .chain(
+                self.odd
+                    .iter()
+                    .filter(|(_, f)| f.may_contain_hash(key))
+                    .map(|(g, _)| *g),
+            )
+            .collect();
+        out.sort_unstable_by(|a, b| b.cmp(a));
+        out
+    }
 }
 
 /// The generations as one reader sees them: cloned out of [`Generations`], so a seal
 /// under way never changes a lookup half-way.
 pub(super) struct View {
     /// Oldest first.
-    sealed: Vec<Arc<Sealed>>,
+    sealed: Vec<GenTrees>,
+    /// By [`Kind`].
+    filters: [KindFilters; 4],
     open: GenTrees,
     open_number: u32,
 }
 
 impl View {
+    fn add_sealed(&mut self, trees: GenTrees, filters: Filters) {
+        let generation = self.sealed.len();
+        self.sealed.push(trees);
+        for (kind, f) in self.filters.iter_mut().zip(filters.0) {
+            kind.add(generation, f);
+        }
+    }
+
+    /// The sealed generations whose `kind` filter may hold `key`, newest first.
+    fn candidates(&self, kind: Kind, key: &[u8]) -> Vec<usize> {
+        self.filters[kind as usize].candidates(KeyHash::of(key))
+    }
+
     /// The generation holding deal `uuid`, and its record.
     pub fn find(&self, uuid: &[u8]) -> Result<Option<(&GenTrees, IVec)>, StoreError> {
         if let Some(v) = self.open.deals.get(uuid).map_err(backend)? {
             return Ok(Some((&self.open, v)));
         }
-        let h = KeyHash::of(uuid);
-        for s in self.sealed.iter().rev() {
-            if s.filters.uuid.may_contain_hash(h) {
-                if let Some(v) = s.trees.deals.get(uuid).map_err(backend)? {
-                    return Ok(Some((&s.trees, v)));
-                }
+        for g in self.candidates(Kind::Uuid, uuid) {
+            let trees = &self.sealed[g];
+            if let Some(v) = trees.deals.get(uuid).map_err(backend)? {
+                return Ok(Some((trees, v)));
             }
         }
         Ok(None)
@@ -194,12 +260,9 @@ impl View {
         if let Some(u) = index.tree(&self.open).get(cid).map_err(backend)? {
             return Ok(Some(u));
         }
-        let h = KeyHash::of(cid);
-        for s in self.sealed.iter().rev() {
-            if index.filter(&s.filters).may_contain_hash(h) {
-                if let Some(u) = index.tree(&s.trees).get(cid).map_err(backend)? {
-                    return Ok(Some(u));
-                }
+        for g in self.candidates(index.kind(), cid) {
+            if let Some(u) = index.tree(&self.sealed[g]).get(cid).map_err(backend)? {
+                return Ok(Some(u));
             }
         }
         Ok(None)
@@ -208,14 +271,17 @@ impl View {
     /// What the sealed generations hold of a new deal (the open generation is asked
     /// inside the insert's transaction).
     pub fn in_sealed(&self, uuid: &[u8], prop: &[u8]) -> Result<InSealed, StoreError> {
-        let (hu, hp) = (KeyHash::of(uuid), KeyHash::of(prop));
         let mut found = InSealed::default();
-        for s in self.sealed.iter().rev() {
-            if !found.uuid && s.filters.uuid.may_contain_hash(hu) {
-                found.uuid = s.trees.deals.contains_key(uuid).map_err(backend)?;
+        for g in self.candidates(Kind::Uuid, uuid) {
+            if self.sealed[g].deals.contains_key(uuid).map_err(backend)? {
+                found.uuid = true;
+                break;
             }
-            if found.proposal_of.is_none() && s.filters.proposal.may_contain_hash(hp) {
-                found.proposal_of = s.trees.by_proposal_cid.get(prop).map_err(backend)?;
+        }
+        for g in self.candidates(Kind::Proposal, prop) {
+            found.proposal_of = self.sealed[g].by_proposal_cid.get(prop).map_err(backend)?;
+            if found.proposal_of.is_some() {
+                break;
             }
         }
         Ok(found)
@@ -223,12 +289,10 @@ impl View {
 
     /// The UUIDs of the deals of piece `piece`, in order, at most `limit`.
     pub fn by_piece(&self, piece: &[u8], limit: usize) -> Result<Vec<[u8; 16]>, StoreError> {
-        let h = KeyHash::of(piece);
+        let sealed = self.candidates(Kind::Piece, piece);
+        let asked = sealed.iter().map(|g| &self.sealed[*g]);
         let mut out = Vec::new();
-        for (t, filters) in self.generations() {
-            if filters.is_some_and(|f| !f.piece.may_contain_hash(h)) {
-                continue;
-            }
+        for t in asked.chain(std::iter::once(&self.open)) {
             for k in t.by_piece_cid.scan_prefix(piece).keys().take(limit) {
                 let k = k.map_err(backend)?;
                 // CIDs are self-delimiting; the length check keeps a longer key out anyway.
@@ -263,15 +327,7 @@ impl View {
 
     /// Every generation's trees, oldest first.
     pub fn trees(&self) -> impl Iterator<Item = &GenTrees> {
-        self.generations().map(|(t, _)| t)
-    }
-
-    /// Every generation's trees with its filters (none for the open one), oldest first.
-    fn generations(&self) -> impl Iterator<Item = (&GenTrees, Option<&Filters>)> {
-        self.sealed
-            .iter()
-            .map(|s| (&s.trees, Some(&s.filters)))
-            .chain(std::iter::once((&self.open, None)))
+        self.sealed.iter().chain(std::iter::once(&self.open))
     }
 
     /// The open generation's trees (what an insert writes).
@@ -296,8 +352,8 @@ pub(super) struct Generations {
 }
 
 impl Generations {
-    /// Open the generations `meta` records (a store from before them: one, open), sealing
-    /// the open one if it is full (a store from before them with many deals: once).
+    /// Open the generations `meta` records (a store from before them: one, open). The
+    /// open one, if full, is sealed by the next [`Generations::for_insert`].
     pub fn open(
         db: &Db,
         meta: &Tree,
@@ -312,7 +368,13 @@ impl Generations {
             }
             None => 0,
         };
-        let mut sealed = Vec::new();
+        let deals_per_generation = deals_per_generation.max(1);
+        let mut view = View {
+            sealed: Vec::new(),
+            filters: std::array::from_fn(|_| KindFilters::new(deals_per_generation)),
+            open: GenTrees::open(db, open_number)?,
+            open_number,
+        };
         for n in 0..open_number {
             let trees = GenTrees::open(db, n)?;
             let stored = meta.get(filters_key(n)).map_err(backend)?;
@@ -320,28 +382,22 @@ impl Generations {
                 Some(f) => f,
                 None => {
                     tracing::warn!(generation = n, "rebuilding a missing deal-tree filter");
-                    let f = Filters::build(&trees, trees.deals.len())?;
+                    let capacity = filter_capacity(trees.deals.len(), deals_per_generation);
+                    let f = Filters::build(&trees, capacity)?;
                     meta.insert(filters_key(n), f.to_bytes()).map_err(backend)?;
                     f
                 }
             };
-            sealed.push(Arc::new(Sealed { trees, filters }));
+            view.add_sealed(trees, filters);
         }
-        let open = GenTrees::open(db, open_number)?;
-        let in_open = open.deals.len();
-        let gens = Generations {
+        let in_open = view.open.deals.len();
+        Ok(Generations {
             db: db.clone(),
             meta: meta.clone(),
-            deals_per_generation: deals_per_generation.max(1),
-            view: RwLock::new(Arc::new(View {
-                sealed,
-                open,
-                open_number,
-            })),
+            deals_per_generation,
+            view: RwLock::new(Arc::new(view)),
             insert: Mutex::new(in_open),
-        };
-        gens.for_insert()?;
-        Ok(gens)
+        })
     }
 
     /// The generations now.
@@ -370,22 +426,23 @@ impl Generations {
         let view = self.view();
         let n = view.open_number;
         let started = std::time::Instant::now();
-        let filters = Filters::build(&view.open, deals)?;
+        let filters = Filters::build(
+            &view.open,
+            filter_capacity(deals, self.deals_per_generation),
+        )?;
         let mut batch = Batch::default();
         batch.insert(filters_key(n), filters.to_bytes());
         batch.insert(OPEN_GENERATION, &(n + 1).to_be_bytes());
         self.meta.apply_batch(batch).map_err(backend)?;
         let next = GenTrees::open(&self.db, n + 1)?;
-        let mut sealed = view.sealed.clone();
-        sealed.push(Arc::new(Sealed {
-            trees: view.open.clone(),
-            filters,
-        }));
-        *self.view.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(View {
-            sealed,
+        let mut next_view = View {
+            sealed: view.sealed.clone(),
+            filters: view.filters.clone(),
             open: next,
             open_number: n + 1,
-        });
+        };
+        next_view.add_sealed(view.open.clone(), filters);
+        *self.view.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next_view);
         tracing::debug!(
             generation = n,
             deals,
