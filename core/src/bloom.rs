@@ -187,6 +187,63 @@ impl BloomStack {
     }
 }
 
+/// Filters of numbered sets (the sled store's sealed generations), asked together: those
+/// of the usual size in a [`BloomStack`], any other one by itself.
+#[derive(Debug, Clone)]
+pub struct BloomSet {
+    stack: BloomStack,
+    /// The number of each stacked filter's set, in stack order.
+    stacked: Vec<usize>,
+    /// Filters of another size, with their set's number.
+    odd: Vec<(usize, Bloom)>,
+}
+
+impl BloomSet {
+    /// An empty set whose usual filters are sized for `keys` keys.
+    pub fn new(keys: usize) -> BloomSet {
+        BloomSet {
+            stack: BloomStack::for_capacity(keys),
+            stacked: Vec::new(),
+            odd: Vec::new(),
+        }
+    }
+
+    /// The capacity to size a filter of `keys` keys for, when the usual size is for
+    /// `usual`: the usual one (so it stacks) unless it holds more than twice that.
+    pub fn capacity_for(keys: usize, usual: usize) -> usize {
+        if keys <= 2 * usual {
+            usual
+        } else {
+            keys
+        }
+    }
+
+    /// Add the filter of set `number`.
+    pub fn add(&mut self, number: usize, f: Bloom) {
+        match self.stack.push(f) {
+            Ok(()) => self.stacked.push(number),
+            Err(f) => self.odd.push((number, f)),
+        }
+    }
+
+    /// The numbers of the sets whose filter may hold the key, highest first.
+    pub fn candidates(&self, key: KeyHash) -> Vec<usize> {
+        let mut out: Vec<usize> = self
+            .stack
+            .may_contain(key)
+            .map(|i| self.stacked[i])
+            .chain(
+                self.odd
+                    .iter()
+                    .filter(|(_, f)| f.may_contain_hash(key))
+                    .map(|(n, _)| *n),
+            )
+            .collect();
+        out.sort_unstable_by(|a, b| b.cmp(a));
+        out
+    }
+}
+
 /// A key's hash, for asking several filters about one key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeyHash(u64);
@@ -301,6 +358,46 @@ mod tests {
         assert!(stack.push(Bloom::with_capacity(5_000)).is_err());
         assert!(stack.push(Bloom::with_capacity(500)).is_ok());
         assert_eq!(stack.may_contain(KeyHash::of(b"x")).count(), 0);
+    }
+
+    #[test]
+    fn a_set_names_every_set_that_may_hold_a_key_highest_first() {
+        // Set 0, of another size, holds keys 0..2,000; sets 1-3, of the usual size, hold
+        // keys 500..2,000, 500 each (key n in set n / 500).
+        let mut set = BloomSet::new(500);
+        let mut big = Bloom::with_capacity(BloomSet::capacity_for(2_000, 500));
+        for n in 0..2_000 {
+            big.insert(&key(n));
+        }
+        set.add(0, big);
+        for g in 1..4u64 {
+            let mut f = Bloom::with_capacity(BloomSet::capacity_for(500, 500));
+            for n in g * 500..(g + 1) * 500 {
+                f.insert(&key(n));
+            }
+            set.add(g as usize, f);
+        }
+        assert_eq!(set.stacked, vec![1, 2, 3]);
+        assert_eq!(set.odd.len(), 1);
+        for n in 0..2_000u64 {
+            let c = set.candidates(KeyHash::of(&key(n)));
+            assert!(c.windows(2).all(|w| w[0] > w[1]), "{c:?}");
+            assert!(c.contains(&0), "key {n}");
+            if n >= 500 {
+                assert!(c.contains(&((n / 500) as usize)), "key {n}");
+            }
+        }
+        let strangers = (10_000..20_000u64)
+            .filter(|n| !set.candidates(KeyHash::of(&key(*n))).is_empty())
+            .count();
+        assert!(strangers < 100, "{strangers} keys in no set matched one");
+    }
+
+    #[test]
+    fn a_filter_is_sized_as_usual_unless_far_larger() {
+        assert_eq!(BloomSet::capacity_for(16_400, 16_384), 16_384);
+        assert_eq!(BloomSet::capacity_for(10, 16_384), 16_384);
+        assert_eq!(BloomSet::capacity_for(1_800_000, 16_384), 1_800_000);
     }
 
     #[test]

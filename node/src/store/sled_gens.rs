@@ -10,9 +10,9 @@
 //! filter of each tree's keys is stored in `meta` in the same batch that opens the next
 //! generation. The open generation's leaves stay in the page cache; a lookup asks the open
 //! generation, then each sealed one whose filter may hold the key (about one in a
-//! thousand answers "maybe" wrongly and costs a read). The filters of one kind are kept
-//! block by block ([`BloomStack`]), so asking every generation about a key reads one run
-//! of memory, not a cache line in each.
+//! thousand answers "maybe" wrongly and costs a read). The filters of one kind are sized
+//! alike and kept block by block (`core::bloom::BloomSet`), so asking every generation
+//! about a key reads one run of memory, not a cache line in each.
 //!
 //! A sealed generation takes no new keys (a deal's UUID and CIDs never change; updates
 //! rewrite a record in place), so its filter stays true. Filters are derived data: one
@@ -26,7 +26,7 @@ use std::{
 };
 
 use ::sled::{Batch, Db, IVec, Tree};
-use dealport_core::bloom::{Bloom, BloomStack, KeyHash};
+use dealport_core::bloom::{Bloom, BloomSet, KeyHash};
 
 use super::{merge::merge_runs, sled_backend as backend, StoreError};
 
@@ -117,17 +117,6 @@ enum Kind {
 /// A sealed generation's filters, one per tree, in [`Kind`] order.
 struct Filters([Bloom; 4]);
 
-/// The capacity a generation's filters are sized for: the generation's size, so that
-/// they stack ([`BloomStack`]), unless it holds far more (a store from before
-/// generations, sealed at its first open).
-fn filter_capacity(deals: usize, deals_per_generation: usize) -> usize {
-    if deals <= 2 * deals_per_generation {
-        deals_per_generation
-    } else {
-        deals
-    }
-}
-
 impl Filters {
     /// Read the keys of `trees` into filters sized for `capacity` deals.
     fn build(trees: &GenTrees, capacity: usize) -> Result<Filters, StoreError> {
@@ -171,58 +160,13 @@ impl Filters {
     }
 }
 
-/// One kind's filters of every sealed generation.
-#[derive(Clone)]
-struct KindFilters {
-    /// The filters of the generation's size.
-    stack: BloomStack,
-    /// The sealed generation of each stacked filter, in stack order.
-    stacked: Vec<usize>,
-    /// Filters of another size, with their generation.
-    odd: Vec<(usize, Bloom)>,
-}
-
-impl KindFilters {
-    fn new(deals_per_generation: usize) -> KindFilters {
-        KindFilters {
-            stack: BloomStack::for_capacity(deals_per_generation),
-            stacked: Vec::new(),
-            odd: Vec::new(),
-        }
-    }
-
-    fn add(&mut self, generation: usize, f: Bloom) {
-        match self.stack.push(f) {
-            Ok(()) => self.stacked.push(generation),
-            Err(f) => self.odd.push((generation, f)),
-        }
-    }
-
-    /// The sealed generations whose filter may hold the key, newest first.
-    fn candidates(&self, key: KeyHash) -> Vec<usize> {
-        let mut out: Vec<usize> = self
-            .stack
-            .may_contain(key)
-            .map(|i| self.stacked[i])
-            .chain(
-                self.odd
-                    .iter()
-                    .filter(|(_, f)| f.may_contain_hash(key))
-                    .map(|(g, _)| *g),
-            )
-            .collect();
-        out.sort_unstable_by(|a, b| b.cmp(a));
-        out
-    }
-}
-
 /// The generations as one reader sees them: cloned out of [`Generations`], so a seal
 /// under way never changes a lookup half-way.
 pub(super) struct View {
     /// Oldest first.
     sealed: Vec<GenTrees>,
-    /// By [`Kind`].
-    filters: [KindFilters; 4],
+    /// By [`Kind`], numbered by generation.
+    filters: [BloomSet; 4],
     open: GenTrees,
     open_number: u32,
 }
@@ -371,7 +315,7 @@ impl Generations {
         let deals_per_generation = deals_per_generation.max(1);
         let mut view = View {
             sealed: Vec::new(),
-            filters: std::array::from_fn(|_| KindFilters::new(deals_per_generation)),
+            filters: std::array::from_fn(|_| BloomSet::new(deals_per_generation)),
             open: GenTrees::open(db, open_number)?,
             open_number,
         };
@@ -382,7 +326,7 @@ impl Generations {
                 Some(f) => f,
                 None => {
                     tracing::warn!(generation = n, "rebuilding a missing deal-tree filter");
-                    let capacity = filter_capacity(trees.deals.len(), deals_per_generation);
+                    let capacity = BloomSet::capacity_for(trees.deals.len(), deals_per_generation);
                     let f = Filters::build(&trees, capacity)?;
                     meta.insert(filters_key(n), f.to_bytes()).map_err(backend)?;
                     f
@@ -428,7 +372,7 @@ impl Generations {
         let started = std::time::Instant::now();
         let filters = Filters::build(
             &view.open,
-            filter_capacity(deals, self.deals_per_generation),
+            BloomSet::capacity_for(deals, self.deals_per_generation),
         )?;
         let mut batch = Batch::default();
         batch.insert(filters_key(n), filters.to_bytes());
