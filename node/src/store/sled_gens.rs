@@ -370,6 +370,15 @@ impl Generations {
         let view = self.view();
         let n = view.open_number;
         let started = std::time::Instant::now();
+        if deals > 2 * self.deals_per_generation {
+            // Only a store from before generations has one this large: say why the start
+            // waits.
+            tracing::info!(
+                deals,
+                "sealing the deals of a store from before generations as its first generation \
+                 (once; reads every key of the deal trees)"
+            );
+        }
         let filters = Filters::build(
             &view.open,
             BloomSet::capacity_for(deals, self.deals_per_generation),
