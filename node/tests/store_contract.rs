@@ -304,9 +304,7 @@ async fn deals_and_identity(store: &dyn Store, writes: Writes) -> Keypair {
 
     // A second insert under the same UUID, or of the same proposal, writes nothing.
     assert_eq!(w.insert(&deal).await.unwrap(), Inserted::UuidExists);
-    let mut same_proposal = deal.clone();
-    same_proposal.uuid = DealUuid([9; 16]);
-    same_proposal.params.deal_uuid = same_proposal.uuid;
+    let same_proposal = under_uuid(&deal, 9);
     assert_eq!(
         w.insert(&same_proposal).await.unwrap(),
         Inserted::ProposalExists(deal.uuid)

@@ -9,7 +9,7 @@ use dealport_node::store::{
     Store,
 };
 use dealport_testkit::{
-    node::{a4_deal, hold_lease, runtime},
+    node::{a4_deal, hold_lease, page_walk, runtime},
     postgres::PgServer,
 };
 use futures::executor::block_on;
@@ -27,17 +27,11 @@ async fn pages_walk_every_deal_once_in_order(store: Arc<dyn Store>) {
     let mut sorted = ids.clone();
     sorted.sort();
     for limit in [1, 3, 7, 100] {
-        let mut seen = Vec::new();
-        let mut after = None;
-        loop {
-            let page = store.list_deals_page(after, limit).await.unwrap();
-            assert!(page.len() <= limit);
-            if page.is_empty() {
-                break;
-            }
-            after = page.last().map(|d| d.uuid);
-            seen.extend(page.iter().map(|d| d.uuid.0[0]));
-        }
+        let seen: Vec<u8> = page_walk(store.as_ref(), limit)
+            .await
+            .iter()
+            .map(|u| u.0[0])
+            .collect();
         assert_eq!(seen, sorted, "limit {limit}");
     }
     assert_eq!(

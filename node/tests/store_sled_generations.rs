@@ -9,7 +9,7 @@ use dealport_core::{
     wire::DealUuid,
 };
 use dealport_node::store::{sled::SledStore, Inserted, Store};
-use dealport_testkit::node::{a4_deal, event_to, reopen_sled_with, runtime};
+use dealport_testkit::node::{a4_deal, event_to, page_walk, reopen_sled_with, runtime};
 use futures::executor::block_on;
 
 /// Deals `1..=n` (UUID `[b; 16]`, each its own proposal, all one piece), stored out of
@@ -52,16 +52,7 @@ async fn every_lookup_finds_every_deal(store: &SledStore, deals: &[DealRecord]) 
         uuids[..5]
     );
     for limit in [1, 4, 7, 100] {
-        let mut seen = Vec::new();
-        let mut after = None;
-        loop {
-            let page = store.list_deals_page(after, limit).await.unwrap();
-            assert!(page.len() <= limit);
-            let Some(last) = page.last() else { break };
-            after = Some(last.uuid);
-            seen.extend(page.iter().map(|d| d.uuid));
-        }
-        assert_eq!(seen, uuids, "pages of {limit}");
+        assert_eq!(page_walk(store, limit).await, uuids, "pages of {limit}");
     }
     let all = store.list_deals().await.unwrap();
     assert_eq!(all.iter().map(|d| d.uuid).collect::<Vec<_>>(), uuids);

@@ -226,6 +226,22 @@ pub fn a4_deal(b: u8) -> dealport_core::deal::DealRecord {
     dealport_core::deal::DealRecord::new_accepted(params.to_cbor(), params, String::new(), 1)
 }
 
+/// Every deal's UUID, read by `list_deals_page` `limit` at a time from the first page to
+/// an empty one (each page checked to hold at most `limit`).
+pub async fn page_walk(store: &dyn Store, limit: usize) -> Vec<dealport_core::wire::DealUuid> {
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.list_deals_page(after, limit).await.unwrap();
+        assert!(page.len() <= limit, "a page of {} for {limit}", page.len());
+        let Some(last) = page.last() else {
+            return seen;
+        };
+        after = Some(last.uuid);
+        seen.extend(page.iter().map(|d| d.uuid));
+    }
+}
+
 /// The configuration under which golden vector A4 is accepted.
 pub fn a4_config() -> Config {
     Config::parse(
