@@ -14,7 +14,7 @@ use dealport_node::store::{
     for_each_new_live_deal, sled::SledStore, Fence, LivePass, Store, CHECKPOINTS,
 };
 use dealport_testkit::{
-    node::{a4_deal, hold_lease, postgres_store, reopen_sled, runtime, within},
+    node::{a4_deal, hold_lease, postgres_store, raw_sled, reopen_sled, runtime, within},
     postgres::PgServer,
 };
 use futures::executor::block_on;
@@ -238,7 +238,7 @@ fn sled_index_of_an_older_store_is_rebuilt_with_offline_deals_apart() {
     drop(reopen_sled(dir.path()));
     // Rewrite the index as version 1 had it: every deal at `Accepted` under byte 0.
     {
-        let db = sled::open(dir.path().join("store")).unwrap();
+        let db = raw_sled(dir.path());
         let live = db.open_tree("live_by_checkpoint").unwrap();
         live.clear().unwrap();
         for d in &deals {

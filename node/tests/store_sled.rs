@@ -4,7 +4,7 @@
 
 use dealport_node::store::{sled::SledStore, StoreError};
 
-use dealport_testkit::node::{a4_record, runtime as rt};
+use dealport_testkit::node::{a4_record, raw_sled, runtime as rt};
 
 #[test]
 fn second_open_says_in_use() {
@@ -156,7 +156,7 @@ fn a_store_of_format_1_records_is_read_and_rewritten_in_format_2() {
     let dir = tempfile::tempdir().unwrap();
     let old = a4_record();
     {
-        let db = sled::open(SledStore::path_in(dir.path())).unwrap();
+        let db = raw_sled(dir.path());
         let deals = db.open_tree("deals").unwrap();
         deals.insert(old.uuid.0, format_1(&old)).unwrap();
         db.flush().unwrap();
@@ -186,7 +186,7 @@ fn a_store_of_format_1_records_is_read_and_rewritten_in_format_2() {
         vec![moved.clone()]
     );
     drop(store);
-    let db = sled::open(SledStore::path_in(dir.path())).unwrap();
+    let db = raw_sled(dir.path());
     let raw = db
         .open_tree("deals")
         .unwrap()
@@ -205,7 +205,7 @@ fn a_record_under_another_uuid_is_corrupt() {
     let deal = a4_record();
     let other = dealport_core::wire::DealUuid([7; 16]);
     {
-        let db = sled::open(SledStore::path_in(dir.path())).unwrap();
+        let db = raw_sled(dir.path());
         let deals = db.open_tree("deals").unwrap();
         deals.insert(other.0, StoredDeal::encode(&deal)).unwrap();
         db.flush().unwrap();
@@ -253,7 +253,7 @@ fn a_new_deal_writes_no_timeline_entry_of_its_own() {
     assert_eq!(t[1].0, 1);
     assert!(t[1].1 >= before, "{t:?}");
     drop(store);
-    let db = sled::open(SledStore::path_in(dir.path())).unwrap();
+    let db = raw_sled(dir.path());
     let entries: Vec<_> = db
         .open_tree("ui_timeline")
         .unwrap()

@@ -9,7 +9,7 @@ use dealport_core::{
     wire::DealUuid,
 };
 use dealport_node::store::{sled::SledStore, Inserted, Store};
-use dealport_testkit::node::{a4_deal, event_to, page_walk, reopen_sled_with, runtime};
+use dealport_testkit::node::{a4_deal, event_to, page_walk, raw_sled, reopen_sled_with, runtime};
 use futures::executor::block_on;
 
 /// Deals `1..=n` (UUID `[b; 16]`, each its own proposal, all one piece), stored out of
@@ -106,18 +106,6 @@ fn lookups_duplicates_updates_and_pages_span_the_generations() {
     let store = reopen_sled_with(dir.path(), 1000);
     assert_eq!(store.deal_generations(), 14);
     block_on(every_lookup_finds_every_deal(&store, &deals(40)));
-}
-
-/// The raw sled database of a store just dropped (its lock waited out, bounded).
-fn raw_sled(dir: &std::path::Path) -> ::sled::Db {
-    let path = SledStore::path_in(dir);
-    for _ in 0..100 {
-        match ::sled::open(&path) {
-            Ok(db) => return db,
-            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
-        }
-    }
-    panic!("the store at {} stayed locked", path.display());
 }
 
 #[test]

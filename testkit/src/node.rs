@@ -49,6 +49,23 @@ pub fn reopen_sled_with(dir: &std::path::Path, deals_per_generation: usize) -> S
     }
 }
 
+/// The raw sled database of the store in data dir `dir`, for a test that looks under
+/// the store, waiting out (bounded) the lock a store just dropped still holds.
+pub fn raw_sled(dir: &std::path::Path) -> sled::Db {
+    let path = SledStore::path_in(dir);
+    let mut tries = 0;
+    loop {
+        match sled::open(&path) {
+            Ok(db) => return db,
+            Err(_) if tries < 100 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("{}: {e}", path.display()),
+        }
+    }
+}
+
 /// A PostgreSQL store on `url` with the default options, as a node opens it (migrations
 /// and the fills at connect included).
 pub async fn postgres_store(url: &str) -> Arc<dyn Store> {
