@@ -25,19 +25,22 @@ where
             .iter()
             .enumerate()
             .filter_map(|(i, h)| h.as_ref().map(|h| (i, h)))
-            .reduce(|a, b| {
-                if (b.1 < a.1) != descending && b.1 != a.1 {
-                    b
-                } else {
-                    a
-                }
-            })
+            .reduce(|a, b| if b_first(a.1, b.1, descending) { b } else { a })
             .map(|(i, _)| i);
         let Some(i) = next else { break };
         out.extend(heads[i].take());
         heads[i] = runs[i].next().transpose()?;
     }
     Ok(out)
+}
+
+/// Whether `b` comes before `a` in the merge's order (a tie keeps `a`, the earlier run's).
+fn b_first<T: Ord>(a: &T, b: &T, descending: bool) -> bool {
+    if descending {
+        b > a
+    } else {
+        b < a
+    }
 }
 
 #[cfg(test)]
