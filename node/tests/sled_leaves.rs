@@ -1,0 +1,86 @@
+//! The vendored sled's change (vendor/README.md): a leaf of more than 16 entries splits
+//! once its keys and values pass 4 KiB or it holds 512 entries, so small-key trees use
+//! far fewer pages. Each shape of tree is filled in a scattered order, thinned so that
+//! leaves merge, and read back whole and in both directions, before and after a reopen;
+//! its leaves are counted from sled's own dump of the tree (`Debug for Tree`).
+
+use std::collections::BTreeMap;
+
+/// (tree, entries, key bytes, value bytes)
+const SHAPES: [(&str, u32, usize, usize); 3] = [
+    // the dashboard's and CID indexes' kind: ~40-byte keys, no values
+    ("index", 20_000, 40, 0),
+    // keys so small that the entry cap, not the byte limit, ends a leaf
+    ("tiny", 20_000, 3, 0),
+    // deal records: large values, so leaves split at 17 entries as upstream does
+    ("records", 2_000, 16, 600),
+];
+
+fn key(i: u32, len: usize) -> Vec<u8> {
+    let mut k = i.to_be_bytes()[4 - len.min(4)..].to_vec();
+    k.resize(len, 0x5a);
+    k
+}
+
+/// The leaves of `tree`: the nodes on the last level of sled's dump.
+fn leaves(tree: &sled::Tree) -> usize {
+    let dump = format!("{tree:?}");
+    let last_level = dump.rsplit("\tlevel ").next().unwrap();
+    last_level.lines().filter(|l| l.starts_with("\t\t")).count()
+}
+
+fn check(tree: &sled::Tree, want: &BTreeMap<Vec<u8>, Vec<u8>>) {
+    let got: Vec<(Vec<u8>, Vec<u8>)> = tree
+        .iter()
+        .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap())
+        .collect();
+    assert_eq!(got.len(), want.len());
+    assert!(got.iter().map(|(k, v)| (k, v)).eq(want.iter()));
+    let back: Vec<Vec<u8>> = tree.iter().rev().map(|kv| kv.unwrap().0.to_vec()).collect();
+    assert!(back.iter().eq(want.keys().rev()));
+    for (k, v) in want.iter().step_by(97) {
+        assert_eq!(tree.get(k).unwrap().as_deref(), Some(&v[..]));
+    }
+}
+
+#[test]
+fn small_entries_share_leaves_up_to_4_kib_and_every_tree_reads_back_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wants = Vec::new();
+    {
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        for (name, n, key_len, value_len) in SHAPES {
+            let tree = db.open_tree(name).unwrap();
+            let mut want = BTreeMap::new();
+            // 7919 is prime to every n here: each i once, in a scattered order.
+            for i in (0..n).map(|i| (i * 7919) % n) {
+                let (k, v) = (key(i, key_len), vec![(i % 251) as u8; value_len]);
+                tree.insert(&k[..], &v[..]).unwrap();
+                want.insert(k, v);
+            }
+            let full = leaves(&tree);
+            match name {
+                // upstream splits at 17: ~11 entries a leaf, 1,800 leaves here
+                "index" => assert!(full <= n as usize / 40, "{name}: {full} leaves"),
+                "tiny" => assert!(
+                    (n as usize / 512..=n as usize / 100).contains(&full),
+                    "{name}: {full} leaves"
+                ),
+                _ => assert!(full >= n as usize / 17, "{name}: {full} leaves"),
+            }
+            // Thin the middle half to one entry in ten, so leaves fall to merge.
+            for i in (n / 4..3 * n / 4).filter(|i| i % 10 != 0) {
+                let k = key(i, key_len);
+                tree.remove(&k[..]).unwrap();
+                want.remove(&k);
+            }
+            check(&tree, &want);
+            wants.push(want);
+        }
+        db.flush().unwrap();
+    }
+    let db = sled::Config::new().path(dir.path()).open().unwrap();
+    for ((name, ..), want) in SHAPES.iter().zip(&wants) {
+        check(&db.open_tree(name).unwrap(), want);
+    }
+}
