@@ -617,7 +617,9 @@ impl Node {
         // entries whatever their size. sled keeps bookkeeping in memory for every
         // page of the file, so index trees of ~40-byte keys cost ~4x less memory.
         let len = self.data.len();
-        let size_checks = if self.data.is_index() || threshold == 2 {
+        let size_checks = if self.data.is_index()
+            || cfg!(any(test, feature = "lock_free_delays"))
+        {
             len > threshold
         } else {
             len > threshold
