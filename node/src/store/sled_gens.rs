@@ -30,9 +30,9 @@ use dealport_core::bloom::{Bloom, BloomSet, KeyHash};
 
 use super::{merge::merge_runs, sled_backend as backend, StoreError};
 
-/// Deals in a generation before it is sealed: its trees (about 16 MiB of records at
-/// format 2's ~1 KiB) stay in sled's 64 MiB page cache beside the other trees' hot
-/// leaves, and a million deals make about 60 generations.
+/// Deals in a generation before it is sealed. Only the open generation's trees take
+/// new deals, so their leaves are the hot part of sled's page cache (`CACHE_BYTES` in
+/// `sled.rs`); a million deals make about 60 generations.
 pub const GENERATION_DEALS: usize = 16_384;
 
 /// `meta`: the open generation's number (u32, big-endian); absent: 0.
