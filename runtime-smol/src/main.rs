@@ -5,7 +5,8 @@
 /// proposal pages sled leaves in and out on the blocking pool's threads, glibc's per-thread
 /// arenas fragment (`malloc_consolidate` and `unlink_chunk` high in the profile); jemalloc
 /// accepted ~1.5x the deals per second there, at less memory (BENCHMARKS.md, "A long
-/// history").
+/// history"). Its `background_threads` feature returns freed pages to the kernel while
+/// the node is at rest (BENCHMARKS.md, "jemalloc's background threads").
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
