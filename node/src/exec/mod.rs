@@ -21,6 +21,7 @@ pub mod runner;
 pub mod ssrf;
 pub mod staging;
 pub mod throttle;
+mod waiting;
 
 use std::{
     collections::HashSet,

@@ -5,7 +5,6 @@
 //! (the task is dropped) stops them all and leaves each partial file and its snapshot
 //! for the next holder.
 use std::{
-    collections::{HashSet, VecDeque},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -20,9 +19,10 @@ use http_body_util::BodyExt;
 use super::{
     download::{self, FetchError, FetchOptions},
     ingest::{Ingest, IngestError},
+    waiting::Waiting,
     Transfers, SCAN_PAGE,
 };
-use crate::{runtime::LeaderTask, service::ApplyError, store::for_each_page};
+use crate::{runtime::LeaderTask, service::ApplyError};
 
 /// Progress is recorded at most this often.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
@@ -45,45 +45,39 @@ fn wants_download(d: &DealRecord) -> bool {
 pub async fn run(t: Arc<Transfers>) {
     let mut wake = t.wake.lock().await;
     let mut running = FuturesUnordered::new();
-    let mut queued: VecDeque<DealUuid> = VecDeque::new();
-    let mut known: HashSet<DealUuid> = HashSet::new();
+    let mut waiting = Waiting::new(MAX_QUEUED);
     let mut next_scan = Instant::now();
     tracing::info!(
         max_concurrent = t.settings.max_concurrent,
         "transfer runner started"
     );
     loop {
-        if Instant::now() >= next_scan {
-            // The online deals at `Accepted` only (the store's live index), a page at a
-            // time: offline deals waiting for an import are not read.
+        if Instant::now() >= next_scan || waiting.wants_scan() {
+            // UUIDs of the online deals at `Accepted` (the store's live index), until the
+            // queue is full: offline deals waiting for an import are not read, and a
+            // deal's record is read when its download starts.
             let store = t.service.store();
             let pages = |after| store.awaiting_download(after, SCAN_PAGE);
-            let read = for_each_page(SCAN_PAGE, pages, |page| {
-                for d in page.iter().filter(|d| wants_download(d)) {
-                    enqueue(&mut queued, &mut known, d.uuid);
-                }
-            })
-            .await;
-            if let Err(e) = read {
+            if let Err(e) = waiting.scan(SCAN_PAGE, pages).await {
                 tracing::warn!(error = %e, "cannot read the deals to download");
             }
-            sweep_staging(&t).await;
-            next_scan = Instant::now() + t.settings.rescan;
+            if Instant::now() >= next_scan {
+                sweep_staging(&t).await;
+                next_scan = Instant::now() + t.settings.rescan;
+            }
         }
         while running.len() < t.settings.max_concurrent {
-            let Some(uuid) = queued.pop_front() else {
+            let Some(uuid) = waiting.next() else {
                 break;
             };
             running.push(download_one(t.clone(), uuid).map(move |()| uuid));
         }
         let mut timer = FutureExt::fuse(async_io::Timer::at(next_scan));
         futures::select! {
-            uuid = running.select_next_some() => {
-                known.remove(&uuid);
-            }
+            uuid = running.select_next_some() => waiting.done(uuid),
             uuid = wake.next() => {
                 if let Some(uuid) = uuid {
-                    enqueue(&mut queued, &mut known, uuid);
+                    waiting.offer(uuid);
                 }
             }
             _ = timer => {}
@@ -113,13 +107,6 @@ async fn sweep_staging(t: &Transfers) {
             Ok(_) => {}
             Err(e) => tracing::warn!(deal = %uuid, error = %e, "cannot read a staged deal"),
         }
-    }
-}
-
-/// Queue `uuid` unless it is queued or running already, or the queue is full.
-fn enqueue(queued: &mut VecDeque<DealUuid>, known: &mut HashSet<DealUuid>, uuid: DealUuid) {
-    if queued.len() < MAX_QUEUED && known.insert(uuid) {
-        queued.push_back(uuid);
     }
 }
 

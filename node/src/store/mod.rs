@@ -184,18 +184,30 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> StoreFuture<'_, Vec<DealUuid>>;
 
-    /// At most `limit` online deals at `Accepted` that have not failed, after `after` in
-    /// UUID byte order: the transfer runner's work. Offline deals waiting for an import
-    /// are not its work; a backend that keeps them apart (sled, PostgreSQL) never reads
-    /// them here.
+    /// The UUIDs of at most `limit` online deals at `Accepted` that have not failed,
+    /// after `after` in UUID byte order (fewer than `limit`: no more after these): the
+    /// transfer runner's work. Keys only: the runner reads a deal when it starts on it,
+    /// so a rescan over a long backlog reads no records. Offline deals waiting for an
+    /// import are not its work; a backend that keeps them apart (sled, PostgreSQL) never
+    /// reads them here.
     /// The default reads [`Store::live_deals_at`] and leaves the offline ones out.
     fn awaiting_download(
         &self,
         after: Option<DealUuid>,
         limit: usize,
-    ) -> StoreFuture<'_, Vec<DealRecord>> {
+    ) -> StoreFuture<'_, Vec<DealUuid>> {
         let limit = limit.max(1);
-        let page = move |after| self.live_deals_at(Checkpoint::Accepted, after, limit);
+        let page = move |after| -> StoreFuture<'_, Vec<(DealUuid, bool)>> {
+            Box::pin(async move {
+                let deals = self
+                    .live_deals_at(Checkpoint::Accepted, after, limit)
+                    .await?;
+                Ok(deals
+                    .iter()
+                    .map(|d| (d.uuid, !d.params.is_offline))
+                    .collect())
+            })
+        };
         Box::pin(online_only(page, after, limit))
     }
 
@@ -534,28 +546,31 @@ where
     }
 }
 
-/// At most `limit` online deals, after `after`, from the pages `read` gives in UUID
-/// order (each at most `limit` long): offline deals are left out and pages read on until
-/// `limit` remain or the pages end. The one filter behind [`Store::awaiting_download`].
+/// At most `limit` UUIDs of online deals, after `after`, from the pages `read` gives
+/// in UUID order (each at most `limit` long, each UUID with whether its deal is online):
+/// offline deals are left out and pages read on until `limit` remain or the pages end.
+/// The one filter behind [`Store::awaiting_download`].
 async fn online_only<'a, R>(
     mut read: R,
     mut after: Option<DealUuid>,
     limit: usize,
-) -> Result<Vec<DealRecord>, StoreError>
+) -> Result<Vec<DealUuid>, StoreError>
 where
-    R: FnMut(Option<DealUuid>) -> StoreFuture<'a, Vec<DealRecord>>,
+    R: FnMut(Option<DealUuid>) -> StoreFuture<'a, Vec<(DealUuid, bool)>>,
 {
     let limit = limit.max(1);
     let mut out = Vec::new();
     loop {
         let page = read(after).await?;
         let full = page.len() >= limit;
-        after = page.last().map(|d| d.uuid);
-        for d in page.into_iter().filter(|d| !d.params.is_offline) {
+        after = page.last().map(|(uuid, _)| *uuid);
+        for (uuid, online) in page {
             if out.len() == limit {
                 return Ok(out);
             }
-            out.push(d);
+            if online {
+                out.push(uuid);
+            }
         }
         if !full || out.len() == limit {
             return Ok(out);

@@ -1590,6 +1590,45 @@ impl PostgresStore {
         stored_uuids("deals", &rows)
     }
 
+    /// One page behind [`Store::awaiting_download`]: UUIDs from migration 8's index
+    /// (the filter repeats its predicate, so the planner reads it), each with whether its
+    /// deal is online. A row whose flag is NULL (written by an older node) has its deal
+    /// read to find out; a node fills those flags in at connect, so this is rare.
+    async fn awaiting_download_page(
+        &self,
+        after: Option<DealUuid>,
+        limit: usize,
+    ) -> Result<Vec<(DealUuid, bool)>, StoreError> {
+        let after = after.map(|u| u.to_string());
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let sql = "SELECT uuid::text, is_offline FROM deals \
+             WHERE checkpoint = 'Accepted' AND error IS NULL AND is_offline IS NOT TRUE \
+             AND ($1::uuid IS NULL OR uuid > $1::uuid) ORDER BY uuid LIMIT $2";
+        let rows: Vec<(String, Option<bool>)> =
+            with_retry!(self, "list deals awaiting download", async {
+                Ok::<_, Fail>(
+                    sqlx::query_as(sql)
+                        .bind(&after)
+                        .bind(limit)
+                        .fetch_all(&self.pool())
+                        .await?,
+                )
+            })?;
+        let mut page = Vec::with_capacity(rows.len());
+        for (text, flag) in rows {
+            let uuid = stored_uuids("deals", std::slice::from_ref(&text))?[0];
+            let online = match flag {
+                Some(offline) => !offline,
+                None => self
+                    .deal_by_uuid(uuid)
+                    .await?
+                    .is_some_and(|d| !d.params.is_offline),
+            };
+            page.push((uuid, online));
+        }
+        Ok(page)
+    }
+
     async fn ipni_announced_page_impl(
         &self,
         after: Option<DealUuid>,
@@ -1742,15 +1781,10 @@ impl Store for PostgresStore {
         &self,
         after: Option<DealUuid>,
         limit: usize,
-    ) -> StoreFuture<'_, Vec<DealRecord>> {
-        // The filter repeats migration 8's index predicate, so the planner reads that
-        // index; `$1` is the page's unused key. Offline deals a row's NULL flag let
-        // through (written by an older node) are dropped by `online_only`.
-        let filter = "checkpoint = 'Accepted' AND error IS NULL AND is_offline IS NOT TRUE \
-             AND $1::text IS NULL";
+    ) -> StoreFuture<'_, Vec<DealUuid>> {
         let limit = limit.max(1);
-        let page = move |after| -> StoreFuture<'_, Vec<DealRecord>> {
-            Box::pin(self.deals_page("list deals awaiting download", filter, None, after, limit))
+        let page = move |after| -> StoreFuture<'_, Vec<(DealUuid, bool)>> {
+            Box::pin(self.awaiting_download_page(after, limit))
         };
         Box::pin(super::online_only(page, after, limit))
     }

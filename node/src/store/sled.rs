@@ -580,17 +580,17 @@ impl Inner {
         }
     }
 
-    /// The online deals at `Accepted` (the transfer runner's work).
+    /// The online deals at `Accepted` (the transfer runner's work): their own queue of
+    /// the live index, keys only.
     fn awaiting_download(
         &self,
         after: Option<DealUuid>,
         limit: usize,
-    ) -> Result<Vec<DealRecord>, StoreError> {
-        let uuids: Vec<[u8; 16]> = self
-            .queue(checkpoint_byte(Checkpoint::Accepted), after)
+    ) -> Result<Vec<DealUuid>, StoreError> {
+        self.queue(checkpoint_byte(Checkpoint::Accepted), after)
             .take(limit)
-            .collect::<Result<_, _>>()?;
-        self.deals_of(&uuids)
+            .map(|k| k.map(DealUuid))
+            .collect()
     }
 
     /// The UUIDs in one queue of the live index, after `after`, in order.
@@ -1132,7 +1132,7 @@ impl Store for SledStore {
         &self,
         after: Option<DealUuid>,
         limit: usize,
-    ) -> StoreFuture<'_, Vec<DealRecord>> {
+    ) -> StoreFuture<'_, Vec<DealUuid>> {
         self.run(move |inner| inner.awaiting_download(after, limit))
     }
 
