@@ -29,13 +29,13 @@ use dealport_node::{
         piece_url::PieceUrls,
     },
     service::{DealService, ServiceConfig},
-    store::{sled::SledStore, Store},
+    store::{sled::SledStore, Inserted, Store},
 };
 use dealport_testkit::node::{a4_config, golden, hold_lease, runtime};
 use dealport_testkit::{
     commp::naive_commp,
     fake_lotus::FakeLotus,
-    fake_miner::{commp_cid, FakeMiner},
+    fake_miner::{commp_cid, FakeMiner, Piece},
 };
 use serde_json::json;
 
@@ -250,6 +250,88 @@ fn a_good_piece_goes_to_a_sector_and_the_deal_completes() {
         );
         assert_eq!(miner.add_calls(DEAL_ID), 1);
         assert!(f.deal().await.error.is_none());
+    });
+}
+
+/// A deal at `AddedPiece` in `sector` with `chain_deal_id`: A4 under another UUID.
+async fn deal_in_sector(f: &Fixture, n: u8, chain_deal_id: u64, sector: u64) -> DealUuid {
+    let mut p = DealParams::from_cbor(&golden("A4")).unwrap();
+    p.deal_uuid = DealUuid([n; 16]);
+    // A proposal of its own (the store keeps one deal per proposal CID).
+    p.client_deal_proposal.proposal.start_epoch += i64::from(n);
+    p.client_deal_proposal.proposal.piece_size = PADDED;
+    p.transfer.size = data().len() as u64;
+    let mut rec = DealRecord::new_accepted(p.to_cbor(), p, "peer".into(), 0);
+    for ev in [
+        DealEvent::Transferred {
+            bytes: data().len() as u64,
+        },
+        DealEvent::Published {
+            publish_cid: Cid::dag_cbor_blake2b(b"psd"),
+        },
+        DealEvent::PublishConfirmed { chain_deal_id },
+        DealEvent::AddedPiece {
+            sector_number: sector,
+            offset: 0,
+        },
+    ] {
+        rec.apply(ev).unwrap();
+    }
+    let inserted = f.store.insert_new_deal(&rec).await.unwrap();
+    assert_eq!(inserted, Inserted::Yes);
+    rec.uuid
+}
+
+#[test]
+fn a_sector_holding_several_deals_is_asked_about_once_a_round() {
+    block_on(async {
+        let miner = FakeMiner::start(Duration::from_millis(30));
+        let f = fixture(&miner, "", &data(), -100).await;
+        let ids = [5001, 5002, 5003];
+        let piece = |deal_id| Piece {
+            deal_id,
+            padded: PADDED,
+            piece_cid: piece_cid_of(&data()).to_string(),
+        };
+        let shared = miner.open_sector(ids.iter().map(|&id| piece(id)).collect());
+        let mut deals = Vec::new();
+        for (i, id) in ids.into_iter().enumerate() {
+            deals.push(deal_in_sector(&f, 0xa0 + i as u8, id, shared).await);
+        }
+        // The first round also adds the fixture's own deal (a sector of its own), which
+        // asks about no sector yet.
+        f.round().await;
+        assert_eq!(
+            miner.status_calls(),
+            1,
+            "three deals in one sector, one call"
+        );
+        for &u in &deals {
+            let d = f.store.deal_by_uuid(u).await.unwrap().unwrap();
+            assert_eq!(
+                d.sealing_status,
+                format!("Sealing: WaitDeals (sector {shared})")
+            );
+        }
+        // Then one call a round for each of the two sectors, until all four are sealed.
+        let until = Instant::now() + Duration::from_secs(10);
+        let mut rounds = 1;
+        loop {
+            let mut done = 0;
+            for &u in deals.iter().chain([&f.uuid]) {
+                let d = f.store.deal_by_uuid(u).await.unwrap().unwrap();
+                assert!(d.error.is_none(), "{d:?}");
+                done += usize::from(d.checkpoint == Checkpoint::Complete);
+            }
+            if done == 4 {
+                break;
+            }
+            assert!(Instant::now() < until, "{done} of 4 Complete");
+            let before = miner.status_calls();
+            f.round().await;
+            rounds += 1;
+            assert!(miner.status_calls() - before <= 2, "round {rounds}");
+        }
     });
 }
 

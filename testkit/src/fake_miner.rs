@@ -4,8 +4,9 @@
 //! byte count equals the unpadded size, computes the piece commitment of what it received
 //! with testkit's bit-by-bit CommP (`crate::commp`, no code shared with dealport's) and refuses a mismatch as lotus does;
 //! each accepted piece opens a sector that walks through lotus's sealing states over time
-//! (or into `FailedUnrecoverable` for deals marked failing). It counts add-piece calls
-//! per deal. JSON shapes from filecoin-project/lotus
+//! (or into `FailedUnrecoverable` for deals marked failing); a test may also open a sector
+//! already holding several deals. It counts add-piece calls per deal and
+//! `SectorsStatus` calls. JSON shapes from filecoin-project/lotus
 //! `documentation/en/api-v0-methods-miner.md` (`### SectorAddPieceToAny`,
 //! `### SectorsStatus`, `### SectorsList`, `### SectorsListInStates`).
 use std::{
@@ -38,9 +39,15 @@ pub const TOO_MANY: &str = "too many sectors sealing";
 struct Sector {
     opened: Instant,
     failing: bool,
-    deal_id: u64,
-    padded: u64,
-    piece_cid: String,
+    pieces: Vec<Piece>,
+}
+
+/// A deal's piece in a sector.
+#[derive(Debug, Clone)]
+pub struct Piece {
+    pub deal_id: u64,
+    pub padded: u64,
+    pub piece_cid: String,
 }
 
 #[derive(Default)]
@@ -54,6 +61,7 @@ struct State {
     next_sector: u64,
     sectors: BTreeMap<u64, Sector>,
     add_calls: HashMap<u64, u32>,
+    status_calls: u32,
     errors: Vec<String>,
     urls: Vec<String>,
 }
@@ -144,12 +152,34 @@ impl FakeMiner {
         self.st()
             .sectors
             .values()
-            .filter(|s| s.deal_id == deal_id)
+            .flat_map(|s| &s.pieces)
+            .filter(|p| p.deal_id == deal_id)
             .count()
     }
     /// The sector that takes `deal_id` will fail.
     pub fn fail_deal(&self, deal_id: u64) {
         self.st().failing.insert(deal_id);
+    }
+    /// Open a sector already holding `pieces` (as lotus packs several deals into one
+    /// sector); it walks the states from now. Its number.
+    pub fn open_sector(&self, pieces: Vec<Piece>) -> u64 {
+        let mut s = self.st();
+        let n = s.next_sector;
+        s.next_sector += 1;
+        let failing = pieces.iter().any(|p| s.failing.contains(&p.deal_id));
+        s.sectors.insert(
+            n,
+            Sector {
+                opened: Instant::now(),
+                failing,
+                pieces,
+            },
+        );
+        n
+    }
+    /// `SectorsStatus` calls seen.
+    pub fn status_calls(&self) -> u32 {
+        self.st().status_calls
     }
     /// `SectorAddPieceToAny` calls seen for `deal_id` (taken or refused).
     pub fn add_calls(&self, deal_id: u64) -> u32 {
@@ -282,9 +312,11 @@ fn add_piece(st: &Arc<Mutex<State>>, p: &Value) -> Result<Taken, String> {
             Sector {
                 opened: Instant::now(),
                 failing,
-                deal_id,
-                padded,
-                piece_cid,
+                pieces: vec![Piece {
+                    deal_id,
+                    padded,
+                    piece_cid,
+                }],
             },
         );
         if s.lose_answers > 0 {
@@ -306,7 +338,8 @@ fn add_piece(st: &Arc<Mutex<State>>, p: &Value) -> Result<Taken, String> {
 
 fn sectors_status(st: &Arc<Mutex<State>>, p: &Value) -> Result<Value, String> {
     let n = p[0].as_u64().ok_or("sector is not a number")?;
-    let s = st.lock().unwrap();
+    let mut s = st.lock().unwrap();
+    s.status_calls += 1;
     let x = s
         .sectors
         .get(&n)
@@ -318,9 +351,10 @@ fn sectors_status(st: &Arc<Mutex<State>>, p: &Value) -> Result<Value, String> {
         "SectorID": n,
         "State": state_of(x, s.step, Instant::now()),
         "CommD": null, "CommR": null, "Proof": "",
-        "Deals": [x.deal_id],
-        "Pieces": [{"Piece": {"Size": x.padded, "PieceCID": {"/": x.piece_cid}},
-                    "DealInfo": {"PublishCid": null, "DealID": x.deal_id}}],
+        "Deals": x.pieces.iter().map(|p| p.deal_id).collect::<Vec<_>>(),
+        "Pieces": x.pieces.iter().map(|p| json!(
+            {"Piece": {"Size": p.padded, "PieceCID": {"/": p.piece_cid}},
+             "DealInfo": {"PublishCid": null, "DealID": p.deal_id}})).collect::<Vec<_>>(),
         "Log": null, "SealProof": 8, "Activation": 0, "Expiration": 0,
         "DealWeight": "0", "VerifiedDealWeight": "0", "InitialPledge": "0",
         "OnTime": 0, "Early": 0

@@ -14,7 +14,7 @@ use std::{
 
 use dealport_core::{
     deal::{Checkpoint, DealEvent, DealRecord},
-    sealing::{decide, Action, Intent, Observed, Placement, Timing},
+    sealing::{decide, Action, Intent, MinerError, Observed, Placement, SectorReport, Timing},
     wire::{primitives::unpadded, DealUuid},
 };
 use futures::{stream::FuturesUnordered, FutureExt, StreamExt};
@@ -29,6 +29,11 @@ use crate::{
 
 /// Actions taken for one deal in one round at most (search, then add or record).
 const MAX_STEPS: usize = 4;
+
+/// The sectors asked about in one round, by number: a sector holds many deals, and each
+/// is asked about once a round however many of them wait on it, so the calls to
+/// lotus-miner follow the sectors being sealed, not the deals in them.
+type SectorsSeen = HashMap<u64, Result<SectorReport, MinerError>>;
 
 /// The hand-off's settings (from `[sealing.lotus_miner]` and the policy's buffer).
 #[derive(Debug, Clone)]
@@ -148,6 +153,7 @@ impl Handoff {
         }
         let head = self.service.chain().head_epoch().await;
         let mut jobs = Vec::new();
+        let mut sectors = SectorsSeen::new();
         let now = Instant::now();
         for deal in deals {
             let followed = match deal.checkpoint {
@@ -164,7 +170,10 @@ impl Handoff {
             }
             let room =
                 jobs.len() + self.adding().len() < self.settings.max_concurrent_add_piece.max(1);
-            if let Some(job) = self.step(deal, head, Observed::Nothing, room).await {
+            let found = self
+                .step(deal, head, Observed::Nothing, room, &mut sectors)
+                .await;
+            if let Some(job) = found {
                 self.adding().insert(job.deal.uuid);
                 jobs.push(AddJobHandle(job));
             }
@@ -208,6 +217,7 @@ impl Handoff {
         head: Option<i64>,
         mut observed: Observed,
         room: bool,
+        sectors: &mut SectorsSeen,
     ) -> Option<AddJob> {
         let uuid = deal.uuid;
         let intent = self.load_intent(uuid).await;
@@ -233,8 +243,15 @@ impl Handoff {
                     observed = Observed::Searched(self.miner.find_deal(deal.chain_deal_id).await);
                 }
                 Action::Poll(sector) => {
-                    observed =
-                        Observed::Sector(self.miner.sector_status(sector).await.map(|s| s.report));
+                    let report = match sectors.get(&sector) {
+                        Some(r) => r.clone(),
+                        None => {
+                            let r = self.miner.sector_status(sector).await.map(|s| s.report);
+                            sectors.insert(sector, r.clone());
+                            r
+                        }
+                    };
+                    observed = Observed::Sector(report);
                 }
                 Action::RecordAdded(p) => {
                     self.record_added(uuid, p).await;
@@ -306,7 +323,9 @@ impl Handoff {
         self.urls.revoke(uuid);
         let head = self.service.chain().head_epoch().await;
         let _ = intent;
-        self.step(deal, head, Observed::Added(answer), true).await;
+        let mut sectors = SectorsSeen::new();
+        self.step(deal, head, Observed::Added(answer), true, &mut sectors)
+            .await;
         self.adding().remove(&uuid);
     }
 
