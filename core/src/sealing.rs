@@ -206,6 +206,13 @@ pub fn too_many_give_up_error(detail: &str, waited: Duration) -> String {
     )
 }
 
+/// Does [`decide`] read the deal's add-piece intent? Only before the piece is in a
+/// sector: a deal followed through sealing is decided from its sector alone, so the
+/// hand-off reads no intent for it each round.
+pub fn needs_intent(deal: &DealRecord) -> bool {
+    deal.checkpoint == Checkpoint::PublishConfirmed && !deal.is_terminal()
+}
+
 /// The next step for `deal`, at chain height `head` (`None`: unknown) and time `now_ms`.
 pub fn decide(
     deal: &DealRecord,

@@ -4,8 +4,8 @@ use std::time::Duration;
 use dealport_core::deal::{Checkpoint, DealEvent, DealRecord};
 use dealport_core::publish::expired_error;
 use dealport_core::sealing::{
-    decide, sector_status, Action, Intent, MinerError, Observed, Placement, SectorReport, Timing,
-    AWAITING_EARLIER_CALL, UNAUTHORIZED_STATUS,
+    decide, needs_intent, sector_status, Action, Intent, MinerError, Observed, Placement,
+    SectorReport, Timing, AWAITING_EARLIER_CALL, UNAUTHORIZED_STATUS,
 };
 use dealport_core::wire::{Cbor, Cid, DealParams};
 
@@ -432,4 +432,42 @@ fn intent_round_trips_as_json() {
     let i = arrived(NOW);
     let s = serde_json::to_string(&i).unwrap();
     assert_eq!(serde_json::from_str::<Intent>(&s).unwrap(), i);
+}
+
+/// `needs_intent` is false exactly where `decide` gives the same action with an intent
+/// and without, whatever it observed: the hand-off skips the store read only there.
+#[test]
+fn an_intent_is_read_only_where_the_decision_uses_it() {
+    let observations = || {
+        [
+            Observed::Nothing,
+            Observed::Sector(Ok(SectorReport {
+                state: "PreCommit1".into(),
+                deals: vec![DEAL_ID],
+            })),
+            Observed::Sector(Ok(SectorReport {
+                state: "Proving".into(),
+                deals: vec![DEAL_ID],
+            })),
+            Observed::Sector(Err(MinerError::Unauthorized)),
+        ]
+    };
+    for cp in [
+        Checkpoint::Transferred,
+        Checkpoint::Published,
+        Checkpoint::PublishConfirmed,
+        Checkpoint::AddedPiece,
+    ] {
+        let d = deal_at(cp);
+        for o in observations() {
+            let with = run(&d, Some(&arrived(NOW)), o.clone(), head_ok(&d), NOW);
+            let without = run(&d, None, o, head_ok(&d), NOW);
+            if !needs_intent(&d) {
+                assert_eq!(with, without, "{cp}");
+            }
+        }
+        let with = run(&d, Some(&arrived(NOW)), Observed::Nothing, head_ok(&d), NOW);
+        let without = run(&d, None, Observed::Nothing, head_ok(&d), NOW);
+        assert_eq!(needs_intent(&d), with != without, "{cp}");
+    }
 }

@@ -14,7 +14,9 @@ use std::{
 
 use dealport_core::{
     deal::{Checkpoint, DealEvent, DealRecord},
-    sealing::{decide, Action, Intent, MinerError, Observed, Placement, SectorReport, Timing},
+    sealing::{
+        decide, needs_intent, Action, Intent, MinerError, Observed, Placement, SectorReport, Timing,
+    },
     wire::{primitives::unpadded, DealUuid},
 };
 use futures::{stream::FuturesUnordered, FutureExt, StreamExt};
@@ -220,7 +222,11 @@ impl Handoff {
         sectors: &mut SectorsSeen,
     ) -> Option<AddJob> {
         let uuid = deal.uuid;
-        let intent = self.load_intent(uuid).await;
+        let intent = if needs_intent(&deal) {
+            self.load_intent(uuid).await
+        } else {
+            None
+        };
         let s = &self.settings;
         for _ in 0..MAX_STEPS {
             let now = now_ms();
