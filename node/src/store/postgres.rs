@@ -1614,9 +1614,9 @@ impl PostgresStore {
                         .await?,
                 )
             })?;
-        let mut page = Vec::with_capacity(rows.len());
-        for (text, flag) in rows {
-            let uuid = stored_uuids("deals", std::slice::from_ref(&text))?[0];
+        let (texts, flags): (Vec<String>, Vec<Option<bool>>) = rows.into_iter().unzip();
+        let mut page = Vec::with_capacity(texts.len());
+        for (uuid, flag) in stored_uuids("deals", &texts)?.into_iter().zip(flags) {
             let online = match flag {
                 Some(offline) => !offline,
                 None => self
