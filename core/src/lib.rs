@@ -12,6 +12,7 @@ pub mod commp;
 pub mod dashboard;
 pub mod db_target;
 pub mod deal;
+pub mod download_queue;
 pub mod facts;
 pub mod fifo_map;
 pub mod fuzzing;

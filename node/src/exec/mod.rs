@@ -21,7 +21,6 @@ pub mod runner;
 pub mod ssrf;
 pub mod staging;
 pub mod throttle;
-mod waiting;
 
 use std::{
     collections::HashSet,

@@ -11,6 +11,7 @@ use std::{
 
 use dealport_core::{
     deal::{Checkpoint, DealEvent, DealRecord},
+    download_queue::DownloadQueue,
     wire::{DealUuid, HttpRequest},
 };
 use futures::{stream::FuturesUnordered, FutureExt, StreamExt};
@@ -19,7 +20,6 @@ use http_body_util::BodyExt;
 use super::{
     download::{self, FetchError, FetchOptions},
     ingest::{Ingest, IngestError},
-    waiting::Waiting,
     Transfers, SCAN_PAGE,
 };
 use crate::{runtime::LeaderTask, service::ApplyError};
@@ -45,7 +45,7 @@ fn wants_download(d: &DealRecord) -> bool {
 pub async fn run(t: Arc<Transfers>) {
     let mut wake = t.wake.lock().await;
     let mut running = FuturesUnordered::new();
-    let mut waiting = Waiting::new(MAX_QUEUED);
+    let mut waiting = DownloadQueue::new(MAX_QUEUED);
     let mut next_scan = Instant::now();
     tracing::info!(
         max_concurrent = t.settings.max_concurrent,
@@ -57,9 +57,15 @@ pub async fn run(t: Arc<Transfers>) {
             // queue is full: offline deals waiting for an import are not read, and a
             // deal's record is read when its download starts.
             let store = t.service.store();
-            let pages = |after| store.awaiting_download(after, SCAN_PAGE);
-            if let Err(e) = waiting.scan(SCAN_PAGE, pages).await {
-                tracing::warn!(error = %e, "cannot read the deals to download");
+            waiting.start_pass();
+            while let Some(after) = waiting.next_read() {
+                match store.awaiting_download(after, SCAN_PAGE).await {
+                    Ok(page) => waiting.took_page(&page, SCAN_PAGE),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the deals to download");
+                        waiting.end_pass();
+                    }
+                }
             }
             if Instant::now() >= next_scan {
                 sweep_staging(&t).await;
@@ -67,7 +73,7 @@ pub async fn run(t: Arc<Transfers>) {
             }
         }
         while running.len() < t.settings.max_concurrent {
-            let Some(uuid) = waiting.next() else {
+            let Some(uuid) = waiting.start_next() else {
                 break;
             };
             running.push(download_one(t.clone(), uuid).map(move |()| uuid));
