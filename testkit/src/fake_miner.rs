@@ -66,6 +66,26 @@ struct State {
     urls: Vec<String>,
 }
 
+impl State {
+    /// A new sector holding `pieces`, walking the states from now (the failing walk if
+    /// any of its deals is marked failing). Its number.
+    fn open_sector(&mut self, pieces: Vec<Piece>) -> u64 {
+        let n = self.next_sector;
+        self.next_sector += 1;
+        let failing = pieces.iter().any(|p| self.failing.contains(&p.deal_id));
+        let opened = Instant::now();
+        self.sectors.insert(
+            n,
+            Sector {
+                opened,
+                failing,
+                pieces,
+            },
+        );
+        n
+    }
+}
+
 /// TEST DOUBLE of lotus-miner (see the module doc).
 #[derive(Clone)]
 pub struct FakeMiner {
@@ -163,19 +183,7 @@ impl FakeMiner {
     /// Open a sector already holding `pieces` (as lotus packs several deals into one
     /// sector); it walks the states from now. Its number.
     pub fn open_sector(&self, pieces: Vec<Piece>) -> u64 {
-        let mut s = self.st();
-        let n = s.next_sector;
-        s.next_sector += 1;
-        let failing = pieces.iter().any(|p| s.failing.contains(&p.deal_id));
-        s.sectors.insert(
-            n,
-            Sector {
-                opened: Instant::now(),
-                failing,
-                pieces,
-            },
-        );
-        n
+        self.st().open_sector(pieces)
     }
     /// `SectorsStatus` calls seen.
     pub fn status_calls(&self) -> u32 {
@@ -304,21 +312,11 @@ fn add_piece(st: &Arc<Mutex<State>>, p: &Value) -> Result<Taken, String> {
             ));
         }
         let mut s = st.lock().unwrap();
-        let n = s.next_sector;
-        s.next_sector += 1;
-        let failing = s.failing.contains(&deal_id);
-        s.sectors.insert(
-            n,
-            Sector {
-                opened: Instant::now(),
-                failing,
-                pieces: vec![Piece {
-                    deal_id,
-                    padded,
-                    piece_cid,
-                }],
-            },
-        );
+        let n = s.open_sector(vec![Piece {
+            deal_id,
+            padded,
+            piece_cid,
+        }]);
         if s.lose_answers > 0 {
             s.lose_answers -= 1;
             return Ok(Taken::Lose);
