@@ -130,7 +130,14 @@ pub enum DealsCommand {
     },
     /// Fill the store (no node may run on it) with N signed synthetic deals, mostly
     /// history, for benchmarks: 90 % Complete, 5 % failed, 5 % at work.
-    Populate { count: u64 },
+    Populate {
+        count: u64,
+        /// Of the N, this many (spread evenly through them) are offline deals accepted
+        /// and waiting for their data, as while onboarding a large dataset: a long live
+        /// index instead of a long history.
+        #[arg(long, default_value_t = 0)]
+        waiting: u64,
+    },
     /// Everything stored about one deal, as JSON.
     Show { uuid: String },
     /// Bring an offline deal's data in: stream FILE to the running node's API

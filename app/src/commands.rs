@@ -240,9 +240,10 @@ pub(crate) async fn deals(shell: Shell, at: Location, command: DealsCommand) -> 
         })?;
         return import(shell, &dir, &config, &path, &uuid, &file, node).await;
     }
-    if let DealsCommand::Populate { count } = command {
+    if let DealsCommand::Populate { count, waiting } = command {
         let spec = config.map_or_else(|| "sled".to_owned(), |c| c.store);
-        return populate_store(&shell, &dir, &spec, count).await;
+        let mix = crate::populate::Mix::new(count, waiting)?;
+        return populate_store(&shell, &dir, &spec, mix).await;
     }
     // The config's store: the cluster's database when `store` is a postgres:// URL. A
     // running node holds a sled store: ask it through its API instead.
@@ -291,17 +292,22 @@ pub(crate) async fn deals(shell: Shell, at: Location, command: DealsCommand) -> 
 }
 
 /// `deals populate`: straight into the concrete store, one transaction per batch.
-async fn populate_store(shell: &Shell, dir: &Path, spec: &str, count: u64) -> CmdResult {
+async fn populate_store(
+    shell: &Shell,
+    dir: &Path,
+    spec: &str,
+    mix: crate::populate::Mix,
+) -> CmdResult {
     let written = if is_postgres_url(spec) {
         let store = PostgresStore::connect(spec, PostgresOptions::default()).await?;
-        crate::populate::populate(count, |batch| {
+        crate::populate::populate(mix, |batch| {
             let store = store.clone();
             async move { Ok(store.bulk_load(&batch).await?) }
         })
         .await?
     } else {
         let store = SledStore::open(dir, shell.runtime.clone())?;
-        crate::populate::populate(count, |batch| {
+        crate::populate::populate(mix, |batch| {
             let store = store.clone();
             async move { Ok(store.bulk_load(batch).await?) }
         })

@@ -4,7 +4,9 @@
 //! 5 % still at work spread over the live checkpoints, those at `Accepted` offline
 //! deals waiting for their data (a backlog that waits, rather than downloads a node
 //! without a network would keep retrying). For the benchmarks that compare a node on a
-//! large history with one on an empty store.
+//! large history with one on an empty store. `--waiting W` makes W of the N (spread
+//! evenly) offline deals at `Accepted` instead: a long live index, as while a provider
+//! onboards a large dataset whose data comes later.
 
 use std::time::Instant;
 
@@ -23,10 +25,36 @@ use crate::Fail;
 /// Deals written per store transaction.
 const BATCH: usize = 5_000;
 
+/// How many deals to write, and how many of them wait for their data.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Mix {
+    count: u64,
+    waiting: u64,
+}
+
+impl Mix {
+    pub(crate) fn new(count: u64, waiting: u64) -> Result<Mix, Fail> {
+        if waiting > count {
+            return Err(Fail(format!(
+                "--waiting {waiting} is more than the {count} deals to write"
+            )));
+        }
+        Ok(Mix { count, waiting })
+    }
+
+    /// Whether deal `i` is one of the `waiting` spread evenly through `count`: exactly
+    /// `waiting` of `0..count` are.
+    fn waits(&self, i: u64) -> bool {
+        let share = |k: u64| u128::from(k) * u128::from(self.waiting) / u128::from(self.count);
+        share(i + 1) > share(i)
+    }
+}
+
 /// Deal `i` of a populated store, moved to its place in the mix.
-fn synthetic(i: u64, wallet: &Wallet) -> Result<DealRecord, Fail> {
+fn synthetic(i: u64, mix: &Mix, wallet: &Wallet) -> Result<DealRecord, Fail> {
     let mut spec = bench_deal_spec(format!("populate {i}")).map_err(Fail)?;
-    if i % 100 == 95 {
+    let waits = mix.waits(i);
+    if i % 100 == 95 || waits {
         spec.transfer = DataTransfer::Offline;
     }
     let params = build_deal(&spec, wallet);
@@ -34,6 +62,7 @@ fn synthetic(i: u64, wallet: &Wallet) -> Result<DealRecord, Fail> {
     let mut d =
         DealRecord::new_accepted(params.to_cbor(), params, "12D3KooWpopulate".into(), created);
     let target = match i % 100 {
+        _ if waits => Checkpoint::Accepted,
         0..=89 => Checkpoint::Complete,
         90..=94 => Checkpoint::Transferred, // then failed below
         n => CHECKPOINTS[(n as usize - 95) % 6],
@@ -59,7 +88,7 @@ fn synthetic(i: u64, wallet: &Wallet) -> Result<DealRecord, Fail> {
         };
         d.apply(ev).map_err(|e| Fail(e.to_string()))?;
     }
-    if (90..=94).contains(&(i % 100)) {
+    if (90..=94).contains(&(i % 100)) && !waits {
         d.apply(DealEvent::Failed("populate: a failed deal".into()))
             .map_err(|e| Fail(e.to_string()))?;
     }
@@ -67,19 +96,20 @@ fn synthetic(i: u64, wallet: &Wallet) -> Result<DealRecord, Fail> {
 }
 
 /// Write `n` deals in batches through `load`; print progress and the rate.
-pub(crate) async fn populate<F, Fut>(n: u64, mut load: F) -> Result<u64, Fail>
+pub(crate) async fn populate<F, Fut>(mix: Mix, mut load: F) -> Result<u64, Fail>
 where
     F: FnMut(Vec<DealRecord>) -> Fut,
     Fut: std::future::Future<Output = Result<usize, Fail>>,
 {
     let wallet = Wallet::from_lotus_export(GOLDEN_SECP_KEY)?;
+    let n = mix.count;
     let started = Instant::now();
     let mut written = 0u64;
     let mut i = 0u64;
     while i < n {
         let end = (i + BATCH as u64).min(n);
         let batch = (i..end)
-            .map(|k| synthetic(k, &wallet))
+            .map(|k| synthetic(k, &mix, &wallet))
             .collect::<Result<Vec<_>, _>>()?;
         written += load(batch).await? as u64;
         i = end;
@@ -91,4 +121,28 @@ where
         }
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Mix;
+
+    #[test]
+    fn exactly_the_waiting_deals_wait_spread_evenly() {
+        for (count, waiting) in [(10, 0), (10, 3), (10, 10), (1_000, 400), (7, 5)] {
+            let mix = Mix::new(count, waiting).unwrap();
+            let waits: Vec<u64> = (0..count).filter(|i| mix.waits(*i)).collect();
+            assert_eq!(
+                waits.len() as u64,
+                waiting,
+                "{count} deals, {waiting} waiting"
+            );
+            // No stretch of the history is left without its share.
+            if waiting > 0 {
+                let gap = count.div_ceil(waiting);
+                assert!(waits.windows(2).all(|w| w[1] - w[0] <= gap), "{waits:?}");
+            }
+        }
+        assert!(Mix::new(3, 4).is_err());
+    }
 }

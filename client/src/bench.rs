@@ -119,6 +119,9 @@ pub struct BenchConfig {
     /// The server's process (same machine): its CPU time over the measured phase is
     /// reported per request.
     pub server_pid: Option<u32>,
+    /// Deal workloads: propose offline deals (data imported later, as Spade's and
+    /// Singularity's are) instead of HTTP transfers.
+    pub offline: bool,
 }
 
 impl BenchConfig {
@@ -135,6 +138,7 @@ impl BenchConfig {
             progress: false,
             request_timeout: Duration::from_secs(30),
             server_pid: None,
+            offline: false,
         }
     }
 }
@@ -311,6 +315,7 @@ pub fn prepare(config: &BenchConfig) -> Result<Prepared, String> {
             let mut nonce = [0u8; 4];
             getrandom::fill(&mut nonce).map_err(|e| e.to_string())?;
             let run = hex::encode(nonce);
+            let offline = config.offline;
             let threads = std::thread::available_parallelism()
                 .map_or(2, |n| n.get())
                 .min(n);
@@ -326,7 +331,10 @@ pub fn prepare(config: &BenchConfig) -> Result<Prepared, String> {
                             let hi = ((t + 1) * per).min(n);
                             (lo..hi)
                                 .map(|i| {
-                                    let spec = bench_deal_spec(format!("bench-{run}-{i}"))?;
+                                    let mut spec = bench_deal_spec(format!("bench-{run}-{i}"))?;
+                                    if offline {
+                                        spec.transfer = DataTransfer::Offline;
+                                    }
                                     Ok(DealProtocol::V121
                                         .encode(&client::build_deal(&spec, &wallet)))
                                 })
@@ -869,6 +877,10 @@ pub struct BenchArgs {
     /// The server's process id (same machine): report its CPU time per request.
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// deal-*: propose offline deals (the data imported later) instead of HTTP
+    /// transfers.
+    #[arg(long)]
+    pub offline: bool,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -914,6 +926,7 @@ impl BenchArgs {
             connect_retry: secs(self.connect_retry, "--connect-retry")?,
             progress: !self.quiet,
             server_pid: self.server_pid,
+            offline: self.offline,
             ..BenchConfig::new(self.target.clone(), workload)
         })
     }

@@ -4,10 +4,11 @@
 use std::{sync::Arc, time::Duration};
 
 use dealport_client::bench::{self, BenchConfig, Report, Workload};
-use dealport_core::wire::Address;
+use dealport_core::{deal::Checkpoint, wire::Address};
 use dealport_node::{
     config::Config,
     p2p::{Host, HostConfig, HostHandle, Keypair, Multiaddr},
+    store::Store,
 };
 use libp2p::multiaddr::Protocol;
 
@@ -39,6 +40,7 @@ address = "f01000"
 struct Node {
     host: Option<HostHandle>,
     tcp: Multiaddr,
+    store: Arc<dyn Store>,
     _dir: tempfile::TempDir,
 }
 
@@ -52,7 +54,12 @@ impl Drop for Node {
 
 fn start_node() -> Node {
     let config = config();
-    let ServiceOnSled { service, dir, .. } = service_on_sled(&config);
+    let ServiceOnSled {
+        service,
+        dir,
+        store,
+        ..
+    } = service_on_sled(&config);
     let key = Keypair::generate_ed25519();
     let peer = key.public().to_peer_id();
     let host = Host::start(
@@ -69,6 +76,7 @@ fn start_node() -> Node {
     Node {
         host: Some(host),
         tcp: addrs[0].clone().with(Protocol::P2p(peer)),
+        store,
         _dir: dir,
     }
 }
@@ -164,4 +172,35 @@ fn bulk_resends_one_large_deal_and_counts_its_bytes() {
     let too_big = BenchConfig::new(node.tcp.clone(), Workload::Bulk(bench::BULK_MAX + 1));
     let err = bench::prepare(&too_big).err().expect("refused");
     assert!(err.contains("--bulk-bytes"), "{err}");
+}
+
+/// The deals the node stored from a run, as (how many, how many of them offline).
+fn stored(node: &Node) -> (usize, usize) {
+    let deals =
+        futures::executor::block_on(node.store.live_deals_at(Checkpoint::Accepted, None, 100))
+            .unwrap();
+    (
+        deals.len(),
+        deals.iter().filter(|d| d.params.is_offline).count(),
+    )
+}
+
+#[test]
+fn offline_proposes_deals_whose_data_comes_later() {
+    let node = start_node();
+    let run = |offline: bool| {
+        let config = BenchConfig {
+            duration: None,
+            requests: Some(3),
+            offline,
+            ..BenchConfig::new(node.tcp.clone(), Workload::DealSecp)
+        };
+        let prepared = bench::prepare(&config).unwrap();
+        let r = futures::executor::block_on(bench::run(runtime(), &config, prepared)).unwrap();
+        assert_eq!((r.requests, r.errors, r.rejected), (3, 0, 0), "{r:?}");
+    };
+    run(false);
+    assert_eq!(stored(&node), (3, 0), "HTTP transfers by default");
+    run(true);
+    assert_eq!(stored(&node), (6, 3), "three more, offline");
 }
