@@ -137,6 +137,68 @@ fn a_lost_or_damaged_filter_is_rebuilt_at_open() {
     );
 }
 
+/// Filters stored by a release whose filters were 16 bits a key (format 1) are rebuilt
+/// at the current size at open, all of them, so the stack of each kind stays one size;
+/// every lookup still finds its deal.
+#[test]
+fn filters_of_the_first_format_are_rebuilt_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = deals(12);
+    {
+        let store = SledStore::open_with(dir.path(), runtime(), 4).unwrap();
+        block_on(store_all(&store, &all));
+        assert_eq!(store.deal_generations(), 3);
+    }
+    let key = |n: u32| [&b"generation_filters/"[..], &n.to_be_bytes()].concat();
+    // Each stored filter is four (length (u32 BE) ‖ format byte ‖ words): mark each of
+    // the four as format 1.
+    let formats = |bytes: &[u8]| -> Vec<u8> {
+        let mut at = 0;
+        let mut out = Vec::new();
+        while at < bytes.len() {
+            out.push(bytes[at + 4]);
+            at += 4 + u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        }
+        out
+    };
+    let current = {
+        let db = raw_sled(dir.path());
+        let meta = db.open_tree("meta").unwrap();
+        let mut current = Vec::new();
+        for n in 0..2 {
+            let mut bytes = meta.get(key(n)).unwrap().unwrap().to_vec();
+            current = formats(&bytes);
+            let mut at = 0;
+            while at < bytes.len() {
+                bytes[at + 4] = 1;
+                at += 4 + u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+            }
+            assert_eq!(formats(&bytes), vec![1; 4]);
+            meta.insert(key(n), bytes).unwrap();
+        }
+        db.flush().unwrap();
+        current
+    };
+    assert_eq!(current.len(), 4);
+    assert!(
+        current.iter().all(|f| *f == current[0] && *f != 1),
+        "{current:?}"
+    );
+    let store = reopen_sled_with(dir.path(), 4);
+    block_on(every_lookup_finds_every_deal(&store, &all));
+    drop(store);
+    let db = raw_sled(dir.path());
+    let meta = db.open_tree("meta").unwrap();
+    for n in 0..2 {
+        let stored = meta.get(key(n)).unwrap().unwrap();
+        assert_eq!(
+            formats(&stored),
+            current,
+            "generation {n} rebuilt and stored"
+        );
+    }
+}
+
 #[test]
 fn a_store_from_before_generations_is_sealed_once_at_open() {
     let dir = tempfile::tempdir().unwrap();

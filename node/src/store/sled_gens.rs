@@ -9,8 +9,8 @@
 //! ones add `.N`), and once it holds [`GENERATION_DEALS`] deals it is sealed: a Bloom
 //! filter of each tree's keys is stored in `meta` in the same batch that opens the next
 //! generation. The open generation's leaves stay in the page cache; a lookup asks the open
-//! generation, then each sealed one whose filter may hold the key (about one in a
-//! thousand answers "maybe" wrongly and costs a read). The filters of one kind are sized
+//! generation, then each sealed one whose filter may hold the key (about one in six
+//! thousand answers "maybe" wrongly and costs a read; `core::bloom`). The filters of one kind are sized
 //! alike and kept block by block (`core::bloom::BloomSet`), so asking every generation
 //! about a key reads one run of memory, not a cache line in each.
 //!
@@ -319,13 +319,14 @@ impl Generations {
             open: GenTrees::open(db, open_number)?,
             open_number,
         };
+        let mut rebuilt = 0;
         for n in 0..open_number {
             let trees = GenTrees::open(db, n)?;
             let stored = meta.get(filters_key(n)).map_err(backend)?;
             let filters = match stored.as_deref().and_then(Filters::from_bytes) {
                 Some(f) => f,
                 None => {
-                    tracing::warn!(generation = n, "rebuilding a missing deal-tree filter");
+                    rebuilt += 1;
                     let capacity = BloomSet::capacity_for(trees.deals.len(), deals_per_generation);
                     let f = Filters::build(&trees, capacity)?;
                     meta.insert(filters_key(n), f.to_bytes()).map_err(backend)?;
@@ -333,6 +334,14 @@ impl Generations {
                 }
             };
             view.add_sealed(trees, filters);
+        }
+        if rebuilt > 0 {
+            // Once after an upgrade that changed their format; otherwise a filter lost.
+            tracing::warn!(
+                rebuilt,
+                of = open_number,
+                "rebuilt deal-tree filters that were missing, damaged or of an older format"
+            );
         }
         let in_open = view.open.deals.len();
         Ok(Generations {
