@@ -108,6 +108,28 @@ fn lookups_duplicates_updates_and_pages_span_the_generations() {
     block_on(every_lookup_finds_every_deal(&store, &deals(40)));
 }
 
+/// Generation `n`'s filters' key in `meta`.
+fn key(n: u32) -> Vec<u8> {
+    [&b"generation_filters/"[..], &n.to_be_bytes()].concat()
+}
+
+/// Where the format bytes are in a generation's stored filters: four of (length (u32
+/// BE) ‖ format byte ‖ words).
+fn format_bytes(stored: &[u8]) -> Vec<usize> {
+    let mut at = 0;
+    let mut out = Vec::new();
+    while at < stored.len() {
+        out.push(at + 4);
+        at += 4 + u32::from_be_bytes(stored[at..at + 4].try_into().unwrap()) as usize;
+    }
+    out
+}
+
+/// The format byte of each of a generation's stored filters.
+fn formats(stored: &[u8]) -> Vec<u8> {
+    format_bytes(stored).iter().map(|at| stored[*at]).collect()
+}
+
 #[test]
 fn a_lost_or_damaged_filter_is_rebuilt_at_open() {
     let dir = tempfile::tempdir().unwrap();
@@ -120,7 +142,6 @@ fn a_lost_or_damaged_filter_is_rebuilt_at_open() {
     {
         let db = raw_sled(dir.path());
         let meta = db.open_tree("meta").unwrap();
-        let key = |n: u32| [&b"generation_filters/"[..], &n.to_be_bytes()].concat();
         assert!(meta.remove(key(0)).unwrap().is_some());
         assert!(meta.insert(key(1), &b"not a filter"[..]).unwrap().is_some());
         db.flush().unwrap();
@@ -130,7 +151,7 @@ fn a_lost_or_damaged_filter_is_rebuilt_at_open() {
     drop(store);
     let db = raw_sled(dir.path());
     let meta = db.open_tree("meta").unwrap();
-    let stored = meta.get([&b"generation_filters/"[..], &0u32.to_be_bytes()].concat());
+    let stored = meta.get(key(0));
     assert!(
         stored.unwrap().is_some_and(|v| v.len() > 100),
         "rebuilt and stored"
@@ -149,18 +170,6 @@ fn filters_of_the_first_format_are_rebuilt_at_open() {
         block_on(store_all(&store, &all));
         assert_eq!(store.deal_generations(), 3);
     }
-    let key = |n: u32| [&b"generation_filters/"[..], &n.to_be_bytes()].concat();
-    // Each stored filter is four (length (u32 BE) ‖ format byte ‖ words): mark each of
-    // the four as format 1.
-    let formats = |bytes: &[u8]| -> Vec<u8> {
-        let mut at = 0;
-        let mut out = Vec::new();
-        while at < bytes.len() {
-            out.push(bytes[at + 4]);
-            at += 4 + u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
-        }
-        out
-    };
     let current = {
         let db = raw_sled(dir.path());
         let meta = db.open_tree("meta").unwrap();
@@ -168,10 +177,8 @@ fn filters_of_the_first_format_are_rebuilt_at_open() {
         for n in 0..2 {
             let mut bytes = meta.get(key(n)).unwrap().unwrap().to_vec();
             current = formats(&bytes);
-            let mut at = 0;
-            while at < bytes.len() {
-                bytes[at + 4] = 1;
-                at += 4 + u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+            for at in format_bytes(&bytes) {
+                bytes[at] = 1;
             }
             assert_eq!(formats(&bytes), vec![1; 4]);
             meta.insert(key(n), bytes).unwrap();
