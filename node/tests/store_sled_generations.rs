@@ -108,6 +108,16 @@ fn lookups_duplicates_updates_and_pages_span_the_generations() {
     block_on(every_lookup_finds_every_deal(&store, &deals(40)));
 }
 
+/// A closed store holding `all` (twelve deals) in generations of four: two sealed, with
+/// their filters stored, and the open one.
+fn in_three_generations(all: &[DealRecord]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open_with(dir.path(), runtime(), 4).unwrap();
+    block_on(store_all(&store, all));
+    assert_eq!(store.deal_generations(), 3);
+    dir
+}
+
 /// Generation `n`'s filters' key in `meta`.
 fn key(n: u32) -> Vec<u8> {
     [&b"generation_filters/"[..], &n.to_be_bytes()].concat()
@@ -132,13 +142,8 @@ fn formats(stored: &[u8]) -> Vec<u8> {
 
 #[test]
 fn a_lost_or_damaged_filter_is_rebuilt_at_open() {
-    let dir = tempfile::tempdir().unwrap();
     let all = deals(12);
-    {
-        let store = SledStore::open_with(dir.path(), runtime(), 4).unwrap();
-        block_on(store_all(&store, &all));
-        assert_eq!(store.deal_generations(), 3);
-    }
+    let dir = in_three_generations(&all);
     {
         let db = raw_sled(dir.path());
         let meta = db.open_tree("meta").unwrap();
@@ -163,13 +168,8 @@ fn a_lost_or_damaged_filter_is_rebuilt_at_open() {
 /// every lookup still finds its deal.
 #[test]
 fn filters_of_the_first_format_are_rebuilt_at_open() {
-    let dir = tempfile::tempdir().unwrap();
     let all = deals(12);
-    {
-        let store = SledStore::open_with(dir.path(), runtime(), 4).unwrap();
-        block_on(store_all(&store, &all));
-        assert_eq!(store.deal_generations(), 3);
-    }
+    let dir = in_three_generations(&all);
     let current = {
         let db = raw_sled(dir.path());
         let meta = db.open_tree("meta").unwrap();
